@@ -1,0 +1,83 @@
+"""The one exception family of faasd.
+
+Every error a user can meet is a ``FaasError`` carrying the HTTP status the control API
+answers with and a message that says what to do. Errors are raised deep, chained with
+``from`` to their cause, and translated to HTTP once, in ``faasd.api``.
+
+    FaasError (500)
+    ├── InvalidRequest (400)         bad name, bad header, bad query value
+    │   └── InvalidImage (400)       the archive is not a usable image
+    │       └── UnsafeArchive (400)  the archive tries to escape its rootfs
+    ├── NotFound (404)               no function by that name
+    ├── Conflict (409)               the operation collides with current state
+    ├── ImageTooLarge (413)          the upload or its unpacked size is over the limit
+    ├── InsufficientStorage (507)    the disk filled up during an import
+    └── RuntimeFailure (500)         runc or the kernel refused an operation
+        └── RuncError (500)          runc exited non-zero (status and stderr attached)
+"""
+
+from __future__ import annotations
+
+
+class FaasError(Exception):
+    """Base class: an error with an HTTP status and a message for the user."""
+
+    status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(FaasError):
+    """Raised when a name, header or parameter from the client is malformed."""
+
+    status = 400
+
+
+class InvalidImage(InvalidRequest):
+    """Raised when an uploaded archive is not a readable docker-save or OCI image."""
+
+
+class UnsafeArchive(InvalidImage):
+    """Raised when an archive entry would land outside the rootfs or write through a link."""
+
+
+class NotFound(FaasError):
+    """Raised when a function (or version) does not exist."""
+
+    status = 404
+
+
+class Conflict(FaasError):
+    """Raised when the request collides with the current state (e.g. the IP range is full)."""
+
+    status = 409
+
+
+class ImageTooLarge(FaasError):
+    """Raised when an upload or its unpacked content exceeds the configured limit."""
+
+    status = 413
+
+
+class InsufficientStorage(FaasError):
+    """Raised when the state directory's filesystem runs out of space."""
+
+    status = 507
+
+
+class RuntimeFailure(FaasError):
+    """Raised when the container runtime or the kernel refuses an operation."""
+
+    status = 500
+
+
+class RuncError(RuntimeFailure):
+    """Raised when a runc command exits non-zero."""
+
+    def __init__(self, args: list[str], returncode: int, stderr: str) -> None:
+        verb = args[1] if len(args) > 1 else "runc"
+        super().__init__(f"runc {verb} failed with exit status {returncode}: {stderr.strip()}")
+        self.returncode = returncode
+        self.stderr = stderr
