@@ -76,8 +76,7 @@ class RuntimeFailure(FaasError):
 class RuncError(RuntimeFailure):
     """Raised when a runc command exits non-zero."""
 
-    def __init__(self, args: list[str], returncode: int, stderr: str) -> None:
-        verb = args[1] if len(args) > 1 else "runc"
+    def __init__(self, verb: str, returncode: int, stderr: str) -> None:
         super().__init__(f"runc {verb} failed with exit status {returncode}: {stderr.strip()}")
         self.returncode = returncode
         self.stderr = stderr
