@@ -1,0 +1,120 @@
+"""``faas``: deploy and inspect functions on a faasd daemon.
+
+Exit codes: 0 success, 1 the request was refused (bad input, unknown function), 2 faasd
+could not be reached.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from faas_cli.client import DEFAULT_SOCKET, ApiError, Client, DaemonUnreachable
+
+EXIT_REFUSED = 1
+EXIT_UNREACHABLE = 2
+
+
+class FaasGroup(click.Group):
+    """Turns client errors into one line on stderr and the documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DaemonUnreachable as exc:
+            click.echo(f"faas: {exc}", err=True)
+            ctx.exit(EXIT_UNREACHABLE)
+        except ApiError as exc:
+            click.echo(f"faas: {exc}", err=True)
+            ctx.exit(EXIT_REFUSED)
+
+
+@click.group(cls=FaasGroup, context_settings={"auto_envvar_prefix": "FAAS"})
+@click.option("--socket", "socket_path", type=click.Path(path_type=Path), default=DEFAULT_SOCKET,
+              show_default=True, envvar="FAAS_SOCKET", help="faasd's control socket.")
+@click.version_option(package_name="faasd")
+@click.pass_context
+def main(ctx: click.Context, socket_path: Path) -> None:
+    """Deploy and inspect functions served by faasd.
+
+    \b
+    Example:
+      docker save hello | faas new hello
+      curl http://$(faas ip hello)/
+    """
+    ctx.obj = Client(socket_path)
+
+
+@main.command()
+@click.argument("name")
+@click.option("-f", "--file", "tarball", type=click.File("rb"), default=None,
+              help="Image tarball to deploy.  [default: standard input]")
+@click.option("--tag", default=None, help="Which image to take from an archive holding several.")
+@click.pass_obj
+def new(client: Client, name: str, tarball: IO[bytes] | None, tag: str | None) -> None:
+    """Deploy an image tarball as function NAME (again: a new version, same IP).
+
+    \b
+    Example:
+      docker save hello | faas new hello
+      faas new hello -f hello.tar --tag hello:2
+    """
+    if tarball is None:
+        if sys.stdin.isatty():
+            raise click.UsageError("no image given: pipe one in (docker save IMAGE | faas new NAME) or use -f FILE")
+        tarball = sys.stdin.buffer
+    function = client.deploy(name, tarball, tag=tag)
+    click.echo(f"Deployed {function['name']} at {function['ip']} (version {function['version']})")
+
+
+@main.command()
+@click.argument("name")
+@click.pass_obj
+def ip(client: Client, name: str) -> None:
+    """Print only the IP address of function NAME.
+
+    \b
+    Example:
+      curl http://$(faas ip hello)/
+    """
+    click.echo(client.get(name)["ip"])
+
+
+@main.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_obj
+def list_(client: Client, as_json: bool) -> None:
+    """List deployed functions.
+
+    \b
+    Example:
+      faas list --json | jq -r '.[].ip'
+    """
+    functions = client.list()
+    if as_json:
+        click.echo(json.dumps(functions, indent=2))
+        return
+    rows = [("NAME", "IP", "VERSION", "CMD")] + [
+        (f["name"], f["ip"], str(f["version"]), " ".join(f["entrypoint"] + f["cmd"])) for f in functions
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
+
+
+@main.command()
+@click.argument("name")
+@click.pass_obj
+def rm(client: Client, name: str) -> None:
+    """Remove function NAME: its address, its versions and its running connections.
+
+    \b
+    Example:
+      faas rm hello
+    """
+    removed = client.remove(name)
+    click.echo(f"Removed {removed['removed']} ({removed['ip']})")

@@ -1,0 +1,174 @@
+"""Deployed functions at run time: each one's address, listener and current version.
+
+``Functions`` is the one place that changes a function, keeping the registry (the truth),
+the rootfs on disk, the loopback alias and the listening socket in step, and undoing the
+earlier steps when a later one fails, so no half-deployed function is ever left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections import defaultdict
+from pathlib import Path
+from typing import IO
+
+from faasd.config import Config
+from faasd.dispatch import Dispatcher
+from faasd.images.store import ImageStore
+from faasd.network import Aliases, open_listener
+from faasd.registry import Function, Registry, Version, validate_name
+
+log = logging.getLogger(__name__)
+
+
+class Listener:
+    """Accepts connections on one function's address; each one goes to a new container.
+
+    ``version`` is swapped on redeploy: connections accepted afterwards get the new rootfs,
+    those already running finish on the one they started with.
+    """
+
+    def __init__(self, function: Function, sock: socket.socket, dispatcher: Dispatcher, output: IO[bytes]) -> None:
+        self.ip = function.ip
+        self.version = function.current
+        self._sock = sock
+        self._dispatcher = dispatcher
+        self._output = output
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._accepting = asyncio.create_task(self._accept_loop())
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                client, peer = await loop.sock_accept(self._sock)
+            except OSError as exc:
+                # Out of fds or memory: back off rather than spin, and keep listening.
+                log.warning("accept failed function=%s error=%s", self.version.function, exc)
+                await asyncio.sleep(0.1)
+                continue
+            task = asyncio.create_task(self._serve(self.version, client, peer))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _serve(self, version: Version, client: socket.socket, peer: tuple[str, int]) -> None:
+        with client:
+            try:
+                await self._dispatcher.serve(version, client, peer, self._output)
+            except Exception:
+                log.exception("connection failed function=%s version=%s", version.function, version.number)
+
+    async def close(self, drain_seconds: float) -> None:
+        """Stop accepting, let running connections finish for ``drain_seconds``, end the rest."""
+        self._accepting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._accepting
+        self._sock.close()
+        if self._inflight:
+            _, pending = await asyncio.wait(set(self._inflight), timeout=drain_seconds)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.info("drain cut function=%s connections=%d", self.version.function, len(pending))
+                await asyncio.wait(pending)
+        self._output.close()
+
+
+class Functions:
+    """Deploys, removes and restores functions; serialises changes to the same name."""
+
+    def __init__(
+        self, config: Config, registry: Registry, store: ImageStore, aliases: Aliases, dispatcher: Dispatcher
+    ) -> None:
+        self._config = config
+        self._registry = registry
+        self._store = store
+        self._aliases = aliases
+        self._dispatcher = dispatcher
+        self._listeners: dict[str, Listener] = {}
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def list(self) -> list[Function]:
+        return self._registry.list()
+
+    def get(self, name: str) -> Function:
+        return self._registry.get(validate_name(name))
+
+    async def restore(self) -> None:
+        """Bring back the address and listener of every registered function (at start-up)."""
+        for function in self._registry.list():
+            self._expose(function)
+            log.info("restored function=%s version=%s ip=%s", function.name, function.current.number, function.ip)
+
+    async def deploy(self, name: str, archive: Path, image: str, tag: str | None) -> Function:
+        """Import ``archive`` as a new version of ``name`` and switch new connections to it."""
+        validate_name(name)
+        async with self._locks[name]:
+            number = self._registry.next_version(name)
+            imported = await asyncio.to_thread(self._store.import_image, archive, name, number, tag)
+            try:
+                function = await asyncio.to_thread(
+                    self._registry.add_version,
+                    name, number, image, imported.digest, imported.config, imported.uid, imported.gid,
+                )
+            except BaseException:
+                await asyncio.to_thread(self._store.remove_version, name, number)
+                raise
+            try:
+                self._expose(function)
+            except BaseException:
+                if number == 1:
+                    await asyncio.to_thread(self._registry.remove, name)
+                    await asyncio.to_thread(self._store.remove_function, name)
+                raise
+            await self._prune(name)
+        log.info("deployed function=%s version=%s ip=%s image=%s", name, number, function.ip, image)
+        return function
+
+    async def remove(self, name: str) -> Function:
+        """Remove ``name``: its registry rows, listener (ending its connections), address, rootfs."""
+        validate_name(name)
+        async with self._locks[name]:
+            function = await asyncio.to_thread(self._registry.remove, name)
+            listener = self._listeners.pop(name, None)
+            if listener is not None:
+                await listener.close(drain_seconds=0)
+            self._aliases.remove(function.ip)
+            await asyncio.to_thread(self._store.remove_function, name)
+        log.info("removed function=%s ip=%s", name, function.ip)
+        return function
+
+    async def close(self, drain_seconds: float) -> None:
+        """Stop every listener (draining in parallel) and remove the addresses (at shutdown)."""
+        listeners = list(self._listeners.values())
+        self._listeners.clear()
+        await asyncio.gather(*(listener.close(drain_seconds) for listener in listeners))
+        for listener in listeners:
+            self._aliases.remove(listener.ip)
+
+    def _expose(self, function: Function) -> None:
+        listener = self._listeners.get(function.name)
+        if listener is not None:
+            listener.version = function.current
+            return
+        self._aliases.add(function.ip)
+        try:
+            sock = open_listener(function.ip, self._config.port)
+        except BaseException:
+            self._aliases.remove(function.ip)
+            raise
+        self._config.logs_dir.mkdir(parents=True, exist_ok=True)
+        output = open(self._config.logs_dir / f"{function.name}.log", "ab", buffering=0)
+        self._listeners[function.name] = Listener(function, sock, self._dispatcher, output)
+
+    async def _prune(self, name: str) -> None:
+        """Keep the newest ``keep_versions`` versions of ``name``; remove older rootfs."""
+        versions = self._registry.versions(name)
+        old = [v.number for v in versions[: -self._config.keep_versions]]
+        if old:
+            await asyncio.to_thread(self._registry.forget_versions, name, old)
+            for number in old:
+                await asyncio.to_thread(self._store.remove_version, name, number)

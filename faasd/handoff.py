@@ -1,0 +1,65 @@
+"""Protocol v1 of the control socket: one JSON message and one fd, then the daemon is done.
+
+The codec is pure. The socket side is a thin layer: a per-container listening unix socket
+that accepts exactly one handler, sends it the metadata with the client's TCP socket in
+``SCM_RIGHTS``, and closes, so a second connect to ``/control.sock`` reaches nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from faasd.errors import FaasError
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 1024
+
+
+def encode_metadata(metadata: dict[str, Any]) -> bytes:
+    """The wire form of one metadata message: compact UTF-8 JSON of at most 1024 bytes."""
+    payload = json.dumps({"v": PROTOCOL_VERSION, **metadata}, separators=(",", ":")).encode()
+    if len(payload) > MAX_MESSAGE_BYTES:
+        raise FaasError(f"handoff metadata is {len(payload)} bytes, over {MAX_MESSAGE_BYTES}")
+    return payload
+
+
+def decode_metadata(payload: bytes) -> dict[str, Any]:
+    """The inverse of ``encode_metadata``; what a handler does with the message it receives."""
+    value = json.loads(payload.decode())
+    if not isinstance(value, dict) or value.get("v") != PROTOCOL_VERSION:
+        raise ValueError("not a protocol v1 metadata message")
+    return value
+
+
+class ControlSocket:
+    """The listening end of one container's ``/control.sock``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._sock.bind(str(path))
+            # The handler may run as any uid; connect(2) needs write permission on the socket.
+            os.chmod(path, 0o666)
+            self._sock.listen(1)
+        except OSError:
+            self._sock.close()
+            raise
+        self._sock.setblocking(False)
+
+    async def hand_over(self, client: socket.socket, payload: bytes) -> None:
+        """Wait for the handler to connect, then send ``payload`` with ``client``'s fd."""
+        loop = asyncio.get_running_loop()
+        handler, _ = await loop.sock_accept(self._sock)
+        self.close()
+        with handler:
+            # One small message on a fresh socket fits its buffer: sendmsg does not block.
+            socket.send_fds(handler, [payload], [client.fileno()])
+
+    def close(self) -> None:
+        self._sock.close()

@@ -1,0 +1,155 @@
+"""Where rootfs live: ``images/<function>/<version>/rootfs``, each one complete or absent.
+
+An import unpacks into a hidden temporary directory beside its final place and is renamed
+into place only once every layer applied cleanly and the data reached the disk; any failure
+removes the temporary directory, so a crashed or refused import leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from faasd.errors import InsufficientStorage, InvalidImage
+from faasd.images.archive import ImageArchive, ImageConfig
+from faasd.images.unpack import UnpackLimits, apply_layers
+from faasd.sandbox.spec import CONTROL_SOCKET, MOUNT_POINTS
+
+log = logging.getLogger(__name__)
+
+TEMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True)
+class ImportedImage:
+    """What the registry records about an image once its rootfs is in place."""
+
+    config: ImageConfig
+    digest: str
+    uid: int
+    gid: int
+
+
+class ImageStore:
+    """The images directory: import, locate and remove rootfs."""
+
+    def __init__(self, images_dir: Path, limits: UnpackLimits) -> None:
+        self.images_dir = images_dir
+        self._limits = limits
+
+    def rootfs(self, function: str, version: int) -> Path:
+        return self.images_dir / function / str(version) / "rootfs"
+
+    def import_image(self, archive_path: Path, function: str, version: int, tag: str | None) -> ImportedImage:
+        """Unpack the image in ``archive_path`` as ``function``'s ``version``. Blocking."""
+        parent = self.images_dir / function
+        parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        final = parent / str(version)
+        work = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{version}-", dir=parent))
+        try:
+            rootfs = work / "rootfs"
+            rootfs.mkdir(mode=0o755)
+            with ImageArchive(archive_path, tag) as archive:
+                if not (archive.config.entrypoint or archive.config.cmd):
+                    raise InvalidImage("the image has neither Entrypoint nor Cmd: nothing to run")
+                apply_layers(archive.layers(), rootfs, self._limits)
+                uid, gid = resolve_user(rootfs, archive.config.user)
+                imported = ImportedImage(archive.config, archive.digest, uid, gid)
+            make_mount_points(rootfs)
+            os.sync()
+            if final.exists():
+                shutil.rmtree(final)
+            work.rename(final)
+            return imported
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage(
+                    f"the disk under {self.images_dir} is full: free space and deploy again"
+                ) from exc
+            raise
+        finally:
+            if work.exists():
+                shutil.rmtree(work, ignore_errors=True)
+
+    def remove_version(self, function: str, version: int) -> None:
+        shutil.rmtree(self.images_dir / function / str(version), ignore_errors=True)
+
+    def remove_function(self, function: str) -> None:
+        shutil.rmtree(self.images_dir / function, ignore_errors=True)
+
+    def sweep(self, known: dict[str, set[int]]) -> list[Path]:
+        """Remove half-imported and unregistered rootfs (left by a crash); return what went."""
+        removed: list[Path] = []
+        if not self.images_dir.is_dir():
+            return removed
+        for function_dir in self.images_dir.iterdir():
+            versions = known.get(function_dir.name)
+            for entry in function_dir.iterdir() if function_dir.is_dir() else ():
+                if versions is None or not entry.name.isdigit() or int(entry.name) not in versions:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(entry)
+            if versions is None:
+                shutil.rmtree(function_dir, ignore_errors=True)
+                removed.append(function_dir)
+        return removed
+
+
+def make_mount_points(rootfs: Path) -> None:
+    """Create what runc mounts over, so it never has to write into a shared rootfs."""
+    root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for name in MOUNT_POINTS:
+            try:
+                os.mkdir(name, 0o755, dir_fd=root_fd)
+            except FileExistsError:
+                pass
+        try:
+            os.close(os.open(CONTROL_SOCKET.lstrip("/"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=root_fd))
+        except FileExistsError:
+            pass
+    finally:
+        os.close(root_fd)
+
+
+def resolve_user(rootfs: Path, user: str) -> tuple[int, int]:
+    """The numeric uid and gid for an image's ``User`` ("name", "uid", "name:group", "uid:gid").
+
+    Names are looked up in the image's own /etc/passwd and /etc/group, read without
+    following symlinks: the rootfs came from an untrusted archive.
+    """
+    name, _, group = user.partition(":")
+    if not name:
+        return 0, 0
+    if name.isdigit():
+        uid, gid = int(name), 0
+    else:
+        entry = _lookup(rootfs, "passwd", name)
+        uid, gid = int(entry[2]), int(entry[3])
+    if group:
+        gid = int(group) if group.isdigit() else int(_lookup(rootfs, "group", group)[2])
+    return uid, gid
+
+
+def _lookup(rootfs: Path, database: str, key: str) -> list[str]:
+    root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        etc_fd = os.open("etc", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root_fd)
+        try:
+            fd = os.open(database, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=etc_fd)
+        finally:
+            os.close(etc_fd)
+    except OSError as exc:
+        raise InvalidImage(f"the image's User names {key!r} but /etc/{database} cannot be read") from exc
+    finally:
+        os.close(root_fd)
+    with os.fdopen(fd, encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            fields = line.rstrip("\n").split(":")
+            if len(fields) >= 4 and fields[0] == key and fields[2].isdigit():
+                return fields
+    raise InvalidImage(f"the image's User names {key!r}, which is not in its /etc/{database}")

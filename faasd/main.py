@@ -1,0 +1,64 @@
+"""``faasd``: the command line of the daemon. It only builds a ``Config`` and calls ``run``."""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from pathlib import Path
+
+import click
+
+from faasd import daemon
+from faasd.config import Config, Limits
+
+
+def parse_range(_ctx: click.Context, _param: click.Parameter, value: str) -> ipaddress.IPv4Network:
+    try:
+        network = ipaddress.IPv4Network(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    if not network.subnet_of(ipaddress.IPv4Network("127.0.0.0/8")):
+        raise click.BadParameter("the range must lie inside 127.0.0.0/8 (the loopback network)")
+    if network.num_addresses < 4:
+        raise click.BadParameter("the range is too small: use a /30 or larger")
+    return network
+
+
+@click.command(context_settings={"auto_envvar_prefix": "FAASD", "show_default": True})
+@click.option("--state-dir", type=click.Path(path_type=Path), default=Config.state_dir, help="Database and rootfs.")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=Config.run_dir, help="Bundles, control sockets, runc state.")
+@click.option("--socket", "socket_path", type=click.Path(path_type=Path), default=None,
+              help="Control API socket.  [default: RUN_DIR/faasd.sock]")
+@click.option("--ip-range", default=str(Config.ip_range), callback=parse_range,
+              help="Loopback range functions get their addresses from.")
+@click.option("--runc", "runc_binary", default=Config.runc_binary, help="The runc binary (name or path).")
+@click.option("--port", default=Config.port, type=click.IntRange(1, 65535), help="Port functions listen on.")
+@click.option("--timeout", default=Limits.timeout_seconds, type=click.FloatRange(min=0.1),
+              help="Seconds one connection's container may run before it is killed.")
+@click.version_option(package_name="faasd")
+def main(
+    state_dir: Path,
+    run_dir: Path,
+    socket_path: Path | None,
+    ip_range: ipaddress.IPv4Network,
+    runc_binary: str,
+    port: int,
+    timeout: float,
+) -> None:
+    """Run every TCP connection to a function in a fresh runc container.
+
+    \b
+    Example:
+      sudo faasd --state-dir /var/lib/faasd --ip-range 127.10.0.0/16
+    Every option can also be set as FAASD_<OPTION>, e.g. FAASD_STATE_DIR.
+    """
+    config = Config(
+        state_dir=state_dir.absolute(),
+        run_dir=run_dir.absolute(),
+        socket_path=(socket_path or run_dir / "faasd.sock").absolute(),
+        ip_range=ip_range,
+        runc_binary=runc_binary,
+        port=port,
+        limits=Limits(timeout_seconds=timeout),
+    )
+    sys.exit(daemon.run(config))

@@ -1,0 +1,214 @@
+"""Functions and their versions: the single source of truth, in SQLite.
+
+Every change is one transaction, committed with ``synchronous=FULL`` so that a deploy the
+API acknowledged survives a crash. The daemon's in-memory listeners are rebuilt from here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from faasd.errors import Conflict, InvalidRequest, NotFound
+from faasd.images.archive import ImageConfig
+
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS functions (
+    name            TEXT PRIMARY KEY,
+    ip              TEXT NOT NULL UNIQUE,
+    current_version INTEGER NOT NULL,
+    created         REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    function TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+    version  INTEGER NOT NULL,
+    image    TEXT NOT NULL,
+    digest   TEXT NOT NULL,
+    config   TEXT NOT NULL,
+    uid      INTEGER NOT NULL,
+    gid      INTEGER NOT NULL,
+    created  REAL NOT NULL,
+    PRIMARY KEY (function, version)
+);
+"""
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a valid function name, else raise ``InvalidRequest``."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise InvalidRequest(
+            f"invalid function name {name!r}: use 1-63 lowercase letters, digits and '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Version:
+    """One imported image of a function; its rootfs never changes once registered."""
+
+    function: str
+    number: int
+    image: str
+    digest: str
+    config: ImageConfig
+    uid: int
+    gid: int
+    created: float
+
+
+@dataclass(frozen=True)
+class Function:
+    """A deployed function: its stable address and the version new connections get."""
+
+    name: str
+    ip: ipaddress.IPv4Address
+    current: Version
+    created: float
+
+
+def first_free_address(
+    ip_range: ipaddress.IPv4Network, used: set[ipaddress.IPv4Address]
+) -> ipaddress.IPv4Address:
+    """The lowest host address of ``ip_range`` not in ``used``.
+
+    The range's first host address is never handed out: it stays free for the daemon itself.
+    """
+    hosts = ip_range.hosts()
+    next(hosts, None)
+    for address in hosts:
+        if address not in used:
+            return address
+    raise Conflict(f"no free address left in {ip_range}: remove a function or widen --ip-range")
+
+
+class Registry:
+    """The functions table and the versions table, behind a lock so threads may share it."""
+
+    def __init__(self, path: Path, ip_range: ipaddress.IPv4Network) -> None:
+        self._ip_range = ip_range
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add_version(
+        self, name: str, number: int, image: str, digest: str, config: ImageConfig, uid: int, gid: int
+    ) -> Function:
+        """Register version ``number`` of ``name`` and make it current, creating the function
+        (with a fresh address from the range) if it did not exist."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT ip, created FROM functions WHERE name = ?", (name,)
+                ).fetchone()
+                if row is None:
+                    used = {
+                        ipaddress.IPv4Address(r["ip"])
+                        for r in self._db.execute("SELECT ip FROM functions")
+                    }
+                    ip = first_free_address(self._ip_range, used)
+                    self._db.execute(
+                        "INSERT INTO functions (name, ip, current_version, created) VALUES (?, ?, ?, ?)",
+                        (name, str(ip), number, now),
+                    )
+                else:
+                    self._db.execute(
+                        "UPDATE functions SET current_version = ? WHERE name = ?", (number, name)
+                    )
+                self._db.execute(
+                    "INSERT INTO versions (function, version, image, digest, config, uid, gid, created)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (name, number, image, digest, config.to_json(), uid, gid, now),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return self._get_locked(name)
+
+    def next_version(self, name: str) -> int:
+        """The number the next version of ``name`` will get (for naming its rootfs)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE function = ?", (name,)
+            ).fetchone()
+            return int(row[0])
+
+    def get(self, name: str) -> Function:
+        with self._lock:
+            return self._get_locked(name)
+
+    def list(self) -> list[Function]:
+        with self._lock:
+            names = [r["name"] for r in self._db.execute("SELECT name FROM functions ORDER BY name")]
+            return [self._get_locked(n) for n in names]
+
+    def versions(self, name: str) -> list[Version]:
+        """Every registered version of ``name``, oldest first."""
+        with self._lock:
+            self._get_locked(name)
+            rows = self._db.execute(
+                "SELECT * FROM versions WHERE function = ? ORDER BY version", (name,)
+            ).fetchall()
+            return [_version(r) for r in rows]
+
+    def forget_versions(self, name: str, numbers: list[int]) -> None:
+        """Drop old versions of ``name``; the current one is never dropped."""
+        with self._lock:
+            self._db.executemany(
+                "DELETE FROM versions WHERE function = ? AND version = ? AND version != "
+                "(SELECT current_version FROM functions WHERE name = ?)",
+                [(name, n, name) for n in numbers],
+            )
+
+    def remove(self, name: str) -> Function:
+        """Delete ``name`` and all its versions; returns what was removed."""
+        with self._lock:
+            function = self._get_locked(name)
+            self._db.execute("DELETE FROM functions WHERE name = ?", (name,))
+            return function
+
+    def _get_locked(self, name: str) -> Function:
+        row = self._db.execute(
+            "SELECT f.name, f.ip, f.created AS fcreated, v.* FROM functions f "
+            "JOIN versions v ON v.function = f.name AND v.version = f.current_version "
+            "WHERE f.name = ?",
+            (name,),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no function named {name!r}")
+        return Function(
+            name=row["name"],
+            ip=ipaddress.IPv4Address(row["ip"]),
+            current=_version(row),
+            created=row["fcreated"],
+        )
+
+
+def _version(row: sqlite3.Row) -> Version:
+    return Version(
+        function=row["function"],
+        number=row["version"],
+        image=row["image"],
+        digest=row["digest"],
+        config=ImageConfig.from_json(row["config"]),
+        uid=row["uid"],
+        gid=row["gid"],
+        created=row["created"],
+    )
