@@ -103,9 +103,10 @@ def make_mount_points(rootfs: Path) -> None:
     """Create what runc mounts over, so it never has to write into a shared rootfs."""
     root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
-        for name in MOUNT_POINTS:
+        for name, mode in MOUNT_POINTS.items():
             try:
-                os.mkdir(name, 0o755, dir_fd=root_fd)
+                os.mkdir(name, dir_fd=root_fd)
+                os.chmod(name, mode, dir_fd=root_fd)
             except FileExistsError:
                 pass
         try:

@@ -19,9 +19,10 @@ CONTROL_SOCKET = "/control.sock"
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CPU_PERIOD_US = 100_000
 
-# The mount points runc needs in the rootfs; they are made at import time because the
-# rootfs is shared read-only by every container of a version.
-MOUNT_POINTS = ("proc", "dev", "sys", "tmp")
+# The mount points runc needs in the rootfs, with their modes; they are made at import time
+# because the rootfs is shared read-only by every container of a version. The mode matters:
+# runc gives a tmpfs the mode of the directory it covers, so /tmp must be 1777 here.
+MOUNT_POINTS = {"proc": 0o555, "dev": 0o755, "sys": 0o555, "tmp": 0o1777}
 
 MASKED_PATHS = (
     "/proc/acpi",

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what faasd needs on Debian 12 (as root), idempotently: runc and the tools that build
+# test images offline, then a virtualenv in .venv with faasd and its test extra.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(runc mmdebstrap busybox-static gcc libc6-dev python3-venv ca-certificates)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "prepare: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'

@@ -1,0 +1,162 @@
+"""The real daemon, as root, with real runc containers, on a temp state dir and its own range."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from tools.build_image import build_busybox_image, build_python_image
+
+BIN = Path(sys.executable).parent
+CACHE = Path(os.environ.get("FAAS_TEST_CACHE", "/var/cache/faasd-tests"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    reason = None
+    if os.geteuid() != 0:
+        reason = "integration tests run the daemon as root"
+    elif shutil.which("runc") is None:
+        reason = "runc is not installed (./test.sh installs it)"
+    for item in items:
+        if "integration" in item.nodeid:
+            item.add_marker(pytest.mark.integration)
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@dataclass
+class Daemon:
+    """One faasd process; ``start``/``stop`` may be called again to restart it."""
+
+    root: Path
+    ip_range: str
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "run" / "faasd.sock"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "faasd.log"
+
+    def command(self) -> list[str]:
+        return [
+            str(BIN / "faasd"),
+            "--state-dir", str(self.state_dir),
+            "--run-dir", str(self.root / "run"),
+            "--ip-range", self.ip_range,
+            *self.extra_args,
+        ]
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"faasd exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            if self.socket.exists() and self.faas("list").returncode == 0:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"faasd did not become ready:\n{self.log.read_text()}")
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+        code = self.proc.wait(timeout=60)
+        self.proc = None
+        return code
+
+    def faas(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the real ``faas`` CLI against this daemon."""
+        result = subprocess.run(
+            [str(BIN / "faas"), "--socket", str(self.socket), *args],
+            input=input,
+            capture_output=True,
+            timeout=300,
+        )
+        return subprocess.CompletedProcess(
+            result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
+        )
+
+    def deploy(self, name: str, image: Path, *args: str) -> str:
+        """Deploy ``image`` as ``name`` and return the function's IP."""
+        result = self.faas("new", name, "-f", str(image), *args)
+        assert result.returncode == 0, result.stderr
+        return self.faas("ip", name).stdout.strip()
+
+
+@pytest.fixture
+def make_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Daemon]]:
+    """Factory of daemons, each on its own temp dirs and range; all are stopped at the end."""
+    daemons: list[Daemon] = []
+
+    def make(ip_range: str, *extra_args: str) -> Daemon:
+        daemon = Daemon(tmp_path_factory.mktemp("faasd"), ip_range, list(extra_args))
+        daemons.append(daemon)
+        daemon.start()
+        return daemon
+
+    yield make
+    for daemon in daemons:
+        if daemon.proc is not None:
+            daemon.stop()
+
+
+@pytest.fixture
+def daemon(make_daemon: Callable[..., Daemon]) -> Daemon:
+    return make_daemon("127.77.0.0/24")
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("images")
+
+
+@pytest.fixture(scope="session")
+def busybox_image(images: Path) -> Callable[..., Path]:
+    """Build (once per body) a static C handler image that answers with ``body``."""
+
+    def build(body: str = "hello from C") -> Path:
+        out = images / f"busybox-{abs(hash(body))}.tar"
+        if not out.exists():
+            build_busybox_image(out, body=body)
+        return out
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def python_image(images: Path) -> Path:
+    """The example Python handler on a Debian base built with mmdebstrap (base cached)."""
+    out = images / "python-hello.tar"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    build_python_image(out, cache_dir=CACHE)
+    return out
+
+
+def http_get(ip: str, path: str = "/", timeout: float = 30) -> tuple[int, bytes]:
+    """One GET on a new connection; returns status and body."""
+    conn = http.client.HTTPConnection(ip, 80, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()

@@ -1,0 +1,79 @@
+"""A user's whole path: new -> curl -> list -> ip -> redeploy -> rm, with the real daemon and runc."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+from tests.integration.conftest import Daemon, http_get
+
+
+def test_new_serve_list_ip_redeploy_rm(daemon: Daemon, busybox_image) -> None:
+    result = daemon.faas("new", "hello", "-f", str(busybox_image("version one")))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Deployed hello at 127.77.0.2 (version 1)"
+
+    ip = daemon.faas("ip", "hello").stdout
+    assert ip == "127.77.0.2\n"
+    assert http_get("127.77.0.2") == (200, b"version one\n")
+
+    table = daemon.faas("list").stdout.splitlines()
+    assert table[0].split() == ["NAME", "IP", "VERSION", "CMD"]
+    assert table[1].split() == ["hello", "127.77.0.2", "1", "/bin/hello", "version", "one"]
+    listed = json.loads(daemon.faas("list", "--json").stdout)
+    assert [(f["name"], f["ip"], f["version"]) for f in listed] == [("hello", "127.77.0.2", 1)]
+
+    result = daemon.faas("new", "hello", "-f", str(busybox_image("version two")))
+    assert result.returncode == 0, result.stderr
+    assert "127.77.0.2 (version 2)" in result.stdout
+    assert http_get("127.77.0.2") == (200, b"version two\n")
+
+    assert daemon.faas("rm", "hello").returncode == 0
+    assert not (daemon.state_dir / "images" / "hello").exists()
+    assert daemon.faas("list", "--json").stdout.strip() == "[]"
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.77.0.2", 80)) != 0
+    assert "127.77.0.2" not in Path("/proc/net/fib_trie").read_text()
+
+
+def test_functions_get_distinct_addresses_and_stdin_upload(daemon: Daemon, busybox_image) -> None:
+    first = daemon.deploy("one", busybox_image("one"))
+    result = daemon.faas("new", "two", input=busybox_image("two").read_bytes())
+    assert result.returncode == 0, result.stderr
+    second = daemon.faas("ip", "two").stdout.strip()
+    assert first != second
+    assert http_get(first)[1] == b"one\n"
+    assert http_get(second)[1] == b"two\n"
+
+
+def test_python_example_handler_keeps_the_connection_alive(daemon: Daemon, python_image: Path) -> None:
+    import http.client
+
+    ip = daemon.deploy("pyhello", python_image)
+    conn = http.client.HTTPConnection(ip, 80, timeout=30)
+    for _ in range(2):
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.read() == b"Hello from faasd\n"
+    conn.close()
+    listed = json.loads(daemon.faas("list", "--json").stdout)
+    assert listed[0]["cmd"] == ["python3", "/app/app.py"]
+
+
+def test_errors_speak_to_the_user_and_change_nothing(daemon: Daemon, busybox_image) -> None:
+    bad_name = daemon.faas("new", "Bad_Name", "-f", str(busybox_image()))
+    assert bad_name.returncode == 1
+    assert "invalid function name 'Bad_Name'" in bad_name.stderr
+
+    missing = daemon.faas("ip", "nothing")
+    assert missing.returncode == 1
+    assert "no function named 'nothing'" in missing.stderr
+
+    garbage = daemon.faas("new", "garbage", input=b"this is not a tarball" * 100)
+    assert garbage.returncode == 1
+    assert garbage.stderr.startswith("faas: ")
+    assert daemon.faas("list", "--json").stdout.strip() == "[]"
+    assert list((daemon.state_dir / "images").iterdir()) == []
+    assert list((daemon.state_dir / "uploads").iterdir()) == []

@@ -1,0 +1,51 @@
+import asyncio
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from faasd.errors import FaasError
+from faasd.handoff import MAX_MESSAGE_BYTES, ControlSocket, decode_metadata, encode_metadata
+
+
+def test_codec_round_trip_is_compact_json_v1() -> None:
+    payload = encode_metadata({"id": "abc", "function": "hello", "version": 2, "deadline": 1, "peer": "127.0.0.1:5"})
+    assert payload.startswith(b'{"v":1,')
+    assert decode_metadata(payload)["function"] == "hello"
+
+
+def test_codec_refuses_oversized_messages() -> None:
+    with pytest.raises(FaasError, match="over 1024"):
+        encode_metadata({"peer": "x" * MAX_MESSAGE_BYTES})
+
+
+def test_decode_refuses_other_versions() -> None:
+    with pytest.raises(ValueError):
+        decode_metadata(json.dumps({"v": 2}).encode())
+
+
+def test_hand_over_sends_one_message_with_the_client_fd_then_closes(tmp_path: Path) -> None:
+    path = tmp_path / "control.sock"
+
+    async def scenario() -> None:
+        control = ControlSocket(path)
+        assert path.stat().st_mode & 0o777 == 0o666
+        left, right = socket.socketpair()
+        handler = socket.socket(socket.AF_UNIX)
+        handler.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(handler, str(path))
+        await control.hand_over(left, b'{"v":1}')
+        message, fds, _, _ = socket.recv_fds(handler, MAX_MESSAGE_BYTES, 4)
+        assert message == b'{"v":1}' and len(fds) == 1
+        with socket.socket(fileno=fds[0]) as received:
+            received.sendall(b"ping")
+            assert right.recv(4) == b"ping"
+        second = socket.socket(socket.AF_UNIX)
+        with pytest.raises(OSError):
+            second.connect(str(path))
+        for s in (left, right, handler, second):
+            s.close()
+
+    asyncio.run(scenario())
