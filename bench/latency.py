@@ -89,7 +89,7 @@ class RawRuncServer:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
-    def __enter__(self) -> "RawRuncServer":
+    def __enter__(self) -> RawRuncServer:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._serve(), self._loop)
         time.sleep(0.2)
@@ -117,11 +117,22 @@ class RawRuncServer:
         control.listen(1)
         control.setblocking(False)
         spec = dict(self._spec)
-        spec["mounts"] = [*self._spec["mounts"], {"destination": "/control.sock", "type": "bind", "source": str(control_path), "options": ["bind"]}]
+        spec["mounts"] = [
+            *self._spec["mounts"],
+            {"destination": "/control.sock", "type": "bind", "source": str(control_path), "options": ["bind"]},
+        ]
         (bundle / "config.json").write_text(json.dumps(spec))
         proc = await asyncio.create_subprocess_exec(
-            "runc", "--root", str(self._runc_root), "run", "--bundle", str(bundle), container_id,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            "runc",
+            "--root",
+            str(self._runc_root),
+            "run",
+            "--bundle",
+            str(bundle),
+            container_id,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         handler, _ = await loop.sock_accept(control)
         socket.send_fds(handler, [b'{"v":1}'], [client.fileno()])
@@ -144,9 +155,17 @@ class Faasd:
 
     def __enter__(self) -> tuple[str, int]:
         self._proc = subprocess.Popen(
-            [self._faasd, "--state-dir", str(self._workdir / "state"), "--run-dir", str(self._workdir / "run"),
-             "--ip-range", BENCH_RANGE],
-            stdout=subprocess.DEVNULL, stderr=open(self._workdir / "faasd.log", "wb"),
+            [
+                self._faasd,
+                "--state-dir",
+                str(self._workdir / "state"),
+                "--run-dir",
+                str(self._workdir / "run"),
+                "--ip-range",
+                BENCH_RANGE,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self._workdir / "faasd.log", "wb"),
         )
         for _ in range(300):
             if subprocess.run([*self._faas, "list"], capture_output=True).returncode == 0:
@@ -206,10 +225,15 @@ def main() -> None:
             with RawRuncServer(faasd.rootfs(), ["python3", "/app/app.py"], ["PATH=/usr/bin:/bin"], baseline_dir):
                 for concurrency in (1, 8):
                     one_request(BASELINE_ADDRESS)
-                    results[("raw runc", concurrency)] = describe(*run_load(BASELINE_ADDRESS, options.requests, concurrency))
+                    results[("raw runc", concurrency)] = describe(
+                        *run_load(BASELINE_ADDRESS, options.requests, concurrency)
+                    )
 
     print(f"{options.requests} requests per row, a new TCP connection each; times in ms")
-    header = f"{'server':<10}{'conc':>5}{'ok':>6}{'err':>5}{'first p50':>11}{'first p99':>11}{'last p50':>10}{'last p99':>10}{'req/s':>8}"
+    header = (
+        f"{'server':<10}{'conc':>5}{'ok':>6}{'err':>5}{'first p50':>11}{'first p99':>11}"
+        f"{'last p50':>10}{'last p99':>10}{'req/s':>8}"
+    )
     print(header)
     for (server, concurrency), row in results.items():
         if not row["ok"]:

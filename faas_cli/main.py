@@ -34,8 +34,15 @@ class FaasGroup(click.Group):
 
 
 @click.group(cls=FaasGroup, context_settings={"auto_envvar_prefix": "FAAS"})
-@click.option("--socket", "socket_path", type=click.Path(path_type=Path), default=DEFAULT_SOCKET,
-              show_default=True, envvar="FAAS_SOCKET", help="faasd's control socket.")
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_SOCKET,
+    show_default=True,
+    envvar="FAAS_SOCKET",
+    help="faasd's control socket.",
+)
 @click.version_option(package_name="faasd")
 @click.pass_context
 def main(ctx: click.Context, socket_path: Path) -> None:
@@ -51,8 +58,14 @@ def main(ctx: click.Context, socket_path: Path) -> None:
 
 @main.command()
 @click.argument("name")
-@click.option("-f", "--file", "tarball", type=click.File("rb"), default=None,
-              help="Image tarball to deploy.  [default: standard input]")
+@click.option(
+    "-f",
+    "--file",
+    "tarball",
+    type=click.File("rb"),
+    default=None,
+    help="Image tarball to deploy.  [default: standard input]",
+)
 @click.option("--tag", default=None, help="Which image to take from an archive holding several.")
 @click.pass_obj
 def new(client: Client, name: str, tarball: IO[bytes] | None, tag: str | None) -> None:
@@ -103,7 +116,7 @@ def list_(client: Client, as_json: bool) -> None:
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3])
 
 
 @main.command()

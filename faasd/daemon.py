@@ -9,8 +9,8 @@ import logging
 import os
 import shutil
 import signal
-from pathlib import Path
-from typing import IO, Iterator
+from collections.abc import Iterator
+from typing import IO
 
 from faasd.api import serve_api
 from faasd.config import Config
@@ -112,7 +112,12 @@ async def serve(config: Config) -> None:
             loop.add_signal_handler(signum, on_signal, signum)
         try:
             async with serve_api(config, functions):
-                log.info("ready socket=%s ip_range=%s functions=%d", config.socket_path, config.ip_range, len(functions.list()))
+                log.info(
+                    "ready socket=%s ip_range=%s functions=%d",
+                    config.socket_path,
+                    config.ip_range,
+                    len(functions.list()),
+                )
                 await stop.wait()
         finally:
             await functions.close(DRAIN_SECONDS)

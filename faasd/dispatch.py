@@ -59,9 +59,7 @@ class Dispatcher:
     runc: Runc
     store: ImageStore
 
-    async def serve(
-        self, version: Version, client: socket.socket, peer: tuple[str, int], output: IO[bytes]
-    ) -> Outcome:
+    async def serve(self, version: Version, client: socket.socket, peer: tuple[str, int], output: IO[bytes]) -> Outcome:
         """Run ``version`` in a new container that owns ``client``; return once it is gone."""
         request_id = uuid.uuid4().hex[:16]
         container_id = f"{version.function}-{request_id}"
@@ -151,9 +149,7 @@ class Dispatcher:
         """Tell the client the handler could not serve it; a vanished client is no error."""
         loop = asyncio.get_running_loop()
         with contextlib.suppress(OSError, TimeoutError):
-            await asyncio.wait_for(
-                loop.sock_sendall(client, error_response(502, "Bad Gateway", message)), 1.0
-            )
+            await asyncio.wait_for(loop.sock_sendall(client, error_response(502, "Bad Gateway", message)), 1.0)
 
     async def _kill(self, container_id: str, proc: asyncio.subprocess.Process) -> None:
         """Kill the container and wait for ``runc run`` to exit; force-delete if it will not."""

@@ -112,7 +112,13 @@ class Functions:
             try:
                 function = await asyncio.to_thread(
                     self._registry.add_version,
-                    name, number, image, imported.digest, imported.config, imported.uid, imported.gid,
+                    name,
+                    number,
+                    image,
+                    imported.digest,
+                    imported.config,
+                    imported.uid,
+                    imported.gid,
                 )
             except BaseException:
                 await asyncio.to_thread(self._store.remove_version, name, number)

@@ -26,15 +26,30 @@ def parse_range(_ctx: click.Context, _param: click.Parameter, value: str) -> ipa
 
 @click.command(context_settings={"auto_envvar_prefix": "FAASD", "show_default": True})
 @click.option("--state-dir", type=click.Path(path_type=Path), default=Config.state_dir, help="Database and rootfs.")
-@click.option("--run-dir", type=click.Path(path_type=Path), default=Config.run_dir, help="Bundles, control sockets, runc state.")
-@click.option("--socket", "socket_path", type=click.Path(path_type=Path), default=None,
-              help="Control API socket.  [default: RUN_DIR/faasd.sock]")
-@click.option("--ip-range", default=str(Config.ip_range), callback=parse_range,
-              help="Loopback range functions get their addresses from.")
+@click.option(
+    "--run-dir", type=click.Path(path_type=Path), default=Config.run_dir, help="Bundles, control sockets, runc state."
+)
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Control API socket.  [default: RUN_DIR/faasd.sock]",
+)
+@click.option(
+    "--ip-range",
+    default=str(Config.ip_range),
+    callback=parse_range,
+    help="Loopback range functions get their addresses from.",
+)
 @click.option("--runc", "runc_binary", default=Config.runc_binary, help="The runc binary (name or path).")
 @click.option("--port", default=Config.port, type=click.IntRange(1, 65535), help="Port functions listen on.")
-@click.option("--timeout", default=Limits.timeout_seconds, type=click.FloatRange(min=0.1),
-              help="Seconds one connection's container may run before it is killed.")
+@click.option(
+    "--timeout",
+    default=Limits.timeout_seconds,
+    type=click.FloatRange(min=0.1),
+    help="Seconds one connection's container may run before it is killed.",
+)
 @click.version_option(package_name="faasd")
 def main(
     state_dir: Path,

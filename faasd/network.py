@@ -48,8 +48,7 @@ class Aliases:
     def present(self) -> set[ipaddress.IPv4Address]:
         """The addresses on ``lo`` that carry faasd's label."""
         return {
-            ipaddress.IPv4Address(a.get_attr("IFA_ADDRESS"))
-            for a in self._ipr.get_addr(index=self._lo, label=LABEL)
+            ipaddress.IPv4Address(a.get_attr("IFA_ADDRESS")) for a in self._ipr.get_addr(index=self._lo, label=LABEL)
         }
 
 

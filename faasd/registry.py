@@ -74,9 +74,7 @@ class Function:
     created: float
 
 
-def first_free_address(
-    ip_range: ipaddress.IPv4Network, used: set[ipaddress.IPv4Address]
-) -> ipaddress.IPv4Address:
+def first_free_address(ip_range: ipaddress.IPv4Network, used: set[ipaddress.IPv4Address]) -> ipaddress.IPv4Address:
     """The lowest host address of ``ip_range`` not in ``used``.
 
     The range's first host address is never handed out: it stays free for the daemon itself.
@@ -114,23 +112,16 @@ class Registry:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                row = self._db.execute(
-                    "SELECT ip, created FROM functions WHERE name = ?", (name,)
-                ).fetchone()
+                row = self._db.execute("SELECT ip, created FROM functions WHERE name = ?", (name,)).fetchone()
                 if row is None:
-                    used = {
-                        ipaddress.IPv4Address(r["ip"])
-                        for r in self._db.execute("SELECT ip FROM functions")
-                    }
+                    used = {ipaddress.IPv4Address(r["ip"]) for r in self._db.execute("SELECT ip FROM functions")}
                     ip = first_free_address(self._ip_range, used)
                     self._db.execute(
                         "INSERT INTO functions (name, ip, current_version, created) VALUES (?, ?, ?, ?)",
                         (name, str(ip), number, now),
                     )
                 else:
-                    self._db.execute(
-                        "UPDATE functions SET current_version = ? WHERE name = ?", (number, name)
-                    )
+                    self._db.execute("UPDATE functions SET current_version = ? WHERE name = ?", (number, name))
                 self._db.execute(
                     "INSERT INTO versions (function, version, image, digest, config, uid, gid, created)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -163,9 +154,7 @@ class Registry:
         """Every registered version of ``name``, oldest first."""
         with self._lock:
             self._get_locked(name)
-            rows = self._db.execute(
-                "SELECT * FROM versions WHERE function = ? ORDER BY version", (name,)
-            ).fetchall()
+            rows = self._db.execute("SELECT * FROM versions WHERE function = ? ORDER BY version", (name,)).fetchall()
             return [_version(r) for r in rows]
 
     def forget_versions(self, name: str, numbers: list[int]) -> None:

@@ -39,9 +39,7 @@ class Runc:
     def list_args(self) -> list[str]:
         return [*self._global(), "list", "--format", "json"]
 
-    async def run(
-        self, container_id: str, bundle: Path, output: IO[bytes] | int
-    ) -> asyncio.subprocess.Process:
+    async def run(self, container_id: str, bundle: Path, output: IO[bytes] | int) -> asyncio.subprocess.Process:
         """Start ``runc run``; the caller waits for the process, whose exit is the container's."""
         try:
             return await asyncio.create_subprocess_exec(

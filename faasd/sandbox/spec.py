@@ -63,9 +63,7 @@ def process_env(image: ImageConfig) -> list[str]:
     return env
 
 
-def build_spec(
-    image: ImageConfig, uid: int, gid: int, limits: Limits, container: Container
-) -> dict[str, Any]:
+def build_spec(image: ImageConfig, uid: int, gid: int, limits: Limits, container: Container) -> dict[str, Any]:
     """The ``config.json`` for ``container`` running ``image`` under ``limits``."""
     no_capabilities: dict[str, list[str]] = {
         "bounding": [],

@@ -9,9 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -58,9 +58,12 @@ class Daemon:
     def command(self) -> list[str]:
         return [
             str(BIN / "faasd"),
-            "--state-dir", str(self.state_dir),
-            "--run-dir", str(self.root / "run"),
-            "--ip-range", self.ip_range,
+            "--state-dir",
+            str(self.state_dir),
+            "--run-dir",
+            str(self.root / "run"),
+            "--ip-range",
+            self.ip_range,
             *self.extra_args,
         ]
 

@@ -44,9 +44,18 @@ def test_second_daemon_on_the_same_state_dir_is_refused(daemon: Daemon) -> None:
 
 def test_missing_runc_is_refused(tmp_path: Path) -> None:
     result = subprocess.run(
-        [str(BIN / "faasd"), "--state-dir", str(tmp_path / "s"), "--run-dir", str(tmp_path / "r"),
-         "--runc", "/nonexistent/runc"],
-        capture_output=True, text=True, timeout=30,
+        [
+            str(BIN / "faasd"),
+            "--state-dir",
+            str(tmp_path / "s"),
+            "--run-dir",
+            str(tmp_path / "r"),
+            "--runc",
+            "/nonexistent/runc",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 3
     assert "runc not found" in result.stderr and "apt-get install runc" in result.stderr

@@ -32,7 +32,10 @@ def test_refused_request_exits_1_with_the_message(tmp_path: Path) -> None:
         conn, _ = server.accept()
         conn.recv(65536)
         body = b'{"error": "no function named \'ghost\'"}'
-        conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        conn.sendall(
+            b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
         conn.close()
 
     thread = threading.Thread(target=answer_once)

@@ -12,7 +12,15 @@ RUNC = Runc("runc", Path("/run/faasd/runc"))
 
 
 def test_run_args_keep_runc_in_the_foreground() -> None:
-    assert RUNC.run_args("hello-1", Path("/b")) == ["runc", "--root", "/run/faasd/runc", "run", "--bundle", "/b", "hello-1"]
+    assert RUNC.run_args("hello-1", Path("/b")) == [
+        "runc",
+        "--root",
+        "/run/faasd/runc",
+        "run",
+        "--bundle",
+        "/b",
+        "hello-1",
+    ]
 
 
 def test_kill_delete_list_args() -> None:

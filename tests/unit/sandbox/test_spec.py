@@ -7,11 +7,16 @@ from faasd.sandbox.spec import CONTROL_SOCKET, Container, build_spec, process_ar
 IMAGE = ImageConfig(
     entrypoint=("python3",), cmd=("/app/app.py",), env=("LANG=C.UTF-8",), working_dir="/app", user="1000"
 )
-CONTAINER = Container("hello-abc", Path("/var/lib/faasd/images/hello/1/rootfs"), Path("/run/faasd/bundles/hello-abc/control.sock"), "hello")
+CONTAINER = Container(
+    "hello-abc",
+    Path("/var/lib/faasd/images/hello/1/rootfs"),
+    Path("/run/faasd/bundles/hello-abc/control.sock"),
+    "hello",
+)
 
 
-def spec(image: ImageConfig = IMAGE, limits: Limits = Limits()) -> dict:
-    return build_spec(image, 1000, 1000, limits, CONTAINER)
+def spec(image: ImageConfig = IMAGE, limits: Limits | None = None) -> dict:
+    return build_spec(image, 1000, 1000, limits or Limits(), CONTAINER)
 
 
 def test_process_comes_from_the_image() -> None:
