@@ -34,6 +34,10 @@ class StartupError(Exception):
     """The daemon cannot start; the message says what to do."""
 
 
+# sun_path holds 108 bytes; a control socket is RUN_DIR/bundles/<16 hex>/control.sock.
+MAX_RUN_DIR_CHARS = 107 - len("/bundles/0123456789abcdef/control.sock")
+
+
 def check_prerequisites(config: Config) -> None:
     """Refuse to start, with the remedy, when faasd could not serve a single request."""
     if os.geteuid() != 0:
@@ -42,6 +46,11 @@ def check_prerequisites(config: Config) -> None:
         raise StartupError(
             f"runc not found (looked for {config.runc_binary!r}): install it (apt-get install runc) "
             "or point --runc at it"
+        )
+    if len(str(config.run_dir)) > MAX_RUN_DIR_CHARS:
+        raise StartupError(
+            f"--run-dir {config.run_dir} is too long for unix socket paths: "
+            f"use one of at most {MAX_RUN_DIR_CHARS} characters"
         )
 
 

@@ -19,7 +19,7 @@ from enum import Enum
 from typing import IO
 
 from faasd.config import Config
-from faasd.errors import RuncError
+from faasd.errors import RuncError, RuntimeFailure
 from faasd.handoff import ControlSocket, encode_metadata
 from faasd.images.store import ImageStore
 from faasd.registry import Version
@@ -63,10 +63,10 @@ class Dispatcher:
         """Run ``version`` in a new container that owns ``client``; return once it is gone."""
         request_id = uuid.uuid4().hex[:16]
         container_id = f"{version.function}-{request_id}"
-        bundle = self.config.bundles_dir / container_id
+        # Named by the request id alone: the control socket's path must fit sun_path (108 bytes).
+        bundle = self.config.bundles_dir / request_id
         limits = self.config.limits
         started = time.monotonic()
-        deadline = time.time() + limits.timeout_seconds
         proc: asyncio.subprocess.Process | None = None
         bundle.mkdir(mode=0o700)
         control = ControlSocket(bundle / "control.sock")
@@ -85,12 +85,18 @@ class Dispatcher:
                     "id": request_id,
                     "function": version.function,
                     "version": version.number,
-                    "deadline": int(deadline * 1000),
+                    "deadline": int((time.time() + limits.timeout_seconds) * 1000),
                     "peer": f"{peer[0]}:{peer[1]}",
                 }
             )
-            proc = await self.runc.run(container_id, bundle, output)
-            outcome = await self._supervise(container_id, proc, control, client, payload, started)
+            try:
+                proc = await self.runc.run(container_id, bundle, output)
+            except RuntimeFailure as exc:
+                log.error("runc failed function=%s id=%s error=%s", version.function, request_id, exc)
+                await self._answer(client, "the function's container could not be started")
+                outcome = Outcome.START_FAILED
+            else:
+                outcome = await self._supervise(container_id, proc, control, client, payload, started)
         finally:
             control.close()
             client.close()
@@ -105,7 +111,7 @@ class Dispatcher:
             peer[0],
             peer[1],
             outcome.value,
-            proc.returncode,
+            proc.returncode if proc else None,
             (time.monotonic() - started) * 1000,
         )
         return outcome
