@@ -85,9 +85,9 @@ async def remove_leftovers(config: Config, runc: Runc, registry: Registry, store
         shutil.rmtree(directory, ignore_errors=True)
     functions = registry.list()
     registered = {f.ip for f in functions}
-    for ip in aliases.present():
+    for ip in await aliases.present():
         if ip in config.ip_range and ip not in registered:
-            aliases.remove(ip)
+            await aliases.remove(ip)
             log.info("removed leftover address ip=%s", ip)
     known = {f.name: {v.number for v in registry.versions(f.name)} for f in functions}
     for path in await asyncio.to_thread(store.sweep, known):
@@ -103,6 +103,7 @@ async def serve(config: Config) -> None:
     registry = Registry(config.database_path, config.ip_range)
     aliases = Aliases()
     try:
+        await aliases.open()
         await remove_leftovers(config, runc, registry, store, aliases)
         config.bundles_dir.mkdir(mode=0o711, exist_ok=True)
         functions = Functions(config, registry, store, aliases, Dispatcher(config, runc, store))

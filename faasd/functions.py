@@ -100,7 +100,7 @@ class Functions:
     async def restore(self) -> None:
         """Bring back the address and listener of every registered function (at start-up)."""
         for function in self._registry.list():
-            self._expose(function)
+            await self._expose(function)
             log.info("restored function=%s version=%s ip=%s", function.name, function.current.number, function.ip)
 
     async def deploy(self, name: str, archive: Path, image: str, tag: str | None) -> Function:
@@ -124,7 +124,7 @@ class Functions:
                 await asyncio.to_thread(self._store.remove_version, name, number)
                 raise
             try:
-                self._expose(function)
+                await self._expose(function)
             except BaseException:
                 if number == 1:
                     await asyncio.to_thread(self._registry.remove, name)
@@ -142,7 +142,7 @@ class Functions:
             listener = self._listeners.pop(name, None)
             if listener is not None:
                 await listener.close(drain_seconds=0)
-            self._aliases.remove(function.ip)
+            await self._aliases.remove(function.ip)
             await asyncio.to_thread(self._store.remove_function, name)
         log.info("removed function=%s ip=%s", name, function.ip)
         return function
@@ -153,18 +153,18 @@ class Functions:
         self._listeners.clear()
         await asyncio.gather(*(listener.close(drain_seconds) for listener in listeners))
         for listener in listeners:
-            self._aliases.remove(listener.ip)
+            await self._aliases.remove(listener.ip)
 
-    def _expose(self, function: Function) -> None:
+    async def _expose(self, function: Function) -> None:
         listener = self._listeners.get(function.name)
         if listener is not None:
             listener.version = function.current
             return
-        self._aliases.add(function.ip)
+        await self._aliases.add(function.ip)
         try:
             sock = open_listener(function.ip, self._config.port)
         except BaseException:
-            self._aliases.remove(function.ip)
+            await self._aliases.remove(function.ip)
             raise
         self._config.logs_dir.mkdir(parents=True, exist_ok=True)
         output = open(self._config.logs_dir / f"{function.name}.log", "ab", buffering=0)

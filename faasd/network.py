@@ -1,7 +1,7 @@
 """Loopback addresses and listening sockets of functions.
 
 Each function owns one address on ``lo`` (label ``lo:faas``, so ``ip addr`` shows whose it is)
-and one listening TCP socket on it. Netlink calls are quick kernel round trips, made inline.
+and one listening TCP socket on it. Netlink is driven through pyroute2's asyncio API.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import errno
 import ipaddress
 import socket
 
-from pyroute2 import IPRoute
+from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from faasd.errors import Conflict, RuntimeFailure
@@ -23,32 +23,37 @@ class Aliases:
     """Adds and removes faasd's addresses on the loopback interface."""
 
     def __init__(self) -> None:
-        self._ipr = IPRoute()
-        self._lo = self._ipr.link_lookup(ifname="lo")[0]
+        self._ipr = AsyncIPRoute()
+        self._lo = 0
+
+    async def open(self) -> None:
+        """Find ``lo``; must be awaited before the other methods."""
+        (self._lo,) = await self._ipr.link_lookup(ifname="lo")
 
     def close(self) -> None:
         self._ipr.close()
 
-    def add(self, ip: ipaddress.IPv4Address) -> None:
+    async def add(self, ip: ipaddress.IPv4Address) -> None:
         """Add ``ip``/32 to ``lo``; an address that is already there is fine."""
         try:
-            self._ipr.addr("add", index=self._lo, address=str(ip), prefixlen=32, label=LABEL)
+            await self._ipr.addr("add", index=self._lo, address=str(ip), prefixlen=32, label=LABEL)
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:
                 raise RuntimeFailure(f"cannot add {ip} to lo: {exc}") from exc
 
-    def remove(self, ip: ipaddress.IPv4Address) -> None:
+    async def remove(self, ip: ipaddress.IPv4Address) -> None:
         """Remove ``ip`` from ``lo``; an address that is already gone is fine."""
         try:
-            self._ipr.addr("del", index=self._lo, address=str(ip), prefixlen=32)
+            await self._ipr.addr("del", index=self._lo, address=str(ip), prefixlen=32)
         except NetlinkError as exc:
             if exc.code != errno.EADDRNOTAVAIL:
                 raise RuntimeFailure(f"cannot remove {ip} from lo: {exc}") from exc
 
-    def present(self) -> set[ipaddress.IPv4Address]:
+    async def present(self) -> set[ipaddress.IPv4Address]:
         """The addresses on ``lo`` that carry faasd's label."""
         return {
-            ipaddress.IPv4Address(a.get_attr("IFA_ADDRESS")) for a in self._ipr.get_addr(index=self._lo, label=LABEL)
+            ipaddress.IPv4Address(a.get_attr("IFA_ADDRESS"))
+            async for a in await self._ipr.get_addr(index=self._lo, label=LABEL)
         }
 
 

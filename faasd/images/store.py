@@ -7,6 +7,7 @@ removes the temporary directory, so a crashed or refused import leaves nothing b
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -75,6 +76,8 @@ class ImageStore:
         finally:
             if work.exists():
                 shutil.rmtree(work, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    parent.rmdir()  # only when empty: the first import of a function failed
 
     def remove_version(self, function: str, version: int) -> None:
         shutil.rmtree(self.images_dir / function / str(version), ignore_errors=True)
