@@ -301,12 +301,13 @@ class _Prefixed:
         self._stream = stream
 
     def read(self, size: int = -1) -> bytes:
-        if self._prefix:
-            head, self._prefix = self._prefix, b""
-            if size < 0:
-                return head + self._stream.read()
-            return head + self._stream.read(max(size - len(head), 0))
-        return self._stream.read(size)
+        if not self._prefix:
+            return self._stream.read(size)
+        if 0 <= size < len(self._prefix):
+            head, self._prefix = self._prefix[:size], self._prefix[size:]
+            return head
+        head, self._prefix = self._prefix, b""
+        return head + self._stream.read(-1 if size < 0 else size - len(head))
 
 
 def _clean(name: str) -> str:
