@@ -87,19 +87,18 @@ class ImageStore:
 
     def sweep(self, known: dict[str, set[int]]) -> list[Path]:
         """Remove half-imported and unregistered rootfs (left by a crash); return what went."""
-        removed: list[Path] = []
         if not self.images_dir.is_dir():
-            return removed
+            return []
+        doomed: list[Path] = []
         for function_dir in self.images_dir.iterdir():
             versions = known.get(function_dir.name)
-            for entry in function_dir.iterdir() if function_dir.is_dir() else ():
-                if versions is None or not entry.name.isdigit() or int(entry.name) not in versions:
-                    shutil.rmtree(entry, ignore_errors=True)
-                    removed.append(entry)
             if versions is None:
-                shutil.rmtree(function_dir, ignore_errors=True)
-                removed.append(function_dir)
-        return removed
+                doomed.append(function_dir)
+            else:
+                doomed += [v for v in function_dir.iterdir() if not v.name.isdigit() or int(v.name) not in versions]
+        for path in doomed:
+            shutil.rmtree(path, ignore_errors=True)
+        return doomed
 
 
 def make_mount_points(rootfs: Path) -> None:

@@ -100,9 +100,10 @@ def test_devices_and_fifos_are_skipped(root: Path) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
 def test_ownership_is_kept(root: Path) -> None:
-    from tests.unit.images.layers import layer_bytes
     import io
     import tarfile
+
+    from tests.unit.images.layers import layer_bytes
 
     data = layer_bytes([("owned", "file", "x")])
     stream = tarfile.open(fileobj=io.BytesIO(data), mode="r")
