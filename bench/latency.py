@@ -27,10 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.daemon import BenchDaemon
 from tools.build_image import build_python_image
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
-BENCH_RANGE = "127.79.0.0/24"
 BASELINE_ADDRESS = ("127.0.0.1", 18080)
 
 
@@ -84,8 +84,10 @@ class RawRuncServer:
         (workdir / "config.json").unlink()
         spec["process"].update(terminal=False, args=args, env=env, cwd="/app")
         spec["root"] = {"path": str(rootfs), "readonly": True}
-        spec["linux"]["namespaces"].append({"type": "network"})
+        if {"type": "network"} not in spec["linux"]["namespaces"]:
+            spec["linux"]["namespaces"].append({"type": "network"})
         self._spec = spec
+        self._log = open(workdir / "containers.log", "ab")  # noqa: SIM115 - lives as long as the server
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
@@ -131,56 +133,22 @@ class RawRuncServer:
             str(bundle),
             container_id,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
         )
-        handler, _ = await loop.sock_accept(control)
-        socket.send_fds(handler, [b'{"v":1}'], [client.fileno()])
-        handler.close()
+        accepted = asyncio.ensure_future(loop.sock_accept(control))
+        exited = asyncio.ensure_future(proc.wait())
+        await asyncio.wait({accepted, exited}, return_when=asyncio.FIRST_COMPLETED)
+        if accepted.done():
+            handler, _ = accepted.result()
+            socket.send_fds(handler, [b'{"v":1}'], [client.fileno()])
+            handler.close()
+        else:
+            accepted.cancel()
         control.close()
-        await proc.wait()
+        await exited
         client.close()
         shutil.rmtree(bundle, ignore_errors=True)
-
-
-class Faasd:
-    """A real faasd on temp dirs with the example deployed."""
-
-    def __init__(self, workdir: Path, image: Path) -> None:
-        self._workdir = workdir
-        self._image = image
-        bin_dir = Path(sys.executable).parent
-        self._faasd = str(bin_dir / "faasd")
-        self._faas = [str(bin_dir / "faas"), "--socket", str(workdir / "run" / "faasd.sock")]
-
-    def __enter__(self) -> tuple[str, int]:
-        self._proc = subprocess.Popen(
-            [
-                self._faasd,
-                "--state-dir",
-                str(self._workdir / "state"),
-                "--run-dir",
-                str(self._workdir / "run"),
-                "--ip-range",
-                BENCH_RANGE,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self._workdir / "faasd.log", "wb"),
-        )
-        for _ in range(300):
-            if subprocess.run([*self._faas, "list"], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.05)
-        subprocess.run([*self._faas, "new", "hello", "-f", str(self._image)], check=True, capture_output=True)
-        ip = subprocess.run([*self._faas, "ip", "hello"], check=True, capture_output=True, text=True).stdout.strip()
-        return ip, 80
-
-    def rootfs(self) -> Path:
-        return self._workdir / "state" / "images" / "hello" / "1" / "rootfs"
-
-    def __exit__(self, *exc: object) -> None:
-        self._proc.terminate()
-        self._proc.wait(timeout=60)
 
 
 def describe(samples: list[Sample], wall: float) -> dict[str, float]:
@@ -214,15 +182,14 @@ def main() -> None:
         options.cache.mkdir(parents=True, exist_ok=True)
         build_python_image(image, cache_dir=options.cache)
         results: dict[tuple[str, int], dict[str, float]] = {}
-        faasd = Faasd(workdir / "faasd", image)
-        (workdir / "faasd").mkdir()
-        with faasd as address:
+        with BenchDaemon(workdir / "faasd") as faasd:
+            address, _ = faasd.deploy("hello", image)
             for concurrency in (1, 8):
                 one_request(address)
                 results[("faasd", concurrency)] = describe(*run_load(address, options.requests, concurrency))
             baseline_dir = workdir / "raw"
             baseline_dir.mkdir()
-            with RawRuncServer(faasd.rootfs(), ["python3", "/app/app.py"], ["PATH=/usr/bin:/bin"], baseline_dir):
+            with RawRuncServer(faasd.rootfs("hello"), ["python3", "/app/app.py"], ["PATH=/usr/bin:/bin"], baseline_dir):
                 for concurrency in (1, 8):
                     one_request(BASELINE_ADDRESS)
                     results[("raw runc", concurrency)] = describe(

@@ -1,0 +1,59 @@
+"""A real faasd on temp dirs, for benchmarks: start, deploy, read its memory, stop."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH_RANGE = "127.79.0.0/24"
+
+
+class BenchDaemon:
+    """Context manager around one faasd process with its own state and run dirs."""
+
+    def __init__(self, workdir: Path) -> None:
+        self._workdir = workdir
+        bin_dir = Path(sys.executable).parent
+        self._command = [
+            str(bin_dir / "faasd"),
+            "--state-dir", str(workdir / "state"),
+            "--run-dir", str(workdir / "run"),
+            "--ip-range", BENCH_RANGE,
+        ]  # fmt: skip
+        self._faas = [str(bin_dir / "faas"), "--socket", str(workdir / "run" / "faasd.sock")]
+
+    def __enter__(self) -> BenchDaemon:
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        with open(self._workdir / "faasd.log", "wb") as log:
+            self._proc = subprocess.Popen(self._command, stdout=log, stderr=subprocess.STDOUT)
+        for _ in range(300):
+            if subprocess.run([*self._faas, "list"], capture_output=True).returncode == 0:
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"faasd did not start: see {self._workdir / 'faasd.log'}")
+
+    def __exit__(self, *exc: object) -> None:
+        self._proc.terminate()
+        self._proc.wait(timeout=60)
+
+    def deploy(self, name: str, image: Path) -> tuple[tuple[str, int], float]:
+        """Deploy ``image`` as ``name``; return its address and how long the deploy took."""
+        started = time.perf_counter()
+        subprocess.run([*self._faas, "new", name, "-f", str(image)], check=True, capture_output=True)
+        seconds = time.perf_counter() - started
+        ip = subprocess.run([*self._faas, "ip", name], check=True, capture_output=True, text=True).stdout.strip()
+        return (ip, 80), seconds
+
+    def rootfs(self, name: str, version: int = 1) -> Path:
+        return self._workdir / "state" / "images" / name / str(version) / "rootfs"
+
+    def memory_kib(self) -> dict[str, int]:
+        """The daemon's current (VmRSS) and peak (VmHWM) resident memory, in KiB."""
+        fields = {}
+        for line in Path(f"/proc/{self._proc.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0])
+        return fields
