@@ -93,12 +93,14 @@ class RawRuncServer:
 
     def __enter__(self) -> RawRuncServer:
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._serve(), self._loop)
+        self._serving = asyncio.run_coroutine_threadsafe(self._serve(), self._loop)
         time.sleep(0.2)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._serving.cancel()
         self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
 
     async def _serve(self) -> None:
         listener = socket.create_server(BASELINE_ADDRESS, backlog=1024, reuse_port=True)
