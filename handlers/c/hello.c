@@ -1,36 +1,52 @@
 /*
  * The classic minimal faasd handler, in C: connect to /control.sock, take the first fd that
- * arrives with the message, answer one HTTP request on it, exit. It ignores the metadata.
- * Build: gcc -static -Os -o hello hello.c    Usage: hello [BODY]
+ * arrives with the message (the client's TCP socket), answer one HTTP request on it, exit.
+ * It ignores the JSON metadata, as handler protocol v1 allows.
+ *
+ * Build: gcc -static -Os -o hello hello.c
+ * Usage: hello [BODY]    answers BODY and a newline ("hello from C" without an argument);
+ *                        FAAS_CONTROL_SOCKET overrides /control.sock, for tests.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+/* Connect to the control socket and return the fd that came with the daemon's message. */
 static int receive_client(const char *path) {
-    int control = socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un address = {.sun_family = AF_UNIX};
-    strncpy(address.sun_path, path, sizeof(address.sun_path) - 1);
+    if (strlen(path) >= sizeof(address.sun_path)) {
+        fprintf(stderr, "hello: control socket path too long: %s\n", path);
+        return -1;
+    }
+    strcpy(address.sun_path, path);
+    int control = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (control < 0 || connect(control, (struct sockaddr *)&address, sizeof(address)) < 0) {
-        perror("connect /control.sock");
+        fprintf(stderr, "hello: connect %s: %s\n", path, strerror(errno));
         return -1;
     }
     char metadata[1024];
-    char ancillary[CMSG_SPACE(sizeof(int))];
+    union { /* aligned as a cmsghdr must be */
+        char buffer[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } ancillary;
     struct iovec iov = {.iov_base = metadata, .iov_len = sizeof(metadata)};
     struct msghdr message = {
-        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ancillary, .msg_controllen = sizeof(ancillary)};
-    if (recvmsg(control, &message, 0) < 0) {
-        perror("recvmsg");
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ancillary.buffer, .msg_controllen = sizeof(ancillary.buffer)};
+    ssize_t got = recvmsg(control, &message, MSG_CMSG_CLOEXEC);
+    close(control);
+    if (got < 0) {
+        fprintf(stderr, "hello: recvmsg: %s\n", strerror(errno));
         return -1;
     }
-    close(control);
     struct cmsghdr *header = CMSG_FIRSTHDR(&message);
-    if (header == NULL || header->cmsg_type != SCM_RIGHTS) {
-        fputs("no fd in the control message\n", stderr);
+    if (header == NULL || header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS ||
+        header->cmsg_len < CMSG_LEN(sizeof(int))) {
+        fputs("hello: the control message carried no file descriptor\n", stderr);
         return -1;
     }
     int client;
@@ -38,34 +54,66 @@ static int receive_client(const char *path) {
     return client;
 }
 
+/* Read up to the blank line that ends the request headers, however long they are. */
+static int read_headers(int fd) {
+    static const char end[] = "\r\n\r\n";
+    int matched = 0;
+    char buffer[4096];
+    for (;;) {
+        ssize_t got = read(fd, buffer, sizeof(buffer));
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) return -1;
+        for (ssize_t i = 0; i < got; i++) {
+            matched = buffer[i] == end[matched] ? matched + 1 : buffer[i] == '\r';
+            if (matched == 4) return 0;
+        }
+    }
+}
+
+static int write_all(int fd, const char *data, size_t length) {
+    while (length > 0) {
+        ssize_t sent = write(fd, data, length);
+        if (sent < 0 && errno == EINTR) continue;
+        if (sent <= 0) return -1;
+        data += sent;
+        length -= (size_t)sent;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *path = getenv("FAAS_CONTROL_SOCKET");
     int client = receive_client(path ? path : "/control.sock");
     if (client < 0) return 1;
-
-    /* Read until the end of the request headers (or the client stops sending). */
-    char request[8192];
-    size_t used = 0;
-    ssize_t got;
-    while (used < sizeof(request) - 1 && (got = read(client, request + used, sizeof(request) - 1 - used)) > 0) {
-        used += (size_t)got;
-        request[used] = '\0';
-        if (strstr(request, "\r\n\r\n")) break;
+    if (read_headers(client) < 0) {
+        fputs("hello: the client left before sending a whole request\n", stderr);
+        return 0;
     }
 
-    char body[4096];
-    snprintf(body, sizeof(body), "%s\n", argc > 1 ? argv[1] : "hello from C");
-    char response[8192];
-    int length = snprintf(response, sizeof(response),
-                          "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
-                          "Connection: close\r\n\r\n%s",
-                          strlen(body), body);
-    for (int sent = 0; sent < length;) {
-        ssize_t n = write(client, response + sent, (size_t)(length - sent));
-        if (n <= 0) return 1;
-        sent += (int)n;
+    const char *text = argc > 1 ? argv[1] : "hello from C";
+    size_t length = strlen(text) + 1;
+    char *response = malloc(length + 128);
+    if (response == NULL) return 1;
+    int head = snprintf(response, 128,
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+                        "Connection: close\r\n\r\n",
+                        length);
+    memcpy(response + head, text, length - 1);
+    response[head + length - 1] = '\n';
+    if (write_all(client, response, head + length) < 0) {
+        fprintf(stderr, "hello: write: %s\n", strerror(errno));
+        return 1;
     }
+
+    /* Half-close, then read what the client still sends (a body we did not want) for up to a
+     * second: closing with unread input makes the kernel answer with a reset, which can destroy
+     * the response on its way (RFC 9112 section 9.6). */
     shutdown(client, SHUT_WR);
+    struct timeval second = {.tv_sec = 1};
+    setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &second, sizeof(second));
+    char sink[4096];
+    while (read(client, sink, sizeof(sink)) > 0) {
+    }
     close(client);
     return 0;
 }

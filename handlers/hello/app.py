@@ -1,14 +1,21 @@
-"""The example function: ``GET /`` says hello, ``/echo`` returns the request as JSON."""
+"""The example function: ``GET /`` says hello, ``/echo`` answers with the request as JSON.
+
+In its image it runs as ``python3 /app/app.py`` with ``faas_handler.py`` beside it in /app.
+"""
+
+from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from faas_handler import serve
 
 
-def app(environ, start_response):
+def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     if environ["PATH_INFO"] == "/echo":
         length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length else environ["wsgi.input"].read()
+        body = environ["wsgi.input"].read(length) if length else b""
         echo = {
             "method": environ["REQUEST_METHOD"],
             "path": environ["PATH_INFO"],

@@ -163,3 +163,13 @@ def http_get(ip: str, path: str = "/", timeout: float = 30) -> tuple[int, bytes]
         return response.status, response.read()
     finally:
         conn.close()
+
+
+def eventually(condition: Callable[[], bool], seconds: float = 10) -> bool:
+    """Poll ``condition`` until it holds or ``seconds`` pass; for clean-up that follows a reply."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 from pathlib import Path
@@ -77,3 +78,38 @@ def test_errors_speak_to_the_user_and_change_nothing(daemon: Daemon, busybox_ima
     assert daemon.faas("list", "--json").stdout.strip() == "[]"
     assert list((daemon.state_dir / "images").iterdir()) == []
     assert list((daemon.state_dir / "uploads").iterdir()) == []
+
+
+def test_oci_archive_deploys_like_docker_save(daemon: Daemon, tmp_path: Path) -> None:
+    from tools.build_image import build_busybox_image
+
+    image = tmp_path / "oci.tar"
+    build_busybox_image(image, body="from an OCI layout", oci=True)
+    ip = daemon.deploy("oci", image)
+    assert http_get(ip) == (200, b"from an OCI layout\n")
+
+
+def test_several_images_in_one_archive_need_a_tag(daemon: Daemon, tmp_path: Path, busybox_image) -> None:
+    import tarfile
+
+    combined = tmp_path / "two-images.tar"
+    manifests, members = [], {}
+    for body, tag in (("first", "first:1"), ("second", "second:1")):
+        with tarfile.open(busybox_image(body)) as archive:
+            for member in archive.getmembers():
+                if member.isfile() and member.name not in ("manifest.json", "repositories"):
+                    members[member.name] = archive.extractfile(member).read()
+            (entry,) = json.load(archive.extractfile("manifest.json"))
+            manifests.append({**entry, "RepoTags": [tag]})
+    members["manifest.json"] = json.dumps(manifests).encode()
+    with tarfile.open(combined, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+    untagged = daemon.faas("new", "pick", "-f", str(combined))
+    assert untagged.returncode == 1
+    assert "holds 2 images (first:1, second:1); choose one with --tag" in untagged.stderr
+    ip = daemon.deploy("pick", combined, "--tag", "second:1")
+    assert http_get(ip) == (200, b"second\n")
