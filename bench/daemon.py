@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import os
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+from tools.build_image import build_python_image
 
 BENCH_RANGE = "127.79.0.0/24"
 
@@ -57,3 +64,26 @@ class BenchDaemon:
             if key in ("VmRSS", "VmHWM"):
                 fields[key] = int(value.split()[0])
         return fields
+
+
+def bench_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every benchmark takes."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(os.environ.get("FAAS_TEST_CACHE", "/var/cache/faasd-tests")),
+        help="where the example image's Debian base is cached",
+    )
+    return parser
+
+
+@contextlib.contextmanager
+def example_image(cache: Path) -> Iterator[Path]:
+    """The example Python handler image, built offline into a temp dir (as root, like the rest)."""
+    if os.geteuid() != 0:
+        sys.exit("benchmarks start faasd and runc: run them as root")
+    with tempfile.TemporaryDirectory(prefix="faasd-bench-") as tmp:
+        image = Path(tmp) / "hello.tar"
+        build_python_image(image, cache_dir=cache)
+        yield image

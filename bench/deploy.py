@@ -9,26 +9,13 @@ Debian + python3 base plus the app layer) beside the RSS of the idle daemon:
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-import tempfile
-from pathlib import Path
-
-from bench.daemon import BenchDaemon
-from tools.build_image import build_python_image
+from bench.daemon import BenchDaemon, bench_parser, example_image
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("FAAS_TEST_CACHE", "/var/cache/faasd-tests")))
-    options = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench.deploy: run as root (it starts faasd)")
-    with tempfile.TemporaryDirectory(prefix="faasd-bench-") as tmp:
-        workdir = Path(tmp)
-        image = workdir / "hello.tar"
-        build_python_image(image, cache_dir=options.cache)
+    options = bench_parser(__doc__).parse_args()
+    with example_image(options.cache) as image:
+        workdir = image.parent
         size_mb = image.stat().st_size / 1e6
         with BenchDaemon(workdir / "faasd") as faasd:
             idle = faasd.memory_kib()

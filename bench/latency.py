@@ -10,16 +10,12 @@ compare. Run it as root:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import os
 import shutil
 import socket
 import statistics
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -27,8 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.daemon import BenchDaemon
-from tools.build_image import build_python_image
+from bench.daemon import BenchDaemon, bench_parser, example_image
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
 BASELINE_ADDRESS = ("127.0.0.1", 18080)
@@ -99,8 +94,15 @@ class RawRuncServer:
 
     def __exit__(self, *exc: object) -> None:
         self._serving.cancel()
+        asyncio.run_coroutine_threadsafe(self._drain(), self._loop).result(timeout=30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+
+    async def _drain(self) -> None:
+        """Let the last containers exit so nothing is left pending when the loop stops."""
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        if others:
+            await asyncio.wait(others, timeout=20)
 
     async def _serve(self) -> None:
         listener = socket.create_server(BASELINE_ADDRESS, backlog=1024, reuse_port=True)
@@ -171,18 +173,11 @@ def describe(samples: list[Sample], wall: float) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--requests", type=int, default=200, help="requests per scenario")
-    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("FAAS_TEST_CACHE", "/var/cache/faasd-tests")))
     options = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench.latency: run as root (it starts faasd and runc)")
-
-    with tempfile.TemporaryDirectory(prefix="faasd-bench-") as tmp:
-        workdir = Path(tmp)
-        image = workdir / "hello.tar"
-        options.cache.mkdir(parents=True, exist_ok=True)
-        build_python_image(image, cache_dir=options.cache)
+    with example_image(options.cache) as image:
+        workdir = image.parent
         results: dict[tuple[str, int], dict[str, float]] = {}
         with BenchDaemon(workdir / "faasd") as faasd:
             address, _ = faasd.deploy("hello", image)
