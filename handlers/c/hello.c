@@ -8,6 +8,7 @@
  *                        FAAS_CONTROL_SOCKET overrides /control.sock, for tests.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +86,8 @@ int main(int argc, char **argv) {
     const char *path = getenv("FAAS_CONTROL_SOCKET");
     int client = receive_client(path ? path : "/control.sock");
     if (client < 0) return 1;
+    /* O_NONBLOCK belongs to the open file, and the daemon's event loop set it: clear it to block. */
+    fcntl(client, F_SETFL, fcntl(client, F_GETFL) & ~O_NONBLOCK);
     if (read_headers(client) < 0) {
         fputs("hello: the client left before sending a whole request\n", stderr);
         return 0;

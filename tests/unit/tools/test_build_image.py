@@ -1,44 +1,172 @@
-"""The offline image builder writes archives that match what docker save and podman write."""
+"""The offline image builder writes archives shaped as ``docker save`` and podman write them.
+
+Every digest an archive states is checked against the bytes it holds. mmdebstrap itself is not
+run here (it takes half a minute and the network): a stand-in writes the base layer.
+"""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import shutil
+import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tools.build_image import build_busybox_image
+from tools import build_image
+from tools.build_image import BuildError, build_busybox_image, build_python_image, write_docker_archive
 
-pytestmark = pytest.mark.skipif(
-    not Path("/bin/busybox").exists() or shutil.which("gcc") is None, reason="needs busybox-static and gcc"
+needs_busybox = pytest.mark.skipif(
+    not build_image.BUSYBOX.is_file() or shutil.which("gcc") is None, reason="needs busybox-static and gcc"
 )
 
 
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read(tar: tarfile.TarFile, name: str) -> bytes:
+    member = tar.extractfile(name)
+    assert member is not None, name
+    return member.read()
+
+
+def layer_tar(path: Path, files: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def docker_save(path: Path) -> tuple[dict[str, Any], dict[str, Any], list[bytes], dict[str, bytes]]:
+    """Read a docker-save archive, checking what it states: config digest, diff_ids, layer dirs.
+
+    Returns its manifest entry, image config, layer tars and every file by name.
+    """
+    with tarfile.open(path) as tar:
+        files = {member.name: read(tar, member.name) for member in tar.getmembers() if member.isfile()}
+    (manifest,) = json.loads(files["manifest.json"])
+    config_bytes = files[manifest["Config"]]
+    assert manifest["Config"] == f"{sha256(config_bytes)}.json"
+    config = json.loads(config_bytes)
+    layers = [files[name] for name in manifest["Layers"]]
+    assert config["rootfs"] == {"type": "layers", "diff_ids": [f"sha256:{sha256(layer)}" for layer in layers]}
+    for name in manifest["Layers"]:
+        directory = name.removesuffix("/layer.tar")
+        assert files[f"{directory}/VERSION"] == b"1.0"
+        assert json.loads(files[f"{directory}/json"])["id"] == directory
+    return manifest, config, layers, files
+
+
+@needs_busybox
 def test_busybox_image_is_a_docker_save_archive(tmp_path: Path) -> None:
-    out = tmp_path / "image.tar"
-    build_busybox_image(out, body="hi")
-    with tarfile.open(out) as tar:
-        (manifest,) = json.load(tar.extractfile("manifest.json"))
-        config_bytes = tar.extractfile(manifest["Config"]).read()
-        config = json.loads(config_bytes)
-        layer = tar.extractfile(manifest["Layers"][0]).read()
-        assert manifest["RepoTags"] == ["busybox-hello:latest"]
-        assert manifest["Config"] == hashlib.sha256(config_bytes).hexdigest() + ".json"
-        assert config["rootfs"]["diff_ids"] == [f"sha256:{hashlib.sha256(layer).hexdigest()}"]
-        assert config["config"]["Cmd"] == ["/bin/hello", "hi"]
-        assert "repositories" in tar.getnames()
+    build_busybox_image(tmp_path / "image.tar", body="hi")
+    manifest, config, (layer,), files = docker_save(tmp_path / "image.tar")
+    top = manifest["Layers"][-1].removesuffix("/layer.tar")
+    assert manifest["RepoTags"] == ["busybox-hello:latest"]
+    assert json.loads(files["repositories"]) == {"busybox-hello": {"latest": top}}
+    assert (config["os"], config["config"]["Cmd"]) == ("linux", ["/bin/hello", "hi"])
+    with tarfile.open(fileobj=io.BytesIO(layer)) as rootfs:
+        members = {member.name: member for member in rootfs.getmembers()}
+        assert members["bin/busybox"].isfile() and members["bin/hello"].mode & 0o111
+        assert members["bin/sh"].issym() and members["usr/bin/env"].linkname == "/bin/busybox"
+        assert members["tmp"].mode == 0o1777
+        assert b"nobody:x:65534" in read(rootfs, "etc/passwd")
+        assert {member.uid for member in members.values()} == {0}
 
 
-def test_oci_variant_has_index_and_verified_blobs(tmp_path: Path) -> None:
-    out = tmp_path / "image.tar"
-    build_busybox_image(out, oci=True)
-    with tarfile.open(out) as tar:
-        index = json.load(tar.extractfile("index.json"))
-        assert index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] == "busybox-hello:latest"
-        for member in tar.getmembers():
-            if member.isfile() and member.name.startswith("blobs/sha256/"):
-                data = tar.extractfile(member).read()
-                assert hashlib.sha256(data).hexdigest() == member.name.rsplit("/", 1)[1]
+@needs_busybox
+def test_same_input_gives_the_same_image(tmp_path: Path) -> None:
+    build_busybox_image(tmp_path / "one.tar")
+    build_busybox_image(tmp_path / "two.tar")
+    assert (tmp_path / "one.tar").read_bytes() == (tmp_path / "two.tar").read_bytes()
+    _, config, _, _ = docker_save(tmp_path / "one.tar")
+    assert config["config"]["Cmd"] == ["/bin/hello"]
+
+
+@needs_busybox
+def test_oci_variant_has_an_index_and_verified_blobs(tmp_path: Path) -> None:
+    build_busybox_image(tmp_path / "image.tar", body="oci", oci=True)
+    with tarfile.open(tmp_path / "image.tar") as tar:
+        assert json.loads(read(tar, "oci-layout")) == {"imageLayoutVersion": "1.0.0"}
+        blobs = {
+            member.name.removeprefix("blobs/sha256/"): read(tar, member.name)
+            for member in tar.getmembers()
+            if member.isfile() and member.name.startswith("blobs/sha256/")
+        }
+        index = json.loads(read(tar, "index.json"))
+    for digest, data in blobs.items():
+        assert sha256(data) == digest
+    (entry,) = index["manifests"]
+    assert entry["annotations"] == {"org.opencontainers.image.ref.name": "busybox-hello:latest"}
+    manifest_bytes = blobs[entry["digest"].removeprefix("sha256:")]
+    assert (entry["mediaType"], entry["size"]) == ("application/vnd.oci.image.manifest.v1+json", len(manifest_bytes))
+    manifest = json.loads(manifest_bytes)
+    config = json.loads(blobs[manifest["config"]["digest"].removeprefix("sha256:")])
+    (layer,) = manifest["layers"]
+    assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+    compressed = blobs[layer["digest"].removeprefix("sha256:")]
+    assert layer["size"] == len(compressed)
+    assert config["rootfs"]["diff_ids"] == [f"sha256:{sha256(gzip.decompress(compressed))}"]
+    assert config["config"]["Cmd"] == ["/bin/hello", "oci"]
+
+
+def test_layers_stack_in_order_and_the_callers_config_is_kept(tmp_path: Path) -> None:
+    layers = [layer_tar(tmp_path / f"{n}.tar", {f"file{n}": b"%d" % n}) for n in range(3)]
+    config = {"config": {"Entrypoint": ["/bin/sh"], "User": "1000:1000"}, "author": "tests"}
+    write_docker_archive(tmp_path / "image.tar", layers, config, "demo:1")
+    manifest, document, contents, files = docker_save(tmp_path / "image.tar")
+    parents = [json.loads(files[name.replace("layer.tar", "json")]).get("parent") for name in manifest["Layers"]]
+    repositories = json.loads(files["repositories"])
+    directories = [name.removesuffix("/layer.tar") for name in manifest["Layers"]]
+    assert contents == [path.read_bytes() for path in layers]
+    assert parents == [None, directories[0], directories[1]]
+    assert repositories == {"demo": {"1": directories[2]}}
+    assert (document["config"], document["author"], len(document["history"])) == (config["config"], "tests", 3)
+
+
+def test_a_failed_write_leaves_no_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        write_docker_archive(tmp_path / "image.tar", [tmp_path / "missing.tar"], {"config": {}}, "x:1")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_python_image_puts_the_sdk_and_app_on_the_cached_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    # Stands in for mmdebstrap: writes an empty rootfs to the path it is given last.
+    monkeypatch.setattr(
+        build_image,
+        "MMDEBSTRAP",
+        [sys.executable, "-c", "import sys, tarfile; tarfile.open(sys.argv[-1], 'w').close()"],
+    )
+    base = build_image.debian_python_base(cache)
+    build_python_image(tmp_path / "image.tar", cache)
+    manifest, config, (base_layer, app_layer), _ = docker_save(tmp_path / "image.tar")
+    assert base_layer == base.read_bytes() and manifest["RepoTags"] == ["python-hello:latest"]
+    assert config["config"]["Cmd"] == ["python3", "/app/app.py"] and config["config"]["WorkingDir"] == "/app"
+    with tarfile.open(fileobj=io.BytesIO(app_layer)) as app:
+        assert read(app, "app/faas_handler.py") == (build_image.HANDLERS / "faas_handler.py").read_bytes()
+        assert read(app, "app/app.py") == (build_image.HANDLERS / "hello" / "app.py").read_bytes()
+
+    # Another recipe is another file name: it builds anew, and a failure leaves nothing behind.
+    monkeypatch.setattr(build_image, "MMDEBSTRAP", [sys.executable, "-c", "raise SystemExit('no mirror')"])
+    with pytest.raises(BuildError, match="no mirror"):
+        build_image.debian_python_base(cache)
+    assert [path.name for path in cache.iterdir()] == [base.name]
+
+
+def test_cli_builds_and_reports_missing_tools(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(build_image, "BUSYBOX", tmp_path / "no-busybox")
+    assert build_image.main(["busybox", str(tmp_path / "image.tar")]) == 1
+    assert "apt-get install busybox-static" in capsys.readouterr().err
+    with pytest.raises(BuildError, match="busybox-static"):
+        build_busybox_image(tmp_path / "image.tar")
