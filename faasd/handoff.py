@@ -57,6 +57,9 @@ class ControlSocket:
         loop = asyncio.get_running_loop()
         handler, _ = await loop.sock_accept(self._sock)
         self.close()
+        # asyncio accepted the client non-blocking, and that flag travels with the fd: clear it,
+        # so a classic handler's plain read() waits for the request instead of failing EAGAIN.
+        client.setblocking(True)
         with handler:
             # One small message on a fresh socket fits its buffer: sendmsg does not block.
             socket.send_fds(handler, [payload], [client.fileno()])

@@ -49,3 +49,23 @@ def test_hand_over_sends_one_message_with_the_client_fd_then_closes(tmp_path: Pa
             s.close()
 
     asyncio.run(scenario())
+
+
+def test_the_handed_socket_arrives_blocking(tmp_path: Path) -> None:
+    path = tmp_path / "control.sock"
+
+    async def scenario() -> None:
+        control = ControlSocket(path)
+        left, right = socket.socketpair()
+        left.setblocking(False)
+        handler = socket.socket(socket.AF_UNIX)
+        handler.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(handler, str(path))
+        await control.hand_over(left, b'{"v":1}')
+        _, fds, _, _ = socket.recv_fds(handler, MAX_MESSAGE_BYTES, 1)
+        with socket.socket(fileno=fds[0]) as received:
+            assert received.getblocking()
+        for s in (left, right, handler):
+            s.close()
+
+    asyncio.run(scenario())
