@@ -1,8 +1,17 @@
 """Read an image tarball on disk: the legacy ``docker save`` layout or an OCI image layout.
 
-Only member names inside the tarball are ever looked up here: nothing from a manifest is
-joined to a filesystem path. Blob digests (OCI) and layer diff_ids (both layouts) are checked
-while the layers stream by, so a tampered archive fails before its rootfs is registered.
+Layouts understood (the first that applies wins):
+
+- ``manifest.json`` (docker save; podman's docker-archive, whose layer members may be links to
+  other members; Docker >= 25, which also writes an OCI layout and points manifest.json at it);
+- ``index.json`` + ``blobs/sha256/<hex>`` (image-spec image-layout.md: podman's oci-archive,
+  buildx and containerd exports), following nested indexes to this machine's platform.
+
+Names from manifests and indexes are only ever looked up as member names inside the tarball,
+never joined to a filesystem path. Every digest the archive states is checked: OCI blobs
+(the layers while they stream by) and each layer's uncompressed diff_id from the image config,
+so a tampered archive fails before its rootfs is registered. Only what a layer's bytes say
+decides its compression, never its name or media type.
 """
 
 from __future__ import annotations
@@ -12,15 +21,17 @@ import hashlib
 import json
 import platform
 import posixpath
+import re
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
-from faasd.errors import InvalidImage
+from faasd.errors import FaasError, InvalidImage
 
-# image-spec media types we follow from an index; docker's equivalents are accepted too.
+# image-spec media-types.md, and the Docker equivalents that docker save and registries still use.
 INDEX_TYPES = {
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -29,11 +40,14 @@ MANIFEST_TYPES = {
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 }
+# image-spec annotations.md names the tag; containerd (and Docker >= 25) add the full reference.
 REF_NAME_ANNOTATIONS = ("io.containerd.image.name", "org.opencontainers.image.ref.name")
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 READ_CHUNK = 1 << 20
-ARCH_NAMES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}
+ARCH_NAMES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}  # uname -m -> GOARCH
+MAX_INDEX_DEPTH = 4
+MAX_LINK_HOPS = 8
 
 
 @dataclass(frozen=True)
@@ -42,9 +56,9 @@ class ImageConfig:
 
     entrypoint: tuple[str, ...]
     cmd: tuple[str, ...]
-    env: tuple[str, ...]
-    working_dir: str
-    user: str
+    env: tuple[str, ...]  # "KEY=value"
+    working_dir: str  # "" when unset
+    user: str  # "" when unset
 
     @classmethod
     def from_image_config(cls, document: dict[str, Any]) -> ImageConfig:
@@ -56,11 +70,12 @@ class ImageConfig:
             entrypoint=_strings(config, "Entrypoint"),
             cmd=_strings(config, "Cmd"),
             env=_strings(config, "Env"),
-            working_dir=str(config.get("WorkingDir") or ""),
-            user=str(config.get("User") or ""),
+            working_dir=_string(config, "WorkingDir"),
+            user=_string(config, "User"),
         )
 
     def to_json(self) -> str:
+        """The form stored in the registry."""
         return json.dumps(
             {
                 "entrypoint": self.entrypoint,
@@ -90,24 +105,44 @@ def _strings(config: dict[str, Any], key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _string(config: dict[str, Any], key: str) -> str:
+    value = config.get(key) or ""
+    if not isinstance(value, str):
+        raise InvalidImage(f"the image config's {key} is not a string")
+    return value
+
+
 @dataclass(frozen=True)
-class LayerRef:
+class _Layer:
     """Where a layer is in the tarball and what it must hash to."""
 
     member: str
-    blob_digest: str | None  # OCI: the digest of the (possibly compressed) blob
+    blob_digest: str | None  # the digest of the blob as stored (OCI, and Docker >= 25 names)
     diff_id: str | None  # the digest of the uncompressed tar, from the image config
 
 
-class _HashingReader:
-    """A read-only stream that hashes what passes through it."""
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
 
-    def __init__(self, stream: IO[bytes], algorithm: str = "sha256") -> None:
+
+class _HashingReader:
+    """A read-only stream that hashes what passes through it.
+
+    Decompression errors surface here, while a consumer reads the layer, so they are turned
+    into ``InvalidImage`` here too; real I/O errors (with an errno) pass through untouched.
+    """
+
+    def __init__(self, stream: _Readable) -> None:
         self._stream = stream
-        self.hash = hashlib.new(algorithm)
+        self.hash = hashlib.sha256()
 
     def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
+        try:
+            data = self._stream.read(size)
+        except (OSError, EOFError, zlib.error) as exc:
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise
+            raise InvalidImage(f"the layer's compressed data is corrupt: {exc}") from exc
         self.hash.update(data)
         return data
 
@@ -117,18 +152,26 @@ class _HashingReader:
 
 
 class ImageArchive:
-    """Context manager over a docker-save or OCI-layout tar file on disk."""
+    """Context manager over a docker-save or OCI-layout tar file on disk.
+
+    ``config`` and ``digest`` (the image ID: the sha256 of the config blob) are set on entry,
+    once the manifest, config and every layer member were found. ``layers()`` then streams the
+    layers; each one's digests are checked once it has been read to its end.
+    """
+
+    config: ImageConfig
+    digest: str
 
     def __init__(self, path: Path, tag: str | None = None) -> None:
         self._path = path
         self._tag = tag
         self._tar: tarfile.TarFile | None = None
-        self.config: ImageConfig
-        self.digest: str
-        self._layers: list[LayerRef] = []
+        self._members: dict[str, tarfile.TarInfo] = {}
+        self._layers: list[_Layer] = []
 
     def __enter__(self) -> ImageArchive:
         try:
+            # "r:*": an archive may itself be compressed (docker save | gzip).
             self._tar = tarfile.open(self._path, "r:*")
         except (tarfile.TarError, OSError) as exc:
             raise InvalidImage(f"the upload is not a tar archive (docker save output expected): {exc}") from exc
@@ -141,10 +184,10 @@ class ImageArchive:
             else:
                 raise InvalidImage("the archive has neither manifest.json (docker save) nor index.json (OCI layout)")
         except tarfile.TarError as exc:
-            self.__exit__(None, None, None)
+            self.__exit__()
             raise InvalidImage(f"the archive is damaged: {exc}") from exc
         except BaseException:
-            self.__exit__(None, None, None)
+            self.__exit__()
             raise
         return self
 
@@ -154,169 +197,200 @@ class ImageArchive:
             self._tar = None
 
     def layers(self) -> Iterator[tarfile.TarFile]:
-        """Each layer in order, as a streaming tar, decompressed and checked against its digests."""
-        for index, ref in enumerate(self._layers, start=1):
-            context = f"layer {index} ({ref.member})"
-            raw = _HashingReader(self._open_member(ref.member))
-            head = raw.read(4)
-            if head.startswith(ZSTD_MAGIC):
+        """Each layer in order, as a streaming tar, decompressed.
+
+        A layer's blob digest and diff_id are checked when the consumer asks for the next layer
+        (or for the end): the rest of the stream is read and hashed first, so a consumer need
+        not read a layer to its end for the check to cover all of it.
+        """
+        for number, ref in enumerate(self._layers, start=1):
+            context = f"layer {number} ({_abbreviate(ref.member)})"
+            stored = self._open_member(ref.member)
+            head = stored.peek(4)[:4]  # type: ignore[attr-defined]  # ExFileObject is a BufferedReader
+            if head == ZSTD_MAGIC:
                 raise InvalidImage(
                     f"{context}: zstd-compressed layers are not supported; "
                     "save the image with gzip or uncompressed layers"
                 )
-            stream: IO[bytes] = _Prefixed(head, raw)
-            if head.startswith(GZIP_MAGIC):
-                stream = gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[assignment]
-            plain = _HashingReader(stream)
+            blob = _HashingReader(stored)
+            source: _Readable = blob
+            if head[:2] == GZIP_MAGIC:
+                source = gzip.GzipFile(fileobj=blob, mode="rb")  # type: ignore[call-overload]  # never seeks
+            plain = _HashingReader(source)
             try:
-                with tarfile.open(fileobj=plain, mode="r|") as layer:  # type: ignore[call-overload]
-                    yield layer
+                layer = tarfile.open(fileobj=plain, mode="r|")  # type: ignore[call-overload]
+            except tarfile.TarError as exc:
+                raise InvalidImage(f"{context}: not a tar stream: {exc}") from exc
+            except FaasError as exc:
+                raise _in_context(exc, context) from exc
+            with layer:
+                yield layer
+            try:
                 plain.drain()
-                raw.drain()
-            except (tarfile.TarError, OSError, EOFError) as exc:
-                if isinstance(exc, OSError) and exc.errno is not None:
-                    raise  # a real I/O error (e.g. a full disk) is not the archive's fault
-                raise InvalidImage(f"{context}: not a readable tar stream: {exc}") from exc
-            _check_digest(context, "blob digest", ref.blob_digest, raw.hash.hexdigest())
+                blob.drain()
+            except FaasError as exc:
+                raise _in_context(exc, context) from exc
+            _check_digest(context, "blob digest", ref.blob_digest, blob.hash.hexdigest())
             _check_digest(context, "diff_id", ref.diff_id, plain.hash.hexdigest())
 
-    # -- the legacy layout: manifest.json, <config>.json, <id>/layer.tar --
+    # -- docker save: manifest.json, <config>.json, <id>/layer.tar (or blobs/sha256/<hex>) --
 
     def _read_legacy(self) -> None:
-        manifest = self._json("manifest.json")
-        if not isinstance(manifest, list) or not manifest:
+        manifest = _parse_json(self._read_member("manifest.json"), "manifest.json")
+        if not isinstance(manifest, list) or not manifest or not all(isinstance(e, dict) for e in manifest):
             raise InvalidImage("manifest.json is not a non-empty list of images")
-        entries = [(e, tuple(e.get("RepoTags") or ())) for e in manifest if isinstance(e, dict)]
-        entry = self._choose(entries)
-        if not isinstance(entry.get("Config"), str) or not isinstance(entry.get("Layers"), list):
+        entry = self._choose([(e, _tags(e.get("RepoTags"))) for e in manifest])
+        config_name, layers = entry.get("Config"), entry.get("Layers")
+        if not isinstance(config_name, str) or not isinstance(layers, list):
             raise InvalidImage("manifest.json: the image entry lacks Config or Layers")
-        config_name = entry["Config"]
-        document = self._json(config_name)
-        self.digest = "sha256:" + hashlib.sha256(self._read_member(config_name)).hexdigest()
-        # Docker >= 25 points manifest.json at blobs/sha256/<hex>: those names are digests too.
-        self._set_config(document, [(str(layer), _digest_from_name(str(layer))) for layer in entry["Layers"]])
+        if not all(isinstance(layer, str) for layer in layers):
+            raise InvalidImage("manifest.json: Layers is not a list of member names")
+        config_bytes = self._read_member(config_name)
+        self.digest = f"sha256:{_sha256(config_bytes)}"
+        # Docker >= 25 names layers blobs/sha256/<hex>: such a name is a digest to check too.
+        self._set_config(
+            _parse_json(config_bytes, config_name), [(layer, _digest_from_name(layer)) for layer in layers]
+        )
 
-    # -- the OCI layout: oci-layout, index.json, blobs/<alg>/<hex> --
+    # -- OCI image layout: oci-layout, index.json, blobs/sha256/<hex> --
 
     def _read_oci(self) -> None:
-        index = self._json("index.json")
+        index = _parse_json(self._read_member("index.json"), "index.json")
         manifests = index.get("manifests") if isinstance(index, dict) else None
         if not isinstance(manifests, list) or not manifests:
             raise InvalidImage("index.json lists no manifests")
-        entries = [(d, _ref_names(d)) for d in manifests if isinstance(d, dict)]
-        descriptor = self._choose(entries)
-        manifest = self._resolve_manifest(descriptor, depth=0)
-        config = manifest.get("config")
-        if not isinstance(config, dict) or not isinstance(manifest.get("layers"), list):
+        # A top-level index may list one manifest per platform: keep those this machine runs.
+        here = [d for d in manifests if isinstance(d, dict) and _platform_fits(d, required=False)]
+        if not here:
+            raise InvalidImage(f"index.json has no image for {_host_platform()}")
+        manifest = self._resolve_manifest(self._choose([(d, _ref_names(d)) for d in here]))
+        config, layers = manifest.get("config"), manifest.get("layers")
+        if not isinstance(config, dict) or not isinstance(layers, list) or not all(isinstance(d, dict) for d in layers):
             raise InvalidImage("the image manifest lacks config or layers")
-        self.digest = str(config.get("digest"))
-        document = json.loads(self._blob(config))
-        layers = [(self._blob_member(d), str(d.get("digest"))) for d in manifest["layers"] if isinstance(d, dict)]
-        self._set_config(document, layers)
+        config_bytes = self._blob(config)
+        self.digest = str(config["digest"])
+        self._set_config(
+            _parse_json(config_bytes, f"config {_abbreviate(self.digest)}"),
+            [(_blob_member(d), str(d["digest"])) for d in layers],
+        )
 
-    def _resolve_manifest(self, descriptor: dict[str, Any], depth: int) -> dict[str, Any]:
+    def _resolve_manifest(self, descriptor: dict[str, Any]) -> dict[str, Any]:
         """Follow nested indexes (multi-platform images) down to one image manifest."""
-        document = json.loads(self._blob(descriptor))
-        media_type = descriptor.get("mediaType") or document.get("mediaType")
-        if media_type in INDEX_TYPES or (media_type is None and "manifests" in document):
-            if depth > 4:
-                raise InvalidImage("index.json nests indexes too deeply")
-            return self._resolve_manifest(_pick_platform(document.get("manifests") or []), depth + 1)
-        if media_type not in MANIFEST_TYPES and media_type is not None:
-            raise InvalidImage(f"unsupported manifest media type {media_type!r}")
-        return document
+        for _ in range(MAX_INDEX_DEPTH):
+            name = f"manifest {_abbreviate(str(descriptor.get('digest')))}"
+            document = _parse_json(self._blob(descriptor), name)
+            if not isinstance(document, dict):
+                raise InvalidImage(f"{name} is not a JSON object")
+            media_type = descriptor.get("mediaType") or document.get("mediaType")
+            if media_type in INDEX_TYPES or (media_type is None and "manifests" in document):
+                descriptor = _pick_platform(document.get("manifests"))
+                continue
+            if media_type is not None and media_type not in MANIFEST_TYPES:
+                raise InvalidImage(f"{name}: unsupported media type {media_type!r}")
+            return document
+        raise InvalidImage(f"the image index nests indexes more than {MAX_INDEX_DEPTH} deep")
 
     def _blob(self, descriptor: dict[str, Any]) -> bytes:
-        data = self._read_member(self._blob_member(descriptor))
-        _check_digest(f"blob {descriptor.get('digest')}", "digest", str(descriptor["digest"]), _sha256(data))
+        """A small blob (index, manifest, config), read whole and checked against its digest."""
+        data = self._read_member(_blob_member(descriptor))
+        digest = str(descriptor["digest"])
+        _check_digest(f"blob {_abbreviate(digest)}", "digest", digest, _sha256(data))
         return data
 
-    @staticmethod
-    def _blob_member(descriptor: dict[str, Any]) -> str:
-        digest = descriptor.get("digest")
-        algorithm, _, hex_digest = str(digest).partition(":")
-        if algorithm != "sha256" or len(hex_digest) != 64 or not all(c in "0123456789abcdef" for c in hex_digest):
-            raise InvalidImage(f"unsupported or malformed digest {digest!r} (sha256 expected)")
-        return f"blobs/sha256/{hex_digest}"
+    # -- both layouts --
 
-    # -- shared --
-
-    def _choose(self, entries: list[tuple[dict[str, Any], tuple[str, ...]]]) -> dict[str, Any]:
-        """The one image to import: the only one, or the one named by ``tag``."""
-        if self._tag is None:
-            if len(entries) == 1:
-                return entries[0][0]
-            names = ", ".join(t for _, tags in entries for t in tags) or "untagged"
-            raise InvalidImage(f"the archive holds {len(entries)} images ({names}); choose one with --tag")
-        for entry, tags in entries:
-            if any(_tag_matches(t, self._tag) for t in tags):
-                return entry
-        available = ", ".join(t for _, tags in entries for t in tags) or "none"
-        raise InvalidImage(f"no image tagged {self._tag!r} in the archive (tags: {available})")
+    def _choose(self, images: list[tuple[dict[str, Any], tuple[str, ...]]]) -> dict[str, Any]:
+        """The one image to import: the only one, or the one named by ``tag`` (best match first)."""
+        tag = self._tag
+        if tag is None:
+            if len(images) == 1:
+                return images[0][0]
+            raise InvalidImage(f"the archive holds {len(images)} images ({_names(images)}); choose one with --tag")
+        ranked = [
+            (rank, number)
+            for number, (_, names) in enumerate(images)
+            for name in names
+            if (rank := _tag_rank(name, tag)) is not None
+        ]
+        if ranked:
+            return images[min(ranked)[1]][0]
+        raise InvalidImage(f"no image tagged {tag!r} in the archive (tags: {_names(images)})")
 
     def _set_config(self, document: Any, layers: list[tuple[str, str | None]]) -> None:
         if not isinstance(document, dict):
             raise InvalidImage("the image config is not a JSON object")
         self.config = ImageConfig.from_image_config(document)
-        diff_ids = (document.get("rootfs") or {}).get("diff_ids")
-        if diff_ids is not None and len(diff_ids) != len(layers):
-            raise InvalidImage(f"the image config lists {len(diff_ids)} diff_ids for {len(layers)} layers")
-        for index, (member, blob_digest) in enumerate(layers):
-            self._member(member)
-            diff_id = str(diff_ids[index]) if diff_ids is not None else None
-            self._layers.append(LayerRef(member, blob_digest, diff_id))
+        rootfs = document.get("rootfs")
+        diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+        if diff_ids is not None:
+            if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
+                raise InvalidImage("the image config's rootfs.diff_ids is not a list of digests")
+            if len(diff_ids) != len(layers):
+                raise InvalidImage(f"the image config lists {len(diff_ids)} diff_ids for {len(layers)} layers")
+        for number, (member, blob_digest) in enumerate(layers, start=1):
+            self._resolve(member)  # fail now, before anything is unpacked, if a layer is missing
+            diff_id = diff_ids[number - 1] if diff_ids is not None else None
+            self._layers.append(_Layer(member, blob_digest, diff_id))
 
-    def _member(self, name: str) -> tarfile.TarInfo:
+    def _resolve(self, name: str) -> tarfile.TarInfo:
+        """The regular member ``name`` stands for, following links between members.
+
+        podman's docker-archive stores a layer used twice once and links the second name to it.
+        tarfile would follow such links too, but without a bound on chains and loops.
+        """
         member = self._members.get(_clean(name))
         if member is None:
             raise InvalidImage(f"the archive has no member {name!r}, which its manifest names")
-        return member
+        for _ in range(MAX_LINK_HOPS):
+            if member.isfile():
+                return member
+            if member.issym():  # relative to the link's own directory, as a filesystem would
+                target = posixpath.join(posixpath.dirname(member.name), member.linkname)
+            elif member.islnk():
+                target = member.linkname
+            else:
+                raise InvalidImage(f"the archive member {name!r} is not a file")
+            found = self._members.get(_clean(target))
+            if found is None:
+                raise InvalidImage(f"the archive member {name!r} links to {target!r}, which is missing")
+            member = found
+        raise InvalidImage(f"the archive member {name!r} is a chain of more than {MAX_LINK_HOPS} links")
 
     def _open_member(self, name: str) -> IO[bytes]:
-        assert self._tar is not None
-        try:
-            stream = self._tar.extractfile(self._member(name))
-        except KeyError as exc:  # a link member whose target is missing
-            raise InvalidImage(f"the archive member {name!r} links to a missing member") from exc
-        if stream is None:
-            raise InvalidImage(f"the archive member {name!r} is not a file")
+        assert self._tar is not None, "ImageArchive is used outside its with block"
+        stream = self._tar.extractfile(self._resolve(name))
+        assert stream is not None  # _resolve returns regular files only
         return stream
 
     def _read_member(self, name: str) -> bytes:
         with self._open_member(name) as stream:
             return stream.read()
 
-    def _json(self, name: str) -> Any:
-        try:
-            return json.loads(self._read_member(name))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidImage(f"{name} is not valid JSON: {exc}") from exc
-
-
-class _Prefixed:
-    """Puts back the bytes read to sniff the compression."""
-
-    def __init__(self, prefix: bytes, stream: _HashingReader) -> None:
-        self._prefix = prefix
-        self._stream = stream
-
-    def read(self, size: int = -1) -> bytes:
-        if not self._prefix:
-            return self._stream.read(size)
-        if 0 <= size < len(self._prefix):
-            head, self._prefix = self._prefix[:size], self._prefix[size:]
-            return head
-        head, self._prefix = self._prefix, b""
-        return head + self._stream.read(-1 if size < 0 else size - len(head))
-
 
 def _clean(name: str) -> str:
-    return posixpath.normpath(name.lstrip("/")).removeprefix("./")
+    """A member name as a lookup key: "./a//b" and "a/b" are the same member."""
+    return posixpath.normpath(name.lstrip("/"))
+
+
+def _parse_json(data: bytes, what: str) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidImage(f"{what} is not valid JSON: {exc}") from exc
+
+
+def _blob_member(descriptor: dict[str, Any]) -> str:
+    """Where image-layout.md puts a blob; the digest is checked for shape before it names anything."""
+    digest = str(descriptor.get("digest"))
+    algorithm, _, hex_digest = digest.partition(":")
+    if algorithm != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", hex_digest):
+        raise InvalidImage(f"unsupported or malformed digest {digest!r} (sha256 expected)")
+    return f"blobs/sha256/{hex_digest}"
 
 
 def _digest_from_name(member: str) -> str | None:
     directory, _, name = _clean(member).rpartition("/")
-    return f"sha256:{name}" if directory == "blobs/sha256" and len(name) == 64 else None
+    return f"sha256:{name}" if directory == "blobs/sha256" and re.fullmatch(r"[0-9a-f]{64}", name) else None
 
 
 def _sha256(data: bytes) -> str:
@@ -328,24 +402,64 @@ def _check_digest(context: str, what: str, expected: str | None, actual_hex: str
         raise InvalidImage(f"{context}: {what} mismatch (expected {expected}, got sha256:{actual_hex})")
 
 
-def _tag_matches(reference: str, tag: str) -> bool:
-    """Whether ``tag`` names ``reference``, allowing a registry prefix and an implied ``:latest``."""
-    return any(reference == w or reference.endswith(f"/{w}") for w in (tag, f"{tag}:latest"))
+def _abbreviate(text: str) -> str:
+    """Shorten the 64-hex digests in a name for messages: blobs/sha256/ab12cd34ef56…"""
+    return re.sub(r"[0-9a-f]{64}", lambda m: m[0][:12] + "…", text)
+
+
+def _in_context(exc: FaasError, context: str) -> FaasError:
+    return type(exc)(f"{context}: {exc.message}")
+
+
+def _tags(value: Any) -> tuple[str, ...]:
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+
+
+def _tag_rank(name: str, tag: str) -> int | None:
+    """How well ``tag`` names ``name``: 0 exactly, 1 with ":latest" implied, 2 below a registry
+    or namespace ("demo:1" finds "localhost/demo:1" and "docker.io/library/demo:1"), None not."""
+    if name == tag:
+        return 0
+    if name == f"{tag}:latest":
+        return 1
+    if name.endswith((f"/{tag}", f"/{tag}:latest")):
+        return 2
+    return None
 
 
 def _ref_names(descriptor: dict[str, Any]) -> tuple[str, ...]:
-    annotations = descriptor.get("annotations") or {}
+    annotations = descriptor.get("annotations")
+    if not isinstance(annotations, dict):
+        return ()
     return tuple(str(annotations[key]) for key in REF_NAME_ANNOTATIONS if key in annotations)
 
 
-def _pick_platform(manifests: list[Any]) -> dict[str, Any]:
-    """The manifest for linux on this machine's architecture, from a multi-platform index."""
-    arch = ARCH_NAMES.get(platform.machine(), platform.machine())
-    candidates = [m for m in manifests if isinstance(m, dict)]
+def _names(images: list[tuple[dict[str, Any], tuple[str, ...]]]) -> str:
+    return ", ".join(", ".join(names) if names else "<untagged>" for _, names in images)
+
+
+def _host_platform() -> str:
+    return f"linux/{ARCH_NAMES.get(platform.machine(), platform.machine())}"
+
+
+def _platform_fits(descriptor: dict[str, Any], required: bool) -> bool:
+    """Whether the descriptor's platform is this machine's (a missing platform fits unless required)."""
+    wanted = descriptor.get("platform")
+    if not isinstance(wanted, dict):
+        return not required
+    return f"{wanted.get('os')}/{wanted.get('architecture')}" == _host_platform()
+
+
+def _pick_platform(manifests: Any) -> dict[str, Any]:
+    """The manifest for linux on this machine's architecture, from a multi-platform index.
+
+    Entries for other platforms, and buildx's attestation manifests ("unknown/unknown"), are
+    passed over; an index of one manifest without a platform is taken as it is.
+    """
+    candidates = [m for m in manifests if isinstance(m, dict)] if isinstance(manifests, list) else []
     for descriptor in candidates:
-        wanted = descriptor.get("platform") or {}
-        if wanted.get("os") == "linux" and wanted.get("architecture") == arch:
+        if _platform_fits(descriptor, required=True):
             return descriptor
-    if len(candidates) == 1 and "platform" not in candidates[0]:
+    if len(candidates) == 1 and _platform_fits(candidates[0], required=False):
         return candidates[0]
-    raise InvalidImage(f"the image index has no manifest for linux/{arch}")
+    raise InvalidImage(f"the image index has no manifest for {_host_platform()}")

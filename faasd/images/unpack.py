@@ -1,14 +1,22 @@
 """Apply image layers onto a directory without ever leaving it.
 
-Every path is resolved by the kernel one component at a time from an fd of the root, with
+Every path is resolved by the kernel one component at a time, from an fd of the root, with
 ``O_NOFOLLOW``: a component that is a symlink is refused rather than followed, so no entry can
-write through a link, whether it came from this layer or an earlier one. The last component is
-never followed either: it is created, replaced or removed with the ``*at`` calls. Names with
-``..`` are refused before any lookup. This is the shape of umoci's ``UnpackEntry``; see
-image-spec layer.md for the change-set and whiteout rules cited below.
+write through a link, whether this layer made it or an earlier one. The last component is never
+followed either: it is created, replaced or removed with the ``*at`` calls. ``..`` is refused
+before any lookup. This is the shape of umoci's ``UnpackEntry`` (oci/layer/tar_extract.go):
+``_Layer.apply_entry`` makes every path decision. The change-set rules are image-spec layer.md's.
 
-Device nodes and fifos are skipped: a container gets its /dev from runc, and an image has no
-business creating device nodes on the host's disk.
+Deliberately not unpacked:
+
+- device nodes and fifos: a container gets its /dev from runc, and an image has no business
+  creating device nodes on the host's disk;
+- extended attributes (file capabilities among them): containers run with no capabilities and
+  ``noNewPrivileges``, so they would grant nothing;
+- the metadata of the root itself ("./" entries): its owner and mode are the store's.
+
+Symlink targets are stored as they are, whatever they say: they are only ever resolved inside the
+container, whose root is this directory.
 """
 
 from __future__ import annotations
@@ -18,216 +26,291 @@ import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from faasd.errors import FaasError, ImageTooLarge, InsufficientStorage, InvalidImage, UnsafeArchive
 
-# image-spec layer.md, "Whiteouts": a file named .wh.NAME deletes NAME from lower layers;
-# .wh..wh..opq in a directory hides everything lower layers put in that directory.
+# image-spec layer.md, "Whiteouts": an entry named .wh.NAME deletes NAME from lower layers;
+# .wh..wh..opq makes its directory opaque: everything lower layers put in it is hidden.
+# Other .wh..wh. names are aufs metadata, ignored like containerd does.
 WHITEOUT_PREFIX = ".wh."
+WHITEOUT_META_PREFIX = ".wh..wh."
 OPAQUE_WHITEOUT = ".wh..wh..opq"
 
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_PATH: walking needs no read permission on a directory and opens nothing for I/O.
+WALK_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+LIST_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 COPY_CHUNK = 1 << 20
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
 class UnpackLimits:
-    """Bounds on one image: regular-file bytes and entries, across all its layers."""
+    """Bounds on one image, across all its layers: regular-file bytes, and entries."""
 
     max_bytes: int
     max_entries: int = 1_000_000
 
 
-class _Budget:
-    """What is left of the limits while layers are applied."""
+class Budget:
+    """What is left of an image's ``UnpackLimits``; one per image, shared by its layers."""
 
     def __init__(self, limits: UnpackLimits) -> None:
         self.limits = limits
-        self.bytes = limits.max_bytes
-        self.entries = limits.max_entries
+        self.bytes_left = limits.max_bytes
+        self.entries_left = limits.max_entries
 
     def take_entry(self) -> None:
-        self.entries -= 1
-        if self.entries < 0:
+        self.entries_left -= 1
+        if self.entries_left < 0:
             raise ImageTooLarge(f"the image has more than {self.limits.max_entries} entries")
 
     def take_bytes(self, size: int) -> None:
-        self.bytes -= size
-        if self.bytes < 0:
-            raise ImageTooLarge(f"the image unpacks to more than {self.limits.max_bytes} bytes")
+        self.bytes_left -= size
+        if self.bytes_left < 0:
+            raise ImageTooLarge(f"the image unpacks to more than {self.limits.max_bytes} bytes of files")
 
 
 def apply_layers(layers: Iterable[tarfile.TarFile], root: Path, limits: UnpackLimits) -> None:
-    """Apply ``layers`` in order onto the directory ``root``."""
-    budget = _Budget(limits)
-    root_fd = os.open(root, DIR_FLAGS)
+    """Apply ``layers`` in order onto the directory ``root``, within ``limits``. Blocking.
+
+    On error ``root`` is left half-written: the caller unpacks into a directory of its own and
+    removes it on failure.
+    """
+    budget = Budget(limits)
+    for number, layer in enumerate(layers, start=1):
+        try:
+            apply_layer(layer, root, budget)
+        except FaasError as exc:
+            raise _in_context(exc, f"layer {number}") from exc
+
+
+def apply_layer(layer: tarfile.TarFile, root: Path, budget: Budget) -> None:
+    """Apply one layer (a streaming tar) onto ``root``, taking its entries and bytes from ``budget``."""
+    root_fd = os.open(root, WALK_FLAGS)
     try:
-        for index, layer in enumerate(layers, start=1):
-            try:
-                _LayerApplier(root_fd, budget).apply(layer)
-            except FaasError as exc:
-                exc.message = f"layer {index}: {exc.message}"
-                exc.args = (exc.message,)
-                raise
+        _Layer(root_fd, budget).apply(layer)
     finally:
         os.close(root_fd)
 
 
 def split_name(name: str) -> list[str]:
-    """The components of an entry name, relative to the root; ``..`` is refused outright."""
+    """The components of an entry name below the root.
+
+    A leading "/" or "./" is dropped (writers use both; GNU tar strips "/" the same way), as are
+    empty and "." components. ``..`` is refused, not resolved: a layer has no reason to climb.
+    """
     if "\0" in name:
-        raise UnsafeArchive(f"entry {name!r} has a NUL byte in its name")
+        raise UnsafeArchive("has a NUL byte in its name")
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if ".." in parts:
-        raise UnsafeArchive(f"entry {name!r} climbs out of the rootfs")
+        raise UnsafeArchive("climbs out of the rootfs")
     return parts
 
 
-class _LayerApplier:
-    """Applies one layer; remembers what it created (for opaque whiteouts) and directory mtimes."""
+class _Layer:
+    """One layer being applied.
 
-    def __init__(self, root_fd: int, budget: _Budget) -> None:
+    The only state kept per entry is what the layer itself needs at its end: the paths it
+    made (an opaque directory keeps those, wherever the marker sits in the tar), its opaque
+    directories, and its directories' mtimes.
+    """
+
+    def __init__(self, root_fd: int, budget: Budget) -> None:
         self._root_fd = root_fd
         self._budget = budget
-        self._created: set[tuple[str, ...]] = set()
-        self._dir_mtimes: list[tuple[list[str], float]] = []
+        self._made: set[str] = set()  # "a/b/c", and every directory above it
+        self._opaque: set[str] = set()
+        self._dir_mtimes: dict[str, float] = {}
 
     def apply(self, layer: tarfile.TarFile) -> None:
-        for member in layer:
-            try:
+        name: str | None = None
+        while True:
+            with _translated("the first header" if name is None else f"the header after entry {name!r}"):
+                member = layer.next()
+            if member is None:
+                break
+            name = member.name
+            with _translated(f"entry {name!r}"):
                 self.apply_entry(member, layer)
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise InsufficientStorage("the disk filled up while unpacking the image") from exc
-                raise InvalidImage(f"entry {member.name!r}: {exc.strerror or exc}") from exc
-            except FaasError as exc:
-                if not exc.message.startswith("entry "):
-                    exc.message = f"entry {member.name!r}: {exc.message}"
-                    exc.args = (exc.message,)
-                raise
-        # Set last: creating entries inside a directory changes its mtime.
-        for parts, mtime in reversed(self._dir_mtimes):
-            with _Dir(self._root_fd, parts[:-1], create=False) as parent:
-                os.utime(parts[-1], (mtime, mtime), dir_fd=parent.fd, follow_symlinks=False)
+            # tarfile keeps every header it has read, even when streaming: drop them, so a
+            # layer of a million entries costs no more memory than a layer of ten.
+            layer.members.clear()  # type: ignore[attr-defined]  # not in typeshed, but a plain list
+        with _translated("the layer's end"):
+            self._clear_opaque()
+            self._set_dir_mtimes()
 
     def apply_entry(self, member: tarfile.TarInfo, layer: tarfile.TarFile) -> None:
-        """Make every path decision for one entry."""
+        """Make every path decision for one entry: where it lands and what it may replace."""
+        self._budget.take_entry()
         parts = split_name(member.name)
         if not parts:
+            # ".", "/" or "": the root itself is never retyped (a symlink named "." would make
+            # the whole rootfs point elsewhere: CVE-2021-29136), nor are its owner and mode set.
             if member.isdir():
-                return  # the root itself: its metadata stays ours
-            raise UnsafeArchive(f"entry {member.name!r} would replace the rootfs itself")
-        base = parts[-1]
-        if base.startswith(WHITEOUT_PREFIX):
+                return
+            raise UnsafeArchive("would replace the rootfs itself")
+        if parts[-1].startswith(WHITEOUT_PREFIX):
             self._whiteout(parts)
             return
-        self._budget.take_entry()
         if not (member.isdir() or member.isreg() or member.issym() or member.islnk()):
             return  # device nodes, fifos: skipped (see the module docstring)
-        with _Dir(self._root_fd, parts[:-1], create=True) as parent:
-            existing = _lstat(base, parent.fd)
-            if member.isdir():
-                if existing is None or not stat.S_ISDIR(existing.st_mode):
-                    _remove(base, parent.fd, existing)
-                    os.mkdir(base, 0o700, dir_fd=parent.fd)
-                self._dir_mtimes.append((parts, member.mtime))
-            elif member.islnk():
-                self._hardlink(member, base, parent.fd, existing)
-                self._created.add(tuple(parts))
-                return  # a hard link shares its target's metadata
+        base = parts[-1]
+        with _walk(self._root_fd, parts[:-1], create=True) as parent:
+            existing = _lstat(base, parent)
+            if member.islnk():
+                self._hardlink(member.linkname, base, parent, existing)
             else:
-                # Never write into what is there: it may be a hard link to another file.
-                _remove(base, parent.fd, existing)
-                if member.issym():
-                    os.symlink(member.linkname, base, dir_fd=parent.fd)
-                else:
-                    self._write_file(member, layer, base, parent.fd)
-            os.chown(base, member.uid, member.gid, dir_fd=parent.fd, follow_symlinks=False)
-            if not member.issym():
-                # chown clears set-id bits, so the mode comes after it.
-                os.chmod(base, member.mode & 0o7777, dir_fd=parent.fd)
-                os.utime(base, (member.mtime, member.mtime), dir_fd=parent.fd)
-        self._created.add(tuple(parts))
+                if not (member.isdir() and existing is not None and stat.S_ISDIR(existing.st_mode)):
+                    # Replace, never write into what is there: it may be a symlink, or a hard
+                    # link sharing its inode with another file. Only dir over dir is merged.
+                    _remove(base, parent, existing)
+                    if member.isdir():
+                        os.mkdir(base, 0o700, dir_fd=parent)
+                    elif member.issym():
+                        os.symlink(member.linkname, base, dir_fd=parent)
+                    else:
+                        self._write_file(member, layer, base, parent)
+                _set_metadata(member, base, parent)
+                if member.isdir():
+                    self._dir_mtimes["/".join(parts)] = member.mtime
+        self._made_path(parts)
 
-    def _write_file(self, member: tarfile.TarInfo, layer: tarfile.TarFile, base: str, parent_fd: int) -> None:
+    def _write_file(self, member: tarfile.TarInfo, layer: tarfile.TarFile, base: str, parent: int) -> None:
         self._budget.take_bytes(member.size)
         source = layer.extractfile(member)
-        fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent_fd)
-        with os.fdopen(fd, "wb") as target:
+        with os.fdopen(os.open(base, NEW_FILE_FLAGS, 0o600, dir_fd=parent), "wb") as target:
             if source is not None:
                 shutil.copyfileobj(source, target, COPY_CHUNK)
 
-    def _hardlink(self, member: tarfile.TarInfo, base: str, parent_fd: int, existing: os.stat_result | None) -> None:
-        target = split_name(member.linkname)
+    def _hardlink(self, linkname: str, base: str, parent: int, existing: os.stat_result | None) -> None:
+        """Link ``base`` to ``linkname``, found inside the root by the same walk as any entry.
+
+        A hard link carries no metadata of its own: it shares its target's inode.
+        """
+        try:
+            target = split_name(linkname)
+        except UnsafeArchive as exc:
+            raise UnsafeArchive(f"hard link target {linkname!r} {exc.message}") from exc
         if not target:
-            raise UnsafeArchive(f"hard link to {member.linkname!r} names the rootfs itself")
-        with _Dir(self._root_fd, target[:-1], create=False) as target_parent:
-            source = _lstat(target[-1], target_parent.fd)
-            if source is None:
-                raise InvalidImage(f"hard link to {member.linkname!r}, which does not exist")
-            if stat.S_ISDIR(source.st_mode):
-                raise UnsafeArchive(f"hard link to the directory {member.linkname!r}")
-            if existing is not None and (existing.st_dev, existing.st_ino) == (source.st_dev, source.st_ino):
-                return
-            _remove(base, parent_fd, existing)
-            os.link(target[-1], base, src_dir_fd=target_parent.fd, dst_dir_fd=parent_fd, follow_symlinks=False)
+            raise UnsafeArchive(f"hard link to {linkname!r}, the rootfs itself")
+        try:
+            with _walk(self._root_fd, target[:-1], create=False) as target_parent:
+                source = os.stat(target[-1], dir_fd=target_parent, follow_symlinks=False)
+                if stat.S_ISDIR(source.st_mode):
+                    raise UnsafeArchive(f"hard link to the directory {linkname!r}")
+                if existing is not None and (existing.st_dev, existing.st_ino) == (source.st_dev, source.st_ino):
+                    return
+                _remove(base, parent, existing)
+                os.link(target[-1], base, src_dir_fd=target_parent, dst_dir_fd=parent, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise InvalidImage(f"hard link to {linkname!r}, which does not exist") from exc
 
     def _whiteout(self, parts: list[str]) -> None:
-        base = parts[-1]
+        directory, base = parts[:-1], parts[-1]
+        self._made_path(directory)  # the whiteout's directory is part of this layer
+        if base.startswith(WHITEOUT_META_PREFIX) and base != OPAQUE_WHITEOUT:
+            return
+        hidden = base.removeprefix(WHITEOUT_PREFIX)
+        if hidden in ("", ".", ".."):
+            raise UnsafeArchive(f"malformed whiteout {base!r}")
+        if base != OPAQUE_WHITEOUT and "/".join([*directory, hidden]) in self._made:
+            return  # layer.md: a whiteout hides lower layers only, never its own layer's files
         try:
-            directory = _Dir(self._root_fd, parts[:-1], create=False)
-        except FileNotFoundError:
-            return  # nothing below to hide
-        with directory:
-            if base == OPAQUE_WHITEOUT:
-                prefix = tuple(parts[:-1])
-                for name in os.listdir(directory.fd):
-                    if prefix + (name,) not in self._created:
-                        _remove(name, directory.fd, _lstat(name, directory.fd))
-                return
-            hidden = base[len(WHITEOUT_PREFIX) :]
-            if hidden in ("", ".", "..") or hidden.startswith(WHITEOUT_PREFIX):
-                raise UnsafeArchive(f"malformed whiteout {'/'.join(parts)!r}")
-            _remove(hidden, directory.fd, _lstat(hidden, directory.fd))
+            with _walk(self._root_fd, directory, create=False) as parent:
+                if base == OPAQUE_WHITEOUT:
+                    self._opaque.add("/".join(directory))  # applied at the layer's end: _clear_opaque
+                else:
+                    _remove(hidden, parent, _lstat(hidden, parent))
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # nothing below to hide
 
+    def _made_path(self, parts: list[str]) -> None:
+        for depth in range(len(parts), 0, -1):
+            path = "/".join(parts[:depth])
+            if path in self._made:
+                break
+            self._made.add(path)
 
-class _Dir:
-    """An fd of the directory at ``parts`` below the root, reached without following links."""
+    def _clear_opaque(self) -> None:
+        """Remove what lower layers left in this layer's opaque directories.
 
-    def __init__(self, root_fd: int, parts: list[str], create: bool) -> None:
-        fd = os.dup(root_fd)
-        try:
-            for depth, part in enumerate(parts):
-                try:
-                    next_fd = os.open(part, DIR_FLAGS, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        raise
-                    os.mkdir(part, 0o755, dir_fd=fd)
-                    next_fd = os.open(part, DIR_FLAGS, dir_fd=fd)
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
-                        raise
-                    where = "/".join(parts[: depth + 1])
-                    info = _lstat(part, fd)
-                    if info is not None and stat.S_ISLNK(info.st_mode):
-                        raise UnsafeArchive(f"writes through the symlink {where!r}") from exc
-                    raise InvalidImage(f"{where!r} is not a directory") from exc
+        Done once the whole layer is applied, so the layer's own entries are kept wherever the
+        marker sits in the tar. Below an opaque directory, every directory this layer made or
+        entered is cleared the same way; anything else there came from below and goes whole.
+        """
+        if not self._opaque:
+            return
+        cleared = self._opaque | {path for path in self._made if _below_any(path, self._opaque)}
+        for path in cleared:
+            try:
+                with _walk(self._root_fd, path.split("/") if path else [], create=False) as directory:
+                    fd = os.open(".", LIST_FLAGS, dir_fd=directory)  # O_PATH fds cannot be listed
+            except (FileNotFoundError, NotADirectoryError, UnsafeArchive):
+                continue  # no longer a directory: an entry later in this layer replaced it
+            try:
+                for name in os.listdir(fd):
+                    if (f"{path}/{name}" if path else name) not in self._made:
+                        _remove(name, fd, _lstat(name, fd))
+            finally:
                 os.close(fd)
-                fd = next_fd
-        except BaseException:
+
+    def _set_dir_mtimes(self) -> None:
+        """Set directory mtimes last: every entry made inside a directory changed its mtime."""
+        for path, mtime in self._dir_mtimes.items():
+            parts = path.split("/")
+            try:
+                with _walk(self._root_fd, parts[:-1], create=False) as parent:
+                    if stat.S_ISDIR(os.stat(parts[-1], dir_fd=parent, follow_symlinks=False).st_mode):
+                        os.utime(parts[-1], (mtime, mtime), dir_fd=parent, follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError, UnsafeArchive):
+                continue  # replaced or removed later in this layer
+
+
+@contextmanager
+def _walk(root_fd: int, parts: list[str], create: bool) -> Iterator[int]:
+    """An ``O_PATH`` fd of the directory ``parts`` below the root, reached without following links.
+
+    Missing directories are made (mode 0755, like tar) when ``create``; otherwise
+    ``FileNotFoundError``. A component that is a symlink raises ``UnsafeArchive``, one that is
+    something else ``NotADirectoryError``.
+    """
+    fd = os.dup(root_fd)
+    try:
+        for depth, part in enumerate(parts):
+            try:
+                next_fd = os.open(part, WALK_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                os.mkdir(part, dir_fd=fd)
+                os.chmod(part, 0o755, dir_fd=fd)  # whatever the daemon's umask
+                next_fd = os.open(part, WALK_FLAGS, dir_fd=fd)
+            except NotADirectoryError as exc:  # O_DIRECTORY|O_NOFOLLOW on a symlink: ENOTDIR
+                where = "/".join(parts[: depth + 1])
+                if stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode):
+                    raise UnsafeArchive(f"writes through the symlink {where!r}") from exc
+                raise NotADirectoryError(errno.ENOTDIR, f"{where!r} is not a directory") from exc
             os.close(fd)
-            raise
-        self.fd = fd
+            fd = next_fd
+        yield fd
+    finally:
+        os.close(fd)
 
-    def __enter__(self) -> _Dir:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
+def _below_any(path: str, directories: set[str]) -> bool:
+    """Whether ``path`` is strictly below one of ``directories`` ("" is the root)."""
+    if "" in directories:
+        return True
+    while "/" in path:
+        path = path.rpartition("/")[0]
+        if path in directories:
+            return True
+    return False
 
 
 def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
@@ -242,6 +325,43 @@ def _remove(name: str, dir_fd: int, existing: os.stat_result | None) -> None:
     if existing is None:
         return
     if stat.S_ISDIR(existing.st_mode):
-        shutil.rmtree(name, dir_fd=dir_fd)
+        shutil.rmtree(name, dir_fd=dir_fd)  # fd-based: never follows a symlink inside the tree
     else:
         os.unlink(name, dir_fd=dir_fd)
+
+
+def _set_metadata(member: tarfile.TarInfo, base: str, parent: int) -> None:
+    """Numeric owner, mode (set-id bits included) and mtime from the header.
+
+    ``base`` was just made or checked to be a directory by the caller, so only the symlink case
+    needs care: Linux has no mode on symlinks, and chown/utime must not follow them.
+    """
+    os.chown(base, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
+    if not member.issym():
+        os.chmod(base, member.mode & 0o7777, dir_fd=parent)  # after chown, which clears set-id bits
+    if not member.isdir():  # directories get theirs once the layer is applied
+        os.utime(base, (member.mtime, member.mtime), dir_fd=parent, follow_symlinks=False)
+
+
+@contextmanager
+def _translated(context: str) -> Iterator[None]:
+    """Turn what the OS and tarfile raise into the error family, with ``context`` in front."""
+    try:
+        yield
+    except FaasError as exc:
+        raise _in_context(exc, context) from exc
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise InsufficientStorage(
+                "the disk filled up while unpacking the image: free space and deploy again"
+            ) from exc
+        raise InvalidImage(f"{context}: {exc.strerror or exc}") from exc
+    except tarfile.TarError as exc:
+        raise InvalidImage(f"{context}: not a readable tar stream: {exc}") from exc
+    except (ValueError, OverflowError) as exc:
+        # Header values the OS cannot take: a NUL in a link target, a uid or mtime out of range.
+        raise InvalidImage(f"{context}: {exc}") from exc
+
+
+def _in_context(exc: FaasError, context: str) -> FaasError:
+    return type(exc)(f"{context}: {exc.message}")

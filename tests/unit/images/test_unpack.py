@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import os
+import shutil
+import stat
+import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from faasd.errors import ImageTooLarge, InvalidImage, UnsafeArchive
-from faasd.images.unpack import UnpackLimits, apply_layers
-from tests.unit.images.layers import Entry, open_layer
+from faasd.errors import ImageTooLarge, InsufficientStorage, InvalidImage, UnsafeArchive
+from faasd.images.unpack import Budget, UnpackLimits, apply_layer, apply_layers, split_name
+from tests.unit.images.layers import MTIME, Entry, entry_info, open_layer, tar_bytes
 
 LIMITS = UnpackLimits(max_bytes=1 << 20)
 
@@ -29,16 +35,19 @@ def apply(root: Path, *layers: list[Entry], limits: UnpackLimits = LIMITS) -> No
 
 
 def snapshot(directory: Path) -> dict[str, str]:
+    """Every path below ``directory`` (links not followed): "dir", "-> target", or the contents."""
     found = {}
-    for path in sorted(directory.rglob("*")):
-        relative = str(path.relative_to(directory))
-        if path.is_symlink():
-            found[relative] = "-> " + os.readlink(path)
-        elif path.is_dir():
-            found[relative] = "dir"
-        else:
-            found[relative] = path.read_text()
-    return found
+    for parent, dirs, files in os.walk(directory):
+        for name in dirs + files:
+            path = Path(parent) / name
+            relative = path.relative_to(directory).as_posix()
+            if path.is_symlink():
+                found[relative] = "-> " + os.readlink(path)
+            elif path.is_dir():
+                found[relative] = "dir"
+            else:
+                found[relative] = path.read_text()
+    return dict(sorted(found.items()))
 
 
 def test_files_dirs_symlinks_and_metadata(root: Path) -> None:
@@ -47,45 +56,116 @@ def test_files_dirs_symlinks_and_metadata(root: Path) -> None:
         [("etc", "dir", ""), ("etc/motd", "file", "hi"), ("bin/sh", "file", "#!"), ("link", "symlink", "/etc/motd")],
     )
     assert snapshot(root) == {"bin": "dir", "bin/sh": "#!", "etc": "dir", "etc/motd": "hi", "link": "-> /etc/motd"}
-    assert (root / "etc" / "motd").stat().st_mode & 0o777 == 0o644
-    assert (root / "etc").stat().st_mtime == 1_600_000_000, "directory mtimes are set after their contents"
+    motd = (root / "etc" / "motd").stat()
+    assert (stat.S_IMODE(motd.st_mode), motd.st_mtime) == (0o644, MTIME)
+    assert (root / "etc").stat().st_mtime == MTIME, "directory mtimes are set after their contents"
+    assert (root / "link").lstat().st_mtime == MTIME
+
+
+def test_set_id_bits_are_kept(root: Path) -> None:
+    info, payload = entry_info("bin/su", "file", "x")
+    info.mode = 0o6755
+    apply_layers([tarfile.open(fileobj=io.BytesIO(tar_bytes([(info, payload)])), mode="r|")], root, LIMITS)
+    assert stat.S_IMODE((root / "bin" / "su").stat().st_mode) == 0o6755
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_numeric_ownership_is_kept(root: Path) -> None:
+    members = [entry_info("d", "dir"), entry_info("d/f", "file", "x"), entry_info("d/l", "symlink", "f")]
+    for info, _ in members:
+        info.uid, info.gid, info.uname, info.gname = 1234, 5678, "root", "root"  # names are ignored
+    members[1][0].mode = 0o4755
+    apply_layers([tarfile.open(fileobj=io.BytesIO(tar_bytes(members)), mode="r|")], root, LIMITS)
+    for path in (root / "d", root / "d" / "f", root / "d" / "l"):
+        assert (path.lstat().st_uid, path.lstat().st_gid) == (1234, 5678)
+    assert stat.S_IMODE((root / "d" / "f").stat().st_mode) == 0o4755, "chown came before chmod"
 
 
 def test_later_layers_replace_files_and_types(root: Path) -> None:
     apply(
         root,
-        [("a", "file", "one"), ("b", "dir", ""), ("b/inner", "file", "x"), ("c", "symlink", "a")],
-        [("a", "dir", ""), ("b", "file", "now a file"), ("c", "file", "was a link")],
+        [("a", "file", "one"), ("b", "dir", ""), ("b/inner", "file", "x"), ("c", "symlink", "a"), ("d", "dir", "")],
+        [("a", "dir", ""), ("b", "file", "now a file"), ("c", "file", "was a link"), ("d", "symlink", "a")],
     )
-    assert snapshot(root) == {"a": "dir", "b": "now a file", "c": "was a link"}
+    assert snapshot(root) == {"a": "dir", "b": "now a file", "c": "was a link", "d": "-> a"}
+
+
+def test_directory_over_directory_keeps_contents_and_takes_metadata(root: Path) -> None:
+    info, _ = entry_info("d", "dir")
+    info.mode = 0o711
+    apply(root, [("d/keep", "file", "k")])
+    apply_layers([tarfile.open(fileobj=io.BytesIO(tar_bytes([(info, None)])), mode="r|")], root, LIMITS)
+    assert snapshot(root) == {"d": "dir", "d/keep": "k"}
+    assert stat.S_IMODE((root / "d").stat().st_mode) == 0o711
 
 
 def test_whiteout_removes_lower_entries(root: Path) -> None:
     apply(
         root,
-        [("d/keep", "file", "k"), ("d/gone", "file", "g"), ("tree/x/y", "file", "y")],
-        [("d/.wh.gone", "file", ""), (".wh.tree", "file", "")],
+        [("d/keep", "file", "k"), ("d/gone", "file", "g"), ("tree/x/y", "file", "y"), ("link", "symlink", "/")],
+        [("d/.wh.gone", "file", ""), (".wh.tree", "file", ""), (".wh.link", "file", "")],
     )
     assert snapshot(root) == {"d": "dir", "d/keep": "k"}
+
+
+def test_whiteout_never_hides_its_own_layer(root: Path) -> None:
+    apply(
+        root,
+        [("f", "file", "lower")],
+        [(".wh.f", "file", ""), ("f", "file", "upper"), ("g", "file", "g"), (".wh.g", "file", "")],
+    )
+    assert snapshot(root) == {"f": "upper", "g": "g"}
 
 
 def test_opaque_dir_hides_lower_content_but_keeps_its_own_layer(root: Path) -> None:
     apply(
         root,
-        [("d/old", "file", "old"), ("d/sub/deep", "file", "deep")],
-        [("d/before", "file", "b"), ("d/.wh..wh..opq", "file", ""), ("d/after", "file", "a")],
+        [("d/old", "file", "old"), ("d/sub/deep", "file", "deep"), ("d/sub/other", "file", "o"), ("e/x", "file", "x")],
+        [
+            ("d/before", "file", "b"),
+            ("d/sub", "dir", ""),
+            ("d/.wh..wh..opq", "file", ""),
+            ("d/after", "file", "a"),
+            ("d/sub/new", "file", "n"),
+        ],
     )
-    assert snapshot(root) == {"d": "dir", "d/after": "a", "d/before": "b"}
+    # d/sub is in the upper layer too, but d is opaque: what lower layers had under d/sub goes.
+    assert snapshot(root) == {
+        "d": "dir",
+        "d/after": "a",
+        "d/before": "b",
+        "d/sub": "dir",
+        "d/sub/new": "n",
+        "e": "dir",
+        "e/x": "x",
+    }
 
 
-def test_whiteout_of_something_missing_is_fine(root: Path) -> None:
-    apply(root, [(".wh.nothing", "file", ""), ("no/such/.wh.dir", "file", "")])
+def test_opaque_root_and_aufs_metadata(root: Path) -> None:
+    apply(
+        root, [("old", "file", "o")], [(".wh..wh..opq", "file", ""), ("new", "file", "n"), (".wh..wh.plnk", "dir", "")]
+    )
+    assert snapshot(root) == {"new": "n"}
+
+
+def test_whiteouts_of_something_missing_are_fine(root: Path) -> None:
+    apply(root, [(".wh.nothing", "file", ""), ("no/such/.wh.dir", "file", ""), ("none/.wh..wh..opq", "file", "")])
     assert snapshot(root) == {}
 
 
 def test_hardlinks_inside_the_root(root: Path) -> None:
-    apply(root, [("bin/busybox", "file", "bb"), ("bin/sh", "hardlink", "bin/busybox")])
+    apply(
+        root,
+        [("lib/a", "file", "a")],
+        [("bin/busybox", "file", "bb"), ("bin/sh", "hardlink", "bin/busybox"), ("b", "hardlink", "/lib/a")],
+    )
     assert (root / "bin" / "sh").stat().st_ino == (root / "bin" / "busybox").stat().st_ino
+    assert (root / "b").stat().st_ino == (root / "lib" / "a").stat().st_ino, "a lower layer's file, by absolute name"
+
+
+def test_hardlink_to_a_symlink_links_the_symlink(root: Path) -> None:
+    apply(root, [("s", "symlink", "/etc/shadow"), ("t", "hardlink", "s")])
+    assert os.readlink(root / "t") == "/etc/shadow"
 
 
 def test_rewriting_a_hardlinked_file_does_not_change_its_twin(root: Path) -> None:
@@ -98,89 +178,134 @@ def test_devices_and_fifos_are_skipped(root: Path) -> None:
     assert snapshot(root) == {"ok": "ok"}
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
-def test_ownership_is_kept(root: Path) -> None:
-    import io
-    import tarfile
-
-    from tests.unit.images.layers import layer_bytes
-
-    data = layer_bytes([("owned", "file", "x")])
-    stream = tarfile.open(fileobj=io.BytesIO(data), mode="r")
-    member = stream.getmember("owned")
-    member.uid, member.gid = 1234, 5678
-    rebuilt = io.BytesIO()
-    with tarfile.open(fileobj=rebuilt, mode="w") as tar:
-        tar.addfile(member, stream.extractfile(member))
-    apply_layers([tarfile.open(fileobj=io.BytesIO(rebuilt.getvalue()), mode="r|")], root, LIMITS)
-    info = (root / "owned").stat()
-    assert (info.st_uid, info.st_gid) == (1234, 5678)
+def test_the_root_keeps_its_own_metadata(root: Path) -> None:
+    root.chmod(0o755)
+    info, _ = entry_info("./", "dir")
+    info.mode = 0o777
+    apply_layers([tarfile.open(fileobj=io.BytesIO(tar_bytes([(info, None)])), mode="r|")], root, LIMITS)
+    assert stat.S_IMODE(root.stat().st_mode) == 0o755
 
 
-HOSTILE: list[tuple[str, list[list[Entry]], type[Exception], str]] = [
-    ("dotdot", [[("../outside/secret", "file", "pwned")]], UnsafeArchive, "climbs out"),
-    ("deep dotdot", [[("../../../../../tmp/x", "file", "pwned")]], UnsafeArchive, "climbs out"),
-    ("dotdot in the middle", [[("a/../../outside/secret", "file", "pwned")]], UnsafeArchive, "climbs out"),
+@dataclass(frozen=True)
+class Refused:
+    error: type[Exception]
+    message: str
+
+
+@dataclass(frozen=True)
+class Lands:
+    tree: dict[str, str]
+
+
+HOSTILE: list[tuple[str, list[list[Entry]], Refused | Lands]] = [
+    ("dotdot", [[("../../etc/x", "file", "pwned")]], Refused(UnsafeArchive, r"entry '\.\./\.\./etc/x': climbs out")),
+    ("deep dotdot", [[("../../../../../tmp/x", "file", "pwned")]], Refused(UnsafeArchive, "climbs out")),
+    ("dotdot in the middle", [[("a/../../outside/secret", "file", "pwned")]], Refused(UnsafeArchive, "climbs out")),
+    # Refused even where it would stay inside: no writer emits "..", so it is never resolved.
+    ("dotdot that stays inside", [[("a/../b", "file", "x")]], Refused(UnsafeArchive, "climbs out")),
+    ("absolute name", [[("/abs/path", "file", "inside")]], Lands({"abs": "dir", "abs/path": "inside"})),
+    ("dot-slash name", [[("./a/./b", "file", "inside")]], Lands({"a": "dir", "a/b": "inside"})),
     (
         "write through a symlink, same layer",
         [[("up", "symlink", "../outside"), ("up/secret", "file", "pwned")]],
-        UnsafeArchive,
-        "symlink 'up'",
+        Refused(UnsafeArchive, "writes through the symlink 'up'"),
     ),
     (
         "write through a symlink, later layer",
-        [[("up", "symlink", "/")], [("up/outside/secret", "file", "pwned")]],
-        UnsafeArchive,
-        "symlink 'up'",
+        [[("up", "symlink", "../outside")], [("up/secret", "file", "pwned")]],
+        Refused(UnsafeArchive, "writes through the symlink 'up'"),
     ),
     (
-        "absolute symlink then a write under it",
-        [[("etc", "symlink", "/etc")], [("etc/passwd", "file", "pwned")]],
-        UnsafeArchive,
-        "symlink 'etc'",
+        "symlink to / then a write under it",
+        [[("etc", "symlink", "/")], [("etc/outside/secret", "file", "pwned")]],
+        Refused(UnsafeArchive, "writes through the symlink 'etc'"),
     ),
-    ("symlink named .", [[(".", "symlink", "/")]], UnsafeArchive, "rootfs itself"),
-    ("symlink named /", [[("/", "symlink", "/")]], UnsafeArchive, "rootfs itself"),
-    ("hardlink to outside", [[("x", "hardlink", "../outside/secret")]], UnsafeArchive, "climbs out"),
-    ("hardlink to a missing path", [[("x", "hardlink", "nothing/here")]], InvalidImage, "No such file"),
-    ("hardlink to a missing file", [[("x", "hardlink", "nothing")]], InvalidImage, "does not exist"),
+    (
+        "symlink deep in the path",
+        [[("a/b", "symlink", "/"), ("a/b/c/d", "dir", "")]],
+        Refused(UnsafeArchive, "writes through the symlink 'a/b'"),
+    ),
+    (
+        "directory entry over a symlink replaces the link",
+        [[("up", "symlink", "../outside")], [("up", "dir", ""), ("up/secret", "file", "mine")]],
+        Lands({"up": "dir", "up/secret": "mine"}),
+    ),
+    ("symlink named .", [[(".", "symlink", "/")]], Refused(UnsafeArchive, "would replace the rootfs itself")),
+    ("symlink named ./", [[("./", "symlink", "/")]], Refused(UnsafeArchive, "would replace the rootfs itself")),
+    ("symlink named /", [[("/", "symlink", "/")]], Refused(UnsafeArchive, "would replace the rootfs itself")),
+    ("file named .", [[(".", "file", "x")]], Refused(UnsafeArchive, "would replace the rootfs itself")),
+    ("hardlink named .", [[("f", "file", ""), (".", "hardlink", "f")]], Refused(UnsafeArchive, "rootfs itself")),
+    (
+        "hardlink to ../outside",
+        [[("x", "hardlink", "../outside/secret")]],
+        Refused(UnsafeArchive, r"hard link target '\.\./outside/secret' climbs out"),
+    ),
+    (
+        "hardlink to an absolute path is looked up inside",
+        [[("x", "hardlink", "/outside/secret")]],
+        Refused(InvalidImage, "which does not exist"),
+    ),
     (
         "hardlink through a symlink",
         [[("up", "symlink", "../outside"), ("x", "hardlink", "up/secret")]],
-        UnsafeArchive,
-        "symlink 'up'",
+        Refused(UnsafeArchive, "writes through the symlink 'up'"),
     ),
+    ("hardlink to a directory", [[("d", "dir", ""), ("x", "hardlink", "d")]], Refused(UnsafeArchive, "directory 'd'")),
+    ("hardlink to a missing path", [[("x", "hardlink", "nothing/here")]], Refused(InvalidImage, "does not exist")),
+    ("hardlink to a missing file", [[("x", "hardlink", "nothing")]], Refused(InvalidImage, "does not exist")),
+    ("hardlink to the root", [[("x", "hardlink", "./")]], Refused(UnsafeArchive, "the rootfs itself")),
     (
         "whiteout through a symlink",
         [[("up", "symlink", "../outside")], [("up/.wh.secret", "file", "")]],
-        UnsafeArchive,
-        "symlink 'up'",
+        Refused(UnsafeArchive, "writes through the symlink 'up'"),
     ),
     (
         "opaque through a symlink",
         [[("up", "symlink", "../outside")], [("up/.wh..wh..opq", "file", "")]],
-        UnsafeArchive,
-        "symlink 'up'",
+        Refused(UnsafeArchive, "writes through the symlink 'up'"),
     ),
-    ("whiteout of ..", [[(".wh...", "file", "")]], UnsafeArchive, "malformed whiteout"),
-    ("file where a directory is needed", [[("f", "file", "x"), ("f/g", "file", "y")]], InvalidImage, "not a directory"),
-    ("name over NAME_MAX", [[("a" * 300, "file", "x")]], InvalidImage, "File name too long"),
+    ("whiteout climbing out", [[("../.wh.outside", "file", "")]], Refused(UnsafeArchive, "climbs out")),
+    ("whiteout of ..", [[(".wh...", "file", "")]], Refused(UnsafeArchive, "malformed whiteout")),
+    ("whiteout of nothing", [[(".wh.", "file", "")]], Refused(UnsafeArchive, "malformed whiteout")),
+    # tarfile ends names and link targets at a NUL, as tar does; split_name refuses one anyway.
+    ("name with NUL", [[("x\0/../../outside/secret", "file", "inside")]], Lands({"x": "inside"})),
+    ("symlink target with NUL", [[("l", "symlink", "t\0/../../x")]], Lands({"l": "-> t"})),
+    (
+        "file where a directory is needed",
+        [[("f", "file", "x"), ("f/g", "file", "y")]],
+        Refused(InvalidImage, "'f' is not a directory"),
+    ),
+    ("name over NAME_MAX", [[("a" * 300, "file", "x")]], Refused(InvalidImage, "File name too long")),
+    ("device node", [[("sda", "chr", "")]], Lands({})),
 ]
 
 
-@pytest.mark.parametrize("layers, error, message", [h[1:] for h in HOSTILE], ids=[h[0] for h in HOSTILE])
-def test_hostile_entries_are_refused_and_nothing_leaves_the_root(
-    root: Path, layers: list[list[Entry]], error: type[Exception], message: str
-) -> None:
-    with pytest.raises(error, match=message):
+@pytest.mark.parametrize("layers, expected", [h[1:] for h in HOSTILE], ids=[h[0] for h in HOSTILE])
+def test_hostile_entries_never_leave_the_root(root: Path, layers: list[list[Entry]], expected: Refused | Lands) -> None:
+    if isinstance(expected, Refused):
+        with pytest.raises(expected.error, match=expected.message):
+            apply(root, *layers)
+    else:
         apply(root, *layers)
+        assert snapshot(root) == expected.tree
+    assert root.is_dir() and not root.is_symlink()
     assert snapshot(root.parent / "outside") == {"secret": "untouched"}
-    assert not Path("/tmp/x").exists()
+    assert sorted(p.name for p in root.parent.iterdir()) == ["outside", "rootfs"]
+    assert not Path("/tmp/x").exists() and not Path("/etc/x").exists()
 
 
-def test_absolute_names_land_inside(root: Path) -> None:
-    apply(root, [("/etc/hostname", "file", "inside")])
-    assert snapshot(root) == {"etc": "dir", "etc/hostname": "inside"}
+@pytest.mark.parametrize("name", ["a\0b", "\0"])
+def test_split_name_refuses_nul(name: str) -> None:
+    with pytest.raises(UnsafeArchive, match="NUL"):
+        split_name(name)
+
+
+@pytest.mark.parametrize(
+    "name, parts",
+    [("/a/b/", ["a", "b"]), ("./a//./b", ["a", "b"]), (".", []), ("/", []), ("", []), ("a\\..", ["a\\.."])],
+)
+def test_split_name(name: str, parts: list[str]) -> None:
+    assert split_name(name) == parts
 
 
 def test_paths_deeper_than_path_max_unpack(root: Path) -> None:
@@ -193,19 +318,55 @@ def test_paths_deeper_than_path_max_unpack(root: Path) -> None:
         fd = next_fd
     assert os.stat("leaf", dir_fd=fd).st_size == 4
     os.close(fd)
+    shutil.rmtree(root)
 
 
 def test_byte_budget_spans_layers(root: Path) -> None:
-    limits = UnpackLimits(max_bytes=10)
-    with pytest.raises(ImageTooLarge, match="more than 10 bytes"):
-        apply(root, [("a", "file", "123456")], [("b", "file", "123456")], limits=limits)
+    with pytest.raises(ImageTooLarge, match=r"layer 2: entry 'b': the image unpacks to more than 10 bytes"):
+        apply(root, [("a", "file", "123456")], [("b", "file", "123456")], limits=UnpackLimits(max_bytes=10))
 
 
-def test_entry_budget(root: Path) -> None:
+def test_entry_budget_counts_whiteouts_too(root: Path) -> None:
+    entries: list[Entry] = [(f".wh.f{i}", "file", "") for i in range(5)]
     with pytest.raises(ImageTooLarge, match="more than 3 entries"):
-        apply(root, [(f"f{i}", "file", "") for i in range(5)], limits=UnpackLimits(max_bytes=100, max_entries=3))
+        apply(root, entries, limits=UnpackLimits(max_bytes=100, max_entries=3))
 
 
-def test_errors_name_the_layer_and_entry(root: Path) -> None:
-    with pytest.raises(UnsafeArchive, match=r"layer 2: entry '\.\./x' climbs out"):
-        apply(root, [("ok", "file", "")], [("../x", "file", "")])
+def test_one_budget_across_apply_layer_calls(root: Path) -> None:
+    budget = Budget(UnpackLimits(max_bytes=10))
+    apply_layer(open_layer([("a", "file", "123456")]), root, budget)
+    assert budget.bytes_left == 4
+    with pytest.raises(ImageTooLarge):
+        apply_layer(open_layer([("b", "file", "123456")]), root, budget)
+
+
+def test_a_full_disk_is_insufficient_storage(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfileobj", full)
+    with pytest.raises(InsufficientStorage, match="disk filled up"):
+        apply(root, [("a", "file", "x")])
+
+
+def test_a_broken_tar_stream_is_an_invalid_image(root: Path) -> None:
+    data = bytearray(tar_bytes([entry_info("a", "file", "x" * 600), entry_info("b", "file", "y")]))
+    del data[800:]  # a's header is the first 512 bytes: cut inside its contents
+    with pytest.raises(InvalidImage, match="entry 'a'"):
+        apply_layers([tarfile.open(fileobj=io.BytesIO(bytes(data)), mode="r|")], root, LIMITS)
+
+
+def test_implicit_parents_are_0755_whatever_the_umask(root: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        apply(root, [("usr/bin/tool", "file", "x")])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((root / "usr" / "bin").stat().st_mode) == 0o755
+
+
+def test_headers_are_not_kept_while_streaming(root: Path) -> None:
+    layer = open_layer([(f"f{i}", "file", "") for i in range(2000)])
+    apply_layer(layer, root, Budget(LIMITS))
+    assert len(os.listdir(root)) == 2000
+    assert layer.members == []  # type: ignore[attr-defined]
