@@ -1,7 +1,7 @@
 """Deploy time and the daemon's memory while importing a large image.
 
 The upload is streamed to disk and layers are unpacked as streams, so the daemon's peak RSS
-should stay flat however large the image is. This prints it for the example image (a ~216 MB
+should stay flat however large the image is. This prints it for the example image (a ~120 MB
 Debian + python3 base plus the app layer) beside the RSS of the idle daemon:
 
     sudo .venv/bin/python -m bench.deploy [--cache /var/cache/faasd-tests]
