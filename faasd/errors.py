@@ -28,6 +28,10 @@ class FaasError(Exception):
         super().__init__(message)
         self.message = message
 
+    def in_context(self, context: str) -> FaasError:
+        """The same kind of error with ``context`` in front ("layer 2: entry 'x': ...")."""
+        return type(self)(f"{context}: {self.message}")
+
 
 class InvalidRequest(FaasError):
     """Raised when a name, header or parameter from the client is malformed."""
@@ -80,3 +84,6 @@ class RuncError(RuntimeFailure):
         super().__init__(f"runc {verb} failed with exit status {returncode}: {stderr.strip()}")
         self.returncode = returncode
         self.stderr = stderr
+
+    def in_context(self, context: str) -> FaasError:
+        return RuntimeFailure(f"{context}: {self.message}")

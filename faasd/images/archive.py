@@ -222,14 +222,14 @@ class ImageArchive:
             except tarfile.TarError as exc:
                 raise InvalidImage(f"{context}: not a tar stream: {exc}") from exc
             except FaasError as exc:
-                raise _in_context(exc, context) from exc
+                raise exc.in_context(context) from exc
             with layer:
                 yield layer
             try:
                 plain.drain()
                 blob.drain()
             except FaasError as exc:
-                raise _in_context(exc, context) from exc
+                raise exc.in_context(context) from exc
             _check_digest(context, "blob digest", ref.blob_digest, blob.hash.hexdigest())
             _check_digest(context, "diff_id", ref.diff_id, plain.hash.hexdigest())
 
@@ -405,10 +405,6 @@ def _check_digest(context: str, what: str, expected: str | None, actual_hex: str
 def _abbreviate(text: str) -> str:
     """Shorten the 64-hex digests in a name for messages: blobs/sha256/ab12cd34ef56…"""
     return re.sub(r"[0-9a-f]{64}", lambda m: m[0][:12] + "…", text)
-
-
-def _in_context(exc: FaasError, context: str) -> FaasError:
-    return type(exc)(f"{context}: {exc.message}")
 
 
 def _tags(value: Any) -> tuple[str, ...]:

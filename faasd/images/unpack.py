@@ -86,7 +86,7 @@ def apply_layers(layers: Iterable[tarfile.TarFile], root: Path, limits: UnpackLi
         try:
             apply_layer(layer, root, budget)
         except FaasError as exc:
-            raise _in_context(exc, f"layer {number}") from exc
+            raise exc.in_context(f"layer {number}") from exc
 
 
 def apply_layer(layer: tarfile.TarFile, root: Path, budget: Budget) -> None:
@@ -349,7 +349,7 @@ def _translated(context: str) -> Iterator[None]:
     try:
         yield
     except FaasError as exc:
-        raise _in_context(exc, context) from exc
+        raise exc.in_context(context) from exc
     except OSError as exc:
         if exc.errno in DISK_FULL:
             raise InsufficientStorage(
@@ -361,7 +361,3 @@ def _translated(context: str) -> Iterator[None]:
     except (ValueError, OverflowError) as exc:
         # Header values the OS cannot take: a NUL in a link target, a uid or mtime out of range.
         raise InvalidImage(f"{context}: {exc}") from exc
-
-
-def _in_context(exc: FaasError, context: str) -> FaasError:
-    return type(exc)(f"{context}: {exc.message}")
