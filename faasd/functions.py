@@ -17,6 +17,7 @@ from typing import IO
 
 from faasd.config import Config
 from faasd.dispatch import Dispatcher
+from faasd.errors import FaasError
 from faasd.images.store import ImageStore
 from faasd.network import Aliases, open_listener
 from faasd.registry import Function, Registry, Version, validate_name
@@ -100,7 +101,12 @@ class Functions:
     async def restore(self) -> None:
         """Bring back the address and listener of every registered function (at start-up)."""
         for function in self._registry.list():
-            await self._expose(function)
+            try:
+                await self._expose(function)
+            except FaasError as exc:
+                # One unservable function (its port taken, say) must not keep the others down.
+                log.error("cannot restore function=%s ip=%s error=%s", function.name, function.ip, exc.message)
+                continue
             log.info("restored function=%s version=%s ip=%s", function.name, function.current.number, function.ip)
 
     async def deploy(self, name: str, archive: Path, image: str, tag: str | None) -> Function:

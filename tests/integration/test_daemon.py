@@ -121,3 +121,16 @@ def test_original_wire_api(daemon: Daemon, busybox_image) -> None:
     assert request("GET", "/healthz")[0] == 200
     status, body = request("POST", "/api/new", b"x")
     assert status == 400 and "X-Image-Name" in json.loads(body)["error"]
+
+
+def test_a_function_that_cannot_listen_does_not_keep_the_others_down(make_daemon, busybox_image) -> None:
+    daemon = make_daemon("127.80.0.0/24")
+    blocked_ip = daemon.deploy("blocked", busybox_image("blocked"))
+    free_ip = daemon.deploy("free", busybox_image("free"))
+    assert daemon.stop() == 0
+    with socket.socket() as squatter:
+        squatter.bind((blocked_ip, 80))
+        squatter.listen()
+        daemon.start()
+        assert http_get(free_ip) == (200, b"free\n")
+    assert "cannot restore function=blocked" in daemon.log.read_text()
