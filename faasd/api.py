@@ -74,7 +74,6 @@ async def errors_as_json(
 async def receive_upload(request: web.Request) -> Path:
     """Stream the request body to a file under the state dir; memory stays flat."""
     config = request.app[CONFIG]
-    config.uploads_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, name = tempfile.mkstemp(dir=config.uploads_dir, suffix=".tar")
     path = Path(name)
     size = 0

@@ -106,6 +106,7 @@ async def serve(config: Config) -> None:
         await aliases.open()
         await remove_leftovers(config, runc, registry, store, aliases)
         config.bundles_dir.mkdir(mode=0o711, exist_ok=True)
+        config.uploads_dir.mkdir(mode=0o700, exist_ok=True)
         functions = Functions(config, registry, store, aliases, Dispatcher(config, runc, store))
         await functions.restore()
         stop = asyncio.Event()
