@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tools.build_image import build_python_image
 
-BENCH_RANGE = "127.79.0.0/24"
+BENCH_RANGE = os.environ.get("FAAS_BENCH_RANGE", "127.79.0.0/24")
 
 
 class BenchDaemon:

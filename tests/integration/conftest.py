@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import os
 import shutil
 import signal
@@ -19,6 +20,18 @@ from tools.build_image import build_busybox_image, build_python_image
 
 BIN = Path(sys.executable).parent
 CACHE = Path(os.environ.get("FAAS_TEST_CACHE", "/var/cache/faasd-tests"))
+# The second octet of the test ranges: two checkouts testing at once on one host set it apart.
+TEST_NET = int(os.environ.get("FAAS_TEST_NET", "77"))
+
+
+def daemon_range(index: int) -> str:
+    """The ``index``-th /24 reserved for tests; each daemon of a test session takes its own."""
+    return f"127.{TEST_NET}.{index}.0/24"
+
+
+def first_ip(ip_range: str) -> str:
+    """The address faasd gives the first function of ``ip_range``."""
+    return str(ipaddress.IPv4Network(ip_range)[2])
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -124,7 +137,7 @@ def make_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
 
 @pytest.fixture
 def daemon(make_daemon: Callable[..., Daemon]) -> Daemon:
-    return make_daemon("127.77.0.0/24")
+    return make_daemon(daemon_range(0))
 
 
 @pytest.fixture(scope="session")

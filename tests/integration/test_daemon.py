@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute
 
-from tests.integration.conftest import BIN, Daemon, eventually, http_get
+from tests.integration.conftest import BIN, Daemon, eventually, first_ip, http_get, daemon_range
 from tools.build_image import write_docker_archive
 
 
@@ -23,7 +23,7 @@ def faas_aliases() -> set[str]:
 
 
 def test_restart_restores_addresses_and_listeners(make_daemon, busybox_image) -> None:
-    daemon = make_daemon("127.78.0.0/24")
+    daemon = make_daemon(daemon_range(1))
     ip = daemon.deploy("survivor", busybox_image("still here"))
     assert ip in faas_aliases()
 
@@ -114,17 +114,17 @@ def test_original_wire_api(daemon: Daemon, busybox_image) -> None:
         return response.status, response.read()
 
     status, body = request("POST", "/api/new", busybox_image("wire").read_bytes(), {"X-Image-Name": "wire"})
-    assert (status, body) == (201, b"127.77.0.2\n")
-    assert request("GET", "/api/ip/wire") == (200, b"127.77.0.2\n")
+    assert (status, body) == (201, f"{first_ip(daemon_range(0))}\n".encode())
+    assert request("GET", "/api/ip/wire") == (200, f"{first_ip(daemon_range(0))}\n".encode())
     status, body = request("GET", "/api/list")
-    assert json.loads(body) == [{"name": "wire", "ip": "127.77.0.2"}]
+    assert json.loads(body) == [{"name": "wire", "ip": first_ip(daemon_range(0))}]
     assert request("GET", "/healthz")[0] == 200
     status, body = request("POST", "/api/new", b"x")
     assert status == 400 and "X-Image-Name" in json.loads(body)["error"]
 
 
 def test_a_function_that_cannot_listen_does_not_keep_the_others_down(make_daemon, busybox_image) -> None:
-    daemon = make_daemon("127.80.0.0/24")
+    daemon = make_daemon(daemon_range(3))
     blocked_ip = daemon.deploy("blocked", busybox_image("blocked"))
     free_ip = daemon.deploy("free", busybox_image("free"))
     assert daemon.stop() == 0

@@ -7,35 +7,36 @@ import json
 import socket
 from pathlib import Path
 
-from tests.integration.conftest import Daemon, http_get
+from tests.integration.conftest import Daemon, first_ip, http_get, daemon_range
 
 
 def test_new_serve_list_ip_redeploy_rm(daemon: Daemon, busybox_image) -> None:
+    address = first_ip(daemon_range(0))
     result = daemon.faas("new", "hello", "-f", str(busybox_image("version one")))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "Deployed hello at 127.77.0.2 (version 1)"
+    assert result.stdout.strip() == f"Deployed hello at {address} (version 1)"
 
     ip = daemon.faas("ip", "hello").stdout
-    assert ip == "127.77.0.2\n"
-    assert http_get("127.77.0.2") == (200, b"version one\n")
+    assert ip == f"{address}\n"
+    assert http_get(address) == (200, b"version one\n")
 
     table = daemon.faas("list").stdout.splitlines()
     assert table[0].split() == ["NAME", "IP", "VERSION", "CMD"]
-    assert table[1].split() == ["hello", "127.77.0.2", "1", "/bin/hello", "version", "one"]
+    assert table[1].split() == ["hello", address, "1", "/bin/hello", "version", "one"]
     listed = json.loads(daemon.faas("list", "--json").stdout)
-    assert [(f["name"], f["ip"], f["version"]) for f in listed] == [("hello", "127.77.0.2", 1)]
+    assert [(f["name"], f["ip"], f["version"]) for f in listed] == [("hello", address, 1)]
 
     result = daemon.faas("new", "hello", "-f", str(busybox_image("version two")))
     assert result.returncode == 0, result.stderr
-    assert "127.77.0.2 (version 2)" in result.stdout
-    assert http_get("127.77.0.2") == (200, b"version two\n")
+    assert f"{address} (version 2)" in result.stdout
+    assert http_get(address) == (200, b"version two\n")
 
     assert daemon.faas("rm", "hello").returncode == 0
     assert not (daemon.state_dir / "images" / "hello").exists()
     assert daemon.faas("list", "--json").stdout.strip() == "[]"
     with socket.socket() as probe:
-        assert probe.connect_ex(("127.77.0.2", 80)) != 0
-    assert "127.77.0.2" not in Path("/proc/net/fib_trie").read_text()
+        assert probe.connect_ex((address, 80)) != 0
+    assert address not in Path("/proc/net/fib_trie").read_text()
 
 
 def test_functions_get_distinct_addresses_and_stdin_upload(daemon: Daemon, busybox_image) -> None:
