@@ -70,8 +70,18 @@ class Client:
     def __init__(self, socket_path: Path = DEFAULT_SOCKET) -> None:
         self.socket_path = socket_path
 
-    def deploy(self, name: str, tarball: IO[bytes], tag: str | None = None, image: str | None = None) -> dict[str, Any]:
-        query = urlencode({k: v for k, v in (("tag", tag), ("image", image)) if v})
+    def deploy(
+        self,
+        name: str,
+        tarball: IO[bytes],
+        tag: str | None = None,
+        image: str | None = None,
+        limits: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Upload ``tarball`` as a new version of ``name``; ``limits`` maps a limit (memory, cpus,
+        pids, timeout, tmp_size) to its value as the user wrote it: the daemon checks it."""
+        settings = {"tag": tag, "image": image, **(limits or {})}
+        query = urlencode({k: v for k, v in settings.items() if v is not None})
         path = f"/v1/functions/{quote(name, safe='')}" + (f"?{query}" if query else "")
         return self._request("POST", path, body=tarball)
 

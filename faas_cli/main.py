@@ -67,20 +67,29 @@ def main(ctx: click.Context, socket_path: Path) -> None:
     help="Image tarball to deploy.  [default: standard input]",
 )
 @click.option("--tag", default=None, help="Which image to take from an archive holding several.")
+@click.option("--memory", default=None, help="Memory per container, e.g. 128m.  [default: 256m]")
+@click.option("--cpus", default=None, help="CPUs per container, e.g. 0.5.  [default: 1]")
+@click.option("--pids", default=None, help="Processes and threads per container.  [default: 128]")
+@click.option("--timeout", default=None, help="Seconds a connection's container may run.  [default: 30]")
+@click.option("--tmp-size", default=None, help="Size of the container's /tmp (in memory), e.g. 16m.  [default: 64m]")
 @click.pass_obj
-def new(client: Client, name: str, tarball: IO[bytes] | None, tag: str | None) -> None:
+def new(client: Client, name: str, tarball: IO[bytes] | None, tag: str | None, **limits: str | None) -> None:
     """Deploy an image tarball as function NAME (again: a new version, same IP).
+
+    Limits apply to every container of this version; the ones left out take the daemon's
+    defaults (shown), not the previous version's.
 
     \b
     Example:
       docker save hello | faas new hello
-      faas new hello -f hello.tar --tag hello:2
+      faas new hello -f hello.tar --tag hello:2 --memory 64m --timeout 5
     """
     if tarball is None:
         if sys.stdin.isatty():
             raise click.UsageError("no image given: pipe one in (docker save IMAGE | faas new NAME) or use -f FILE")
         tarball = sys.stdin.buffer
-    function = client.deploy(name, tarball, tag=tag)
+    settings = {key: value for key, value in limits.items() if value is not None}
+    function = client.deploy(name, tarball, tag=tag, limits=settings)
     click.echo(f"Deployed {function['name']} at {function['ip']} (version {function['version']})")
 
 

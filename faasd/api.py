@@ -1,6 +1,7 @@
 """The control API: aiohttp on a unix socket. The only place errors become HTTP statuses.
 
-    POST   /v1/functions/{name}[?tag=T&image=I]   body: the image tarball (streamed)
+    POST   /v1/functions/{name}[?tag=T&image=I&memory=M&cpus=C&pids=P&timeout=S&tmp_size=M]
+                                                body: the image tarball (streamed)
     GET    /v1/functions
     GET    /v1/functions/{name}
     DELETE /v1/functions/{name}
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import tempfile
@@ -48,6 +50,7 @@ def function_json(function: Function) -> dict[str, Any]:
         "digest": version.digest,
         "entrypoint": list(version.config.entrypoint),
         "cmd": list(version.config.cmd),
+        "limits": dataclasses.asdict(version.limits),
         "created": function.created,
         "updated": version.created,
     }
@@ -98,9 +101,10 @@ async def receive_upload(request: web.Request) -> Path:
 async def deploy(request: web.Request, name: str) -> Function:
     tag = request.query.get("tag") or None
     image = request.query.get("image") or tag or name
+    limits = request.app[CONFIG].limits.with_overrides(request.query)
     upload = await receive_upload(request)
     try:
-        return await request.app[FUNCTIONS].deploy(name, upload, image=image, tag=tag)
+        return await request.app[FUNCTIONS].deploy(name, upload, image=image, tag=tag, limits=limits)
     finally:
         upload.unlink(missing_ok=True)
 

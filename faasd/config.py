@@ -6,16 +6,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-@dataclass(frozen=True)
-class Limits:
-    """Resource limits of one container; the defaults apply to every function for now."""
-
-    memory_bytes: int = 256 * 1024 * 1024
-    cpus: float = 1.0
-    pids: int = 128
-    timeout_seconds: float = 30.0
-    tmp_bytes: int = 64 * 1024 * 1024
+from faasd.admission import AdmissionLimits
+from faasd.limits import Limits
 
 
 @dataclass(frozen=True)
@@ -28,7 +20,10 @@ class Config:
     ip_range: ipaddress.IPv4Network = ipaddress.IPv4Network("127.10.0.0/16")
     runc_binary: str = "runc"
     port: int = 80
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = field(default_factory=Limits)  # for functions deployed without their own
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits.derive)
+    # Containers run in a user namespace: their ids 0-65535 are these host ids and up.
+    userns_base: int = 2_000_000_000
     start_timeout_seconds: float = 10.0
     max_upload_bytes: int = 4 * 1024**3
     max_image_bytes: int = 8 * 1024**3

@@ -9,9 +9,12 @@ import logging
 import os
 import shutil
 import signal
+import stat
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO
 
+from faasd.admission import Admission
 from faasd.api import serve_api
 from faasd.config import Config
 from faasd.dispatch import Dispatcher
@@ -52,6 +55,24 @@ def check_prerequisites(config: Config) -> None:
             f"--run-dir {config.run_dir} is too long for unix socket paths: "
             f"use one of at most {MAX_RUN_DIR_CHARS} characters"
         )
+    for directory in (config.state_dir, config.run_dir):
+        closed = first_closed_ancestor(directory)
+        if closed is not None:
+            raise StartupError(
+                f"{closed} is not searchable by other users (mode {closed.stat().st_mode & 0o7777:o}), "
+                f"but containers run as unprivileged host uids ({config.userns_base} and up) and must reach "
+                f"their rootfs and control socket under {directory}: chmod o+x {closed}, or choose another place"
+            )
+
+
+def first_closed_ancestor(path: Path) -> Path | None:
+    """The first existing directory on the way to ``path`` that others may not search, if any."""
+    for directory in reversed([path, *path.parents]):
+        if not directory.exists():
+            return None
+        if not directory.stat().st_mode & stat.S_IXOTH:
+            return directory
+    return None
 
 
 @contextlib.contextmanager
@@ -107,7 +128,8 @@ async def serve(config: Config) -> None:
         await remove_leftovers(config, runc, registry, store, aliases)
         config.bundles_dir.mkdir(mode=0o711, exist_ok=True)
         config.uploads_dir.mkdir(mode=0o700, exist_ok=True)
-        functions = Functions(config, registry, store, aliases, Dispatcher(config, runc, store))
+        dispatcher = Dispatcher(config, runc, store)
+        functions = Functions(config, registry, store, aliases, dispatcher, Admission(config.admission))
         await functions.restore()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -12,15 +12,19 @@ import contextlib
 import logging
 import socket
 from collections import defaultdict
+from http import HTTPStatus
 from pathlib import Path
 from typing import IO
 
+from faasd.admission import Admission, Overloaded
 from faasd.config import Config
 from faasd.dispatch import Dispatcher
 from faasd.errors import FaasError
 from faasd.images.store import ImageStore
+from faasd.limits import Limits
 from faasd.network import Aliases, open_listener
 from faasd.registry import Function, Registry, Version, validate_name
+from faasd.replies import send_error
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +36,19 @@ class Listener:
     those already running finish on the one they started with.
     """
 
-    def __init__(self, function: Function, sock: socket.socket, dispatcher: Dispatcher, output: IO[bytes]) -> None:
+    def __init__(
+        self,
+        function: Function,
+        sock: socket.socket,
+        dispatcher: Dispatcher,
+        admission: Admission,
+        output: IO[bytes],
+    ) -> None:
         self.ip = function.ip
         self.version = function.current
         self._sock = sock
         self._dispatcher = dispatcher
+        self._admission = admission
         self._output = output
         self._inflight: set[asyncio.Task[None]] = set()
         self._accepting = asyncio.create_task(self._accept_loop())
@@ -58,7 +70,11 @@ class Listener:
     async def _serve(self, version: Version, client: socket.socket, peer: tuple[str, int]) -> None:
         with client:
             try:
-                await self._dispatcher.serve(version, client, peer, self._output)
+                async with self._admission.slot(version.function):
+                    await self._dispatcher.serve(version, client, peer, self._output)
+            except Overloaded as exc:
+                log.warning("refused function=%s peer=%s:%s reason=%s", version.function, *peer, exc.reason)
+                await send_error(client, HTTPStatus.SERVICE_UNAVAILABLE, exc.reason, retry_after=exc.retry_after)
             except Exception:
                 log.exception("connection failed function=%s version=%s", version.function, version.number)
 
@@ -82,9 +98,16 @@ class Functions:
     """Deploys, removes and restores functions; serialises changes to the same name."""
 
     def __init__(
-        self, config: Config, registry: Registry, store: ImageStore, aliases: Aliases, dispatcher: Dispatcher
+        self,
+        config: Config,
+        registry: Registry,
+        store: ImageStore,
+        aliases: Aliases,
+        dispatcher: Dispatcher,
+        admission: Admission,
     ) -> None:
         self._config = config
+        self._admission = admission
         self._registry = registry
         self._store = store
         self._aliases = aliases
@@ -109,8 +132,9 @@ class Functions:
                 continue
             log.info("restored function=%s version=%s ip=%s", function.name, function.current.number, function.ip)
 
-    async def deploy(self, name: str, archive: Path, image: str, tag: str | None) -> Function:
-        """Import ``archive`` as a new version of ``name`` and switch new connections to it."""
+    async def deploy(self, name: str, archive: Path, image: str, tag: str | None, limits: Limits) -> Function:
+        """Import ``archive`` as a new version of ``name``, whose containers get ``limits``,
+        and switch new connections to it."""
         validate_name(name)
         async with self._locks[name]:
             number = self._registry.next_version(name)
@@ -125,6 +149,7 @@ class Functions:
                     imported.config,
                     imported.uid,
                     imported.gid,
+                    limits,
                 )
             except BaseException:
                 await asyncio.to_thread(self._store.remove_version, name, number)
@@ -174,7 +199,7 @@ class Functions:
             raise
         self._config.logs_dir.mkdir(parents=True, exist_ok=True)
         output = open(self._config.logs_dir / f"{function.name}.log", "ab", buffering=0)
-        self._listeners[function.name] = Listener(function, sock, self._dispatcher, output)
+        self._listeners[function.name] = Listener(function, sock, self._dispatcher, self._admission, output)
 
     async def _prune(self, name: str) -> None:
         """Keep the newest ``keep_versions`` versions of ``name``; remove older rootfs."""

@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 
 from faasd import daemon
-from faasd.config import Config, Limits
+from faasd.admission import CONTAINERS_PER_CPU, DEFAULT_QUEUE_TIMEOUT, QUEUE_PER_SLOT, AdmissionLimits
+from faasd.config import Config
+from faasd.limits import Limits
 
 
 def parse_range(_ctx: click.Context, _param: click.Parameter, value: str) -> ipaddress.IPv4Network:
@@ -50,6 +52,31 @@ def parse_range(_ctx: click.Context, _param: click.Parameter, value: str) -> ipa
     type=click.FloatRange(min=0.1),
     help="Seconds one connection's container may run before it is killed.",
 )
+@click.option(
+    "--max-containers",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"Containers running at once, all functions together.  [default: {CONTAINERS_PER_CPU} per CPU]",
+)
+@click.option(
+    "--max-containers-per-function",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Containers one function may run at once.  [default: --max-containers]",
+)
+@click.option(
+    "--queue",
+    "queue_size",
+    type=click.IntRange(min=0),
+    default=None,
+    help=f"Connections that may wait for a slot; more get 503.  [default: {QUEUE_PER_SLOT} x --max-containers]",
+)
+@click.option(
+    "--queue-timeout",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_QUEUE_TIMEOUT,
+    help="Seconds a connection may wait for a slot before it gets 503.",
+)
 @click.version_option(package_name="faasd")
 def main(
     state_dir: Path,
@@ -59,6 +86,10 @@ def main(
     runc_binary: str,
     port: int,
     timeout: float,
+    max_containers: int | None,
+    max_containers_per_function: int | None,
+    queue_size: int | None,
+    queue_timeout: float,
 ) -> None:
     """Run every TCP connection to a function in a fresh runc container.
 
@@ -75,5 +106,6 @@ def main(
         runc_binary=runc_binary,
         port=port,
         limits=Limits(timeout_seconds=timeout),
+        admission=AdmissionLimits.derive(max_containers, max_containers_per_function, queue_size, queue_timeout),
     )
     sys.exit(daemon.run(config))

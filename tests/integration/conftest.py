@@ -122,9 +122,15 @@ class Daemon:
 def make_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Daemon]]:
     """Factory of daemons, each on its own temp dirs and range; all are stopped at the end."""
     daemons: list[Daemon] = []
+    # Containers run as unprivileged host uids: they must be able to search the way to their rootfs.
+    base = tmp_path_factory.getbasetemp()
+    for directory in (base.parent, base):
+        directory.chmod(directory.stat().st_mode | 0o001)
 
     def make(ip_range: str, *extra_args: str) -> Daemon:
-        daemon = Daemon(tmp_path_factory.mktemp("faasd"), ip_range, list(extra_args))
+        root = tmp_path_factory.mktemp("faasd")
+        root.chmod(0o711)
+        daemon = Daemon(root, ip_range, list(extra_args))
         daemons.append(daemon)
         daemon.start()
         return daemon
