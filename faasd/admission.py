@@ -80,7 +80,9 @@ class Admission:
     @contextlib.asynccontextmanager
     async def slot(self, function: str) -> AsyncIterator[None]:
         """Hold a slot for ``function`` for the duration of the ``async with``; may raise ``Overloaded``."""
-        if not self._waiting and self._has_room(function):
+        # Every waiter is one with no room (slots are granted as soon as they free), so
+        # taking a slot with room here passes no one who could have had it.
+        if self._has_room(function):
             self._running[function] += 1
         else:
             await self._wait(function)
