@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import resource
 import shutil
 import signal
 import stat
@@ -160,11 +161,18 @@ async def serve(config: Config) -> None:
     log.info("stopped")
 
 
+def raise_fd_limit() -> None:
+    """Every waiting connection holds an fd: take the hard limit, not the 1024 of a login shell."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def run(config: Config) -> int:
     """Start the daemon and return its exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         check_prerequisites(config)
+        raise_fd_limit()
         with state_lock(config):
             asyncio.run(serve(config))
     except StartupError as exc:
