@@ -19,7 +19,7 @@ from typing import IO
 from faasd.admission import Admission, Overloaded
 from faasd.config import Config
 from faasd.dispatch import Dispatcher
-from faasd.errors import FaasError
+from faasd.errors import FaasError, NotFound
 from faasd.images.store import ImageStore
 from faasd.limits import Limits
 from faasd.network import Aliases, open_listener
@@ -63,9 +63,13 @@ class Listener:
                 log.warning("accept failed function=%s error=%s", self.version.function, exc)
                 await asyncio.sleep(0.1)
                 continue
-            task = asyncio.create_task(self._serve(self.version, client, peer))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+            self.adopt(client, peer)
+
+    def adopt(self, client: socket.socket, peer: tuple[str, int]) -> None:
+        """Serve ``client``, accepted here or by the gateway, with the current version."""
+        task = asyncio.create_task(self._serve(self.version, client, peer))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     async def _serve(self, version: Version, client: socket.socket, peer: tuple[str, int]) -> None:
         with client:
@@ -120,6 +124,13 @@ class Functions:
 
     def get(self, name: str) -> Function:
         return self._registry.get(validate_name(name))
+
+    def route(self, name: str, client: socket.socket, peer: tuple[str, int]) -> None:
+        """Give ``client`` to function ``name``'s listener, as if it had accepted it."""
+        listener = self._listeners.get(name)
+        if listener is None:
+            raise NotFound(f"no function named {name!r}")
+        listener.adopt(client, peer)
 
     async def restore(self) -> None:
         """Bring back the address and listener of every registered function (at start-up)."""
