@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from faasd import metrics
 from faasd.admission import Admission
 from faasd.api import serve_api
 from faasd.config import Config
@@ -129,8 +130,11 @@ async def serve(config: Config) -> None:
         await remove_leftovers(config, runc, registry, store, aliases)
         config.bundles_dir.mkdir(mode=0o711, exist_ok=True)
         config.uploads_dir.mkdir(mode=0o700, exist_ok=True)
-        dispatcher = Dispatcher(config, runc, store)
-        functions = Functions(config, registry, store, aliases, dispatcher, Admission(config.admission))
+        admission = Admission(config.admission)
+        functions = Functions(config, registry, store, aliases, Dispatcher(config, runc, store), admission)
+        metrics.CONTAINERS.set_function(lambda: admission.running)
+        metrics.QUEUED.set_function(lambda: admission.queued)
+        metrics.FUNCTIONS.set_function(lambda: len(functions.list()))
         await functions.restore()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -21,11 +21,11 @@ from enum import Enum
 from http import HTTPStatus
 from typing import IO
 
+from faasd import metrics
 from faasd.config import Config
 from faasd.errors import RuncError, RuntimeFailure
 from faasd.handoff import ControlSocket, encode_metadata
 from faasd.images.store import ImageStore
-from faasd.limits import Limits
 from faasd.registry import Version
 from faasd.replies import send_error
 from faasd.sandbox.runc import Runc
@@ -56,6 +56,15 @@ REPLIES = {
     Outcome.NO_ANSWER: (HTTPStatus.BAD_GATEWAY, "the function's handler exited without answering"),
     Outcome.DEADLINE_SILENT: (HTTPStatus.GATEWAY_TIMEOUT, "the function did not answer before its deadline"),
 }
+
+
+def count(function: str, outcome: Outcome, seconds: float) -> None:
+    """Record a finished connection in the metrics, by the status its client saw."""
+    reply = REPLIES.get(outcome)
+    metrics.REQUESTS.labels(function, str(reply[0].value) if reply else "handler").inc()
+    metrics.REQUEST_DURATION.labels(function).observe(seconds)
+    if outcome is not Outcome.SERVED:
+        metrics.ERRORS.labels(outcome.value).inc()
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,7 @@ class Dispatcher:
                 log.error("runc failed function=%s id=%s error=%s", version.function, request_id, exc)
                 outcome = Outcome.START_FAILED
             else:
-                outcome = await self._supervise(container_id, proc, control, client, payload, started, limits)
+                outcome = await self._supervise(version, container_id, proc, control, client, payload, started)
             if outcome in REPLIES:
                 await send_error(client, *REPLIES[outcome])
         finally:
@@ -112,6 +121,7 @@ class Dispatcher:
             if proc is not None and proc.returncode is None:
                 await self._kill(container_id, proc)
             shutil.rmtree(bundle, ignore_errors=True)
+        count(version.function, outcome, time.monotonic() - started)
         log.info(
             "connection function=%s version=%s id=%s peer=%s:%s outcome=%s exit=%s duration_ms=%.1f",
             version.function,
@@ -127,13 +137,13 @@ class Dispatcher:
 
     async def _supervise(
         self,
+        version: Version,
         container_id: str,
         proc: asyncio.subprocess.Process,
         control: ControlSocket,
         client: socket.socket,
         payload: bytes,
         started: float,
-        limits: Limits,
     ) -> Outcome:
         """Hand ``client`` over and wait for the container to end; say how it ended."""
         handover = asyncio.ensure_future(control.hand_over(client, payload))
@@ -145,7 +155,8 @@ class Dispatcher:
                 return_when=asyncio.FIRST_COMPLETED,
             )
             if handover in done and handover.exception() is None:
-                remaining = started + limits.timeout_seconds - time.monotonic()
+                metrics.CONTAINER_START.labels(version.function).observe(time.monotonic() - started)
+                remaining = started + version.limits.timeout_seconds - time.monotonic()
                 try:
                     await asyncio.wait_for(asyncio.shield(exited), max(remaining, 0))
                 except TimeoutError:

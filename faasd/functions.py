@@ -16,6 +16,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import IO
 
+from faasd import metrics
 from faasd.admission import Admission, Overloaded
 from faasd.config import Config
 from faasd.dispatch import Dispatcher
@@ -78,6 +79,8 @@ class Listener:
                     await self._dispatcher.serve(version, client, peer, self._output)
             except Overloaded as exc:
                 log.warning("refused function=%s peer=%s:%s reason=%s", version.function, *peer, exc.reason)
+                metrics.REQUESTS.labels(version.function, str(HTTPStatus.SERVICE_UNAVAILABLE.value)).inc()
+                metrics.ERRORS.labels("overloaded").inc()
                 await send_error(client, HTTPStatus.SERVICE_UNAVAILABLE, exc.reason, retry_after=exc.retry_after)
             except Exception:
                 log.exception("connection failed function=%s version=%s", version.function, version.number)
@@ -149,7 +152,9 @@ class Functions:
         validate_name(name)
         async with self._locks[name]:
             number = self._registry.next_version(name)
-            imported = await asyncio.to_thread(self._store.import_image, archive, name, number, tag)
+            metrics.IMPORT_BYTES.inc(archive.stat().st_size)
+            with metrics.IMPORT_DURATION.time():
+                imported = await asyncio.to_thread(self._store.import_image, archive, name, number, tag)
             try:
                 function = await asyncio.to_thread(
                     self._registry.add_version,
