@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from faasd import daemon
-from faasd.config import Config, Limits
+from faasd.config import Config, Limits, TcpAddress
 
 
 def parse_range(_ctx: click.Context, _param: click.Parameter, value: str) -> ipaddress.IPv4Network:
@@ -22,6 +22,15 @@ def parse_range(_ctx: click.Context, _param: click.Parameter, value: str) -> ipa
     if network.num_addresses < 4:
         raise click.BadParameter("the range is too small: use a /30 or larger")
     return network
+
+
+def parse_listen(_ctx: click.Context, _param: click.Parameter, value: str | None) -> TcpAddress | None:
+    if not value:
+        return None
+    try:
+        return TcpAddress.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
 
 
 @click.command(context_settings={"auto_envvar_prefix": "FAASD", "show_default": True})
@@ -50,6 +59,13 @@ def parse_range(_ctx: click.Context, _param: click.Parameter, value: str) -> ipa
     type=click.FloatRange(min=0.1),
     help="Seconds one connection's container may run before it is killed.",
 )
+@click.option(
+    "--listen",
+    default=None,
+    callback=parse_listen,
+    metavar="HOST:PORT",
+    help="Also serve the control API on TCP, for clients with the token in STATE_DIR/api.token.  [default: off]",
+)
 @click.version_option(package_name="faasd")
 def main(
     state_dir: Path,
@@ -59,12 +75,15 @@ def main(
     runc_binary: str,
     port: int,
     timeout: float,
+    listen: TcpAddress | None,
 ) -> None:
     """Run every TCP connection to a function in a fresh runc container.
 
     \b
     Example:
       sudo faasd --state-dir /var/lib/faasd --ip-range 127.10.0.0/16
+      sudo faasd --listen 127.0.0.1:8080
+      faas --host http://127.0.0.1:8080 --token "$(sudo cat /var/lib/faasd/api.token)" list
     Every option can also be set as FAASD_<OPTION>, e.g. FAASD_STATE_DIR.
     """
     config = Config(
@@ -75,5 +94,6 @@ def main(
         runc_binary=runc_binary,
         port=port,
         limits=Limits(timeout_seconds=timeout),
+        listen=listen,
     )
     sys.exit(daemon.run(config))
