@@ -101,16 +101,16 @@ def require_token(token: str) -> Callable[[web.Request, Handler], Awaitable[web.
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
         values = request.headers.getall(hdrs.AUTHORIZATION, [])
         presented = bearer_token(values[0]) if len(values) == 1 else None
-        if presented is None or not token_matches(token, presented):
-            reason = "missing" if presented is None else "wrong"
-            log.warning("api refused reason=%s_token peer=%s method=%s", reason, request.remote, request.method)
-            if presented is None:
-                raise Unauthorized(
-                    "this address needs a token: send 'Authorization: Bearer TOKEN' (faas --token or FAAS_TOKEN); "
-                    "faasd keeps it in api.token in its state dir"
-                )
-            raise Unauthorized("the token does not match the one in api.token in faasd's state dir")
-        return await handler(request)
+        if presented is not None and token_matches(token, presented):
+            return await handler(request)
+        reason = "missing_token" if presented is None else "wrong_token"
+        log.warning("api refused reason=%s peer=%s method=%s", reason, request.remote, request.method)
+        if presented is None:
+            raise Unauthorized(
+                "this address needs a token: send 'Authorization: Bearer TOKEN' (faas --token or FAAS_TOKEN); "
+                "faasd keeps it in api.token in its state dir"
+            )
+        raise Unauthorized("the token does not match the one in api.token in faasd's state dir")
 
     return check_token
 
@@ -184,7 +184,7 @@ async def receive_upload(request: web.Request) -> Path:
 
 
 async def deploy(request: web.Request, name: str, params: dict[str, str]) -> Function:
-    """Import the request body as the next version of ``name``; inputs are checked by the caller."""
+    """Import the request body as the next version of ``name`` (already checked by the caller)."""
     tag = image_reference(params, "tag")
     image = image_reference(params, "image") or tag or name
     upload = await receive_upload(request)
