@@ -49,6 +49,11 @@ def test_refused_request_exits_1_with_the_message(tmp_path: Path) -> None:
     assert result.output == "faas: no function named 'ghost'\n"
 
 
+def test_main_help_shows_how_to_reach_a_tcp_daemon() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert "FAAS_HOST=http://127.0.0.1:8080" in result.output and "FAAS_TOKEN=" in result.output
+
+
 def test_every_command_has_help_with_an_example() -> None:
     for command in main.commands.values():
         result = CliRunner().invoke(main, [command.name, "--help"])
