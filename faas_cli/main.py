@@ -1,7 +1,7 @@
 """``faas``: deploy and inspect functions on a faasd daemon.
 
-Exit codes: 0 success, 1 the request was refused (bad input, unknown function), 2 faasd
-could not be reached.
+Exit codes: 0 success, 1 the request was refused (bad input, unknown function, missing or
+wrong token), 2 faasd could not be reached.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import IO, Any
 
 import click
 
-from faas_cli.client import DEFAULT_SOCKET, ApiError, Client, DaemonUnreachable
+from faas_cli.client import DEFAULT_SOCKET, ApiError, Client, DaemonUnreachable, HttpEndpoint, UnixEndpoint
 
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 2
@@ -33,6 +33,25 @@ class FaasGroup(click.Group):
             ctx.exit(EXIT_REFUSED)
 
 
+def parse_host(_ctx: click.Context, _param: click.Parameter, value: str | None) -> HttpEndpoint | None:
+    if not value:
+        return None
+    try:
+        return HttpEndpoint.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def parse_token(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """The token without the newline ``$(cat api.token)`` or a pasted line may bring along."""
+    if value is None:
+        return None
+    token = value.strip()
+    if not token or not token.isascii() or not token.isprintable() or " " in token:
+        raise click.BadParameter("the token is the one line in faasd's api.token: printable ASCII, no spaces")
+    return token
+
+
 @click.group(cls=FaasGroup, context_settings={"auto_envvar_prefix": "FAAS"})
 @click.option(
     "--socket",
@@ -41,19 +60,39 @@ class FaasGroup(click.Group):
     default=DEFAULT_SOCKET,
     show_default=True,
     envvar="FAAS_SOCKET",
-    help="faasd's control socket.",
+    help="faasd's control socket (used unless --host is given).",
+)
+@click.option(
+    "--host",
+    default=None,
+    callback=parse_host,
+    metavar="URL",
+    envvar="FAAS_HOST",
+    help="Reach a faasd started with --listen over TCP instead, e.g. http://127.0.0.1:8080.",
+)
+@click.option(
+    "--token",
+    default=None,
+    callback=parse_token,
+    envvar="FAAS_TOKEN",
+    help="The token for --host: the contents of api.token in faasd's state dir.",
 )
 @click.version_option(package_name="faasd")
 @click.pass_context
-def main(ctx: click.Context, socket_path: Path) -> None:
+def main(ctx: click.Context, socket_path: Path, host: HttpEndpoint | None, token: str | None) -> None:
     """Deploy and inspect functions served by faasd.
 
     \b
     Example:
       docker save hello | faas new hello
       curl http://$(faas ip hello)/
+    \b
+    Over TCP, to a faasd started with --listen 127.0.0.1:8080:
+      export FAAS_HOST=http://127.0.0.1:8080
+      export FAAS_TOKEN=$(sudo cat /var/lib/faasd/api.token)
+      faas list
     """
-    ctx.obj = Client(socket_path)
+    ctx.obj = Client(host or UnixEndpoint(socket_path), token)
 
 
 @main.command()

@@ -9,6 +9,35 @@ from pathlib import Path
 from faasd.admission import AdmissionLimits
 from faasd.limits import Limits
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class TcpAddress:
+    """Where the control API also listens over TCP (``--listen HOST:PORT``)."""
+
+    host: IPAddress
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> TcpAddress:
+        """``127.0.0.1:8080`` or ``[::1]:8080``; raises ``ValueError`` with the accepted forms."""
+        host, sep, port = text.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        elif ":" in host:
+            raise ValueError(f"{text!r}: write an IPv6 address in brackets, e.g. [::1]:8080")
+        if not sep or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+            raise ValueError(f"{text!r}: give HOST:PORT with a port from 1 to 65535, e.g. 127.0.0.1:8080")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{text!r}: the host must be an IP address, e.g. 127.0.0.1:8080") from None
+        return cls(address, int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if self.host.version == 6 else f"{self.host}:{self.port}"
+
 
 @dataclass(frozen=True)
 class Config:
@@ -28,6 +57,7 @@ class Config:
     max_upload_bytes: int = 4 * 1024**3
     max_image_bytes: int = 8 * 1024**3
     keep_versions: int = 3
+    listen: TcpAddress | None = None
 
     @property
     def database_path(self) -> Path:
@@ -41,6 +71,11 @@ class Config:
     def uploads_dir(self) -> Path:
         """Uploads land here, on the same filesystem as the images, so a full disk shows early."""
         return self.state_dir / "uploads"
+
+    @property
+    def token_path(self) -> Path:
+        """The bearer token the TCP listener asks for; readable by root only."""
+        return self.state_dir / "api.token"
 
     @property
     def lock_path(self) -> Path:

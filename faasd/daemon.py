@@ -18,6 +18,7 @@ from typing import IO
 from faasd import metrics
 from faasd.admission import Admission
 from faasd.api import serve_api
+from faasd.auth import TokenFileError, load_or_create_token
 from faasd.config import Config
 from faasd.dispatch import Dispatcher
 from faasd.errors import RuncError
@@ -117,6 +118,27 @@ async def remove_leftovers(config: Config, runc: Runc, registry: Registry, store
         log.info("removed leftover rootfs path=%s", path)
 
 
+def api_token(config: Config) -> str | None:
+    """The TCP listener's token, made on its first start; None when there is no TCP listener."""
+    if config.listen is None:
+        return None
+    try:
+        return load_or_create_token(config.token_path)
+    except TokenFileError as exc:
+        raise StartupError(str(exc)) from exc
+
+
+async def open_api(stack: contextlib.AsyncExitStack, config: Config, functions: Functions) -> None:
+    """Serve the control API until ``stack`` closes; an address that cannot be bound stops the start."""
+    token = api_token(config)
+    try:
+        await stack.enter_async_context(serve_api(config, functions, token))
+    except OSError as exc:
+        raise StartupError(
+            f"cannot serve the control API: {exc}: free the address or change --socket / --listen"
+        ) from exc
+
+
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT; a second signal skips the drain."""
     runc = Runc(config.runc_binary, config.runc_root)
@@ -149,10 +171,12 @@ async def serve(config: Config) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
         try:
-            async with serve_api(config, functions):
+            async with contextlib.AsyncExitStack() as stack:
+                await open_api(stack, config, functions)
                 log.info(
-                    "ready socket=%s ip_range=%s functions=%d",
+                    "ready socket=%s tcp=%s ip_range=%s functions=%d",
                     config.socket_path,
+                    config.listen or "off",
                     config.ip_range,
                     len(functions.list()),
                 )

@@ -10,7 +10,7 @@ import click
 
 from faasd import daemon
 from faasd.admission import CONTAINERS_PER_CPU, DEFAULT_QUEUE_TIMEOUT, QUEUE_PER_SLOT, AdmissionLimits
-from faasd.config import Config
+from faasd.config import Config, TcpAddress
 from faasd.limits import Limits
 
 
@@ -24,6 +24,15 @@ def parse_range(_ctx: click.Context, _param: click.Parameter, value: str) -> ipa
     if network.num_addresses < 4:
         raise click.BadParameter("the range is too small: use a /30 or larger")
     return network
+
+
+def parse_listen(_ctx: click.Context, _param: click.Parameter, value: str | None) -> TcpAddress | None:
+    if not value:
+        return None
+    try:
+        return TcpAddress.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
 
 
 @click.command(context_settings={"auto_envvar_prefix": "FAASD", "show_default": True})
@@ -77,6 +86,13 @@ def parse_range(_ctx: click.Context, _param: click.Parameter, value: str) -> ipa
     default=DEFAULT_QUEUE_TIMEOUT,
     help="Seconds a connection may wait for a slot before it gets 503.",
 )
+@click.option(
+    "--listen",
+    default=None,
+    callback=parse_listen,
+    metavar="HOST:PORT",
+    help="Also serve the control API on TCP, for clients with the token in STATE_DIR/api.token.  [default: off]",
+)
 @click.version_option(package_name="faasd")
 def main(
     state_dir: Path,
@@ -90,12 +106,15 @@ def main(
     max_containers_per_function: int | None,
     queue_size: int | None,
     queue_timeout: float,
+    listen: TcpAddress | None,
 ) -> None:
     """Run every TCP connection to a function in a fresh runc container.
 
     \b
     Example:
       sudo faasd --state-dir /var/lib/faasd --ip-range 127.10.0.0/16
+      sudo faasd --listen 127.0.0.1:8080
+      faas --host http://127.0.0.1:8080 --token "$(sudo cat /var/lib/faasd/api.token)" list
     Every option can also be set as FAASD_<OPTION>, e.g. FAASD_STATE_DIR.
     """
     config = Config(
@@ -107,5 +126,6 @@ def main(
         port=port,
         limits=Limits(timeout_seconds=timeout),
         admission=AdmissionLimits.derive(max_containers, max_containers_per_function, queue_size, queue_timeout),
+        listen=listen,
     )
     sys.exit(daemon.run(config))
