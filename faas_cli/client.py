@@ -11,6 +11,7 @@ import http.client
 import json
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -177,7 +178,13 @@ class Client:
     def remove(self, name: str) -> dict[str, Any]:
         return self._request("DELETE", f"/v1/functions/{quote(name, safe='')}")
 
-    def _request(self, method: str, path: str, body: IO[bytes] | None = None) -> Any:
+    def metrics(self) -> str:
+        """The daemon's metrics in Prometheus text format."""
+        return self._request("GET", "/metrics", decode=bytes.decode)
+
+    def _request(
+        self, method: str, path: str, body: IO[bytes] | None = None, decode: Callable[[bytes], Any] = json.loads
+    ) -> Any:
         conn = self.endpoint.connection()
         headers = {"Transfer-Encoding": "chunked"} if body is not None else {}
         if self.token is not None:
@@ -198,7 +205,7 @@ class Client:
             raise self._unauthorized(data)
         if response.status >= 400:
             raise error_from_response(response.status, data)
-        return json.loads(data)
+        return decode(data)
 
     def _unauthorized(self, body: bytes) -> Unauthorized:
         if self.token is None:

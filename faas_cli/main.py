@@ -14,6 +14,7 @@ from typing import IO, Any
 import click
 
 from faas_cli.client import DEFAULT_SOCKET, ApiError, Client, DaemonUnreachable, HttpEndpoint, UnixEndpoint
+from faas_cli.stats import parse, render
 
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 2
@@ -179,3 +180,21 @@ def rm(client: Client, name: str) -> None:
     """
     removed = client.remove(name)
     click.echo(f"Removed {removed['removed']} ({removed['ip']})")
+
+
+@main.command()
+@click.option("--raw", is_flag=True, help="Print the Prometheus text as faasd serves it on /metrics.")
+@click.pass_obj
+def stats(client: Client, raw: bool) -> None:
+    """Show requests, latencies, containers and errors, as counted since faasd started.
+
+    HANDLER counts connections the function answered itself; 502, 503 and 504 those the daemon
+    answered for it. START is from accepting a connection to its handler taking it.
+
+    \b
+    Example:
+      faas stats
+      faas stats --raw | grep faasd_requests_total
+    """
+    text = client.metrics()
+    click.echo(text.rstrip("\n") if raw else "\n".join(render(parse(text))))

@@ -6,6 +6,7 @@
     GET    /v1/functions/{name}
     DELETE /v1/functions/{name}
     GET    /healthz
+    GET    /metrics                               Prometheus exposition
 
 and the original wire API, kept for existing clients:
 
@@ -34,8 +35,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import prometheus_client
 from aiohttp import hdrs, web
 
+from faasd import metrics
 from faasd.auth import bearer_token, exposure_warning, token_matches
 from faasd.config import Config
 from faasd.errors import (
@@ -86,6 +89,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     try:
         return await handler(request)
     except FaasError as exc:
+        metrics.ERRORS.labels(type(exc).__name__).inc()
         # RFC 6750 section 3: a 401 names the scheme the client should use.
         headers = {hdrs.WWW_AUTHENTICATE: 'Bearer realm="faasd"'} if isinstance(exc, Unauthorized) else None
         return web.json_response({"error": exc.message}, status=exc.status, headers=headers)
@@ -223,6 +227,12 @@ async def delete_function(request: web.Request) -> web.Response:
     return web.json_response({"removed": function.name, "ip": str(function.ip)})
 
 
+async def get_metrics(request: web.Request) -> web.Response:
+    query_params(request)
+    body = await asyncio.to_thread(prometheus_client.generate_latest)
+    return web.Response(body=body, headers={hdrs.CONTENT_TYPE: prometheus_client.CONTENT_TYPE_LATEST})
+
+
 async def healthz(request: web.Request) -> web.Response:
     query_params(request)
     return web.json_response({"status": "ok", "functions": len(request.app[FUNCTIONS].list())})
@@ -260,6 +270,7 @@ def make_app(config: Config, functions: Functions, token: str | None = None) -> 
             web.get("/v1/functions/{name}", get_function),
             web.delete("/v1/functions/{name}", delete_function),
             web.get("/healthz", healthz),
+            web.get("/metrics", get_metrics),
             web.post("/api/new", legacy_new),
             web.get("/api/ip/{name}", legacy_ip),
             web.get("/api/list", legacy_list),

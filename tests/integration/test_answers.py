@@ -48,3 +48,9 @@ def test_over_the_admission_limits_clients_get_503_with_retry_after(make_daemon,
         assert status == 503 and "within 1 s" in body["error"]
         assert spinner.result()[0] == 504
     assert http_get(ip, "/interfaces")[0] == 200, "slots are given back"
+
+    counted = daemon.faas("stats", "--raw").stdout
+    for status, count in (("handler", 1), ("503", 2), ("504", 1)):
+        assert f'faasd_requests_total{{function="busy",status="{status}"}} {count:.1f}' in counted
+    row = next(line for line in daemon.faas("stats").stdout.splitlines() if line.startswith("busy "))
+    assert row.split()[1:6] == ["4", "1", "0", "2", "1"]

@@ -227,3 +227,9 @@ def test_the_socket_group_is_faas_when_it_exists_else_root() -> None:
     assert socket_gid("no-such-group-for-faasd-tests") == 0
     own = grp.getgrgid(os.getgid())
     assert socket_gid(own.gr_name) == own.gr_gid
+
+
+async def test_metrics_are_served_in_prometheus_text(unix_api: TestClient) -> None:
+    response = await unix_api.get("/metrics")
+    assert response.status == 200 and response.content_type == "text/plain"
+    assert "# TYPE faasd_requests_total counter" in await response.text()
