@@ -51,6 +51,8 @@ class Config:
     port: int = 80
     limits: Limits = field(default_factory=Limits)  # for functions deployed without their own
     admission: AdmissionLimits = field(default_factory=AdmissionLimits.derive)
+    gateway: TcpAddress | None = None  # one port for every function, routed by Host header
+    gateway_domain: str = "localhost"  # NAME.<domain> reaches function NAME through the gateway
     # Containers run in a user namespace: their ids 0-65535 are these host ids and up.
     userns_base: int = 2_000_000_000
     start_timeout_seconds: float = 10.0

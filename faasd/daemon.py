@@ -21,11 +21,12 @@ from faasd.api import serve_api
 from faasd.auth import TokenFileError, load_or_create_token
 from faasd.config import Config
 from faasd.dispatch import Dispatcher
-from faasd.errors import RuncError
+from faasd.errors import FaasError, RuncError
 from faasd.functions import Functions
+from faasd.gateway import Gateway
 from faasd.images.store import ImageStore
 from faasd.images.unpack import UnpackLimits
-from faasd.network import Aliases
+from faasd.network import Aliases, open_listener
 from faasd.registry import Registry
 from faasd.sandbox.runc import Runc
 
@@ -139,6 +140,19 @@ async def open_api(stack: contextlib.AsyncExitStack, config: Config, functions: 
         ) from exc
 
 
+async def open_gateway(stack: contextlib.AsyncExitStack, config: Config, functions: Functions) -> None:
+    """Serve the gateway (when asked for) until ``stack`` closes."""
+    if config.gateway is None:
+        return
+    try:
+        sock = open_listener(config.gateway.host, config.gateway.port)
+    except FaasError as exc:
+        raise StartupError(f"cannot serve the gateway: {exc.message}: free the address or change --gateway") from exc
+    if not config.gateway.host.is_loopback:
+        log.warning("gateway on %s, beyond this host: every function is reachable from the network", config.gateway)
+    stack.push_async_callback(Gateway(sock, config.gateway_domain, functions.route).close)
+
+
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT; a second signal skips the drain."""
     runc = Runc(config.runc_binary, config.runc_root)
@@ -173,10 +187,12 @@ async def serve(config: Config) -> None:
         try:
             async with contextlib.AsyncExitStack() as stack:
                 await open_api(stack, config, functions)
+                await open_gateway(stack, config, functions)
                 log.info(
-                    "ready socket=%s tcp=%s ip_range=%s functions=%d",
+                    "ready socket=%s tcp=%s gateway=%s ip_range=%s functions=%d",
                     config.socket_path,
                     config.listen or "off",
+                    config.gateway or "off",
                     config.ip_range,
                     len(functions.list()),
                 )

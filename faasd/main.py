@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import sys
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from faasd import daemon
 from faasd.admission import CONTAINERS_PER_CPU, DEFAULT_QUEUE_TIMEOUT, QUEUE_PER_SLOT, AdmissionLimits
 from faasd.config import Config, TcpAddress
 from faasd.limits import Limits
+
+DOMAIN_PATTERN = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
 
 def parse_range(_ctx: click.Context, _param: click.Parameter, value: str) -> ipaddress.IPv4Network:
@@ -26,13 +29,20 @@ def parse_range(_ctx: click.Context, _param: click.Parameter, value: str) -> ipa
     return network
 
 
-def parse_listen(_ctx: click.Context, _param: click.Parameter, value: str | None) -> TcpAddress | None:
+def parse_address(_ctx: click.Context, _param: click.Parameter, value: str | None) -> TcpAddress | None:
     if not value:
         return None
     try:
         return TcpAddress.parse(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
+
+
+def parse_domain(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    domain = value.lower().strip(".")
+    if not DOMAIN_PATTERN.fullmatch(domain):
+        raise click.BadParameter(f"{value!r} is not a domain name (letters, digits, '-' and dots), e.g. fn.example.org")
+    return domain
 
 
 @click.command(context_settings={"auto_envvar_prefix": "FAASD", "show_default": True})
@@ -89,9 +99,22 @@ def parse_listen(_ctx: click.Context, _param: click.Parameter, value: str | None
 @click.option(
     "--listen",
     default=None,
-    callback=parse_listen,
+    callback=parse_address,
     metavar="HOST:PORT",
     help="Also serve the control API on TCP, for clients with the token in STATE_DIR/api.token.  [default: off]",
+)
+@click.option(
+    "--gateway",
+    default=None,
+    callback=parse_address,
+    metavar="HOST:PORT",
+    help="Also serve every function on this one address, routed by the Host header.  [default: off]",
+)
+@click.option(
+    "--gateway-domain",
+    default=Config.gateway_domain,
+    callback=parse_domain,
+    help="Through the gateway, NAME.DOMAIN (or just NAME) reaches function NAME.",
 )
 @click.version_option(package_name="faasd")
 def main(
@@ -107,6 +130,8 @@ def main(
     queue_size: int | None,
     queue_timeout: float,
     listen: TcpAddress | None,
+    gateway: TcpAddress | None,
+    gateway_domain: str,
 ) -> None:
     """Run every TCP connection to a function in a fresh runc container.
 
@@ -127,5 +152,7 @@ def main(
         limits=Limits(timeout_seconds=timeout),
         admission=AdmissionLimits.derive(max_containers, max_containers_per_function, queue_size, queue_timeout),
         listen=listen,
+        gateway=gateway,
+        gateway_domain=gateway_domain,
     )
     sys.exit(daemon.run(config))
