@@ -6,15 +6,18 @@ that turns a status plus the JSON ``error`` back into a typed exception.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlencode
 
 DEFAULT_SOCKET = Path("/run/faasd/faasd.sock")
 UPLOAD_BLOCK_BYTES = 1 << 20
+STREAM_BLOCK_BYTES = 1 << 16
 
 
 class ClientError(Exception):
@@ -84,17 +87,45 @@ class Client:
     def remove(self, name: str) -> dict[str, Any]:
         return self._request("DELETE", f"/v1/functions/{quote(name, safe='')}")
 
+    def logs(
+        self, name: str, tail: int | None = None, since: str | None = None, follow: bool = False
+    ) -> Iterator[bytes]:
+        """The function's log lines, in chunks as they arrive; with ``follow``, until closed."""
+        params = (("tail", tail), ("since", since), ("follow", 1 if follow else None))
+        query = urlencode({key: value for key, value in params if value is not None})
+        path = f"/v1/functions/{quote(name, safe='')}/logs" + (f"?{query}" if query else "")
+        with self._open("GET", path) as response, self._connection_errors():
+            while chunk := response.read1(STREAM_BLOCK_BYTES):
+                yield chunk
+
     def _request(self, method: str, path: str, body: IO[bytes] | None = None) -> Any:
+        with self._open(method, path, body) as response, self._connection_errors():
+            return json.loads(response.read())
+
+    @contextlib.contextmanager
+    def _open(self, method: str, path: str, body: IO[bytes] | None = None) -> Iterator[http.client.HTTPResponse]:
+        """Send one request; yield its response, or raise the typed error it stands for."""
         conn = UnixHTTPConnection(self.socket_path)
         headers = {"Transfer-Encoding": "chunked"} if body is not None else {}
         try:
-            try:
-                conn.request(method, path, body=body, headers=headers, encode_chunked=body is not None)
-            except (BrokenPipeError, ConnectionResetError):
-                # The daemon refused the upload before reading all of it; its answer says why.
-                pass
-            response = conn.getresponse()
-            data = response.read()
+            with self._connection_errors():
+                try:
+                    conn.request(method, path, body=body, headers=headers, encode_chunked=body is not None)
+                except (BrokenPipeError, ConnectionResetError):
+                    # The daemon refused the upload before reading all of it; its answer says why.
+                    pass
+                response = conn.getresponse()
+                if response.status >= 400:
+                    raise error_from_response(response.status, response.read())
+            yield response
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def _connection_errors(self) -> Iterator[None]:
+        """Socket and protocol failures, as what the user should do about them."""
+        try:
+            yield
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise DaemonUnreachable(
                 f"faasd is not running at {self.socket_path}: start it with 'sudo faasd', "
@@ -104,8 +135,3 @@ class Client:
             raise DaemonUnreachable(f"no permission to use {self.socket_path}: run as root") from exc
         except (OSError, http.client.HTTPException) as exc:
             raise DaemonUnreachable(f"lost the connection to faasd at {self.socket_path}: {exc}") from exc
-        finally:
-            conn.close()
-        if response.status >= 400:
-            raise error_from_response(response.status, data)
-        return json.loads(data)

@@ -4,6 +4,7 @@
     GET    /v1/functions
     GET    /v1/functions/{name}
     DELETE /v1/functions/{name}
+    GET    /v1/functions/{name}/logs[?tail=N&since=S&follow=1]   -> text lines, chunked
     GET    /healthz
 
 and the original wire API, kept for existing clients:
@@ -21,6 +22,7 @@ import logging
 import os
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +31,14 @@ from aiohttp import web
 from faasd.config import Config
 from faasd.errors import FaasError, ImageTooLarge, InsufficientStorage, InvalidImage, InvalidRequest
 from faasd.functions import Functions
+from faasd.logs import Logs, parse_query, read_log
 from faasd.registry import Function
 
 log = logging.getLogger(__name__)
 
 CONFIG = web.AppKey("config", Config)
 FUNCTIONS = web.AppKey("functions", Functions)
+LOGS = web.AppKey("logs", Logs)
 UPLOAD_CHUNK_BYTES = 1 << 20
 
 
@@ -123,6 +127,34 @@ async def delete_function(request: web.Request) -> web.Response:
     return web.json_response({"removed": function.name, "ip": str(function.ip)})
 
 
+async def get_logs(request: web.Request) -> web.StreamResponse:
+    """The function's log lines as text; with ``follow``, streamed until the client goes away."""
+    name = request.match_info["name"]
+    request.app[FUNCTIONS].get(name)  # 400 for a malformed name, 404 for an unknown one
+    query = parse_query(request.query, datetime.now(UTC))
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    async with contextlib.aclosing(read_log(request.app[LOGS].get(name), query)) as chunks:
+        async for chunk in chunks:
+            # aiohttp does not cancel a handler whose client left: look, at least once a second.
+            if request.transport is None or request.transport.is_closing():
+                return response
+            if chunk:
+                try:
+                    await response.write(chunk)
+                except ConnectionResetError:
+                    return response
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
+    return response
+
+
+async def end_follows(app: web.Application) -> None:
+    """At shutdown, before aiohttp waits for handlers: let ``?follow=1`` streams finish."""
+    app[LOGS].end_follows()
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "functions": len(request.app[FUNCTIONS].list())})
 
@@ -143,16 +175,19 @@ async def legacy_list(request: web.Request) -> web.Response:
     return web.json_response([{"name": f.name, "ip": str(f.ip)} for f in request.app[FUNCTIONS].list()])
 
 
-def make_app(config: Config, functions: Functions) -> web.Application:
+def make_app(config: Config, functions: Functions, logs: Logs) -> web.Application:
     app = web.Application(middlewares=[errors_as_json])
     app[CONFIG] = config
     app[FUNCTIONS] = functions
+    app[LOGS] = logs
+    app.on_shutdown.append(end_follows)
     app.add_routes(
         [
             web.post("/v1/functions/{name}", post_function),
             web.get("/v1/functions", list_functions),
             web.get("/v1/functions/{name}", get_function),
             web.delete("/v1/functions/{name}", delete_function),
+            web.get("/v1/functions/{name}/logs", get_logs),
             web.get("/healthz", healthz),
             web.post("/api/new", legacy_new),
             web.get("/api/ip/{name}", legacy_ip),
@@ -163,9 +198,9 @@ def make_app(config: Config, functions: Functions) -> web.Application:
 
 
 @contextlib.asynccontextmanager
-async def serve_api(config: Config, functions: Functions) -> AsyncIterator[None]:
+async def serve_api(config: Config, functions: Functions, logs: Logs) -> AsyncIterator[None]:
     """Serve the API on the unix socket for the duration of the ``async with``."""
-    runner = web.AppRunner(make_app(config, functions), access_log=None)
+    runner = web.AppRunner(make_app(config, functions, logs), access_log=None)
     await runner.setup()
     config.socket_path.unlink(missing_ok=True)
     site = web.UnixSite(runner, str(config.socket_path))

@@ -19,6 +19,16 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class LogLimits:
+    """How much of each function's container output is kept, and the bounds on its way to disk."""
+
+    max_file_bytes: int = 10 * 1024 * 1024  # ``current`` rotates before a write would pass this
+    max_files: int = 3  # ``current`` and the rotated files together
+    max_line_bytes: int = 16 * 1024  # a longer line is cut here and the rest of it dropped
+    max_buffered_bytes: int = 1024 * 1024  # output not yet on disk; beyond it lines are dropped
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the daemon needs to know, read once at start-up and passed down."""
 
@@ -29,6 +39,7 @@ class Config:
     runc_binary: str = "runc"
     port: int = 80
     limits: Limits = field(default_factory=Limits)
+    logs: LogLimits = field(default_factory=LogLimits)
     start_timeout_seconds: float = 10.0
     max_upload_bytes: int = 4 * 1024**3
     max_image_bytes: int = 8 * 1024**3

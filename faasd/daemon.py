@@ -19,6 +19,7 @@ from faasd.errors import RuncError
 from faasd.functions import Functions
 from faasd.images.store import ImageStore
 from faasd.images.unpack import UnpackLimits
+from faasd.logs import Logs
 from faasd.network import Aliases
 from faasd.registry import Registry
 from faasd.sandbox.runc import Runc
@@ -75,8 +76,10 @@ def state_lock(config: Config) -> Iterator[IO[str]]:
         yield lock
 
 
-async def remove_leftovers(config: Config, runc: Runc, registry: Registry, store: ImageStore, aliases: Aliases) -> None:
-    """Clear what an earlier faasd left when it died: containers, bundles, uploads, addresses, rootfs."""
+async def remove_leftovers(
+    config: Config, runc: Runc, registry: Registry, store: ImageStore, aliases: Aliases, logs: Logs
+) -> None:
+    """Clear what an earlier faasd left when it died: containers, bundles, uploads, addresses, rootfs, logs."""
     for container_id in await runc.list():
         with contextlib.suppress(RuncError):
             await runc.delete(container_id)
@@ -92,6 +95,8 @@ async def remove_leftovers(config: Config, runc: Runc, registry: Registry, store
     known = {f.name: {v.number for v in registry.versions(f.name)} for f in functions}
     for path in await asyncio.to_thread(store.sweep, known):
         log.info("removed leftover rootfs path=%s", path)
+    for path in await logs.sweep(set(known)):
+        log.info("removed leftover logs path=%s", path)
 
 
 async def serve(config: Config) -> None:
@@ -102,12 +107,13 @@ async def serve(config: Config) -> None:
         directory.mkdir(parents=True, exist_ok=True, mode=0o711)
     registry = Registry(config.database_path, config.ip_range)
     aliases = Aliases()
+    logs = Logs(config.logs_dir, config.logs)
     try:
         await aliases.open()
-        await remove_leftovers(config, runc, registry, store, aliases)
+        await remove_leftovers(config, runc, registry, store, aliases, logs)
         config.bundles_dir.mkdir(mode=0o711, exist_ok=True)
         config.uploads_dir.mkdir(mode=0o700, exist_ok=True)
-        functions = Functions(config, registry, store, aliases, Dispatcher(config, runc, store))
+        functions = Functions(config, registry, store, aliases, Dispatcher(config, runc, store), logs)
         await functions.restore()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -122,7 +128,7 @@ async def serve(config: Config) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
         try:
-            async with serve_api(config, functions):
+            async with serve_api(config, functions, logs):
                 log.info(
                     "ready socket=%s ip_range=%s functions=%d",
                     config.socket_path,
@@ -133,6 +139,7 @@ async def serve(config: Config) -> None:
         finally:
             await functions.close(DRAIN_SECONDS)
     finally:
+        await logs.close()
         aliases.close()
         registry.close()
     log.info("stopped")

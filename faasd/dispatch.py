@@ -16,12 +16,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from enum import Enum
-from typing import IO
 
 from faasd.config import Config
 from faasd.errors import RuncError, RuntimeFailure
 from faasd.handoff import ControlSocket, encode_metadata
 from faasd.images.store import ImageStore
+from faasd.logs import FunctionLog
 from faasd.registry import Version
 from faasd.sandbox.runc import Runc
 from faasd.sandbox.spec import Container, build_spec
@@ -59,7 +59,9 @@ class Dispatcher:
     runc: Runc
     store: ImageStore
 
-    async def serve(self, version: Version, client: socket.socket, peer: tuple[str, int], output: IO[bytes]) -> Outcome:
+    async def serve(
+        self, version: Version, client: socket.socket, peer: tuple[str, int], function_log: FunctionLog
+    ) -> Outcome:
         """Run ``version`` in a new container that owns ``client``; return once it is gone."""
         request_id = uuid.uuid4().hex[:16]
         container_id = f"{version.function}-{request_id}"
@@ -68,6 +70,7 @@ class Dispatcher:
         limits = self.config.limits
         started = time.monotonic()
         proc: asyncio.subprocess.Process | None = None
+        capture = function_log.capture(request_id)
         bundle.mkdir(mode=0o700)
         control = ControlSocket(bundle / "control.sock")
         try:
@@ -90,7 +93,7 @@ class Dispatcher:
                 }
             )
             try:
-                proc = await self.runc.run(container_id, bundle, output)
+                proc = await self.runc.run(container_id, bundle, capture.stdout, capture.stderr)
             except RuntimeFailure as exc:
                 log.error("runc failed function=%s id=%s error=%s", version.function, request_id, exc)
                 await self._answer(client, "the function's container could not be started")
@@ -100,9 +103,20 @@ class Dispatcher:
         finally:
             control.close()
             client.close()
-            if proc is not None and proc.returncode is None:
-                await self._kill(container_id, proc)
-            shutil.rmtree(bundle, ignore_errors=True)
+            try:
+                if proc is not None and proc.returncode is None:
+                    await self._kill(container_id, proc)
+                shutil.rmtree(bundle, ignore_errors=True)
+            finally:
+                # Even when cancelled during the kill: the pipes are fds and loop readers.
+                await capture.close()
+        duration_ms = round((time.monotonic() - started) * 1000, 1)
+        capture.record(
+            version=version.number,
+            outcome=outcome.value,
+            exit=proc.returncode if proc else None,
+            duration_ms=duration_ms,
+        )
         log.info(
             "connection function=%s version=%s id=%s peer=%s:%s outcome=%s exit=%s duration_ms=%.1f",
             version.function,
@@ -112,7 +126,7 @@ class Dispatcher:
             peer[1],
             outcome.value,
             proc.returncode if proc else None,
-            (time.monotonic() - started) * 1000,
+            duration_ms,
         )
         return outcome
 

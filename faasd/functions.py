@@ -13,12 +13,12 @@ import logging
 import socket
 from collections import defaultdict
 from pathlib import Path
-from typing import IO
 
 from faasd.config import Config
 from faasd.dispatch import Dispatcher
 from faasd.errors import FaasError
 from faasd.images.store import ImageStore
+from faasd.logs import FunctionLog, Logs
 from faasd.network import Aliases, open_listener
 from faasd.registry import Function, Registry, Version, validate_name
 
@@ -32,12 +32,14 @@ class Listener:
     those already running finish on the one they started with.
     """
 
-    def __init__(self, function: Function, sock: socket.socket, dispatcher: Dispatcher, output: IO[bytes]) -> None:
+    def __init__(
+        self, function: Function, sock: socket.socket, dispatcher: Dispatcher, function_log: FunctionLog
+    ) -> None:
         self.ip = function.ip
         self.version = function.current
         self._sock = sock
         self._dispatcher = dispatcher
-        self._output = output
+        self._function_log = function_log
         self._inflight: set[asyncio.Task[None]] = set()
         self._accepting = asyncio.create_task(self._accept_loop())
 
@@ -58,7 +60,7 @@ class Listener:
     async def _serve(self, version: Version, client: socket.socket, peer: tuple[str, int]) -> None:
         with client:
             try:
-                await self._dispatcher.serve(version, client, peer, self._output)
+                await self._dispatcher.serve(version, client, peer, self._function_log)
             except Exception:
                 log.exception("connection failed function=%s version=%s", version.function, version.number)
 
@@ -75,20 +77,26 @@ class Listener:
             if pending:
                 log.info("drain cut function=%s connections=%d", self.version.function, len(pending))
                 await asyncio.wait(pending)
-        self._output.close()
 
 
 class Functions:
     """Deploys, removes and restores functions; serialises changes to the same name."""
 
     def __init__(
-        self, config: Config, registry: Registry, store: ImageStore, aliases: Aliases, dispatcher: Dispatcher
+        self,
+        config: Config,
+        registry: Registry,
+        store: ImageStore,
+        aliases: Aliases,
+        dispatcher: Dispatcher,
+        logs: Logs,
     ) -> None:
         self._config = config
         self._registry = registry
         self._store = store
         self._aliases = aliases
         self._dispatcher = dispatcher
+        self._logs = logs
         self._listeners: dict[str, Listener] = {}
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -141,7 +149,7 @@ class Functions:
         return function
 
     async def remove(self, name: str) -> Function:
-        """Remove ``name``: its registry rows, listener (ending its connections), address, rootfs."""
+        """Remove ``name``: its registry rows, listener (ending its connections), address, rootfs, logs."""
         validate_name(name)
         async with self._locks[name]:
             function = await asyncio.to_thread(self._registry.remove, name)
@@ -150,6 +158,7 @@ class Functions:
                 await listener.close(drain_seconds=0)
             await self._aliases.remove(function.ip)
             await asyncio.to_thread(self._store.remove_function, name)
+            await self._logs.remove(name)
         log.info("removed function=%s ip=%s", name, function.ip)
         return function
 
@@ -172,9 +181,7 @@ class Functions:
         except BaseException:
             await self._aliases.remove(function.ip)
             raise
-        self._config.logs_dir.mkdir(parents=True, exist_ok=True)
-        output = open(self._config.logs_dir / f"{function.name}.log", "ab", buffering=0)
-        self._listeners[function.name] = Listener(function, sock, self._dispatcher, output)
+        self._listeners[function.name] = Listener(function, sock, self._dispatcher, self._logs.get(function.name))
 
     async def _prune(self, name: str) -> None:
         """Keep the newest ``keep_versions`` versions of ``name``; remove older rootfs."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from faasd import daemon
-from faasd.config import Config, Limits
+from faasd.config import Config, Limits, LogLimits
 
 
 def parse_range(_ctx: click.Context, _param: click.Parameter, value: str) -> ipaddress.IPv4Network:
@@ -50,6 +50,18 @@ def parse_range(_ctx: click.Context, _param: click.Parameter, value: str) -> ipa
     type=click.FloatRange(min=0.1),
     help="Seconds one connection's container may run before it is killed.",
 )
+@click.option(
+    "--log-max-bytes",
+    default=LogLimits.max_file_bytes,
+    type=click.IntRange(min=64 * 1024),
+    help="Size at which a function's log file is rotated.",
+)
+@click.option(
+    "--log-max-files",
+    default=LogLimits.max_files,
+    type=click.IntRange(min=1),
+    help="Log files kept per function, the current one included.",
+)
 @click.version_option(package_name="faasd")
 def main(
     state_dir: Path,
@@ -59,6 +71,8 @@ def main(
     runc_binary: str,
     port: int,
     timeout: float,
+    log_max_bytes: int,
+    log_max_files: int,
 ) -> None:
     """Run every TCP connection to a function in a fresh runc container.
 
@@ -75,5 +89,6 @@ def main(
         runc_binary=runc_binary,
         port=port,
         limits=Limits(timeout_seconds=timeout),
+        logs=LogLimits(max_file_bytes=log_max_bytes, max_files=log_max_files),
     )
     sys.exit(daemon.run(config))
