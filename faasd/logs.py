@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,8 +40,8 @@ CUT_MARK = b" [cut]"
 PIPE_CLOSE_SECONDS = 1.0
 # A follower wakes at least this often, so a client that went away is noticed without a write.
 FOLLOW_IDLE_SECONDS = 1.0
-DURATION = re.compile(r"(\d+)([smhd])")
-UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION = re.compile(r"(\d+)([SMHD])")
+UNIT_SECONDS = {"S": 1, "M": 60, "H": 3600, "D": 86400}
 TRUE_WORDS = {"1", "true", "yes"}
 FALSE_WORDS = {"", "0", "false", "no"}
 
@@ -68,11 +68,11 @@ class LogQuery:
 
 def parse_since(value: str, now: datetime) -> datetime:
     """An RFC 3339 time (``2024-05-01T12:00:00Z``) or a duration back from ``now`` (``1h30m``)."""
-    text = value.strip()
+    text = value.strip().upper()  # RFC 3339 allows a lower-case t and z
     try:
-        if re.fullmatch(r"(\d+[smhd])+", text):
+        if re.fullmatch(r"(\d+[SMHD])+", text):
             return now - timedelta(seconds=sum(int(n) * UNIT_SECONDS[unit] for n, unit in DURATION.findall(text)))
-        moment = datetime.fromisoformat(text) if "T" in text.upper() or " " in text else None
+        moment = datetime.fromisoformat(text) if "T" in text or " " in text else None
     except (ValueError, OverflowError):
         moment = None
     if moment is None:
@@ -140,6 +140,16 @@ class LineSplitter:
             self._partial = bytearray()
             self._discarding = True
         return lines
+
+    def skip(self, data: bytes) -> int:
+        """Like ``feed`` for output nobody keeps: how many lines ``data`` ends, without making them."""
+        last = data.rfind(b"\n")
+        if last < 0:
+            return len(self.feed(data))  # at most one line, cut
+        ended = data.count(b"\n", 0, last + 1) - (1 if self._discarding else 0)
+        self._discarding = False
+        self._partial = bytearray()
+        return ended + len(self.feed(data[last + 1 :]))
 
     def flush(self) -> list[bytes]:
         """The last line, when the stream ended without a newline."""
@@ -377,9 +387,18 @@ class FunctionLog:
         self.closed = False
         self.follows_ended = False
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Output held in memory on its way to disk; never much over ``max_buffered_bytes``."""
+        return self._buffered
+
     def capture(self, request_id: str) -> Capture:
         """Pipes for one container's stdout and stderr, whose lines come here."""
         return Capture(self, request_id)
+
+    def has_room(self, size: int) -> bool:
+        """Whether ``size`` more bytes of output would fit in the buffer."""
+        return not self.closed and self._buffered + size <= self.limits.max_buffered_bytes
 
     def write_lines(self, request_id: str, stream: str, lines: list[bytes], force: bool = False) -> bool:
         """Queue ``lines`` for the disk; False (and nothing queued) when the buffer is full."""
@@ -387,7 +406,7 @@ class FunctionLog:
             return False
         moment = datetime.now(UTC)
         size = sum(map(len, lines)) + len(lines) * (TIMESTAMP_WIDTH + len(request_id) + len(stream) + 4)
-        if not force and self._buffered + size > self.limits.max_buffered_bytes:
+        if not force and not self.has_room(size):
             return False
         self._pending.append(format_lines(moment, request_id, stream, lines))
         self._buffered += size
@@ -450,13 +469,16 @@ class FunctionLog:
 
 
 class _Pipe:
-    """One pipe whose far end is a container's stdout or stderr; read by the event loop."""
+    """One pipe whose far end is a container's stdout or stderr, read by the event loop."""
 
-    def __init__(self, on_lines: Callable[[list[bytes]], None], max_line_bytes: int) -> None:
+    def __init__(self, function_log: FunctionLog, request_id: str, stream: str) -> None:
+        self._log = function_log
+        self._request_id = request_id
+        self._stream = stream
+        self._splitter = LineSplitter(function_log.limits.max_line_bytes)
+        self.dropped = 0
         self._read_fd, self.write_fd = os.pipe()
         self._loop = asyncio.get_running_loop()
-        self._on_lines = on_lines
-        self._splitter = LineSplitter(max_line_bytes)
         self.eof = self._loop.create_future()
         os.set_blocking(self._read_fd, False)
         self._loop.add_reader(self._read_fd, self._readable)
@@ -477,7 +499,7 @@ class _Pipe:
             self._loop.remove_reader(self._read_fd)
             os.close(self._read_fd)
             self._read_fd = -1
-            self._on_lines(self._splitter.flush())
+            self._write(self._splitter.flush())
         if not self.eof.done():
             self.eof.set_result(None)
 
@@ -489,10 +511,17 @@ class _Pipe:
             return
         except OSError:
             data = b""
-        if data:
-            self._on_lines(self._splitter.feed(data))
-        else:
+        if not data:
             self.close()
+        elif self._log.has_room(len(data)):
+            self._write(self._splitter.feed(data))
+        else:
+            # No room: only count what is dropped, at C speed, however short the lines.
+            self.dropped += self._splitter.skip(data)
+
+    def _write(self, lines: list[bytes]) -> None:
+        if lines and not self._log.write_lines(self._request_id, self._stream, lines):
+            self.dropped += len(lines)
 
 
 class Capture:
@@ -501,11 +530,9 @@ class Capture:
     def __init__(self, function_log: FunctionLog, request_id: str) -> None:
         self._log = function_log
         self.request_id = request_id
-        self.dropped_lines = 0
-        max_line = function_log.limits.max_line_bytes
-        self._stdout = _Pipe(lambda lines: self._write("stdout", lines), max_line)
+        self._stdout = _Pipe(function_log, request_id, "stdout")
         try:
-            self._stderr = _Pipe(lambda lines: self._write("stderr", lines), max_line)
+            self._stderr = _Pipe(function_log, request_id, "stderr")
         except BaseException:
             self._stdout.close()
             raise
@@ -518,6 +545,11 @@ class Capture:
     @property
     def stderr(self) -> int:
         return self._stderr.write_fd
+
+    @property
+    def dropped_lines(self) -> int:
+        """Lines that found the buffer full (the disk behind), on both streams."""
+        return self._stdout.dropped + self._stderr.dropped
 
     async def close(self) -> None:
         """Take the container's last lines (it has exited) and release both pipes."""
@@ -536,10 +568,6 @@ class Capture:
         fields.update((key, value) for key, value in counts.items() if value)
         text = " ".join(f"{key}={value}" for key, value in fields.items())
         self._log.write_lines(self.request_id, "faasd", [text.encode()], force=True)
-
-    def _write(self, stream: str, lines: list[bytes]) -> None:
-        if lines and not self._log.write_lines(self.request_id, stream, lines):
-            self.dropped_lines += len(lines)
 
 
 async def read_log(function_log: FunctionLog, query: LogQuery) -> AsyncIterator[bytes]:
