@@ -25,7 +25,7 @@ class LogLimits:
     max_file_bytes: int = 10 * 1024 * 1024  # ``current`` rotates before a write would pass this
     max_files: int = 3  # ``current`` and the rotated files together
     max_line_bytes: int = 16 * 1024  # a longer line is cut here and the rest of it dropped
-    max_buffered_bytes: int = 1024 * 1024  # output not yet on disk; beyond it lines are dropped
+    max_buffered_bytes: int = 4 * 1024 * 1024  # output not yet on disk; beyond it lines are dropped
 
 
 @dataclass(frozen=True)

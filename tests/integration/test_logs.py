@@ -212,3 +212,14 @@ def test_a_flooding_function_does_not_slow_another(daemon: Daemon, busybox_image
     assert slowest < 2.0, f"a request took {slowest:.2f} s while another function flooded its log"
     assert eventually(lambda: bool(records(daemon, "flood")))
     assert records(daemon, "flood")[0].startswith("version=1 outcome=served exit=0")
+
+
+def test_shutdown_ends_follows_at_once(daemon: Daemon, busybox_image: Callable[..., Path]) -> None:
+    daemon.deploy("talker", busybox_image("hi", prelude=PRINTS))
+    baseline = daemon_fds(daemon)
+    follow = Follow(daemon, "talker")
+    assert eventually(lambda: daemon_fds(daemon) > baseline)  # connected and following
+    started = time.monotonic()
+    assert daemon.stop() == 0
+    assert time.monotonic() - started < 5  # not aiohttp's 60 s wait for open handlers
+    assert follow.wait() == 0
