@@ -259,7 +259,7 @@ class Follower:
         while True:
             if self._handle is None:
                 try:
-                    self._handle = open(self._current, "rb")  # noqa: SIM115 - closed by close()
+                    self._handle = open(self._current, "rb")  # closed by close()
                 except FileNotFoundError:
                     return b""
             # Checked before reading: a file seen rotated away is complete, so reading it to its
@@ -331,7 +331,7 @@ class LogFiles:
             try:
                 for age in reversed(range(self._limits.max_files)):
                     try:
-                        handle = open(self.path(age), "rb")  # noqa: SIM115 - closed by Snapshot.close
+                        handle = open(self.path(age), "rb")  # closed by Snapshot.close
                     except FileNotFoundError:
                         continue
                     segments.append(Segment(handle, os.fstat(handle.fileno()).st_size))
