@@ -6,6 +6,9 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Container uids and gids 0..USERNS_IDS-1 map to host ids userns_base..userns_base+USERNS_IDS-1.
+USERNS_IDS = 65536
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -31,7 +34,9 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     start_timeout_seconds: float = 10.0
     max_upload_bytes: int = 4 * 1024**3
-    max_image_bytes: int = 8 * 1024**3
+    max_image_bytes: int = 8 * 1024**3  # an image's layers, uncompressed, all together
+    max_image_entries: int = 1_000_000  # entries (files, dirs, links, whiteouts) across its layers
+    userns_base: int = 2_000_000_000  # host id of container root; rootfs files are owned by shifted ids
     keep_versions: int = 3
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import sys
 from pathlib import Path
 
@@ -22,6 +23,20 @@ def parse_range(_ctx: click.Context, _param: click.Parameter, value: str) -> ipa
     if network.num_addresses < 4:
         raise click.BadParameter("the range is too small: use a /30 or larger")
     return network
+
+
+SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(_ctx: click.Context, _param: click.Parameter, value: str | int) -> int:
+    """Bytes from "8G", "512M", "100K" or a plain number (binary units; a trailing "B" or "iB" is fine)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*", str(value), re.IGNORECASE)
+    if match is None:
+        raise click.BadParameter(f"{value!r} is not a size: use a number of bytes, or one like 512M or 8G")
+    size = int(match[1]) * SIZE_UNITS[match[2].upper()]
+    if size < 1:
+        raise click.BadParameter("the size must be at least 1 byte")
+    return size
 
 
 @click.command(context_settings={"auto_envvar_prefix": "FAASD", "show_default": True})
@@ -50,6 +65,18 @@ def parse_range(_ctx: click.Context, _param: click.Parameter, value: str) -> ipa
     type=click.FloatRange(min=0.1),
     help="Seconds one connection's container may run before it is killed.",
 )
+@click.option(
+    "--max-image-size",
+    default=f"{Config.max_image_bytes // 1024**3}G",
+    callback=parse_size,
+    help="Most an image may unpack to: its layers uncompressed, all together (K, M, G, T: powers of 1024).",
+)
+@click.option(
+    "--max-image-entries",
+    default=Config.max_image_entries,
+    type=click.IntRange(min=1),
+    help="Most entries (files, directories, links, whiteouts) an image's layers may hold together.",
+)
 @click.version_option(package_name="faasd")
 def main(
     state_dir: Path,
@@ -59,6 +86,8 @@ def main(
     runc_binary: str,
     port: int,
     timeout: float,
+    max_image_size: int,
+    max_image_entries: int,
 ) -> None:
     """Run every TCP connection to a function in a fresh runc container.
 
@@ -75,5 +104,7 @@ def main(
         runc_binary=runc_binary,
         port=port,
         limits=Limits(timeout_seconds=timeout),
+        max_image_bytes=max_image_size,
+        max_image_entries=max_image_entries,
     )
     sys.exit(daemon.run(config))

@@ -27,6 +27,7 @@ LAYERS = [layer_bytes([("a", "file", "one")]), layer_bytes([("b", "file", "two")
 ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MAX_BYTES = 1 << 20
 
 
 class Link(NamedTuple):
@@ -134,7 +135,7 @@ def names_in_layers(archive: ImageArchive) -> list[list[str]]:
 
 
 def read(path: Path, tag: str | None = None) -> list[list[str]]:
-    with ImageArchive(path, tag) as archive:
+    with ImageArchive(path, tag, MAX_BYTES) as archive:
         return names_in_layers(archive)
 
 
@@ -142,7 +143,7 @@ def read(path: Path, tag: str | None = None) -> list[list[str]]:
 @pytest.mark.parametrize("layout", [docker_save, oci_layout], ids=["docker-save", "oci"])
 def test_layouts_and_compressions(tmp_path: Path, layout: Any, gzip_layers: bool) -> None:
     path = write_tar(tmp_path / "image.tar", layout(LAYERS, gzip_layers=gzip_layers))
-    with ImageArchive(path) as archive:
+    with ImageArchive(path, None, MAX_BYTES) as archive:
         assert archive.config == ImageConfig(("/bin/sh",), ("-c", "true"), ("A=1",), "/w", "1:2")
         assert archive.digest == f"sha256:{sha(config_bytes(LAYERS))}"
         assert names_in_layers(archive) == [["a"], ["b"]]
@@ -151,8 +152,8 @@ def test_layouts_and_compressions(tmp_path: Path, layout: Any, gzip_layers: bool
 def test_layers_unpack_end_to_end(tmp_path: Path) -> None:
     path = write_tar(tmp_path / "image.tar", oci_layout(LAYERS, gzip_layers=True))
     (tmp_path / "rootfs").mkdir()
-    with ImageArchive(path) as archive:
-        apply_layers(archive.layers(), tmp_path / "rootfs", UnpackLimits(max_bytes=100))
+    with ImageArchive(path, None, MAX_BYTES) as archive:
+        apply_layers(archive.layers(), tmp_path / "rootfs", UnpackLimits(max_bytes=100, max_entries=100), 0)
     assert (tmp_path / "rootfs" / "a").read_text() == "one" and (tmp_path / "rootfs" / "b").read_text() == "two"
 
 
@@ -171,7 +172,7 @@ def test_docker_25_writes_both_and_manifest_json_wins(tmp_path: Path) -> None:
     }
     members["manifest.json"] = json.dumps([entry]).encode()
     members["index.json"] = b"{never read"
-    with ImageArchive(write_tar(tmp_path / "image.tar", members)) as archive:
+    with ImageArchive(write_tar(tmp_path / "image.tar", members), None, MAX_BYTES) as archive:
         assert archive.digest == f"sha256:{sha(config)}"
         assert names_in_layers(archive) == [["a"], ["b"]]
 
@@ -293,7 +294,7 @@ def test_digests_are_checked_even_when_a_layer_is_not_read(tmp_path: Path) -> No
     members = oci_layout(LAYERS[:1], gzip_layers=True)
     stored = gzip.compress(LAYERS[0])
     tamper(members, stored, gzip.compress(layer_bytes([("a", "file", "tampered")])))
-    with ImageArchive(write_tar(tmp_path / "image.tar", members)) as archive:
+    with ImageArchive(write_tar(tmp_path / "image.tar", members), None, MAX_BYTES) as archive:
         with pytest.raises(InvalidImage, match="blob digest mismatch"):
             for _ in archive.layers():
                 pass
@@ -327,9 +328,9 @@ def test_corrupt_gzip_is_an_invalid_image(tmp_path: Path) -> None:
     name = next(n for n in members if n.endswith("layer.tar"))
     members[name] = members[name][:50_000]
     (tmp_path / "rootfs").mkdir()
-    with ImageArchive(write_tar(tmp_path / "image.tar", members)) as archive:
+    with ImageArchive(write_tar(tmp_path / "image.tar", members), None, MAX_BYTES) as archive:
         with pytest.raises(InvalidImage, match="layer 1: entry 'a': the layer's compressed data is corrupt"):
-            apply_layers(archive.layers(), tmp_path / "rootfs", UnpackLimits(max_bytes=1 << 20))
+            apply_layers(archive.layers(), tmp_path / "rootfs", UnpackLimits(max_bytes=1 << 20, max_entries=100), 0)
 
 
 def test_a_layer_that_is_no_tar(tmp_path: Path) -> None:
@@ -407,7 +408,7 @@ def test_not_a_tar_at_all(tmp_path: Path) -> None:
     path = tmp_path / "junk"
     path.write_bytes(b"hello, I am not a tarball" * 40)
     with pytest.raises(InvalidImage, match="not a tar archive"):
-        ImageArchive(path).__enter__()
+        ImageArchive(path, None, MAX_BYTES).__enter__()
 
 
 def test_image_config_round_trips_through_json() -> None:

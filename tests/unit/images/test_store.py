@@ -15,6 +15,7 @@ from tools.build_image import write_docker_archive
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="unpacking keeps ownership, which needs root")
 CONFIG = {"config": {"Cmd": ["/bin/app"], "User": "app"}}
+BASE = 2_000_000_000
 PASSWD = "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/app:/bin/sh\n"
 
 
@@ -28,7 +29,7 @@ def image(tmp_path: Path, entries: list[Entry], config: dict = CONFIG) -> Path:
 
 @pytest.fixture
 def store(tmp_path: Path) -> ImageStore:
-    return ImageStore(tmp_path / "images", UnpackLimits(max_bytes=1 << 20))
+    return ImageStore(tmp_path / "images", UnpackLimits(max_bytes=1 << 20, max_entries=1000), id_base=BASE)
 
 
 def test_import_places_a_complete_rootfs(tmp_path: Path, store: ImageStore) -> None:
