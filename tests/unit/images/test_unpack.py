@@ -341,7 +341,12 @@ def test_names_up_to_path_max_unpack_and_longer_ones_are_refused(root: Path) -> 
 
 def test_byte_budget_spans_layers(root: Path) -> None:
     with pytest.raises(ImageTooLarge, match=r"layer 2: entry 'b': the image unpacks to more than 10 bytes"):
-        apply(root, [("a", "file", "123456")], [("b", "file", "123456")], limits=UnpackLimits(max_bytes=10, max_entries=10))
+        apply(
+            root,
+            [("a", "file", "123456")],
+            [("b", "file", "123456")],
+            limits=UnpackLimits(max_bytes=10, max_entries=10),
+        )
 
 
 def test_entry_budget_counts_whiteouts_too(root: Path) -> None:
