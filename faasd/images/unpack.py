@@ -115,14 +115,17 @@ def apply_layer(layer: tarfile.TarFile, root: Path, budget: Budget, id_base: int
 def split_name(name: str) -> list[str]:
     """The components of an entry name below the root.
 
-    A leading "/" or "./" is dropped (writers use both; GNU tar strips "/" the same way), as are
-    empty and "." components. ``..`` is refused, not resolved: a layer has no reason to climb.
+    Empty and "." components are dropped ("./a//b" is "a/b"); "." and "/" alone name the root.
+    ``..`` is refused, not resolved: a layer has no reason to climb. An absolute name is refused
+    too, rather than guessed at: Docker, podman and buildah write every layer with relative names.
     """
     if "\0" in name:
         raise UnsafeArchive("has a NUL byte in its name")
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise UnsafeArchive("climbs out of the rootfs")
+    if parts and name.startswith("/"):
+        raise UnsafeArchive("has an absolute name: layer entries are named relative to the image's root")
     if len(os.fsencode("/" + "/".join(parts))) >= PATH_MAX:
         raise InvalidImage(f"has a name longer than PATH_MAX ({PATH_MAX} bytes) in the container")
     return parts

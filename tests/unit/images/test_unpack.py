@@ -160,10 +160,10 @@ def test_hardlinks_inside_the_root(root: Path) -> None:
     apply(
         root,
         [("lib/a", "file", "a")],
-        [("bin/busybox", "file", "bb"), ("bin/sh", "hardlink", "bin/busybox"), ("b", "hardlink", "/lib/a")],
+        [("bin/busybox", "file", "bb"), ("bin/sh", "hardlink", "bin/busybox"), ("b", "hardlink", "./lib/a")],
     )
     assert (root / "bin" / "sh").stat().st_ino == (root / "bin" / "busybox").stat().st_ino
-    assert (root / "b").stat().st_ino == (root / "lib" / "a").stat().st_ino, "a lower layer's file, by absolute name"
+    assert (root / "b").stat().st_ino == (root / "lib" / "a").stat().st_ino, "a lower layer's file"
 
 
 def test_hardlink_to_a_symlink_links_the_symlink(root: Path) -> None:
@@ -206,7 +206,7 @@ HOSTILE: list[tuple[str, list[list[Entry]], Refused | Lands]] = [
     ("dotdot in the middle", [[("a/../../outside/secret", "file", "pwned")]], Refused(UnsafeArchive, "climbs out")),
     # Refused even where it would stay inside: no writer emits "..", so it is never resolved.
     ("dotdot that stays inside", [[("a/../b", "file", "x")]], Refused(UnsafeArchive, "climbs out")),
-    ("absolute name", [[("/abs/path", "file", "inside")]], Lands({"abs": "dir", "abs/path": "inside"})),
+    ("absolute name", [[("/abs/path", "file", "inside")]], Refused(UnsafeArchive, "'/abs/path': has an absolute name")),
     ("dot-slash name", [[("./a/./b", "file", "inside")]], Lands({"a": "dir", "a/b": "inside"})),
     (
         "write through a symlink, same layer",
@@ -219,7 +219,7 @@ HOSTILE: list[tuple[str, list[list[Entry]], Refused | Lands]] = [
         Refused(UnsafeArchive, "writes through the symlink 'up'"),
     ),
     (
-        "symlink to / then a write under it",
+        "symlink to / then a write under it (CVE-2025-45582)",
         [[("etc", "symlink", "/")], [("etc/outside/secret", "file", "pwned")]],
         Refused(UnsafeArchive, "writes through the symlink 'etc'"),
     ),
@@ -244,9 +244,9 @@ HOSTILE: list[tuple[str, list[list[Entry]], Refused | Lands]] = [
         Refused(UnsafeArchive, r"hard link target '\.\./outside/secret' climbs out"),
     ),
     (
-        "hardlink to an absolute path is looked up inside",
+        "hardlink to an absolute path",
         [[("x", "hardlink", "/outside/secret")]],
-        Refused(InvalidImage, "which does not exist"),
+        Refused(UnsafeArchive, "hard link target '/outside/secret' has an absolute name"),
     ),
     (
         "hardlink through a symlink",
@@ -318,7 +318,7 @@ def test_split_name_refuses_nul(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name, parts",
-    [("/a/b/", ["a", "b"]), ("./a//./b", ["a", "b"]), (".", []), ("/", []), ("", []), ("a\\..", ["a\\.."])],
+    [("a/b/", ["a", "b"]), ("./a//./b", ["a", "b"]), (".", []), ("/", []), ("./", []), ("", []), ("a\\..", ["a\\.."])],
 )
 def test_split_name(name: str, parts: list[str]) -> None:
     assert split_name(name) == parts
