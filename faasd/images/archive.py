@@ -25,6 +25,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
+import itertools
 import json
 import lzma
 import platform
@@ -319,8 +320,11 @@ class ImageArchive:
     def _index_members(self) -> None:
         """Every member by its cleaned name: at most ``MAX_MEMBERS``, no file named twice."""
         assert self._tar is not None
-        while (member := self._tar.next()) is not None:
-            if len(self._members) >= MAX_MEMBERS:
+        for count in itertools.count(1):
+            member = self._tar.next()
+            if member is None:
+                return
+            if count > MAX_MEMBERS:
                 raise InvalidImage(f"the archive has more than {MAX_MEMBERS} members: it is no image")
             name = _clean(member.name)
             earlier = self._members.get(name)

@@ -493,6 +493,10 @@ def test_an_archive_of_too_many_members_is_no_image(tmp_path: Path, monkeypatch:
     path = write_tar(tmp_path / "image.tar", {**docker_save(LAYERS[:1]), **{f"x{i}": b"" for i in range(3)}})
     with pytest.raises(InvalidImage, match="more than 5 members"):
         read(path)
+    repeated = tmp_path / "dirs.tar"
+    repeated.write_bytes(tar_bytes([entry_info("blobs/", "dir")] * 6))  # one directory, over and over
+    with pytest.raises(InvalidImage, match="more than 5 members"):
+        read(repeated)
 
 
 def oversized_pax_entry() -> tuple[tarfile.TarInfo, bytes]:
