@@ -69,6 +69,7 @@ def parse_size(_ctx: click.Context, _param: click.Parameter, value: str | int) -
     "--max-image-size",
     default=f"{Config.max_image_bytes // 1024**3}G",
     callback=parse_size,
+    metavar="SIZE",
     help="Most an image may unpack to: its layers uncompressed, all together (K, M, G, T: powers of 1024).",
 )
 @click.option(
