@@ -29,7 +29,6 @@ import functools
 import grp
 import logging
 import os
-import re
 import socket
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -52,6 +51,7 @@ from faasd.errors import (
     Unauthorized,
 )
 from faasd.functions import Functions
+from faasd.images.archive import check_reference
 from faasd.limits import PARAMETERS as LIMIT_PARAMETERS
 from faasd.logs import Logs, parse_query, read_log
 from faasd.registry import Function, validate_name
@@ -65,8 +65,6 @@ UPLOAD_CHUNK_BYTES = 1 << 20
 SOCKET_MODE = 0o660
 # Members of this group may use the unix socket without sudo, like docker's "docker" group.
 SOCKET_GROUP = "faas"
-# An image reference as docker and OCI write it: [registry[:port]/]path[:tag][@digest].
-REFERENCE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}")
 DEPLOY_PARAMS = frozenset({"tag", "image", *LIMIT_PARAMETERS})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -143,14 +141,11 @@ def query_params(request: web.Request, allowed: frozenset[str] = frozenset()) ->
     return dict(request.query)
 
 
-def image_reference(params: dict[str, str], key: str) -> str | None:
-    """The image reference in ``params[key]`` (None when absent), checked like docker checks one."""
+def reference_param(params: dict[str, str], key: str) -> str | None:
+    """The image reference in ``params[key]`` (None when absent), refused unless an image could have it."""
     value = params.get(key)
-    if value is not None and not REFERENCE_PATTERN.fullmatch(value):
-        raise InvalidRequest(
-            f"invalid {key} {shown(value)}: use 1-255 letters, digits and . _ - / : @ "
-            "starting with a letter or digit, e.g. hello:2 or registry.example:5000/team/hello:2"
-        )
+    if value is not None:
+        check_reference(value, key)
     return value
 
 
@@ -197,8 +192,8 @@ async def receive_upload(request: web.Request) -> Path:
 
 async def deploy(request: web.Request, name: str, params: dict[str, str]) -> Function:
     """Import the request body as the next version of ``name`` (already checked by the caller)."""
-    tag = image_reference(params, "tag")
-    image = image_reference(params, "image") or tag or name
+    tag = reference_param(params, "tag")
+    image = reference_param(params, "image") or tag or name
     limits = request.app[CONFIG].limits.with_overrides(params)
     upload = await receive_upload(request)
     try:

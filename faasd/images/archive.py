@@ -504,11 +504,12 @@ class ImageArchive:
             return stream.read()
 
 
-def check_reference(tag: str) -> None:
-    """Refuse a ``--tag`` that no image could be named by, before anything is read."""
-    if len(tag) > MAX_REFERENCE or not (DOCKER_REFERENCE.fullmatch(tag) or OCI_REF_NAME.fullmatch(tag)):
+def check_reference(value: str, what: str = "tag") -> None:
+    """Refuse a ``--tag`` (or another image reference, named by ``what``) that no image could have."""
+    if len(value) > MAX_REFERENCE or not (DOCKER_REFERENCE.fullmatch(value) or OCI_REF_NAME.fullmatch(value)):
+        shown = value if len(value) <= 64 else value[:64] + "..."
         raise InvalidRequest(
-            f"the tag {tag!r} is not an image reference: use NAME[:TAG], e.g. demo:1 or localhost/team/demo:1"
+            f"the {what} {shown!r} is not an image reference: use NAME[:TAG], e.g. demo:1 or localhost/team/demo:1"
         )
 
 

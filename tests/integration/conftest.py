@@ -118,15 +118,20 @@ class Daemon:
         return self.faas("ip", name).stdout.strip()
 
 
+def searchable(path: Path) -> Path:
+    """``path`` with it and pytest's 0700 temp dirs above it opened to search (o+x, not read).
+
+    Containers run as unprivileged host uids: they must be able to reach their rootfs.
+    """
+    for directory in (path, *path.parents):
+        if "pytest-of-" in directory.name or "pytest-of-" in str(directory.parent):
+            directory.chmod(directory.stat().st_mode | 0o001)
+    return path
+
+
 def start_daemon(tmp_path_factory: pytest.TempPathFactory, ip_range: str, *extra_args: str) -> Daemon:
     """A running daemon on fresh temp dirs; the caller stops it."""
-    # Containers run as unprivileged host uids: they must be able to search the way to their rootfs.
-    base = tmp_path_factory.getbasetemp()
-    for directory in (base.parent, base):
-        directory.chmod(directory.stat().st_mode | 0o001)
-    root = tmp_path_factory.mktemp("faasd")
-    root.chmod(0o711)
-    daemon = Daemon(root, ip_range, list(extra_args))
+    daemon = Daemon(searchable(tmp_path_factory.mktemp("faasd")), ip_range, list(extra_args))
     daemon.start()
     return daemon
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from faasd.config import Config
-from tests.integration.conftest import Daemon, daemon_range, http_get
+from tests.integration.conftest import Daemon, daemon_range, http_get, start_daemon
 from tests.unit.images.layers import Entry, entry_info, layer_bytes, tar_bytes
 from tools.build_image import write_docker_archive, write_oci_archive
 
@@ -300,12 +300,8 @@ class Host:
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory, busybox_image: Callable[..., Path]) -> Iterator[Host]:
-    daemon = Daemon(
-        tmp_path_factory.mktemp("faasd"),
-        daemon_range(9),
-        ["--max-image-size", f"{MAX_IMAGE_SIZE}", "--max-image-entries", f"{MAX_IMAGE_ENTRIES}"],
-    )
-    daemon.start()
+    limits = ("--max-image-size", f"{MAX_IMAGE_SIZE}", "--max-image-entries", f"{MAX_IMAGE_ENTRIES}")
+    daemon = start_daemon(tmp_path_factory, daemon_range(9), *limits)
     try:
         keeper_ip = daemon.deploy("keeper", busybox_image(KEEPER_BODY))
         sentinel = tmp_path_factory.mktemp("sentinel")
