@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -118,31 +119,39 @@ class Daemon:
         return self.faas("ip", name).stdout.strip()
 
 
-def searchable(path: Path) -> Path:
-    """``path`` with it and pytest's 0700 temp dirs above it opened to search (o+x, not read).
+@pytest.fixture(scope="session")
+def daemon_roots() -> Iterator[Path]:
+    """Where test daemons keep their state: a 0711 dir of its own, not pytest's 0700 temp dirs.
 
-    Containers run as unprivileged host uids: they must be able to reach their rootfs.
+    Containers run as unprivileged host uids and must be able to search the way to their
+    rootfs; pytest resets its own base dir to 0700 whenever a pytest session starts.
     """
-    for directory in (path, *path.parents):
-        if "pytest-of-" in directory.name or "pytest-of-" in str(directory.parent):
-            directory.chmod(directory.stat().st_mode | 0o001)
-    return path
+    base = Path(tempfile.mkdtemp(prefix="faasd-tests-"))
+    base.chmod(0o711)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
 
 
-def start_daemon(tmp_path_factory: pytest.TempPathFactory, ip_range: str, *extra_args: str) -> Daemon:
-    """A running daemon on fresh temp dirs; the caller stops it."""
-    daemon = Daemon(searchable(tmp_path_factory.mktemp("faasd")), ip_range, list(extra_args))
+def new_root(daemon_roots: Path) -> Path:
+    root = Path(tempfile.mkdtemp(dir=daemon_roots))
+    root.chmod(0o711)
+    return root
+
+
+def start_daemon(daemon_roots: Path, ip_range: str, *extra_args: str) -> Daemon:
+    """A running daemon on fresh dirs; the caller stops it."""
+    daemon = Daemon(new_root(daemon_roots), ip_range, list(extra_args))
     daemon.start()
     return daemon
 
 
 @pytest.fixture
-def make_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Daemon]]:
+def make_daemon(daemon_roots: Path) -> Iterator[Callable[..., Daemon]]:
     """Factory of daemons, each on its own temp dirs and range; all are stopped at the end."""
     daemons: list[Daemon] = []
 
     def make(ip_range: str, *extra_args: str) -> Daemon:
-        daemons.append(start_daemon(tmp_path_factory, ip_range, *extra_args))
+        daemons.append(start_daemon(daemon_roots, ip_range, *extra_args))
         return daemons[-1]
 
     yield make

@@ -299,9 +299,11 @@ class Host:
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory, busybox_image: Callable[..., Path]) -> Iterator[Host]:
+def host(
+    daemon_roots: Path, tmp_path_factory: pytest.TempPathFactory, busybox_image: Callable[..., Path]
+) -> Iterator[Host]:
     limits = ("--max-image-size", f"{MAX_IMAGE_SIZE}", "--max-image-entries", f"{MAX_IMAGE_ENTRIES}")
-    daemon = start_daemon(tmp_path_factory, daemon_range(9), *limits)
+    daemon = start_daemon(daemon_roots, daemon_range(9), *limits)
     try:
         keeper_ip = daemon.deploy("keeper", busybox_image(KEEPER_BODY))
         sentinel = tmp_path_factory.mktemp("sentinel")
