@@ -79,6 +79,8 @@ class ImageStore:
             if final.exists():
                 shutil.rmtree(final)
             work.rename(final)
+            # The registry is told next, durably: the rename must not be lost in a crash after it.
+            fsync_directory(parent)
             return imported
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -112,6 +114,15 @@ class ImageStore:
         for path in doomed:
             shutil.rmtree(path, ignore_errors=True)
         return doomed
+
+
+def fsync_directory(path: Path) -> None:
+    """Make the entries of directory ``path`` (a rename into it, say) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def make_mount_points(rootfs: Path, owner: int) -> None:
