@@ -30,6 +30,7 @@ class Config:
     port: int = 80
     limits: Limits = field(default_factory=Limits)
     start_timeout_seconds: float = 10.0
+    drain_seconds: float = 10.0
     max_upload_bytes: int = 4 * 1024**3
     max_image_bytes: int = 8 * 1024**3
     keep_versions: int = 3

@@ -50,6 +50,18 @@ def parse_range(_ctx: click.Context, _param: click.Parameter, value: str) -> ipa
     type=click.FloatRange(min=0.1),
     help="Seconds one connection's container may run before it is killed.",
 )
+@click.option(
+    "--start-timeout",
+    default=Config.start_timeout_seconds,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a handler has to connect to /control.sock before the client gets a 502.",
+)
+@click.option(
+    "--drain-timeout",
+    default=Config.drain_seconds,
+    type=click.FloatRange(min=0),
+    help="Seconds running connections may take to finish after SIGTERM before they are ended.",
+)
 @click.version_option(package_name="faasd")
 def main(
     state_dir: Path,
@@ -59,6 +71,8 @@ def main(
     runc_binary: str,
     port: int,
     timeout: float,
+    start_timeout: float,
+    drain_timeout: float,
 ) -> None:
     """Run every TCP connection to a function in a fresh runc container.
 
@@ -75,5 +89,7 @@ def main(
         runc_binary=runc_binary,
         port=port,
         limits=Limits(timeout_seconds=timeout),
+        start_timeout_seconds=start_timeout,
+        drain_seconds=drain_timeout,
     )
     sys.exit(daemon.run(config))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute
 
-from tests.integration.conftest import BIN, Daemon, eventually, first_ip, http_get, daemon_range
+from tests.integration.conftest import BIN, Daemon, daemon_range, eventually, first_ip, http_get
 from tools.build_image import write_docker_archive
 
 

@@ -7,7 +7,7 @@ import json
 import socket
 from pathlib import Path
 
-from tests.integration.conftest import Daemon, first_ip, http_get, daemon_range
+from tests.integration.conftest import Daemon, daemon_range, first_ip, http_get
 
 
 def test_new_serve_list_ip_redeploy_rm(daemon: Daemon, busybox_image) -> None:
