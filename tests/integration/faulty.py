@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import tarfile
@@ -12,6 +14,16 @@ from pathlib import Path
 
 from tests.integration.conftest import Daemon
 from tools.build_image import write_oci_archive
+
+DEPLOYED = re.compile(r"Deployed (\S+) at (\S+) \(version (\d+)\)")
+
+
+def deployed(result: subprocess.CompletedProcess[str]) -> tuple[str, str, int]:
+    """The name, IP and version a successful ``faas new`` reports."""
+    assert result.returncode == 0, result.stderr
+    match = DEPLOYED.fullmatch(result.stdout.strip())
+    assert match, result.stdout
+    return match[1], match[2], int(match[3])
 
 
 def busybox_variant(base: Path, out: Path, cmd: list[str], extra_layers: tuple[Path, ...] = ()) -> Path:
@@ -40,6 +52,19 @@ def zeros_layer(out: Path, size: int, files: int = 1) -> Path:
             tar.add(source, arcname=f"zeros-{index}", recursive=False)
     source.unlink()
     return out
+
+
+def api(daemon: Daemon, method: str, path: str, body: bytes | None = None) -> tuple[int, dict[str, object]]:
+    """One request to the control API on the daemon's unix socket; the status and the JSON body."""
+    conn = http.client.HTTPConnection("localhost", timeout=120)
+    conn.sock = socket.socket(socket.AF_UNIX)
+    conn.sock.connect(str(daemon.socket))
+    try:
+        conn.request(method, path, body=body)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
 
 
 def runc(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 import socket
 import subprocess
@@ -20,12 +19,12 @@ from tests.integration.faulty import (
     bundles,
     busybox_variant,
     containers,
+    deployed,
     read_to_close,
     wait_for_handler,
     zeros_layer,
 )
 
-DEPLOYED = re.compile(r"Deployed (\S+) at (\S+) \(version (\d+)\)")
 BODIES = ("even", "odd")
 
 
@@ -76,9 +75,9 @@ def deploy_until(daemon: Daemon, stop: threading.Event, images: dict[str, Path],
         if result.returncode != 0:
             acked.failed_at.append(time.monotonic())
             return
-        deployed_name, ip, version = DEPLOYED.fullmatch(result.stdout.strip()).groups()
-        acked.ips[deployed_name] = ip
-        acked.versions[deployed_name] = int(version)
+        _, ip, version = deployed(result)
+        acked.ips[name] = ip
+        acked.versions[name] = version
 
 
 def request_until(ip: str, stop: threading.Event) -> int:
