@@ -53,6 +53,10 @@ class BenchDaemon:
         ip = subprocess.run([*self._faas, "ip", name], check=True, capture_output=True, text=True).stdout.strip()
         return (ip, 80), seconds
 
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
     def rootfs(self, name: str, version: int = 1) -> Path:
         return self._workdir / "state" / "images" / name / str(version) / "rootfs"
 
