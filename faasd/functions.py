@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import IO
 
@@ -29,16 +29,23 @@ class Listener:
     """Accepts connections on one function's address; each one goes to a new container.
 
     ``version`` is swapped on redeploy: connections accepted afterwards get the new rootfs,
-    those already running finish on the one they started with.
+    those already running finish on the one they started with. A retired version's rootfs is
+    removed only once no connection runs on it: removing it earlier would pull the files (and
+    the mounts under them) from under a running handler.
     """
 
-    def __init__(self, function: Function, sock: socket.socket, dispatcher: Dispatcher, output: IO[bytes]) -> None:
+    def __init__(
+        self, function: Function, sock: socket.socket, dispatcher: Dispatcher, store: ImageStore, output: IO[bytes]
+    ) -> None:
         self.ip = function.ip
         self.version = function.current
         self._sock = sock
         self._dispatcher = dispatcher
+        self._store = store
         self._output = output
         self._inflight: set[asyncio.Task[None]] = set()
+        self._running: Counter[int] = Counter()  # version number -> connections running on it
+        self._retired: set[int] = set()  # versions to remove when their last connection ends
         self._accepting = asyncio.create_task(self._accept_loop())
 
     async def _accept_loop(self) -> None:
@@ -51,16 +58,33 @@ class Listener:
                 log.warning("accept failed function=%s error=%s", self.version.function, exc)
                 await asyncio.sleep(0.1)
                 continue
+            # Counted here, not in the task: a redeploy may retire the version before the task runs.
+            self._running[self.version.number] += 1
             task = asyncio.create_task(self._serve(self.version, client, peer))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
     async def _serve(self, version: Version, client: socket.socket, peer: tuple[str, int]) -> None:
-        with client:
-            try:
+        try:
+            with client:
                 await self._dispatcher.serve(version, client, peer, self._output)
-            except Exception:
-                log.exception("connection failed function=%s version=%s", version.function, version.number)
+        except Exception:
+            log.exception("connection failed function=%s version=%s", version.function, version.number)
+        finally:
+            self._running[version.number] -= 1
+            if not self._running[version.number]:
+                del self._running[version.number]
+                if version.number in self._retired:
+                    await self.retire([version.number])
+
+    async def retire(self, numbers: list[int]) -> None:
+        """Remove the rootfs of versions no longer registered, each once nothing runs on it."""
+        for number in numbers:
+            if self._running[number]:
+                self._retired.add(number)
+            else:
+                self._retired.discard(number)
+                await asyncio.to_thread(self._store.remove_version, self.version.function, number)
 
     async def close(self, drain_seconds: float) -> None:
         """Stop accepting, let running connections finish for ``drain_seconds``, end the rest."""
@@ -174,13 +198,12 @@ class Functions:
             raise
         self._config.logs_dir.mkdir(parents=True, exist_ok=True)
         output = open(self._config.logs_dir / f"{function.name}.log", "ab", buffering=0)
-        self._listeners[function.name] = Listener(function, sock, self._dispatcher, output)
+        self._listeners[function.name] = Listener(function, sock, self._dispatcher, self._store, output)
 
     async def _prune(self, name: str) -> None:
-        """Keep the newest ``keep_versions`` versions of ``name``; remove older rootfs."""
+        """Keep the newest ``keep_versions`` versions of ``name``; retire the older ones."""
         versions = self._registry.versions(name)
         old = [v.number for v in versions[: -self._config.keep_versions]]
         if old:
             await asyncio.to_thread(self._registry.forget_versions, name, old)
-            for number in old:
-                await asyncio.to_thread(self._store.remove_version, name, number)
+            await self._listeners[name].retire(old)

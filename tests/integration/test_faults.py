@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
 import subprocess
+import tarfile
 import threading
 import time
 from collections import Counter
@@ -137,6 +139,31 @@ def test_redeploys_under_traffic_fail_no_request(daemon: Daemon, busybox_image) 
     assert set(outcomes) <= {(200, b"generation 0\n"), (200, b"generation 1\n")}, outcomes
     assert sum(outcomes.values()) > 20
     assert eventually(lambda: not bundles(daemon))
+
+
+def test_a_running_connection_keeps_its_rootfs_through_redeploys(daemon: Daemon, busybox_image, tmp_path: Path) -> None:
+    greeting = tmp_path / "greeting.tar"
+    with tarfile.open(greeting, "w") as tar:
+        entry = tarfile.TarInfo("etc/greeting")
+        entry.size = len(b"first")
+        tar.addfile(entry, io.BytesIO(b"first"))
+    # The handler reads its image only when told to (a file the test puts in its /tmp).
+    script = 'while [ ! -e /tmp/go ]; do sleep 0.05; done; exec hello "$(cat /etc/greeting)"'
+    ip = daemon.deploy(
+        "keeper", busybox_variant(busybox_image(), tmp_path / "v1.tar", ["/bin/sh", "-c", script], (greeting,))
+    )
+    first_rootfs = daemon.state_dir / "images" / "keeper" / "1"
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        answer = pool.submit(http_get, ip)
+        assert eventually(lambda: len(containers(daemon)) == 1)
+        (pid,) = containers(daemon).values()
+        for generation in range(3):  # version 1 falls out of the three kept
+            daemon.deploy("keeper", busybox_image(f"later {generation}"))
+        assert first_rootfs.exists(), "a version stays on disk while a connection runs on it"
+        Path(f"/proc/{pid}/root/tmp/go").touch()
+        assert answer.result() == (200, b"first\n")
+    assert eventually(lambda: not first_rootfs.exists()), "and goes when that connection ends"
+    assert http_get(ip) == (200, b"later 2\n")
 
 
 def test_rm_ends_only_its_own_connections(daemon: Daemon, busybox_image) -> None:
