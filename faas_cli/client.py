@@ -1,7 +1,8 @@
-"""A small client of the faasd control API over its unix socket (stdlib ``http.client``).
+"""A small client of the faasd control API (stdlib ``http.client``).
 
-Transport (``UnixHTTPConnection``), one method per endpoint (``Client``), and one function
-that turns a status plus the JSON ``error`` back into a typed exception.
+Transport (an ``Endpoint``: the unix socket, or a TCP listener reached by URL with a
+bearer token), one method per endpoint of the API (``Client``), and one function that
+turns a status plus the JSON ``error`` back into a typed exception.
 """
 
 from __future__ import annotations
@@ -9,11 +10,15 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
-from urllib.parse import quote, urlencode
+from typing import IO, Any, Protocol
+from urllib.parse import quote, urlencode, urlsplit
 
 DEFAULT_SOCKET = Path("/run/faasd/faasd.sock")
+DEFAULT_TOKEN_FILE = Path("/var/lib/faasd/api.token")
 UPLOAD_BLOCK_BYTES = 1 << 20
 
 
@@ -22,7 +27,7 @@ class ClientError(Exception):
 
 
 class DaemonUnreachable(ClientError):
-    """Raised when nothing answers on the control socket."""
+    """Raised when nothing answers at the daemon's address."""
 
 
 class ApiError(ClientError):
@@ -37,13 +42,25 @@ class NotFound(ApiError):
     """Raised on 404: no function by that name."""
 
 
+class Unauthorized(ApiError):
+    """Raised on 401: the TCP listener wants a token, or a different one."""
+
+
 def error_from_response(status: int, body: bytes) -> ApiError:
     """The typed error for a non-2xx answer, with the daemon's own message when it sent one."""
     try:
         message = json.loads(body)["error"]
     except (ValueError, KeyError, TypeError):
         message = body.decode(errors="replace").strip() or http.client.responses.get(status, "error")
-    return (NotFound if status == 404 else ApiError)(status, message)
+    return {401: Unauthorized, 404: NotFound}.get(status, ApiError)(status, message)
+
+
+class Endpoint(Protocol):
+    """Where the daemon is: makes connections and explains failures to reach it."""
+
+    def connection(self) -> http.client.HTTPConnection: ...
+
+    def unreachable(self, exc: Exception) -> DaemonUnreachable: ...
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -64,14 +81,91 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+@dataclass(frozen=True)
+class UnixEndpoint:
+    """The daemon's unix socket; its file mode decides who may use it."""
+
+    path: Path = DEFAULT_SOCKET
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def connection(self) -> http.client.HTTPConnection:
+        return UnixHTTPConnection(self.path)
+
+    def unreachable(self, exc: Exception) -> DaemonUnreachable:
+        if isinstance(exc, FileNotFoundError | ConnectionRefusedError):
+            return DaemonUnreachable(
+                f"faasd is not running at {self.path}: start it with 'sudo faasd', "
+                "or point --socket / FAAS_SOCKET at its socket"
+            )
+        if isinstance(exc, PermissionError):
+            return DaemonUnreachable(f"no permission to use {self.path}: run as root, or join the 'faas' group")
+        return DaemonUnreachable(f"lost the connection to faasd at {self.path}: {exc}")
+
+
+@dataclass(frozen=True)
+class HttpEndpoint:
+    """A daemon started with ``--listen``, reached over TCP (directly, or through a TLS proxy)."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, url: str) -> HttpEndpoint:
+        """``http://127.0.0.1:8080`` or ``https://faas.example``; raises ``ValueError`` otherwise."""
+        example = "e.g. http://127.0.0.1:8080"
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r}: give http://HOST:PORT or https://HOST[:PORT], {example}")
+        if parts.username or parts.password or parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(f"{url!r}: give only the scheme, host and port (the token goes in --token), {example}")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"{url!r}: the port must be a number from 1 to 65535, {example}") from None
+        return cls(parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80))
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    def connection(self) -> http.client.HTTPConnection:
+        if self.scheme == "https":
+            return http.client.HTTPSConnection(
+                self.host, self.port, context=ssl.create_default_context(), blocksize=UPLOAD_BLOCK_BYTES
+            )
+        return http.client.HTTPConnection(self.host, self.port, blocksize=UPLOAD_BLOCK_BYTES)
+
+    def unreachable(self, exc: Exception) -> DaemonUnreachable:
+        if isinstance(exc, ConnectionRefusedError | socket.gaierror | TimeoutError):
+            return DaemonUnreachable(
+                f"faasd is not reachable at {self}: {exc}: check --host / FAAS_HOST, "
+                "and that faasd runs with --listen on that address"
+            )
+        return DaemonUnreachable(f"lost the connection to faasd at {self}: {exc}")
+
+
 class Client:
     """One method per endpoint of the control API."""
 
-    def __init__(self, socket_path: Path = DEFAULT_SOCKET) -> None:
-        self.socket_path = socket_path
+    def __init__(self, endpoint: Endpoint | None = None, token: str | None = None) -> None:
+        self.endpoint = endpoint or UnixEndpoint()
+        self.token = token
 
-    def deploy(self, name: str, tarball: IO[bytes], tag: str | None = None, image: str | None = None) -> dict[str, Any]:
-        query = urlencode({k: v for k, v in (("tag", tag), ("image", image)) if v})
+    def deploy(
+        self,
+        name: str,
+        tarball: IO[bytes],
+        tag: str | None = None,
+        image: str | None = None,
+        limits: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Upload ``tarball`` as a new version of ``name``; ``limits`` maps a limit (memory, cpus,
+        pids, timeout, tmp_size) to its value as the user wrote it: the daemon checks it."""
+        settings = {"tag": tag, "image": image, **(limits or {})}
+        query = urlencode({k: v for k, v in settings.items() if v is not None})
         path = f"/v1/functions/{quote(name, safe='')}" + (f"?{query}" if query else "")
         return self._request("POST", path, body=tarball)
 
@@ -84,9 +178,17 @@ class Client:
     def remove(self, name: str) -> dict[str, Any]:
         return self._request("DELETE", f"/v1/functions/{quote(name, safe='')}")
 
-    def _request(self, method: str, path: str, body: IO[bytes] | None = None) -> Any:
-        conn = UnixHTTPConnection(self.socket_path)
+    def metrics(self) -> str:
+        """The daemon's metrics in Prometheus text format."""
+        return self._request("GET", "/metrics", decode=bytes.decode)
+
+    def _request(
+        self, method: str, path: str, body: IO[bytes] | None = None, decode: Callable[[bytes], Any] = json.loads
+    ) -> Any:
+        conn = self.endpoint.connection()
         headers = {"Transfer-Encoding": "chunked"} if body is not None else {}
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
         try:
             try:
                 conn.request(method, path, body=body, headers=headers, encode_chunked=body is not None)
@@ -95,17 +197,22 @@ class Client:
                 pass
             response = conn.getresponse()
             data = response.read()
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise DaemonUnreachable(
-                f"faasd is not running at {self.socket_path}: start it with 'sudo faasd', "
-                "or point --socket / FAAS_SOCKET at its socket"
-            ) from exc
-        except PermissionError as exc:
-            raise DaemonUnreachable(f"no permission to use {self.socket_path}: run as root") from exc
         except (OSError, http.client.HTTPException) as exc:
-            raise DaemonUnreachable(f"lost the connection to faasd at {self.socket_path}: {exc}") from exc
+            raise self.endpoint.unreachable(exc) from exc
         finally:
             conn.close()
+        if response.status == 401:
+            raise self._unauthorized(data)
         if response.status >= 400:
             raise error_from_response(response.status, data)
-        return json.loads(data)
+        return decode(data)
+
+    def _unauthorized(self, body: bytes) -> Unauthorized:
+        if self.token is None:
+            return Unauthorized(
+                401,
+                f"faasd at {self.endpoint} needs a token: pass --token or set FAAS_TOKEN "
+                f"(faasd keeps it in its state dir, by default {DEFAULT_TOKEN_FILE})",
+            )
+        reason = error_from_response(401, body)
+        return Unauthorized(401, f"faasd at {self.endpoint} refused the token: {reason}")

@@ -1,7 +1,7 @@
 """``faas``: deploy and inspect functions on a faasd daemon.
 
-Exit codes: 0 success, 1 the request was refused (bad input, unknown function), 2 faasd
-could not be reached.
+Exit codes: 0 success, 1 the request was refused (bad input, unknown function, missing or
+wrong token), 2 faasd could not be reached.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import IO, Any
 
 import click
 
-from faas_cli.client import DEFAULT_SOCKET, ApiError, Client, DaemonUnreachable
+from faas_cli.client import DEFAULT_SOCKET, ApiError, Client, DaemonUnreachable, HttpEndpoint, UnixEndpoint
+from faas_cli.stats import parse, render
 
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 2
@@ -33,6 +34,25 @@ class FaasGroup(click.Group):
             ctx.exit(EXIT_REFUSED)
 
 
+def parse_host(_ctx: click.Context, _param: click.Parameter, value: str | None) -> HttpEndpoint | None:
+    if not value:
+        return None
+    try:
+        return HttpEndpoint.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def parse_token(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """The token without the newline ``$(cat api.token)`` or a pasted line may bring along."""
+    if value is None:
+        return None
+    token = value.strip()
+    if not token or not token.isascii() or not token.isprintable() or " " in token:
+        raise click.BadParameter("the token is the one line in faasd's api.token: printable ASCII, no spaces")
+    return token
+
+
 @click.group(cls=FaasGroup, context_settings={"auto_envvar_prefix": "FAAS"})
 @click.option(
     "--socket",
@@ -41,19 +61,39 @@ class FaasGroup(click.Group):
     default=DEFAULT_SOCKET,
     show_default=True,
     envvar="FAAS_SOCKET",
-    help="faasd's control socket.",
+    help="faasd's control socket (used unless --host is given).",
+)
+@click.option(
+    "--host",
+    default=None,
+    callback=parse_host,
+    metavar="URL",
+    envvar="FAAS_HOST",
+    help="Reach a faasd started with --listen over TCP instead, e.g. http://127.0.0.1:8080.",
+)
+@click.option(
+    "--token",
+    default=None,
+    callback=parse_token,
+    envvar="FAAS_TOKEN",
+    help="The token for --host: the contents of api.token in faasd's state dir.",
 )
 @click.version_option(package_name="faasd")
 @click.pass_context
-def main(ctx: click.Context, socket_path: Path) -> None:
+def main(ctx: click.Context, socket_path: Path, host: HttpEndpoint | None, token: str | None) -> None:
     """Deploy and inspect functions served by faasd.
 
     \b
     Example:
       docker save hello | faas new hello
       curl http://$(faas ip hello)/
+    \b
+    Over TCP, to a faasd started with --listen 127.0.0.1:8080:
+      export FAAS_HOST=http://127.0.0.1:8080
+      export FAAS_TOKEN=$(sudo cat /var/lib/faasd/api.token)
+      faas list
     """
-    ctx.obj = Client(socket_path)
+    ctx.obj = Client(host or UnixEndpoint(socket_path), token)
 
 
 @main.command()
@@ -67,20 +107,29 @@ def main(ctx: click.Context, socket_path: Path) -> None:
     help="Image tarball to deploy.  [default: standard input]",
 )
 @click.option("--tag", default=None, help="Which image to take from an archive holding several.")
+@click.option("--memory", default=None, help="Memory per container, e.g. 128m.  [default: 256m]")
+@click.option("--cpus", default=None, help="CPUs per container, e.g. 0.5.  [default: 1]")
+@click.option("--pids", default=None, help="Processes and threads per container.  [default: 128]")
+@click.option("--timeout", default=None, help="Seconds a connection's container may run.  [default: 30]")
+@click.option("--tmp-size", default=None, help="Size of the container's /tmp (in memory), e.g. 16m.  [default: 64m]")
 @click.pass_obj
-def new(client: Client, name: str, tarball: IO[bytes] | None, tag: str | None) -> None:
+def new(client: Client, name: str, tarball: IO[bytes] | None, tag: str | None, **limits: str | None) -> None:
     """Deploy an image tarball as function NAME (again: a new version, same IP).
+
+    Limits apply to every container of this version; the ones left out take the daemon's
+    defaults (shown), not the previous version's.
 
     \b
     Example:
       docker save hello | faas new hello
-      faas new hello -f hello.tar --tag hello:2
+      faas new hello -f hello.tar --tag hello:2 --memory 64m --timeout 5
     """
     if tarball is None:
         if sys.stdin.isatty():
             raise click.UsageError("no image given: pipe one in (docker save IMAGE | faas new NAME) or use -f FILE")
         tarball = sys.stdin.buffer
-    function = client.deploy(name, tarball, tag=tag)
+    settings = {key: value for key, value in limits.items() if value is not None}
+    function = client.deploy(name, tarball, tag=tag, limits=settings)
     click.echo(f"Deployed {function['name']} at {function['ip']} (version {function['version']})")
 
 
@@ -131,3 +180,21 @@ def rm(client: Client, name: str) -> None:
     """
     removed = client.remove(name)
     click.echo(f"Removed {removed['removed']} ({removed['ip']})")
+
+
+@main.command()
+@click.option("--raw", is_flag=True, help="Print the Prometheus text as faasd serves it on /metrics.")
+@click.pass_obj
+def stats(client: Client, raw: bool) -> None:
+    """Show requests, latencies, containers and errors, as counted since faasd started.
+
+    HANDLER counts connections the function answered itself; 502, 503 and 504 those the daemon
+    answered for it. START is from accepting a connection to its handler taking it.
+
+    \b
+    Example:
+      faas stats
+      faas stats --raw | grep faasd_requests_total
+    """
+    text = client.metrics()
+    click.echo(text.rstrip("\n") if raw else "\n".join(render(parse(text))))

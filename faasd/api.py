@@ -1,41 +1,70 @@
-"""The control API: aiohttp on a unix socket. The only place errors become HTTP statuses.
+"""The control API: aiohttp on a unix socket (and optionally TCP). The only place errors become HTTP statuses.
 
-    POST   /v1/functions/{name}[?tag=T&image=I]   body: the image tarball (streamed)
+    POST   /v1/functions/{name}[?tag=T&image=I&memory=M&cpus=C&pids=P&timeout=S&tmp_size=M]
+                                                body: the image tarball (streamed)
     GET    /v1/functions
     GET    /v1/functions/{name}
     DELETE /v1/functions/{name}
     GET    /healthz
+    GET    /metrics                               Prometheus exposition
 
 and the original wire API, kept for existing clients:
 
     POST /api/new        header X-Image-Name: the function's name; body: the tarball -> the IP
     GET  /api/ip/{name}  -> the IP, as text
     GET  /api/list       -> [{"name", "ip"}]
+
+Every input is checked here before anything is read or changed: names, query parameters
+(unknown or repeated ones are refused, so a typo fails loudly), headers, the declared body
+size. On the TCP listener a bearer token is checked first of all (see ``faasd.auth``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
+import grp
 import logging
 import os
+import re
+import socket
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+import prometheus_client
+from aiohttp import hdrs, web
 
+from faasd import metrics
+from faasd.auth import bearer_token, exposure_warning, token_matches
 from faasd.config import Config
-from faasd.errors import FaasError, ImageTooLarge, InsufficientStorage, InvalidImage, InvalidRequest
+from faasd.errors import (
+    FaasError,
+    ImageTooLarge,
+    InsufficientStorage,
+    InvalidImage,
+    InvalidRequest,
+    Unauthorized,
+)
 from faasd.functions import Functions
-from faasd.registry import Function
+from faasd.limits import PARAMETERS as LIMIT_PARAMETERS
+from faasd.registry import Function, validate_name
 
 log = logging.getLogger(__name__)
 
 CONFIG = web.AppKey("config", Config)
 FUNCTIONS = web.AppKey("functions", Functions)
 UPLOAD_CHUNK_BYTES = 1 << 20
+SOCKET_MODE = 0o660
+# Members of this group may use the unix socket without sudo, like docker's "docker" group.
+SOCKET_GROUP = "faas"
+# An image reference as docker and OCI write it: [registry[:port]/]path[:tag][@digest].
+REFERENCE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}")
+DEPLOY_PARAMS = frozenset({"tag", "image", *LIMIT_PARAMETERS})
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def function_json(function: Function) -> dict[str, Any]:
@@ -48,20 +77,22 @@ def function_json(function: Function) -> dict[str, Any]:
         "digest": version.digest,
         "entrypoint": list(version.config.entrypoint),
         "cmd": list(version.config.cmd),
+        "limits": dataclasses.asdict(version.limits),
         "created": function.created,
         "updated": version.created,
     }
 
 
 @web.middleware
-async def errors_as_json(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure leaves as ``{"error": message}`` with the status its class declares."""
     try:
         return await handler(request)
     except FaasError as exc:
-        return web.json_response({"error": exc.message}, status=exc.status)
+        metrics.ERRORS.labels(type(exc).__name__).inc()
+        # RFC 6750 section 3: a 401 names the scheme the client should use.
+        headers = {hdrs.WWW_AUTHENTICATE: 'Bearer realm="faasd"'} if isinstance(exc, Unauthorized) else None
+        return web.json_response({"error": exc.message}, status=exc.status, headers=headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -71,9 +102,74 @@ async def errors_as_json(
         return web.json_response({"error": "internal error: see the faasd log"}, status=500)
 
 
+def require_token(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Middleware of the TCP listener: no handler runs, no body is read, without the token."""
+
+    @web.middleware
+    async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        values = request.headers.getall(hdrs.AUTHORIZATION, [])
+        presented = bearer_token(values[0]) if len(values) == 1 else None
+        if presented is not None and token_matches(token, presented):
+            return await handler(request)
+        reason = "missing_token" if presented is None else "wrong_token"
+        log.warning("api refused reason=%s peer=%s method=%s", reason, request.remote, request.method)
+        if presented is None:
+            raise Unauthorized(
+                "this address needs a token: send 'Authorization: Bearer TOKEN' (faas --token or FAAS_TOKEN); "
+                "faasd keeps it in api.token in its state dir"
+            )
+        raise Unauthorized("the token does not match the one in api.token in faasd's state dir")
+
+    return check_token
+
+
+def shown(value: str, limit: int = 64) -> str:
+    """``value`` quoted for an error message, cut short so a huge input does not come back whole."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+def query_params(request: web.Request, allowed: frozenset[str] = frozenset()) -> dict[str, str]:
+    """The query string as a dict, refusing parameters the route does not take or that repeat."""
+    for key in request.query:
+        if key not in allowed:
+            takes = ", ".join(sorted(allowed)) or "no parameters"
+            raise InvalidRequest(f"unknown query parameter {shown(key)}: {request.path} takes {takes}")
+        if len(request.query.getall(key)) > 1:
+            raise InvalidRequest(f"the query parameter {key!r} is given more than once: give it once")
+    return dict(request.query)
+
+
+def image_reference(params: dict[str, str], key: str) -> str | None:
+    """The image reference in ``params[key]`` (None when absent), checked like docker checks one."""
+    value = params.get(key)
+    if value is not None and not REFERENCE_PATTERN.fullmatch(value):
+        raise InvalidRequest(
+            f"invalid {key} {shown(value)}: use 1-255 letters, digits and . _ - / : @ "
+            "starting with a letter or digit, e.g. hello:2 or registry.example:5000/team/hello:2"
+        )
+    return value
+
+
+def function_name(request: web.Request) -> str:
+    """The ``{name}`` of the route, refused with a 400 before anything else happens."""
+    return validate_name(request.match_info["name"])
+
+
+def single_header(request: web.Request, name: str) -> str | None:
+    """The value of a header that must appear at most once."""
+    values = request.headers.getall(name, [])
+    if len(values) > 1:
+        raise InvalidRequest(f"the {name} header is given {len(values)} times: give it once")
+    return values[0] if values else None
+
+
 async def receive_upload(request: web.Request) -> Path:
     """Stream the request body to a file under the state dir; memory stays flat."""
     config = request.app[CONFIG]
+    if request.content_length is not None and request.content_length > config.max_upload_bytes:
+        raise ImageTooLarge(
+            f"the upload declares {request.content_length} bytes, over the {config.max_upload_bytes} byte limit"
+        )
     fd, name = tempfile.mkstemp(dir=config.uploads_dir, suffix=".tar")
     path = Path(name)
     size = 0
@@ -95,56 +191,76 @@ async def receive_upload(request: web.Request) -> Path:
         raise
 
 
-async def deploy(request: web.Request, name: str) -> Function:
-    tag = request.query.get("tag") or None
-    image = request.query.get("image") or tag or name
+async def deploy(request: web.Request, name: str, params: dict[str, str]) -> Function:
+    """Import the request body as the next version of ``name`` (already checked by the caller)."""
+    tag = image_reference(params, "tag")
+    image = image_reference(params, "image") or tag or name
+    limits = request.app[CONFIG].limits.with_overrides(params)
     upload = await receive_upload(request)
     try:
-        return await request.app[FUNCTIONS].deploy(name, upload, image=image, tag=tag)
+        return await request.app[FUNCTIONS].deploy(name, upload, image=image, tag=tag, limits=limits)
     finally:
         upload.unlink(missing_ok=True)
 
 
 async def post_function(request: web.Request) -> web.Response:
-    function = await deploy(request, request.match_info["name"])
+    name = function_name(request)
+    function = await deploy(request, name, query_params(request, DEPLOY_PARAMS))
     return web.json_response(function_json(function), status=201)
 
 
 async def list_functions(request: web.Request) -> web.Response:
+    query_params(request)
     return web.json_response({"functions": [function_json(f) for f in request.app[FUNCTIONS].list()]})
 
 
 async def get_function(request: web.Request) -> web.Response:
-    return web.json_response(function_json(request.app[FUNCTIONS].get(request.match_info["name"])))
+    name = function_name(request)
+    query_params(request)
+    return web.json_response(function_json(request.app[FUNCTIONS].get(name)))
 
 
 async def delete_function(request: web.Request) -> web.Response:
-    function = await request.app[FUNCTIONS].remove(request.match_info["name"])
+    name = function_name(request)
+    query_params(request)
+    function = await request.app[FUNCTIONS].remove(name)
     return web.json_response({"removed": function.name, "ip": str(function.ip)})
 
 
+async def get_metrics(request: web.Request) -> web.Response:
+    query_params(request)
+    body = await asyncio.to_thread(prometheus_client.generate_latest)
+    return web.Response(body=body, headers={hdrs.CONTENT_TYPE: prometheus_client.CONTENT_TYPE_LATEST})
+
+
 async def healthz(request: web.Request) -> web.Response:
+    query_params(request)
     return web.json_response({"status": "ok", "functions": len(request.app[FUNCTIONS].list())})
 
 
 async def legacy_new(request: web.Request) -> web.Response:
-    name = request.headers.get("X-Image-Name")
+    name = single_header(request, "X-Image-Name")
     if not name:
         raise InvalidRequest("the X-Image-Name header is missing: it names the function")
-    function = await deploy(request, name)
+    function = await deploy(request, validate_name(name), query_params(request))
     return web.Response(text=f"{function.ip}\n", status=201)
 
 
 async def legacy_ip(request: web.Request) -> web.Response:
-    return web.Response(text=f"{request.app[FUNCTIONS].get(request.match_info['name']).ip}\n")
+    name = function_name(request)
+    query_params(request)
+    return web.Response(text=f"{request.app[FUNCTIONS].get(name).ip}\n")
 
 
 async def legacy_list(request: web.Request) -> web.Response:
+    query_params(request)
     return web.json_response([{"name": f.name, "ip": str(f.ip)} for f in request.app[FUNCTIONS].list()])
 
 
-def make_app(config: Config, functions: Functions) -> web.Application:
-    app = web.Application(middlewares=[errors_as_json])
+def make_app(config: Config, functions: Functions, token: str | None = None) -> web.Application:
+    """The API; with ``token``, every request must carry it (the TCP listener's app)."""
+    middlewares = [errors_as_json] if token is None else [errors_as_json, require_token(token)]
+    app = web.Application(middlewares=middlewares)
     app[CONFIG] = config
     app[FUNCTIONS] = functions
     app.add_routes(
@@ -154,6 +270,7 @@ def make_app(config: Config, functions: Functions) -> web.Application:
             web.get("/v1/functions/{name}", get_function),
             web.delete("/v1/functions/{name}", delete_function),
             web.get("/healthz", healthz),
+            web.get("/metrics", get_metrics),
             web.post("/api/new", legacy_new),
             web.get("/api/ip/{name}", legacy_ip),
             web.get("/api/list", legacy_list),
@@ -162,17 +279,70 @@ def make_app(config: Config, functions: Functions) -> web.Application:
     return app
 
 
-@contextlib.asynccontextmanager
-async def serve_api(config: Config, functions: Functions) -> AsyncIterator[None]:
-    """Serve the API on the unix socket for the duration of the ``async with``."""
-    runner = web.AppRunner(make_app(config, functions), access_log=None)
-    await runner.setup()
-    config.socket_path.unlink(missing_ok=True)
-    site = web.UnixSite(runner, str(config.socket_path))
-    await site.start()
-    os.chmod(config.socket_path, 0o660)
+def socket_gid(group: str = SOCKET_GROUP) -> int:
+    """The gid the control socket gets: ``group``'s when it exists, else root's."""
     try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        return 0
+
+
+def bind_unix_socket(path: Path, gid: int) -> socket.socket:
+    """A socket bound at ``path`` with mode 0660 and group ``gid``.
+
+    It is bound under a temp name and renamed into place once its mode is set, so it never
+    shows at ``path`` with the looser mode the umask gives, not even for a moment.
+    """
+    temp = path.with_name(f".{path.name}.{os.getpid()}")
+    temp.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(temp))
+        os.chown(temp, -1, gid)
+        os.chmod(temp, SOCKET_MODE)
+        os.replace(temp, path)
+    except BaseException:
+        sock.close()
+        temp.unlink(missing_ok=True)
+        raise
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def running(app: web.Application, make_site: Callable[[web.AppRunner], web.BaseSite]) -> AsyncIterator[None]:
+    """Serve ``app`` on the site ``make_site`` builds, for the duration of the ``async with``."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await make_site(runner).start()
         yield
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def serve_api(config: Config, functions: Functions, token: str | None) -> AsyncIterator[None]:
+    """Serve the API on the unix socket, and on TCP with ``token`` when ``config.listen`` is set.
+
+    Two apps, not one app that asks each request where it came from: the TCP app cannot
+    be reached without its token middleware, whatever the transport reports.
+    """
+    if config.listen is not None and token is None:
+        raise ValueError("the TCP listener is never served without a token")
+    gid = socket_gid()
+    sock = bind_unix_socket(config.socket_path, gid)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            unix_site = functools.partial(web.SockSite, sock=sock)
+            await stack.enter_async_context(running(make_app(config, functions), unix_site))
+            log.info("api listening socket=%s mode=%04o gid=%d", config.socket_path, SOCKET_MODE, gid)
+            if (address := config.listen) is not None:
+                tcp_site = functools.partial(web.TCPSite, host=str(address.host), port=address.port)
+                await stack.enter_async_context(running(make_app(config, functions, token), tcp_site))
+                log.info("api listening tcp=%s token_file=%s", address, config.token_path)
+                if warning := exposure_warning(address):
+                    log.warning("%s", warning)
+            yield
+    finally:
+        sock.close()
         config.socket_path.unlink(missing_ok=True)

@@ -6,16 +6,37 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from faasd.admission import AdmissionLimits
+from faasd.limits import Limits
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
 
 @dataclass(frozen=True)
-class Limits:
-    """Resource limits of one container; the defaults apply to every function for now."""
+class TcpAddress:
+    """Where the control API also listens over TCP (``--listen HOST:PORT``)."""
 
-    memory_bytes: int = 256 * 1024 * 1024
-    cpus: float = 1.0
-    pids: int = 128
-    timeout_seconds: float = 30.0
-    tmp_bytes: int = 64 * 1024 * 1024
+    host: IPAddress
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> TcpAddress:
+        """``127.0.0.1:8080`` or ``[::1]:8080``; raises ``ValueError`` with the accepted forms."""
+        host, sep, port = text.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        elif ":" in host:
+            raise ValueError(f"{text!r}: write an IPv6 address in brackets, e.g. [::1]:8080")
+        if not sep or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+            raise ValueError(f"{text!r}: give HOST:PORT with a port from 1 to 65535, e.g. 127.0.0.1:8080")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{text!r}: the host must be an IP address, e.g. 127.0.0.1:8080") from None
+        return cls(address, int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if self.host.version == 6 else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -28,12 +49,18 @@ class Config:
     ip_range: ipaddress.IPv4Network = ipaddress.IPv4Network("127.10.0.0/16")
     runc_binary: str = "runc"
     port: int = 80
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = field(default_factory=Limits)  # for functions deployed without their own
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits.derive)
+    gateway: TcpAddress | None = None  # one port for every function, routed by Host header
+    gateway_domain: str = "localhost"  # NAME.<domain> reaches function NAME through the gateway
+    # Containers run in a user namespace: their ids 0-65535 are these host ids and up.
+    userns_base: int = 2_000_000_000
     start_timeout_seconds: float = 10.0
     drain_seconds: float = 10.0
     max_upload_bytes: int = 4 * 1024**3
     max_image_bytes: int = 8 * 1024**3
     keep_versions: int = 3
+    listen: TcpAddress | None = None
 
     @property
     def database_path(self) -> Path:
@@ -47,6 +74,11 @@ class Config:
     def uploads_dir(self) -> Path:
         """Uploads land here, on the same filesystem as the images, so a full disk shows early."""
         return self.state_dir / "uploads"
+
+    @property
+    def token_path(self) -> Path:
+        """The bearer token the TCP listener asks for; readable by root only."""
+        return self.state_dir / "api.token"
 
     @property
     def lock_path(self) -> Path:

@@ -7,19 +7,26 @@ import contextlib
 import fcntl
 import logging
 import os
+import resource
 import shutil
 import signal
+import stat
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO
 
+from faasd import metrics
+from faasd.admission import Admission
 from faasd.api import serve_api
+from faasd.auth import TokenFileError, load_or_create_token
 from faasd.config import Config
 from faasd.dispatch import Dispatcher
-from faasd.errors import RuncError
+from faasd.errors import FaasError, RuncError
 from faasd.functions import Functions
+from faasd.gateway import Gateway
 from faasd.images.store import ImageStore
 from faasd.images.unpack import UnpackLimits
-from faasd.network import Aliases
+from faasd.network import Aliases, open_listener
 from faasd.registry import Registry
 from faasd.sandbox.runc import Runc
 
@@ -51,6 +58,24 @@ def check_prerequisites(config: Config) -> None:
             f"--run-dir {config.run_dir} is too long for unix socket paths: "
             f"use one of at most {MAX_RUN_DIR_CHARS} characters"
         )
+    for directory in (config.state_dir, config.run_dir):
+        closed = first_closed_ancestor(directory)
+        if closed is not None:
+            raise StartupError(
+                f"{closed} is not searchable by other users (mode {closed.stat().st_mode & 0o7777:o}), "
+                f"but containers run as unprivileged host uids ({config.userns_base} and up) and must reach "
+                f"their rootfs and control socket under {directory}: chmod o+x {closed}, or choose another place"
+            )
+
+
+def first_closed_ancestor(path: Path) -> Path | None:
+    """The first existing directory on the way to ``path`` that others may not search, if any."""
+    for directory in reversed([path, *path.parents]):
+        if not directory.exists():
+            return None
+        if not directory.stat().st_mode & stat.S_IXOTH:
+            return directory
+    return None
 
 
 @contextlib.contextmanager
@@ -93,6 +118,40 @@ async def remove_leftovers(config: Config, runc: Runc, registry: Registry, store
         log.info("removed leftover rootfs path=%s", path)
 
 
+def api_token(config: Config) -> str | None:
+    """The TCP listener's token, made on its first start; None when there is no TCP listener."""
+    if config.listen is None:
+        return None
+    try:
+        return load_or_create_token(config.token_path)
+    except TokenFileError as exc:
+        raise StartupError(str(exc)) from exc
+
+
+async def open_api(stack: contextlib.AsyncExitStack, config: Config, functions: Functions) -> None:
+    """Serve the control API until ``stack`` closes; an address that cannot be bound stops the start."""
+    token = api_token(config)
+    try:
+        await stack.enter_async_context(serve_api(config, functions, token))
+    except OSError as exc:
+        raise StartupError(
+            f"cannot serve the control API: {exc}: free the address or change --socket / --listen"
+        ) from exc
+
+
+async def open_gateway(stack: contextlib.AsyncExitStack, config: Config, functions: Functions) -> None:
+    """Serve the gateway (when asked for) until ``stack`` closes."""
+    if config.gateway is None:
+        return
+    try:
+        sock = open_listener(config.gateway.host, config.gateway.port)
+    except FaasError as exc:
+        raise StartupError(f"cannot serve the gateway: {exc.message}: free the address or change --gateway") from exc
+    if not config.gateway.host.is_loopback:
+        log.warning("gateway on %s, beyond this host: every function is reachable from the network", config.gateway)
+    stack.push_async_callback(Gateway(sock, config.gateway_domain, functions.route).close)
+
+
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT; a second signal skips the drain."""
     runc = Runc(config.runc_binary, config.runc_root)
@@ -106,7 +165,11 @@ async def serve(config: Config) -> None:
         await remove_leftovers(config, runc, registry, store, aliases)
         config.bundles_dir.mkdir(mode=0o711, exist_ok=True)
         config.uploads_dir.mkdir(mode=0o700, exist_ok=True)
-        functions = Functions(config, registry, store, aliases, Dispatcher(config, runc, store))
+        admission = Admission(config.admission)
+        functions = Functions(config, registry, store, aliases, Dispatcher(config, runc, store), admission)
+        metrics.CONTAINERS.set_function(lambda: admission.running)
+        metrics.QUEUED.set_function(lambda: admission.queued)
+        metrics.FUNCTIONS.set_function(lambda: len(functions.list()))
         await functions.restore()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -121,10 +184,14 @@ async def serve(config: Config) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
         try:
-            async with serve_api(config, functions):
+            async with contextlib.AsyncExitStack() as stack:
+                await open_api(stack, config, functions)
+                await open_gateway(stack, config, functions)
                 log.info(
-                    "ready socket=%s ip_range=%s functions=%d",
+                    "ready socket=%s tcp=%s gateway=%s ip_range=%s functions=%d",
                     config.socket_path,
+                    config.listen or "off",
+                    config.gateway or "off",
                     config.ip_range,
                     len(functions.list()),
                 )
@@ -137,11 +204,18 @@ async def serve(config: Config) -> None:
     log.info("stopped")
 
 
+def raise_fd_limit() -> None:
+    """Every waiting connection holds an fd: take the hard limit, not the 1024 of a login shell."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def run(config: Config) -> int:
     """Start the daemon and return its exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         check_prerequisites(config)
+        raise_fd_limit()
         with state_lock(config):
             asyncio.run(serve(config))
     except StartupError as exc:

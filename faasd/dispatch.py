@@ -1,7 +1,9 @@
 """One connection's life: a fresh container, the handoff, the deadline, the clean-up.
 
 The daemon touches the client's bytes only when the handler could not: if the container
-dies or never connects to ``/control.sock`` before the handoff, the client gets a 502.
+dies or never connects to ``/control.sock``, or exits without writing a byte, the client
+gets a 502; if the deadline comes before the handler wrote anything, a 504. Whether it
+wrote is read from the socket's own counters (``tcpinfo``), never guessed.
 """
 
 from __future__ import annotations
@@ -16,15 +18,19 @@ import time
 import uuid
 from dataclasses import dataclass
 from enum import Enum
+from http import HTTPStatus
 from typing import IO
 
+from faasd import metrics
 from faasd.config import Config
 from faasd.errors import RuncError, RuntimeFailure
 from faasd.handoff import ControlSocket, encode_metadata
 from faasd.images.store import ImageStore
 from faasd.registry import Version
+from faasd.replies import send_error
 from faasd.sandbox.runc import Runc
 from faasd.sandbox.spec import Container, build_spec
+from faasd.tcpinfo import bytes_written
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +41,30 @@ KILL_GRACE_SECONDS = 5.0
 class Outcome(Enum):
     """How a connection ended, from the daemon's point of view."""
 
-    SERVED = "served"  # the handler took the connection and exited on its own
+    SERVED = "served"  # the handler answered and exited on its own
     START_FAILED = "start_failed"  # the container exited before taking the connection
     START_TIMEOUT = "start_timeout"  # the handler never connected to /control.sock
-    DEADLINE = "deadline"  # the handler still ran at the deadline and was killed
+    NO_ANSWER = "no_answer"  # the handler took the connection and exited without writing a byte
+    DEADLINE = "deadline"  # killed at the deadline, after it had started answering
+    DEADLINE_SILENT = "deadline_silent"  # killed at the deadline without having written a byte
 
 
-def error_response(status: int, reason: str, message: str) -> bytes:
-    """A complete HTTP/1.1 answer the daemon sends when the handler could not."""
-    body = json.dumps({"error": message}).encode() + b"\n"
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode() + body
+# What the client is told when the handler could not answer it.
+REPLIES = {
+    Outcome.START_FAILED: (HTTPStatus.BAD_GATEWAY, "the function's container exited before taking the connection"),
+    Outcome.START_TIMEOUT: (HTTPStatus.BAD_GATEWAY, "the function's handler did not connect to /control.sock in time"),
+    Outcome.NO_ANSWER: (HTTPStatus.BAD_GATEWAY, "the function's handler exited without answering"),
+    Outcome.DEADLINE_SILENT: (HTTPStatus.GATEWAY_TIMEOUT, "the function did not answer before its deadline"),
+}
+
+
+def count(function: str, outcome: Outcome, seconds: float) -> None:
+    """Record a finished connection in the metrics, by the status its client saw."""
+    reply = REPLIES.get(outcome)
+    metrics.REQUESTS.labels(function, str(reply[0].value) if reply else "handler").inc()
+    metrics.REQUEST_DURATION.labels(function).observe(seconds)
+    if outcome is not Outcome.SERVED:
+        metrics.ERRORS.labels(outcome.value).inc()
 
 
 @dataclass(frozen=True)
@@ -65,11 +81,12 @@ class Dispatcher:
         container_id = f"{version.function}-{request_id}"
         # Named by the request id alone: the control socket's path must fit sun_path (108 bytes).
         bundle = self.config.bundles_dir / request_id
-        limits = self.config.limits
+        limits = version.limits
         started = time.monotonic()
         proc: asyncio.subprocess.Process | None = None
-        bundle.mkdir(mode=0o700)
-        control = ControlSocket(bundle / "control.sock")
+        bundle.mkdir(mode=0o711)  # the container's root (an unprivileged host uid) binds the control socket
+        base = self.config.userns_base
+        control = ControlSocket(bundle / "control.sock", owner=(base + version.uid, base + version.gid))
         try:
             container = Container(
                 id=container_id,
@@ -77,7 +94,7 @@ class Dispatcher:
                 control_socket=control.path,
                 hostname=version.function,
             )
-            spec = build_spec(version.config, version.uid, version.gid, limits, container)
+            spec = build_spec(version.config, version.uid, version.gid, limits, container, base)
             # A few KiB onto the run dir's tmpfs: cheaper inline than a thread hop.
             (bundle / "config.json").write_text(json.dumps(spec))
             payload = encode_metadata(
@@ -93,16 +110,18 @@ class Dispatcher:
                 proc = await self.runc.run(container_id, bundle, output)
             except RuntimeFailure as exc:
                 log.error("runc failed function=%s id=%s error=%s", version.function, request_id, exc)
-                await self._answer(client, "the function's container could not be started")
                 outcome = Outcome.START_FAILED
             else:
-                outcome = await self._supervise(container_id, proc, control, client, payload, started)
+                outcome = await self._supervise(version, container_id, proc, control, client, payload, started)
+            if outcome in REPLIES:
+                await send_error(client, *REPLIES[outcome])
         finally:
             control.close()
             client.close()
             if proc is not None and proc.returncode is None:
                 await self._kill(container_id, proc)
             shutil.rmtree(bundle, ignore_errors=True)
+        count(version.function, outcome, time.monotonic() - started)
         log.info(
             "connection function=%s version=%s id=%s peer=%s:%s outcome=%s exit=%s duration_ms=%.1f",
             version.function,
@@ -118,6 +137,7 @@ class Dispatcher:
 
     async def _supervise(
         self,
+        version: Version,
         container_id: str,
         proc: asyncio.subprocess.Process,
         control: ControlSocket,
@@ -125,6 +145,7 @@ class Dispatcher:
         payload: bytes,
         started: float,
     ) -> Outcome:
+        """Hand ``client`` over and wait for the container to end; say how it ended."""
         handover = asyncio.ensure_future(control.hand_over(client, payload))
         exited = asyncio.ensure_future(proc.wait())
         try:
@@ -134,28 +155,21 @@ class Dispatcher:
                 return_when=asyncio.FIRST_COMPLETED,
             )
             if handover in done and handover.exception() is None:
-                remaining = started + self.config.limits.timeout_seconds - time.monotonic()
+                metrics.CONTAINER_START.labels(version.function).observe(time.monotonic() - started)
+                remaining = started + version.limits.timeout_seconds - time.monotonic()
                 try:
                     await asyncio.wait_for(asyncio.shield(exited), max(remaining, 0))
-                    return Outcome.SERVED
                 except TimeoutError:
                     await self._kill(container_id, proc)
-                    return Outcome.DEADLINE
+                    return Outcome.DEADLINE if bytes_written(client) != 0 else Outcome.DEADLINE_SILENT
+                return Outcome.SERVED if bytes_written(client) != 0 else Outcome.NO_ANSWER
             if exited in done:
-                await self._answer(client, "the function's container exited before taking the connection")
                 return Outcome.START_FAILED
             await self._kill(container_id, proc)
-            await self._answer(client, "the function's handler did not connect to /control.sock in time")
             return Outcome.START_TIMEOUT
         finally:
             handover.cancel()
             exited.cancel()
-
-    async def _answer(self, client: socket.socket, message: str) -> None:
-        """Tell the client the handler could not serve it; a vanished client is no error."""
-        loop = asyncio.get_running_loop()
-        with contextlib.suppress(OSError, TimeoutError):
-            await asyncio.wait_for(loop.sock_sendall(client, error_response(502, "Bad Gateway", message)), 1.0)
 
     async def _kill(self, container_id: str, proc: asyncio.subprocess.Process) -> None:
         """Kill the container and wait for ``runc run`` to exit; force-delete if it will not."""

@@ -8,6 +8,7 @@ answers with and a message that says what to do. Errors are raised deep, chained
     ├── InvalidRequest (400)         bad name, bad header, bad query value
     │   └── InvalidImage (400)       the archive is not a usable image
     │       └── UnsafeArchive (400)  the archive tries to escape its rootfs
+    ├── Unauthorized (401)           the TCP API was called without the right bearer token
     ├── NotFound (404)               no function by that name
     ├── Conflict (409)               the operation collides with current state
     ├── ImageTooLarge (413)          the upload or its unpacked size is over the limit
@@ -45,6 +46,12 @@ class InvalidImage(InvalidRequest):
 
 class UnsafeArchive(InvalidImage):
     """Raised when an archive entry would land outside the rootfs or write through a link."""
+
+
+class Unauthorized(FaasError):
+    """Raised when a request on the TCP listener lacks the bearer token or carries a wrong one."""
+
+    status = 401
 
 
 class NotFound(FaasError):

@@ -12,15 +12,20 @@ import contextlib
 import logging
 import socket
 from collections import Counter, defaultdict
+from http import HTTPStatus
 from pathlib import Path
 from typing import IO
 
+from faasd import metrics
+from faasd.admission import Admission, Overloaded
 from faasd.config import Config
 from faasd.dispatch import Dispatcher
-from faasd.errors import FaasError
+from faasd.errors import FaasError, NotFound
 from faasd.images.store import ImageStore
+from faasd.limits import Limits
 from faasd.network import Aliases, open_listener
 from faasd.registry import Function, Registry, Version, validate_name
+from faasd.replies import send_error
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +40,19 @@ class Listener:
     """
 
     def __init__(
-        self, function: Function, sock: socket.socket, dispatcher: Dispatcher, store: ImageStore, output: IO[bytes]
+        self,
+        function: Function,
+        sock: socket.socket,
+        dispatcher: Dispatcher,
+        admission: Admission,
+        store: ImageStore,
+        output: IO[bytes],
     ) -> None:
         self.ip = function.ip
         self.version = function.current
         self._sock = sock
         self._dispatcher = dispatcher
+        self._admission = admission
         self._store = store
         self._output = output
         self._inflight: set[asyncio.Task[None]] = set()
@@ -58,24 +70,38 @@ class Listener:
                 log.warning("accept failed function=%s error=%s", self.version.function, exc)
                 await asyncio.sleep(0.1)
                 continue
-            # Counted here, not in the task: a redeploy may retire the version before the task runs.
-            self._running[self.version.number] += 1
-            task = asyncio.create_task(self._serve(self.version, client, peer))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+            self.adopt(client, peer)
+
+    def adopt(self, client: socket.socket, peer: tuple[str, int]) -> None:
+        """Serve ``client``, accepted here or by the gateway, with the current version."""
+        # Counted here, not in the task: a redeploy may retire the version before the task runs.
+        self._running[self.version.number] += 1
+        task = asyncio.create_task(self._serve(self.version, client, peer))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     async def _serve(self, version: Version, client: socket.socket, peer: tuple[str, int]) -> None:
         try:
-            with client:
-                await self._dispatcher.serve(version, client, peer, self._output)
-        except Exception:
-            log.exception("connection failed function=%s version=%s", version.function, version.number)
+            await self._admit_and_dispatch(version, client, peer)
         finally:
             self._running[version.number] -= 1
             if not self._running[version.number]:
                 del self._running[version.number]
                 if version.number in self._retired:
                     await self.retire([version.number])
+
+    async def _admit_and_dispatch(self, version: Version, client: socket.socket, peer: tuple[str, int]) -> None:
+        with client:
+            try:
+                async with self._admission.slot(version.function):
+                    await self._dispatcher.serve(version, client, peer, self._output)
+            except Overloaded as exc:
+                log.warning("refused function=%s peer=%s:%s reason=%s", version.function, *peer, exc.reason)
+                metrics.REQUESTS.labels(version.function, str(HTTPStatus.SERVICE_UNAVAILABLE.value)).inc()
+                metrics.ERRORS.labels("overloaded").inc()
+                await send_error(client, HTTPStatus.SERVICE_UNAVAILABLE, exc.reason, retry_after=exc.retry_after)
+            except Exception:
+                log.exception("connection failed function=%s version=%s", version.function, version.number)
 
     async def retire(self, numbers: list[int]) -> None:
         """Remove the rootfs of versions no longer registered, each once nothing runs on it."""
@@ -106,9 +132,16 @@ class Functions:
     """Deploys, removes and restores functions; serialises changes to the same name."""
 
     def __init__(
-        self, config: Config, registry: Registry, store: ImageStore, aliases: Aliases, dispatcher: Dispatcher
+        self,
+        config: Config,
+        registry: Registry,
+        store: ImageStore,
+        aliases: Aliases,
+        dispatcher: Dispatcher,
+        admission: Admission,
     ) -> None:
         self._config = config
+        self._admission = admission
         self._registry = registry
         self._store = store
         self._aliases = aliases
@@ -122,6 +155,13 @@ class Functions:
     def get(self, name: str) -> Function:
         return self._registry.get(validate_name(name))
 
+    def route(self, name: str, client: socket.socket, peer: tuple[str, int]) -> None:
+        """Give ``client`` to function ``name``'s listener, as if it had accepted it."""
+        listener = self._listeners.get(name)
+        if listener is None:
+            raise NotFound(f"no function named {name!r}")
+        listener.adopt(client, peer)
+
     async def restore(self) -> None:
         """Bring back the address and listener of every registered function (at start-up)."""
         for function in self._registry.list():
@@ -133,12 +173,15 @@ class Functions:
                 continue
             log.info("restored function=%s version=%s ip=%s", function.name, function.current.number, function.ip)
 
-    async def deploy(self, name: str, archive: Path, image: str, tag: str | None) -> Function:
-        """Import ``archive`` as a new version of ``name`` and switch new connections to it."""
+    async def deploy(self, name: str, archive: Path, image: str, tag: str | None, limits: Limits) -> Function:
+        """Import ``archive`` as a new version of ``name``, whose containers get ``limits``,
+        and switch new connections to it."""
         validate_name(name)
         async with self._locks[name]:
             number = self._registry.next_version(name)
-            imported = await asyncio.to_thread(self._store.import_image, archive, name, number, tag)
+            metrics.IMPORT_BYTES.inc(archive.stat().st_size)
+            with metrics.IMPORT_DURATION.time():
+                imported = await asyncio.to_thread(self._store.import_image, archive, name, number, tag)
             try:
                 function = await asyncio.to_thread(
                     self._registry.add_version,
@@ -149,6 +192,7 @@ class Functions:
                     imported.config,
                     imported.uid,
                     imported.gid,
+                    limits,
                 )
             except BaseException:
                 await asyncio.to_thread(self._store.remove_version, name, number)
@@ -198,7 +242,9 @@ class Functions:
             raise
         self._config.logs_dir.mkdir(parents=True, exist_ok=True)
         output = open(self._config.logs_dir / f"{function.name}.log", "ab", buffering=0)
-        self._listeners[function.name] = Listener(function, sock, self._dispatcher, self._store, output)
+        self._listeners[function.name] = Listener(
+            function, sock, self._dispatcher, self._admission, self._store, output
+        )
 
     async def _prune(self, name: str) -> None:
         """Keep the newest ``keep_versions`` versions of ``name``; retire the older ones."""

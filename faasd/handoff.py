@@ -39,13 +39,15 @@ def decode_metadata(payload: bytes) -> dict[str, Any]:
 class ControlSocket:
     """The listening end of one container's ``/control.sock``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, owner: tuple[int, int]) -> None:
+        """Listen at ``path``; only the host ``(uid, gid)`` the handler runs as may connect."""
         self.path = path
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._sock.bind(str(path))
-            # The handler may run as any uid; connect(2) needs write permission on the socket.
-            os.chmod(path, 0o666)
+            # connect(2) needs write permission on the socket: the handler's user alone has it.
+            os.chown(path, *owner)
+            os.chmod(path, 0o600)
             self._sock.listen(1)
         except OSError:
             self._sock.close()

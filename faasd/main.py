@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import sys
 from pathlib import Path
 
 import click
 
 from faasd import daemon
-from faasd.config import Config, Limits
+from faasd.admission import CONTAINERS_PER_CPU, DEFAULT_QUEUE_TIMEOUT, QUEUE_PER_SLOT, AdmissionLimits
+from faasd.config import Config, TcpAddress
+from faasd.limits import Limits
+
+DOMAIN_PATTERN = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
 
 def parse_range(_ctx: click.Context, _param: click.Parameter, value: str) -> ipaddress.IPv4Network:
@@ -22,6 +27,22 @@ def parse_range(_ctx: click.Context, _param: click.Parameter, value: str) -> ipa
     if network.num_addresses < 4:
         raise click.BadParameter("the range is too small: use a /30 or larger")
     return network
+
+
+def parse_address(_ctx: click.Context, _param: click.Parameter, value: str | None) -> TcpAddress | None:
+    if not value:
+        return None
+    try:
+        return TcpAddress.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def parse_domain(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    domain = value.lower().strip(".")
+    if not DOMAIN_PATTERN.fullmatch(domain):
+        raise click.BadParameter(f"{value!r} is not a domain name (letters, digits, '-' and dots), e.g. fn.example.org")
+    return domain
 
 
 @click.command(context_settings={"auto_envvar_prefix": "FAASD", "show_default": True})
@@ -62,6 +83,51 @@ def parse_range(_ctx: click.Context, _param: click.Parameter, value: str) -> ipa
     type=click.FloatRange(min=0),
     help="Seconds running connections may take to finish after SIGTERM before they are ended.",
 )
+@click.option(
+    "--max-containers",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"Containers running at once, all functions together.  [default: {CONTAINERS_PER_CPU} per CPU]",
+)
+@click.option(
+    "--max-containers-per-function",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Containers one function may run at once.  [default: --max-containers]",
+)
+@click.option(
+    "--queue",
+    "queue_size",
+    type=click.IntRange(min=0),
+    default=None,
+    help=f"Connections that may wait for a slot; more get 503.  [default: {QUEUE_PER_SLOT} x --max-containers]",
+)
+@click.option(
+    "--queue-timeout",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_QUEUE_TIMEOUT,
+    help="Seconds a connection may wait for a slot before it gets 503.",
+)
+@click.option(
+    "--listen",
+    default=None,
+    callback=parse_address,
+    metavar="HOST:PORT",
+    help="Also serve the control API on TCP, for clients with the token in STATE_DIR/api.token.  [default: off]",
+)
+@click.option(
+    "--gateway",
+    default=None,
+    callback=parse_address,
+    metavar="HOST:PORT",
+    help="Also serve every function on this one address, routed by the Host header.  [default: off]",
+)
+@click.option(
+    "--gateway-domain",
+    default=Config.gateway_domain,
+    callback=parse_domain,
+    help="Through the gateway, NAME.DOMAIN (or just NAME) reaches function NAME.",
+)
 @click.version_option(package_name="faasd")
 def main(
     state_dir: Path,
@@ -73,12 +139,21 @@ def main(
     timeout: float,
     start_timeout: float,
     drain_timeout: float,
+    max_containers: int | None,
+    max_containers_per_function: int | None,
+    queue_size: int | None,
+    queue_timeout: float,
+    listen: TcpAddress | None,
+    gateway: TcpAddress | None,
+    gateway_domain: str,
 ) -> None:
     """Run every TCP connection to a function in a fresh runc container.
 
     \b
     Example:
       sudo faasd --state-dir /var/lib/faasd --ip-range 127.10.0.0/16
+      sudo faasd --listen 127.0.0.1:8080
+      faas --host http://127.0.0.1:8080 --token "$(sudo cat /var/lib/faasd/api.token)" list
     Every option can also be set as FAASD_<OPTION>, e.g. FAASD_STATE_DIR.
     """
     config = Config(
@@ -91,5 +166,9 @@ def main(
         limits=Limits(timeout_seconds=timeout),
         start_timeout_seconds=start_timeout,
         drain_seconds=drain_timeout,
+        admission=AdmissionLimits.derive(max_containers, max_containers_per_function, queue_size, queue_timeout),
+        listen=listen,
+        gateway=gateway,
+        gateway_domain=gateway_domain,
     )
     sys.exit(daemon.run(config))

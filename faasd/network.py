@@ -57,9 +57,9 @@ class Aliases:
         }
 
 
-def open_listener(ip: ipaddress.IPv4Address, port: int) -> socket.socket:
+def open_listener(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> socket.socket:
     """A non-blocking TCP socket listening on ``ip:port``."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((str(ip), port))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from faasd.errors import Conflict, InvalidRequest, NotFound
 from faasd.images.archive import ImageConfig
+from faasd.limits import Limits
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
@@ -35,9 +36,12 @@ CREATE TABLE IF NOT EXISTS versions (
     uid      INTEGER NOT NULL,
     gid      INTEGER NOT NULL,
     created  REAL NOT NULL,
+    limits   TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (function, version)
 );
 """
+# Changes to a database made by an older faasd, by the schema version they lead to.
+MIGRATIONS = {1: "ALTER TABLE versions ADD COLUMN limits TEXT NOT NULL DEFAULT '{}'"}
 
 
 def validate_name(name: str) -> str:
@@ -62,6 +66,7 @@ class Version:
     uid: int
     gid: int
     created: float
+    limits: Limits
 
 
 @dataclass(frozen=True)
@@ -98,13 +103,25 @@ class Registry:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Create the tables, or bring an older faasd's tables up to date."""
+        (current,) = self._db.execute("PRAGMA user_version").fetchone()
+        exists = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'versions'").fetchone()
+        latest = max(MIGRATIONS)
+        if not exists:
+            self._db.executescript(SCHEMA)
+        else:
+            for number in range(current + 1, latest + 1):
+                self._db.execute(MIGRATIONS[number])
+        self._db.execute(f"PRAGMA user_version = {latest}")
 
     def close(self) -> None:
         self._db.close()
 
     def add_version(
-        self, name: str, number: int, image: str, digest: str, config: ImageConfig, uid: int, gid: int
+        self, name: str, number: int, image: str, digest: str, config: ImageConfig, uid: int, gid: int, limits: Limits
     ) -> Function:
         """Register version ``number`` of ``name`` and make it current, creating the function
         (with a fresh address from the range) if it did not exist."""
@@ -123,9 +140,9 @@ class Registry:
                 else:
                     self._db.execute("UPDATE functions SET current_version = ? WHERE name = ?", (number, name))
                 self._db.execute(
-                    "INSERT INTO versions (function, version, image, digest, config, uid, gid, created)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (name, number, image, digest, config.to_json(), uid, gid, now),
+                    "INSERT INTO versions (function, version, image, digest, config, uid, gid, created, limits)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (name, number, image, digest, config.to_json(), uid, gid, now, limits.to_json()),
                 )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -200,4 +217,5 @@ def _version(row: sqlite3.Row) -> Version:
         uid=row["uid"],
         gid=row["gid"],
         created=row["created"],
+        limits=Limits.from_json(row["limits"]),
     )

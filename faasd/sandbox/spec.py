@@ -1,8 +1,10 @@
 """The OCI runtime configuration of one container: pure, so every default is testable.
 
 Defaults follow runtime-spec config.md and config-linux.md, in the spirit of ``runc spec``:
-read-only rootfs, fresh namespaces (network included: the container sees only its own lo),
-no capabilities, ``noNewPrivileges``, masked /proc paths, a size-limited /tmp, cgroup limits.
+read-only rootfs, fresh namespaces (network included: the container sees only its own lo;
+user: its root is an unprivileged host uid), no capabilities, ``noNewPrivileges``, a seccomp
+filter, masked /proc paths, a size-limited /tmp, cgroup limits. docs/security.md lists each
+one with the test that attacks it.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from faasd.config import Limits
 from faasd.images.archive import ImageConfig
+from faasd.limits import Limits
+from faasd.sandbox.seccomp import seccomp_profile
 
 OCI_VERSION = "1.0.2"
 CONTROL_SOCKET = "/control.sock"
@@ -37,7 +40,9 @@ MASKED_PATHS = (
     "/sys/firmware",
 )
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
-NAMESPACES = ("pid", "ipc", "uts", "mount", "network", "cgroup")
+NAMESPACES = ("pid", "ipc", "uts", "mount", "network", "cgroup", "user")
+# Container ids 0..USERNS_SIZE-1 exist; each is the host id ``userns_base`` higher.
+USERNS_SIZE = 65536
 
 
 @dataclass(frozen=True)
@@ -63,8 +68,14 @@ def process_env(image: ImageConfig) -> list[str]:
     return env
 
 
-def build_spec(image: ImageConfig, uid: int, gid: int, limits: Limits, container: Container) -> dict[str, Any]:
-    """The ``config.json`` for ``container`` running ``image`` under ``limits``."""
+def build_spec(
+    image: ImageConfig, uid: int, gid: int, limits: Limits, container: Container, userns_base: int
+) -> dict[str, Any]:
+    """The ``config.json`` for ``container`` running ``image`` as ``uid:gid`` under ``limits``.
+
+    The rootfs must be owned by the shifted ids (the image store writes it so).
+    """
+    id_map = [{"containerID": 0, "hostID": userns_base, "size": USERNS_SIZE}]
     no_capabilities: dict[str, list[str]] = {
         "bounding": [],
         "effective": [],
@@ -127,6 +138,8 @@ def build_spec(image: ImageConfig, uid: int, gid: int, limits: Limits, container
         ],
         "linux": {
             "namespaces": [{"type": ns} for ns in NAMESPACES],
+            "uidMappings": id_map,
+            "gidMappings": id_map,
             "cgroupsPath": f"/faasd/{container.id}",
             "resources": {
                 "devices": [{"allow": False, "access": "rwm"}],
@@ -136,5 +149,6 @@ def build_spec(image: ImageConfig, uid: int, gid: int, limits: Limits, container
             },
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
+            "seccomp": seccomp_profile(),
         },
     }

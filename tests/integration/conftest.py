@@ -118,16 +118,27 @@ class Daemon:
         return self.faas("ip", name).stdout.strip()
 
 
+def start_daemon(tmp_path_factory: pytest.TempPathFactory, ip_range: str, *extra_args: str) -> Daemon:
+    """A running daemon on fresh temp dirs; the caller stops it."""
+    # Containers run as unprivileged host uids: they must be able to search the way to their rootfs.
+    base = tmp_path_factory.getbasetemp()
+    for directory in (base.parent, base):
+        directory.chmod(directory.stat().st_mode | 0o001)
+    root = tmp_path_factory.mktemp("faasd")
+    root.chmod(0o711)
+    daemon = Daemon(root, ip_range, list(extra_args))
+    daemon.start()
+    return daemon
+
+
 @pytest.fixture
 def make_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Daemon]]:
     """Factory of daemons, each on its own temp dirs and range; all are stopped at the end."""
     daemons: list[Daemon] = []
 
     def make(ip_range: str, *extra_args: str) -> Daemon:
-        daemon = Daemon(tmp_path_factory.mktemp("faasd"), ip_range, list(extra_args))
-        daemons.append(daemon)
-        daemon.start()
-        return daemon
+        daemons.append(start_daemon(tmp_path_factory, ip_range, *extra_args))
+        return daemons[-1]
 
     yield make
     for daemon in daemons:
@@ -164,6 +175,15 @@ def python_image(images: Path) -> Path:
     out = images / "python-hello.tar"
     CACHE.mkdir(parents=True, exist_ok=True)
     build_python_image(out, cache_dir=CACHE)
+    return out
+
+
+@pytest.fixture(scope="session")
+def probe_image(images: Path) -> Path:
+    """The handler in tests/integration/probe, which attacks its own sandbox on request."""
+    out = images / "probe.tar"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    build_python_image(out, cache_dir=CACHE, app_dir=Path(__file__).parent / "probe")
     return out
 
 

@@ -1,5 +1,6 @@
 import asyncio
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -20,6 +21,10 @@ def test_codec_refuses_oversized_messages() -> None:
         encode_metadata({"peer": "x" * MAX_MESSAGE_BYTES})
 
 
+# The handler's host ids; the test's own, so it runs without root.
+OWNER = (os.getuid(), os.getgid())
+
+
 def test_decode_refuses_other_versions() -> None:
     with pytest.raises(ValueError):
         decode_metadata(json.dumps({"v": 2}).encode())
@@ -29,8 +34,9 @@ def test_hand_over_sends_one_message_with_the_client_fd_then_closes(tmp_path: Pa
     path = tmp_path / "control.sock"
 
     async def scenario() -> None:
-        control = ControlSocket(path)
-        assert path.stat().st_mode & 0o777 == 0o666
+        control = ControlSocket(path, owner=OWNER)
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert (path.stat().st_uid, path.stat().st_gid) == OWNER
         left, right = socket.socketpair()
         handler = socket.socket(socket.AF_UNIX)
         handler.setblocking(False)
@@ -55,7 +61,7 @@ def test_the_handed_socket_arrives_blocking(tmp_path: Path) -> None:
     path = tmp_path / "control.sock"
 
     async def scenario() -> None:
-        control = ControlSocket(path)
+        control = ControlSocket(path, owner=OWNER)
         left, right = socket.socketpair()
         left.setblocking(False)
         handler = socket.socket(socket.AF_UNIX)

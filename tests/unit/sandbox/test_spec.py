@@ -1,8 +1,9 @@
 from pathlib import Path
 
-from faasd.config import Limits
 from faasd.images.archive import ImageConfig
-from faasd.sandbox.spec import CONTROL_SOCKET, Container, build_spec, process_args, process_env
+from faasd.limits import Limits
+from faasd.sandbox.seccomp import REFUSED, seccomp_profile
+from faasd.sandbox.spec import CONTROL_SOCKET, USERNS_SIZE, Container, build_spec, process_args, process_env
 
 IMAGE = ImageConfig(
     entrypoint=("python3",), cmd=("/app/app.py",), env=("LANG=C.UTF-8",), working_dir="/app", user="1000"
@@ -13,10 +14,11 @@ CONTAINER = Container(
     Path("/run/faasd/bundles/hello-abc/control.sock"),
     "hello",
 )
+BASE = 2_000_000_000
 
 
 def spec(image: ImageConfig = IMAGE, limits: Limits | None = None) -> dict:
-    return build_spec(image, 1000, 1000, limits or Limits(), CONTAINER)
+    return build_spec(image, 1000, 1000, limits or Limits(), CONTAINER, BASE)
 
 
 def test_process_comes_from_the_image() -> None:
@@ -40,7 +42,7 @@ def test_secure_defaults() -> None:
     assert config["process"]["noNewPrivileges"] is True
     assert all(caps == [] for caps in config["process"]["capabilities"].values())
     namespaces = {ns["type"] for ns in config["linux"]["namespaces"]}
-    assert {"pid", "ipc", "uts", "mount", "network", "cgroup"} <= namespaces
+    assert {"pid", "ipc", "uts", "mount", "network", "cgroup", "user"} <= namespaces
     assert "/proc/kcore" in config["linux"]["maskedPaths"]
     assert "/proc/sys" in config["linux"]["readonlyPaths"]
     assert config["linux"]["resources"]["devices"] == [{"allow": False, "access": "rwm"}]
@@ -60,3 +62,26 @@ def test_control_socket_is_bind_mounted() -> None:
     mount = next(m for m in spec()["mounts"] if m["destination"] == CONTROL_SOCKET)
     assert mount["source"] == str(CONTAINER.control_socket)
     assert "bind" in mount["options"]
+
+
+def test_container_ids_map_to_one_unprivileged_host_range() -> None:
+    linux = spec()["linux"]
+    expected = [{"containerID": 0, "hostID": BASE, "size": USERNS_SIZE}]
+    assert linux["uidMappings"] == expected and linux["gidMappings"] == expected
+
+
+def test_seccomp_refuses_the_dangerous_calls_and_new_user_namespaces() -> None:
+    profile = spec()["linux"]["seccomp"]
+    assert profile == seccomp_profile()
+    refused = {name for rule in profile["syscalls"] if not rule.get("args") for name in rule["names"]}
+    required = {"mount", "umount2", "ptrace", "bpf", "keyctl", "add_key", "kexec_load", "kexec_file_load"}
+    required |= {"init_module", "finit_module", "delete_module", "unshare", "setns", "open_by_handle_at"}
+    required |= {"perf_event_open", "reboot", "swapon", "clone3"}
+    assert required <= refused
+    clone = next(rule for rule in profile["syscalls"] if rule["names"] == ["clone"])
+    assert clone["args"][0]["value"] == 0x10000000 and clone["args"][0]["op"] == "SCMP_CMP_MASKED_EQ"
+
+
+def test_seccomp_covers_the_compat_architectures() -> None:
+    assert seccomp_profile("x86_64")["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+    assert len(set(REFUSED)) == len(REFUSED)

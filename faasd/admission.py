@@ -1,0 +1,138 @@
+"""How many containers may run at once, and who waits for a slot.
+
+A connection needs a slot before its container starts: one of ``total`` for the machine and
+one of ``per_function`` for its function, so one busy function cannot take every slot. Those
+that find none wait in one first-come queue of at most ``queue`` connections, for at most
+``queue_timeout`` seconds; past either bound they are refused (the caller answers 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import Counter, deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+CONTAINERS_PER_CPU = 16
+QUEUE_PER_SLOT = 4
+DEFAULT_QUEUE_TIMEOUT = 10.0
+
+
+def default_total() -> int:
+    """Containers the machine runs at once by default: starting one costs CPU, waiting costs little."""
+    return CONTAINERS_PER_CPU * (os.cpu_count() or 1)
+
+
+class Overloaded(Exception):
+    """No slot could be had: the queue was full, or the wait ran out."""
+
+    def __init__(self, reason: str, retry_after: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class AdmissionLimits:
+    """The bounds on running and waiting connections (``faasd --max-containers`` ...)."""
+
+    total: int
+    per_function: int
+    queue: int
+    queue_timeout: float
+
+    @classmethod
+    def derive(
+        cls,
+        total: int | None = None,
+        per_function: int | None = None,
+        queue: int | None = None,
+        queue_timeout: float = DEFAULT_QUEUE_TIMEOUT,
+    ) -> AdmissionLimits:
+        """The bounds given, the others derived: from the machine, then from each other."""
+        total = total or default_total()
+        return cls(
+            total=total,
+            per_function=min(per_function or total, total),
+            queue=QUEUE_PER_SLOT * total if queue is None else queue,
+            queue_timeout=queue_timeout,
+        )
+
+
+class Admission:
+    """Slots for running containers, granted in arrival order to whoever's function has room."""
+
+    def __init__(self, limits: AdmissionLimits) -> None:
+        self.limits = limits
+        self._running: Counter[str] = Counter()
+        self._waiting: deque[tuple[str, asyncio.Future[None]]] = deque()
+
+    @property
+    def running(self) -> int:
+        return self._running.total()
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiting)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, function: str) -> AsyncIterator[None]:
+        """Hold a slot for ``function`` for the duration of the ``async with``; may raise ``Overloaded``."""
+        # Every waiter is one with no room (slots are granted as soon as they free), so
+        # taking a slot with room here passes no one who could have had it.
+        if self._has_room(function):
+            self._running[function] += 1
+        else:
+            await self._wait(function)
+        try:
+            yield
+        finally:
+            self._release(function)
+
+    async def _wait(self, function: str) -> None:
+        if len(self._waiting) >= self.limits.queue:
+            raise Overloaded("every container slot is busy and the queue is full", self._retry_after())
+        granted = asyncio.get_running_loop().create_future()
+        entry = (function, granted)
+        self._waiting.append(entry)
+        try:
+            await asyncio.wait_for(asyncio.shield(granted), self.limits.queue_timeout)
+        except TimeoutError:
+            if not granted.done():
+                self._waiting.remove(entry)
+                raise Overloaded(
+                    f"no container slot came free within {self.limits.queue_timeout:g} s", self._retry_after()
+                ) from None
+        except BaseException:
+            # Cancelled while queued, or just after being granted: give back what we got.
+            if granted.done():
+                self._release(function)
+            else:
+                self._waiting.remove(entry)
+            raise
+
+    def _grant(self) -> None:
+        """Hand free slots to the earliest waiters whose function has room."""
+        for entry in list(self._waiting):
+            function, granted = entry
+            if self.running >= self.limits.total:
+                return
+            if self._has_room(function):
+                self._waiting.remove(entry)
+                self._running[function] += 1
+                granted.set_result(None)
+
+    def _release(self, function: str) -> None:
+        self._running[function] -= 1
+        if not self._running[function]:
+            del self._running[function]
+        self._grant()
+
+    def _has_room(self, function: str) -> bool:
+        return self.running < self.limits.total and self._running[function] < self.limits.per_function
+
+    def _retry_after(self) -> int:
+        """Seconds a refused client should wait: about one queue timeout, at least one."""
+        return max(1, round(self.limits.queue_timeout))

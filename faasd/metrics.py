@@ -1,0 +1,40 @@
+"""What the daemon counts, in Prometheus form (``GET /metrics``, ``faas stats``).
+
+Module-level metrics in prometheus-client's default registry, as is usual for one process.
+Every connection is counted by the status the client saw: ``handler`` when the function
+answered (the daemon never reads that answer, so it does not know its code), else the code
+the daemon answered with itself.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+# Start times of each series only lengthen the page; Prometheus knows when it first saw them.
+disable_created_metrics()
+
+# From a warm container's few milliseconds to a slow cold start of a big image.
+START_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+REQUESTS = Counter(
+    "faasd_requests", "Connections served, by function and the status the client saw.", ["function", "status"]
+)
+ERRORS = Counter("faasd_errors", "Failures, by kind: a connection's outcome or an API error's class.", ["kind"])
+CONTAINER_START = Histogram(
+    "faasd_container_start_seconds",
+    "From accepting a connection to its handler taking it.",
+    ["function"],
+    buckets=START_BUCKETS,
+)
+REQUEST_DURATION = Histogram(
+    "faasd_request_duration_seconds", "From accepting a connection to its container being gone.", ["function"]
+)
+CONTAINERS = Gauge("faasd_containers_running", "Containers running now, all functions.")
+QUEUED = Gauge("faasd_queue_depth", "Connections waiting for a container slot.")
+FUNCTIONS = Gauge("faasd_functions", "Deployed functions.")
+IMPORT_DURATION = Histogram(
+    "faasd_import_seconds",
+    "Image imports, from upload received to rootfs ready.",
+    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+IMPORT_BYTES = Counter("faasd_import_bytes", "Bytes of image archives uploaded for import.")

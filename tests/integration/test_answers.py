@@ -1,0 +1,56 @@
+"""The answers the daemon writes itself, when no handler could: 502, 503 and 504."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tests.integration.conftest import daemon_range, eventually, http_get
+
+
+def answer(ip: str, path: str) -> tuple[int, dict[str, str], dict[str, str]]:
+    """Status, headers and JSON body of one GET on a new connection."""
+    conn = http.client.HTTPConnection(ip, 80, timeout=30)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_a_handler_that_exits_without_a_word_gets_its_client_a_502(make_daemon, probe_image: Path) -> None:
+    daemon = make_daemon(daemon_range(5))
+    ip = daemon.deploy("quitter", probe_image)
+    status, headers, body = answer(ip, "/exit")
+    assert status == 502
+    assert headers["Connection"] == "close" and headers["Content-Type"] == "application/json"
+    assert body == {"error": "the function's handler exited without answering"}
+    assert http_get(ip, "/interfaces") == (200, b'["lo"]\n')
+
+
+def test_over_the_admission_limits_clients_get_503_with_retry_after(make_daemon, probe_image: Path) -> None:
+    daemon = make_daemon(daemon_range(6), "--max-containers", "1", "--queue", "1", "--queue-timeout", "1")
+    ip = daemon.deploy("busy", probe_image, "--timeout", "4")
+    bundles = daemon.root / "run" / "bundles"
+    with ThreadPoolExecutor(3) as pool:
+        spinner = pool.submit(answer, ip, "/spin")
+        assert eventually(lambda: any(bundles.iterdir())), "the spinner's container started"
+        waiting = pool.submit(answer, ip, "/interfaces")
+        time.sleep(0.2)  # the second connection is queued: the third finds the queue full
+        status, headers, body = answer(ip, "/interfaces")
+        assert (status, headers["Retry-After"], headers["Connection"]) == (503, "1", "close")
+        assert "queue is full" in body["error"]
+        status, headers, body = waiting.result()
+        assert status == 503 and "within 1 s" in body["error"]
+        assert spinner.result()[0] == 504
+    assert http_get(ip, "/interfaces")[0] == 200, "slots are given back"
+
+    counted = daemon.faas("stats", "--raw").stdout
+    for status, count in (("handler", 1), ("503", 2), ("504", 1)):
+        assert f'faasd_requests_total{{function="busy",status="{status}"}} {count:.1f}' in counted
+    row = next(line for line in daemon.faas("stats").stdout.splitlines() if line.startswith("busy "))
+    assert row.split()[1:6] == ["4", "1", "0", "2", "1"]

@@ -1,0 +1,165 @@
+"""Each sandbox default, attacked from inside a real container by the probe handler.
+
+One daemon serves two deployments of the probe image: ``probe`` with the default limits and
+``tight`` with small ones. Every test ends by checking both still serve.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+
+from faasd.limits import MIB
+from faasd.sandbox.spec import USERNS_SIZE
+from tests.integration.conftest import Daemon, daemon_range, http_get, start_daemon
+
+USERNS_BASE = 2_000_000_000
+NO_CAPABILITIES = "0000000000000000"
+TIGHT = {"memory": "64m", "pids": "32", "timeout": "3", "tmp-size": "1m", "cpus": "0.25"}
+
+
+@dataclass
+class Sandbox:
+    daemon: Daemon
+    probe: str
+    tight: str
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory, probe_image: Path) -> Iterator[Sandbox]:
+    daemon = start_daemon(tmp_path_factory, daemon_range(4))
+    tight_args = [arg for key, value in TIGHT.items() for arg in (f"--{key}", value)]
+    sandbox = Sandbox(daemon, daemon.deploy("probe", probe_image), daemon.deploy("tight", probe_image, *tight_args))
+    yield sandbox
+    daemon.stop()
+
+
+def ask(ip: str, path: str, **query: str | list[str]) -> tuple[int, object]:
+    status, body = http_get(ip, f"{path}?{urlencode(query, doseq=True)}")
+    return status, json.loads(body)
+
+
+@pytest.fixture(autouse=True)
+def both_still_serve(sandbox: Sandbox) -> Iterator[None]:
+    yield
+    for ip in (sandbox.probe, sandbox.tight):
+        assert ask(ip, "/interfaces")[0] == 200, "an attack must not stop the daemon serving"
+
+
+def test_container_root_is_an_unprivileged_host_uid_without_capabilities(sandbox: Sandbox) -> None:
+    status, me = ask(sandbox.probe, "/identity")
+    assert status == 200
+    assert (me["uid"], me["gid"]) == (0, 0)
+    assert me["uid_map"] == ["0", str(USERNS_BASE), str(USERNS_SIZE)]
+    assert set(me["caps"].values()) == {NO_CAPABILITIES}
+    assert (me["no_new_privs"], me["seccomp"]) == ("1", "2")
+    assert me["rootfs_read"] > 0, "the shifted read-only rootfs stays readable"
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the probe knows x86_64 system call numbers")
+def test_seccomp_refuses_what_a_function_never_needs(sandbox: Sandbox) -> None:
+    status, results = ask(sandbox.probe, "/syscalls")
+    assert status == 200
+    # keyctl, ptrace, unshare(CLONE_NEWUSER) and clone(CLONE_NEWUSER) succeed without capabilities:
+    # their EPERM is the filter's doing, not the capability set's.
+    assert results.pop("clone3") == "ENOSYS", "clone3 must fall back to clone, whose flags the filter sees"
+    assert results == dict.fromkeys(results, "EPERM")
+
+
+def test_the_network_is_lo_alone_and_reaches_nothing_on_the_host(sandbox: Sandbox) -> None:
+    abstract = f"@faasd-probe-{os.getpid()}"
+    with socket.socket() as tcp, socket.socket(socket.AF_UNIX) as unix:
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen()
+        tcp.setblocking(False)
+        unix.bind("\0" + abstract[1:])
+        unix.listen()
+        unix.setblocking(False)
+        targets = {"tcp": [f"127.0.0.1:{tcp.getsockname()[1]}", f"{sandbox.tight}:80"]}
+        targets["unix"] = [str(sandbox.daemon.socket), abstract]
+        status, results = ask(sandbox.probe, "/connect", **targets)
+        assert status == 200
+        assert "ok" not in results.values(), results
+        for listener in (tcp, unix):
+            with pytest.raises(BlockingIOError):
+                listener.accept()
+    assert ask(sandbox.probe, "/interfaces") == (200, ["lo"])
+
+
+def test_proc_sys_and_the_rootfs_are_masked_or_read_only(sandbox: Sandbox) -> None:
+    masked = ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug"]
+    read_only = ["/proc/sysrq-trigger", "/proc/sys/kernel/hostname", "/sys/kernel/uevent_helper"]
+    read_only += ["/etc/passwd", "/app/app.py", "/new-file"]
+    status, results = ask(sandbox.probe, "/files", read=masked, write=[*read_only, "/tmp/scratch"])
+    assert status == 200
+    assert all(results["read"][path] in (0, "EACCES", "ENOENT", "EPERM") for path in masked), results["read"]
+    assert results["write"].pop("/tmp/scratch") == "ok", "/tmp is the one writable place"
+    assert "ok" not in results["write"].values(), results["write"]
+
+
+def test_only_the_standard_devices_exist(sandbox: Sandbox) -> None:
+    status, found = ask(sandbox.probe, "/devices")
+    assert status == 200
+    assert set(found) <= {"null", "zero", "full", "random", "urandom", "tty"}, found
+    assert set(found.values()) == {"char"}
+
+
+def test_no_host_descriptor_but_stdio_and_the_client(sandbox: Sandbox) -> None:
+    """The fd-leak class of CVE-2024-21626: nothing of the daemon's or runc's reaches the handler."""
+    status, fds = ask(sandbox.probe, "/fds")
+    assert status == 200
+    extra = {fd: target for fd, target in fds.items() if int(fd) > 2}
+    assert len(extra) == 1 and next(iter(extra.values())).startswith("socket:"), fds
+
+
+def test_the_control_socket_hands_over_one_client_once(sandbox: Sandbox) -> None:
+    assert ask(sandbox.probe, "/control") == (200, "ECONNREFUSED")
+
+
+def test_limits_are_stored_with_the_version_and_shown(sandbox: Sandbox) -> None:
+    listed = {f["name"]: f["limits"] for f in json.loads(sandbox.daemon.faas("list", "--json").stdout)}
+    assert listed["tight"] == {
+        "memory_bytes": 64 * MIB,
+        "cpus": 0.25,
+        "pids": 32,
+        "timeout_seconds": 3.0,
+        "tmp_bytes": 1 * MIB,
+    }
+    assert listed["probe"]["memory_bytes"] == 256 * MIB
+
+
+def test_a_memory_hog_is_killed_and_its_client_gets_502(sandbox: Sandbox) -> None:
+    status, body = http_get(sandbox.tight, "/memory")
+    assert status == 502 and b"exited without answering" in body
+
+
+def test_a_fork_bomb_hits_the_pids_limit(sandbox: Sandbox) -> None:
+    status, result = ask(sandbox.tight, "/fork")
+    assert status == 200
+    assert result["error"] == "EAGAIN" and result["children"] < 32
+
+
+def test_a_spinner_is_killed_at_the_deadline_and_its_client_gets_504(sandbox: Sandbox) -> None:
+    status, body = http_get(sandbox.tight, "/spin")
+    assert status == 504 and b"deadline" in body
+
+
+def test_tmp_is_a_small_tmpfs(sandbox: Sandbox) -> None:
+    status, result = ask(sandbox.tight, "/tmp")
+    assert status == 200
+    assert result["error"] == "ENOSPC" and result["written"] <= 1 * MIB
+
+
+def test_the_cpu_limit_holds_two_busy_threads_to_a_quarter_cpu(sandbox: Sandbox) -> None:
+    status, result = ask(sandbox.tight, "/cpu")
+    assert status == 200
+    # Unlimited, two threads burn about two CPU-seconds in one second; a quarter CPU allows 0.25.
+    assert result["cpu_seconds"] < 0.5, result

@@ -1,0 +1,102 @@
+"""Admission on a real event loop: who runs, who waits, who is refused."""
+
+import asyncio
+
+import pytest
+
+from faasd.admission import Admission, AdmissionLimits, Overloaded
+
+
+def admission(total: int = 2, per_function: int = 2, queue: int = 4, queue_timeout: float = 5.0) -> Admission:
+    return Admission(AdmissionLimits(total, per_function, queue, queue_timeout))
+
+
+async def hold(gate: Admission, function: str, release: asyncio.Event, log: list[str]) -> None:
+    async with gate.slot(function):
+        log.append(function)
+        await release.wait()
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_slots_are_granted_in_arrival_order_once_one_frees() -> None:
+    gate = admission(total=1)
+    releases = [asyncio.Event() for _ in range(3)]
+    log: list[str] = []
+    tasks = [asyncio.create_task(hold(gate, name, r, log)) for name, r in zip("abc", releases, strict=True)]
+    await settle()
+    assert (log, gate.running, gate.queued) == (["a"], 1, 2)
+    releases[0].set()
+    await settle()
+    assert log == ["a", "b"]
+    releases[1].set()
+    releases[2].set()
+    await asyncio.gather(*tasks)
+    assert (log, gate.running, gate.queued) == (["a", "b", "c"], 0, 0)
+
+
+async def test_a_busy_function_does_not_hold_up_another() -> None:
+    gate = admission(total=3, per_function=1)
+    release = asyncio.Event()
+    log: list[str] = []
+    tasks = [asyncio.create_task(hold(gate, name, release, log)) for name in ("a", "a", "b")]
+    await settle()
+    assert log == ["a", "b"], "the second 'a' waits for its function; 'b' passes it"
+    assert gate.queued == 1
+    release.set()
+    await asyncio.gather(*tasks)
+    assert log == ["a", "b", "a"]
+
+
+async def test_a_full_queue_refuses_at_once() -> None:
+    gate = admission(total=1, queue=1)
+    release = asyncio.Event()
+    tasks = [asyncio.create_task(hold(gate, "a", release, [])) for _ in range(2)]
+    await settle()
+    with pytest.raises(Overloaded, match="queue is full") as refused:
+        async with gate.slot("a"):
+            pass
+    assert refused.value.retry_after == 5
+    release.set()
+    await asyncio.gather(*tasks)
+
+
+async def test_a_wait_past_the_queue_timeout_is_refused_and_leaves_the_queue() -> None:
+    gate = admission(total=1, queue_timeout=0.05)
+    release = asyncio.Event()
+    holder = asyncio.create_task(hold(gate, "a", release, []))
+    await settle()
+    with pytest.raises(Overloaded, match="within 0.05 s"):
+        async with gate.slot("a"):
+            pass
+    assert gate.queued == 0
+    release.set()
+    await holder
+    async with gate.slot("a"):
+        assert gate.running == 1
+
+
+async def test_a_cancelled_waiter_gives_its_place_back() -> None:
+    gate = admission(total=1)
+    release = asyncio.Event()
+    holder = asyncio.create_task(hold(gate, "a", release, []))
+    await settle()
+    waiter = asyncio.create_task(hold(gate, "b", asyncio.Event(), []))
+    await settle()
+    assert gate.queued == 1
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    assert gate.queued == 0
+    release.set()
+    await holder
+    assert gate.running == 0
+
+
+def test_derived_limits_follow_the_ones_given() -> None:
+    limits = AdmissionLimits.derive(total=10)
+    assert (limits.total, limits.per_function, limits.queue) == (10, 10, 40)
+    assert AdmissionLimits.derive(total=4, per_function=9, queue=0).per_function == 4
+    assert AdmissionLimits.derive().total >= 16
