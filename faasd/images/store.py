@@ -49,9 +49,11 @@ class ImageStore:
     def import_image(self, archive_path: Path, function: str, version: int, tag: str | None) -> ImportedImage:
         """Unpack the image in ``archive_path`` as ``function``'s ``version``. Blocking."""
         parent = self.images_dir / function
-        parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Containers run as unprivileged host uids (user namespace): they must search the way in.
+        parent.mkdir(parents=True, exist_ok=True, mode=0o711)
         final = parent / str(version)
         work = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{version}-", dir=parent))
+        work.chmod(0o711)
         try:
             rootfs = work / "rootfs"
             rootfs.mkdir(mode=0o755)
