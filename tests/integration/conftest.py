@@ -118,15 +118,20 @@ class Daemon:
         return self.faas("ip", name).stdout.strip()
 
 
-def start_daemon(tmp_path_factory: pytest.TempPathFactory, ip_range: str, *extra_args: str) -> Daemon:
-    """A running daemon on fresh temp dirs; the caller stops it."""
+def new_daemon(tmp_path_factory: pytest.TempPathFactory, ip_range: str, *extra_args: str) -> Daemon:
+    """A daemon on fresh temp dirs, not started yet (to prepare its dirs first)."""
     # Containers run as unprivileged host uids: they must be able to search the way to their rootfs.
     base = tmp_path_factory.getbasetemp()
     for directory in (base.parent, base):
         directory.chmod(directory.stat().st_mode | 0o001)
     root = tmp_path_factory.mktemp("faasd")
     root.chmod(0o711)
-    daemon = Daemon(root, ip_range, list(extra_args))
+    return Daemon(root, ip_range, list(extra_args))
+
+
+def start_daemon(tmp_path_factory: pytest.TempPathFactory, ip_range: str, *extra_args: str) -> Daemon:
+    """A running daemon on fresh temp dirs; the caller stops it."""
+    daemon = new_daemon(tmp_path_factory, ip_range, *extra_args)
     daemon.start()
     return daemon
 

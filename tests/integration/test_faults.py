@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Daemon, daemon_range, eventually, http_get
+from tests.integration.conftest import Daemon, daemon_range, eventually, http_get, new_daemon
 from tests.integration.faulty import (
     api,
     bundles,
@@ -25,6 +25,7 @@ from tests.integration.faulty import (
     containers,
     deployed,
     read_to_close,
+    runc,
     wait_for_handler,
     zeros_layer,
 )
@@ -33,7 +34,7 @@ from tests.integration.faulty import (
 @pytest.fixture
 def small_disk_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """A daemon whose state dir is a 24 MiB tmpfs: room for a few busybox images, not for more."""
-    daemon = Daemon(tmp_path_factory.mktemp("faasd"), daemon_range(20))
+    daemon = new_daemon(tmp_path_factory, daemon_range(20))
     daemon.state_dir.mkdir()
     subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=24m,mode=0711", "faasd-test", str(daemon.state_dir)], check=True
@@ -156,11 +157,12 @@ def test_a_running_connection_keeps_its_rootfs_through_redeploys(daemon: Daemon,
     with ThreadPoolExecutor(max_workers=1) as pool:
         answer = pool.submit(http_get, ip)
         assert eventually(lambda: len(containers(daemon)) == 1)
-        (pid,) = containers(daemon).values()
+        (container_id,) = containers(daemon)
         for generation in range(3):  # version 1 falls out of the three kept
             daemon.deploy("keeper", busybox_image(f"later {generation}"))
         assert first_rootfs.exists(), "a version stays on disk while a connection runs on it"
-        Path(f"/proc/{pid}/root/tmp/go").touch()
+        touched = runc(daemon, "exec", container_id, "/bin/touch", "/tmp/go")
+        assert touched.returncode == 0, touched.stderr
         assert answer.result() == (200, b"first\n")
     assert eventually(lambda: not first_rootfs.exists()), "and goes when that connection ends"
     assert http_get(ip) == (200, b"later 2\n")
