@@ -88,6 +88,8 @@ def example_image(cache: Path) -> Iterator[Path]:
     if os.geteuid() != 0:
         sys.exit("benchmarks start faasd and runc: run them as root")
     with tempfile.TemporaryDirectory(prefix="faasd-bench-") as tmp:
+        # The daemon's dirs go here too: containers (unprivileged host uids) must search through it.
+        Path(tmp).chmod(0o711)
         image = Path(tmp) / "hello.tar"
         build_python_image(image, cache_dir=cache)
         yield image
