@@ -7,11 +7,12 @@ turns a status plus the JSON ``error`` back into a typed exception.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -20,6 +21,7 @@ from urllib.parse import quote, urlencode, urlsplit
 DEFAULT_SOCKET = Path("/run/faasd/faasd.sock")
 DEFAULT_TOKEN_FILE = Path("/var/lib/faasd/api.token")
 UPLOAD_BLOCK_BYTES = 1 << 20
+STREAM_BLOCK_BYTES = 1 << 16
 
 
 class ClientError(Exception):
@@ -182,30 +184,53 @@ class Client:
         """The daemon's metrics in Prometheus text format."""
         return self._request("GET", "/metrics", decode=bytes.decode)
 
+    def logs(
+        self, name: str, tail: int | None = None, since: str | None = None, follow: bool = False
+    ) -> Iterator[bytes]:
+        """The function's log lines, in chunks as they arrive; with ``follow``, until closed."""
+        params = (("tail", tail), ("since", since), ("follow", 1 if follow else None))
+        query = urlencode({key: value for key, value in params if value is not None})
+        path = f"/v1/functions/{quote(name, safe='')}/logs" + (f"?{query}" if query else "")
+        with self._open("GET", path) as response, self._connection_errors():
+            while chunk := response.read1(STREAM_BLOCK_BYTES):
+                yield chunk
+
     def _request(
         self, method: str, path: str, body: IO[bytes] | None = None, decode: Callable[[bytes], Any] = json.loads
     ) -> Any:
+        with self._open(method, path, body) as response, self._connection_errors():
+            return decode(response.read())
+
+    @contextlib.contextmanager
+    def _open(self, method: str, path: str, body: IO[bytes] | None = None) -> Iterator[http.client.HTTPResponse]:
+        """Send one request; yield its response, or raise the typed error it stands for."""
         conn = self.endpoint.connection()
         headers = {"Transfer-Encoding": "chunked"} if body is not None else {}
         if self.token is not None:
             headers["Authorization"] = f"Bearer {self.token}"
         try:
-            try:
-                conn.request(method, path, body=body, headers=headers, encode_chunked=body is not None)
-            except (BrokenPipeError, ConnectionResetError):
-                # The daemon refused the upload before reading all of it; its answer says why.
-                pass
-            response = conn.getresponse()
-            data = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise self.endpoint.unreachable(exc) from exc
+            with self._connection_errors():
+                try:
+                    conn.request(method, path, body=body, headers=headers, encode_chunked=body is not None)
+                except (BrokenPipeError, ConnectionResetError):
+                    # The daemon refused the upload before reading all of it; its answer says why.
+                    pass
+                response = conn.getresponse()
+                if response.status == 401:
+                    raise self._unauthorized(response.read())
+                if response.status >= 400:
+                    raise error_from_response(response.status, response.read())
+            yield response
         finally:
             conn.close()
-        if response.status == 401:
-            raise self._unauthorized(data)
-        if response.status >= 400:
-            raise error_from_response(response.status, data)
-        return decode(data)
+
+    @contextlib.contextmanager
+    def _connection_errors(self) -> Iterator[None]:
+        """Socket and protocol failures, as what the user should do about them."""
+        try:
+            yield
+        except (OSError, http.client.HTTPException) as exc:
+            raise self.endpoint.unreachable(exc) from exc
 
     def _unauthorized(self, body: bytes) -> Unauthorized:
         if self.token is None:

@@ -6,7 +6,9 @@ wrong token), 2 faasd could not be reached.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import IO, Any
@@ -198,3 +200,38 @@ def stats(client: Client, raw: bool) -> None:
     """
     text = client.metrics()
     click.echo(text.rstrip("\n") if raw else "\n".join(render(parse(text))))
+
+
+@main.command()
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines as they are written; Ctrl-C stops.")
+@click.option("--tail", type=click.IntRange(min=0), default=None, metavar="N", help="Only the last N lines.")
+@click.option(
+    "--since",
+    default=None,
+    metavar="S",
+    help="Only lines from S on: an RFC 3339 time (2024-05-01T12:00:00Z) or a duration back from now (10m, 1h30m).",
+)
+@click.pass_obj
+def logs(client: Client, name: str, follow: bool, tail: int | None, since: str | None) -> None:
+    """Print what function NAME's containers wrote, one line each.
+
+    Each line reads TIME REQUEST-ID STREAM TEXT, where STREAM is stdout, stderr or faasd
+    (the daemon's own line on how the connection ended: outcome, exit status, duration).
+
+    \b
+    Example:
+      faas logs hello --tail 20
+      faas logs hello -f --since 10m
+    """
+    out = click.get_binary_stream("stdout")
+    try:
+        with contextlib.closing(client.logs(name, tail=tail, since=since, follow=follow)) as chunks:
+            for chunk in chunks:
+                out.write(chunk)
+                out.flush()
+    except KeyboardInterrupt:
+        pass  # how -f is meant to end
+    except BrokenPipeError:
+        # The reader (head, say) has had enough; keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())

@@ -5,6 +5,7 @@
     GET    /v1/functions
     GET    /v1/functions/{name}
     DELETE /v1/functions/{name}
+    GET    /v1/functions/{name}/logs[?tail=N&since=S&follow=1]   -> text lines, chunked
     GET    /healthz
     GET    /metrics                               Prometheus exposition
 
@@ -32,6 +33,7 @@ import re
 import socket
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +53,14 @@ from faasd.errors import (
 )
 from faasd.functions import Functions
 from faasd.limits import PARAMETERS as LIMIT_PARAMETERS
+from faasd.logs import Logs, parse_query, read_log
 from faasd.registry import Function, validate_name
 
 log = logging.getLogger(__name__)
 
 CONFIG = web.AppKey("config", Config)
 FUNCTIONS = web.AppKey("functions", Functions)
+LOGS = web.AppKey("logs", Logs)
 UPLOAD_CHUNK_BYTES = 1 << 20
 SOCKET_MODE = 0o660
 # Members of this group may use the unix socket without sudo, like docker's "docker" group.
@@ -233,6 +237,34 @@ async def get_metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={hdrs.CONTENT_TYPE: prometheus_client.CONTENT_TYPE_LATEST})
 
 
+async def get_logs(request: web.Request) -> web.StreamResponse:
+    """The function's log lines as text; with ``follow``, streamed until the client goes away."""
+    name = request.match_info["name"]
+    request.app[FUNCTIONS].get(name)  # 400 for a malformed name, 404 for an unknown one
+    query = parse_query(request.query, datetime.now(UTC))
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    async with contextlib.aclosing(read_log(request.app[LOGS].get(name), query)) as chunks:
+        async for chunk in chunks:
+            # aiohttp does not cancel a handler whose client left: look, at least once a second.
+            if request.transport is None or request.transport.is_closing():
+                return response
+            if chunk:
+                try:
+                    await response.write(chunk)
+                except ConnectionResetError:
+                    return response
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
+    return response
+
+
+async def end_follows(app: web.Application) -> None:
+    """At shutdown, before aiohttp waits for handlers: let ``?follow=1`` streams finish."""
+    app[LOGS].end_follows()
+
+
 async def healthz(request: web.Request) -> web.Response:
     query_params(request)
     return web.json_response({"status": "ok", "functions": len(request.app[FUNCTIONS].list())})
@@ -257,18 +289,21 @@ async def legacy_list(request: web.Request) -> web.Response:
     return web.json_response([{"name": f.name, "ip": str(f.ip)} for f in request.app[FUNCTIONS].list()])
 
 
-def make_app(config: Config, functions: Functions, token: str | None = None) -> web.Application:
+def make_app(config: Config, functions: Functions, logs: Logs, token: str | None = None) -> web.Application:
     """The API; with ``token``, every request must carry it (the TCP listener's app)."""
     middlewares = [errors_as_json] if token is None else [errors_as_json, require_token(token)]
     app = web.Application(middlewares=middlewares)
     app[CONFIG] = config
     app[FUNCTIONS] = functions
+    app[LOGS] = logs
+    app.on_shutdown.append(end_follows)
     app.add_routes(
         [
             web.post("/v1/functions/{name}", post_function),
             web.get("/v1/functions", list_functions),
             web.get("/v1/functions/{name}", get_function),
             web.delete("/v1/functions/{name}", delete_function),
+            web.get("/v1/functions/{name}/logs", get_logs),
             web.get("/healthz", healthz),
             web.get("/metrics", get_metrics),
             web.post("/api/new", legacy_new),
@@ -321,7 +356,7 @@ async def running(app: web.Application, make_site: Callable[[web.AppRunner], web
 
 
 @contextlib.asynccontextmanager
-async def serve_api(config: Config, functions: Functions, token: str | None) -> AsyncIterator[None]:
+async def serve_api(config: Config, functions: Functions, logs: Logs, token: str | None) -> AsyncIterator[None]:
     """Serve the API on the unix socket, and on TCP with ``token`` when ``config.listen`` is set.
 
     Two apps, not one app that asks each request where it came from: the TCP app cannot
@@ -334,11 +369,11 @@ async def serve_api(config: Config, functions: Functions, token: str | None) -> 
     try:
         async with contextlib.AsyncExitStack() as stack:
             unix_site = functools.partial(web.SockSite, sock=sock)
-            await stack.enter_async_context(running(make_app(config, functions), unix_site))
+            await stack.enter_async_context(running(make_app(config, functions, logs), unix_site))
             log.info("api listening socket=%s mode=%04o gid=%d", config.socket_path, SOCKET_MODE, gid)
             if (address := config.listen) is not None:
                 tcp_site = functools.partial(web.TCPSite, host=str(address.host), port=address.port)
-                await stack.enter_async_context(running(make_app(config, functions, token), tcp_site))
+                await stack.enter_async_context(running(make_app(config, functions, logs, token), tcp_site))
                 log.info("api listening tcp=%s token_file=%s", address, config.token_path)
                 if warning := exposure_warning(address):
                     log.warning("%s", warning)

@@ -40,6 +40,16 @@ class TcpAddress:
 
 
 @dataclass(frozen=True)
+class LogLimits:
+    """How much of each function's container output is kept, and the bounds on its way to disk."""
+
+    max_file_bytes: int = 10 * 1024 * 1024  # ``current`` rotates before a write would pass this
+    max_files: int = 3  # ``current`` and the rotated files together
+    max_line_bytes: int = 16 * 1024  # a longer line is cut here and the rest of it dropped
+    max_buffered_bytes: int = 4 * 1024 * 1024  # output not yet on disk; beyond it lines are dropped
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the daemon needs to know, read once at start-up and passed down."""
 
@@ -50,6 +60,7 @@ class Config:
     runc_binary: str = "runc"
     port: int = 80
     limits: Limits = field(default_factory=Limits)  # for functions deployed without their own
+    logs: LogLimits = field(default_factory=LogLimits)
     admission: AdmissionLimits = field(default_factory=AdmissionLimits.derive)
     gateway: TcpAddress | None = None  # one port for every function, routed by Host header
     gateway_domain: str = "localhost"  # NAME.<domain> reaches function NAME through the gateway

@@ -26,6 +26,7 @@ from faasd.functions import Functions
 from faasd.gateway import Gateway
 from faasd.images.store import ImageStore
 from faasd.images.unpack import UnpackLimits
+from faasd.logs import Logs
 from faasd.network import Aliases, open_listener
 from faasd.registry import Registry
 from faasd.sandbox.runc import Runc
@@ -99,8 +100,10 @@ def state_lock(config: Config) -> Iterator[IO[str]]:
         yield lock
 
 
-async def remove_leftovers(config: Config, runc: Runc, registry: Registry, store: ImageStore, aliases: Aliases) -> None:
-    """Clear what an earlier faasd left when it died: containers, bundles, uploads, addresses, rootfs."""
+async def remove_leftovers(
+    config: Config, runc: Runc, registry: Registry, store: ImageStore, aliases: Aliases, logs: Logs
+) -> None:
+    """Clear what an earlier faasd left when it died: containers, bundles, uploads, addresses, rootfs, logs."""
     for container_id in await runc.list():
         with contextlib.suppress(RuncError):
             await runc.delete(container_id)
@@ -116,6 +119,8 @@ async def remove_leftovers(config: Config, runc: Runc, registry: Registry, store
     known = {f.name: {v.number for v in registry.versions(f.name)} for f in functions}
     for path in await asyncio.to_thread(store.sweep, known):
         log.info("removed leftover rootfs path=%s", path)
+    for path in await logs.sweep(set(known)):
+        log.info("removed leftover logs path=%s", path)
 
 
 def api_token(config: Config) -> str | None:
@@ -128,11 +133,11 @@ def api_token(config: Config) -> str | None:
         raise StartupError(str(exc)) from exc
 
 
-async def open_api(stack: contextlib.AsyncExitStack, config: Config, functions: Functions) -> None:
+async def open_api(stack: contextlib.AsyncExitStack, config: Config, functions: Functions, logs: Logs) -> None:
     """Serve the control API until ``stack`` closes; an address that cannot be bound stops the start."""
     token = api_token(config)
     try:
-        await stack.enter_async_context(serve_api(config, functions, token))
+        await stack.enter_async_context(serve_api(config, functions, logs, token))
     except OSError as exc:
         raise StartupError(
             f"cannot serve the control API: {exc}: free the address or change --socket / --listen"
@@ -160,13 +165,14 @@ async def serve(config: Config) -> None:
         directory.mkdir(parents=True, exist_ok=True, mode=0o711)
     registry = Registry(config.database_path, config.ip_range)
     aliases = Aliases()
+    logs = Logs(config.logs_dir, config.logs)
     try:
         await aliases.open()
-        await remove_leftovers(config, runc, registry, store, aliases)
+        await remove_leftovers(config, runc, registry, store, aliases, logs)
         config.bundles_dir.mkdir(mode=0o711, exist_ok=True)
         config.uploads_dir.mkdir(mode=0o700, exist_ok=True)
         admission = Admission(config.admission)
-        functions = Functions(config, registry, store, aliases, Dispatcher(config, runc, store), admission)
+        functions = Functions(config, registry, store, aliases, Dispatcher(config, runc, store), admission, logs)
         metrics.CONTAINERS.set_function(lambda: admission.running)
         metrics.QUEUED.set_function(lambda: admission.queued)
         metrics.FUNCTIONS.set_function(lambda: len(functions.list()))
@@ -185,7 +191,7 @@ async def serve(config: Config) -> None:
             loop.add_signal_handler(signum, on_signal, signum)
         try:
             async with contextlib.AsyncExitStack() as stack:
-                await open_api(stack, config, functions)
+                await open_api(stack, config, functions, logs)
                 await open_gateway(stack, config, functions)
                 log.info(
                     "ready socket=%s tcp=%s gateway=%s ip_range=%s functions=%d",
@@ -199,6 +205,7 @@ async def serve(config: Config) -> None:
         finally:
             await functions.close(config.drain_seconds)
     finally:
+        await logs.close()
         aliases.close()
         registry.close()
     log.info("stopped")

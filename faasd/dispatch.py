@@ -19,13 +19,13 @@ import uuid
 from dataclasses import dataclass
 from enum import Enum
 from http import HTTPStatus
-from typing import IO
 
 from faasd import metrics
 from faasd.config import Config
 from faasd.errors import RuncError, RuntimeFailure
 from faasd.handoff import ControlSocket, encode_metadata
 from faasd.images.store import ImageStore
+from faasd.logs import FunctionLog
 from faasd.registry import Version
 from faasd.replies import send_error
 from faasd.sandbox.runc import Runc
@@ -75,7 +75,9 @@ class Dispatcher:
     runc: Runc
     store: ImageStore
 
-    async def serve(self, version: Version, client: socket.socket, peer: tuple[str, int], output: IO[bytes]) -> Outcome:
+    async def serve(
+        self, version: Version, client: socket.socket, peer: tuple[str, int], function_log: FunctionLog
+    ) -> Outcome:
         """Run ``version`` in a new container that owns ``client``; return once it is gone."""
         request_id = uuid.uuid4().hex[:16]
         container_id = f"{version.function}-{request_id}"
@@ -84,6 +86,7 @@ class Dispatcher:
         limits = version.limits
         started = time.monotonic()
         proc: asyncio.subprocess.Process | None = None
+        capture = function_log.capture(request_id)
         bundle.mkdir(mode=0o711)  # the container's root (an unprivileged host uid) binds the control socket
         base = self.config.userns_base
         control = ControlSocket(bundle / "control.sock", owner=(base + version.uid, base + version.gid))
@@ -107,7 +110,7 @@ class Dispatcher:
                 }
             )
             try:
-                proc = await self.runc.run(container_id, bundle, output)
+                proc = await self.runc.run(container_id, bundle, capture.stdout, capture.stderr)
             except RuntimeFailure as exc:
                 log.error("runc failed function=%s id=%s error=%s", version.function, request_id, exc)
                 outcome = Outcome.START_FAILED
@@ -118,10 +121,21 @@ class Dispatcher:
         finally:
             control.close()
             client.close()
-            if proc is not None and proc.returncode is None:
-                await self._kill(container_id, proc)
-            shutil.rmtree(bundle, ignore_errors=True)
-        count(version.function, outcome, time.monotonic() - started)
+            try:
+                if proc is not None and proc.returncode is None:
+                    await self._kill(container_id, proc)
+                shutil.rmtree(bundle, ignore_errors=True)
+            finally:
+                # Even when cancelled during the kill: the pipes are fds and loop readers.
+                await capture.close()
+        duration_ms = round((time.monotonic() - started) * 1000, 1)
+        count(version.function, outcome, duration_ms / 1000)
+        capture.record(
+            version=version.number,
+            outcome=outcome.value,
+            exit=proc.returncode if proc else None,
+            duration_ms=duration_ms,
+        )
         log.info(
             "connection function=%s version=%s id=%s peer=%s:%s outcome=%s exit=%s duration_ms=%.1f",
             version.function,
@@ -131,7 +145,7 @@ class Dispatcher:
             peer[1],
             outcome.value,
             proc.returncode if proc else None,
-            (time.monotonic() - started) * 1000,
+            duration_ms,
         )
         return outcome
 

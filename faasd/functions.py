@@ -14,7 +14,6 @@ import socket
 from collections import Counter, defaultdict
 from http import HTTPStatus
 from pathlib import Path
-from typing import IO
 
 from faasd import metrics
 from faasd.admission import Admission, Overloaded
@@ -23,6 +22,7 @@ from faasd.dispatch import Dispatcher
 from faasd.errors import FaasError, NotFound
 from faasd.images.store import ImageStore
 from faasd.limits import Limits
+from faasd.logs import FunctionLog, Logs
 from faasd.network import Aliases, open_listener
 from faasd.registry import Function, Registry, Version, validate_name
 from faasd.replies import send_error
@@ -46,7 +46,7 @@ class Listener:
         dispatcher: Dispatcher,
         admission: Admission,
         store: ImageStore,
-        output: IO[bytes],
+        function_log: FunctionLog,
     ) -> None:
         self.ip = function.ip
         self.version = function.current
@@ -54,7 +54,7 @@ class Listener:
         self._dispatcher = dispatcher
         self._admission = admission
         self._store = store
-        self._output = output
+        self._function_log = function_log
         self._inflight: set[asyncio.Task[None]] = set()
         self._running: Counter[int] = Counter()  # version number -> connections running on it
         self._retired: set[int] = set()  # versions to remove when their last connection ends
@@ -94,7 +94,7 @@ class Listener:
         with client:
             try:
                 async with self._admission.slot(version.function):
-                    await self._dispatcher.serve(version, client, peer, self._output)
+                    await self._dispatcher.serve(version, client, peer, self._function_log)
             except Overloaded as exc:
                 log.warning("refused function=%s peer=%s:%s reason=%s", version.function, *peer, exc.reason)
                 metrics.REQUESTS.labels(version.function, str(HTTPStatus.SERVICE_UNAVAILABLE.value)).inc()
@@ -125,7 +125,6 @@ class Listener:
             if pending:
                 log.info("drain cut function=%s connections=%d", self.version.function, len(pending))
                 await asyncio.wait(pending)
-        self._output.close()
 
 
 class Functions:
@@ -139,6 +138,7 @@ class Functions:
         aliases: Aliases,
         dispatcher: Dispatcher,
         admission: Admission,
+        logs: Logs,
     ) -> None:
         self._config = config
         self._admission = admission
@@ -146,6 +146,7 @@ class Functions:
         self._store = store
         self._aliases = aliases
         self._dispatcher = dispatcher
+        self._logs = logs
         self._listeners: dict[str, Listener] = {}
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -209,7 +210,7 @@ class Functions:
         return function
 
     async def remove(self, name: str) -> Function:
-        """Remove ``name``: its registry rows, listener (ending its connections), address, rootfs."""
+        """Remove ``name``: its registry rows, listener (ending its connections), address, rootfs, logs."""
         validate_name(name)
         async with self._locks[name]:
             function = await asyncio.to_thread(self._registry.remove, name)
@@ -218,6 +219,7 @@ class Functions:
                 await listener.close(drain_seconds=0)
             await self._aliases.remove(function.ip)
             await asyncio.to_thread(self._store.remove_function, name)
+            await self._logs.remove(name)
         log.info("removed function=%s ip=%s", name, function.ip)
         return function
 
@@ -240,10 +242,8 @@ class Functions:
         except BaseException:
             await self._aliases.remove(function.ip)
             raise
-        self._config.logs_dir.mkdir(parents=True, exist_ok=True)
-        output = open(self._config.logs_dir / f"{function.name}.log", "ab", buffering=0)
         self._listeners[function.name] = Listener(
-            function, sock, self._dispatcher, self._admission, self._store, output
+            function, sock, self._dispatcher, self._admission, self._store, self._logs.get(function.name)
         )
 
     async def _prune(self, name: str) -> None:

@@ -11,7 +11,7 @@ import click
 
 from faasd import daemon
 from faasd.admission import CONTAINERS_PER_CPU, DEFAULT_QUEUE_TIMEOUT, QUEUE_PER_SLOT, AdmissionLimits
-from faasd.config import Config, TcpAddress
+from faasd.config import Config, LogLimits, TcpAddress
 from faasd.limits import Limits
 
 DOMAIN_PATTERN = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
@@ -128,6 +128,18 @@ def parse_domain(_ctx: click.Context, _param: click.Parameter, value: str) -> st
     callback=parse_domain,
     help="Through the gateway, NAME.DOMAIN (or just NAME) reaches function NAME.",
 )
+@click.option(
+    "--log-max-bytes",
+    default=LogLimits.max_file_bytes,
+    type=click.IntRange(min=64 * 1024),
+    help="Size at which a function's log file is rotated.",
+)
+@click.option(
+    "--log-max-files",
+    default=LogLimits.max_files,
+    type=click.IntRange(min=1),
+    help="Log files kept per function, the current one included.",
+)
 @click.version_option(package_name="faasd")
 def main(
     state_dir: Path,
@@ -146,6 +158,8 @@ def main(
     listen: TcpAddress | None,
     gateway: TcpAddress | None,
     gateway_domain: str,
+    log_max_bytes: int,
+    log_max_files: int,
 ) -> None:
     """Run every TCP connection to a function in a fresh runc container.
 
@@ -170,5 +184,6 @@ def main(
         listen=listen,
         gateway=gateway,
         gateway_domain=gateway_domain,
+        logs=LogLimits(max_file_bytes=log_max_bytes, max_files=log_max_files),
     )
     sys.exit(daemon.run(config))

@@ -1,6 +1,6 @@
 """Build image tarballs offline, without Docker, as genuine ``docker save`` (or OCI) archives.
 
-    python -m tools.build_image busybox OUT.tar [--body TEXT] [--oci]
+    python -m tools.build_image busybox OUT.tar [--body TEXT] [--prelude SHELL] [--oci]
     python -m tools.build_image python OUT.tar [--cache DIR] [--oci]
 
 ``busybox``: Debian's static busybox plus the static C handler (handlers/c/hello.c), one layer;
@@ -123,8 +123,12 @@ def write_oci_archive(out: Path, layers: list[Path], config: dict[str, Any], ref
                 tar.add(Path(tmp) / hex_digest, arcname=f"blobs/sha256/{hex_digest}", filter=_normalize)
 
 
-def build_busybox_image(out: Path, body: str | None = None, oci: bool = False) -> None:
-    """Busybox and the static C handler in one layer; Cmd ``/bin/hello [BODY]``, tag busybox-hello."""
+def build_busybox_image(out: Path, body: str | None = None, oci: bool = False, prelude: str | None = None) -> None:
+    """Busybox and the static C handler in one layer; Cmd ``/bin/hello [BODY]``, tag busybox-hello.
+
+    With ``prelude``, busybox sh runs those commands first (to print to stdout or stderr, say)
+    and then execs the handler.
+    """
     if not BUSYBOX.is_file():
         raise BuildError(f"{BUSYBOX} is missing: apt-get install busybox-static")
     applets = _run([str(BUSYBOX), "--list-full"]).split()
@@ -143,6 +147,8 @@ def build_busybox_image(out: Path, body: str | None = None, oci: bool = False) -
             _add_bytes(tar, "etc/passwd", PASSWD.encode())
             _add_bytes(tar, "etc/group", GROUP.encode())
         cmd = ["/bin/hello"] if body is None else ["/bin/hello", body]
+        if prelude is not None:
+            cmd = ["/bin/sh", "-c", f'{prelude}\nexec "$@"', "sh", *cmd]
         config = {"config": {"Cmd": cmd, "Env": [DEFAULT_PATH], "WorkingDir": "/"}}
         _write(out, [layer], config, "busybox-hello:latest", oci)
 
@@ -197,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds = parser.add_subparsers(dest="kind", required=True)
     busybox = kinds.add_parser("busybox", help="busybox and the static C handler")
     busybox.add_argument("--body", help="what the C handler answers (default: hello from C)")
+    busybox.add_argument("--prelude", help="shell commands run before the handler, e.g. 'echo started >&2'")
     python = kinds.add_parser("python", help="Debian python3 and the example WSGI handler")
     python.add_argument("--cache", type=Path, default=Path("/var/cache/faasd"), help="where the base layer is kept")
     for kind in (busybox, python):
@@ -205,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     try:
         if options.kind == "busybox":
-            build_busybox_image(options.out, options.body, options.oci)
+            build_busybox_image(options.out, options.body, options.oci, options.prelude)
         else:
             build_python_image(options.out, options.cache, oci=options.oci)
     except BuildError as exc:

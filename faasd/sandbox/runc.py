@@ -10,7 +10,6 @@ import asyncio
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from faasd.errors import RuncError, RuntimeFailure
 
@@ -39,14 +38,17 @@ class Runc:
     def list_args(self) -> list[str]:
         return [*self._global(), "list", "--format", "json"]
 
-    async def run(self, container_id: str, bundle: Path, output: IO[bytes] | int) -> asyncio.subprocess.Process:
-        """Start ``runc run``; the caller waits for the process, whose exit is the container's."""
+    async def run(self, container_id: str, bundle: Path, stdout: int, stderr: int) -> asyncio.subprocess.Process:
+        """Start ``runc run`` with the container's stdout and stderr on these fds.
+
+        The caller waits for the process, whose exit is the container's.
+        """
         try:
             return await asyncio.create_subprocess_exec(
                 *self.run_args(container_id, bundle),
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=output,
-                stderr=output,
+                stdout=stdout,
+                stderr=stderr,
                 start_new_session=True,
             )
         except OSError as exc:

@@ -163,12 +163,12 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def busybox_image(images: Path) -> Callable[..., Path]:
-    """Build (once per body) a static C handler image that answers with ``body``."""
+    """Build (once per body and prelude) a static C handler image that answers with ``body``."""
 
-    def build(body: str = "hello from C") -> Path:
-        out = images / f"busybox-{abs(hash(body))}.tar"
+    def build(body: str = "hello from C", prelude: str | None = None) -> Path:
+        out = images / f"busybox-{abs(hash((body, prelude)))}.tar"
         if not out.exists():
-            build_busybox_image(out, body=body)
+            build_busybox_image(out, body=body, prelude=prelude)
         return out
 
     return build

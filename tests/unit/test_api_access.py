@@ -18,6 +18,7 @@ from faasd.dispatch import Dispatcher
 from faasd.functions import Functions
 from faasd.images.store import ImageStore
 from faasd.images.unpack import UnpackLimits
+from faasd.logs import Logs
 from faasd.network import Aliases
 from faasd.registry import Registry
 from faasd.sandbox.runc import Runc
@@ -40,12 +41,19 @@ def config(tmp_path: Path) -> Config:
 
 
 @pytest.fixture
-def functions(config: Config) -> Functions:
+async def logs(config: Config) -> AsyncIterator[Logs]:
+    logs = Logs(config.logs_dir, config.logs)
+    yield logs
+    await logs.close()
+
+
+@pytest.fixture
+def functions(config: Config, logs: Logs) -> Functions:
     """The real ``Functions``; a request that gets past the checks would touch its registry and store."""
     store = ImageStore(config.images_dir, UnpackLimits(max_bytes=1 << 20))
     registry = Registry(config.database_path, config.ip_range)
     dispatcher = Dispatcher(config, Runc("runc", config.runc_root), store)
-    yield Functions(config, registry, store, Aliases(), dispatcher, Admission(config.admission))
+    yield Functions(config, registry, store, Aliases(), dispatcher, Admission(config.admission), logs)
     registry.close()
 
 
@@ -55,16 +63,16 @@ def state(config: Config, functions: Functions) -> tuple[list[str], list[Path], 
 
 
 @pytest.fixture
-async def unix_api(config: Config, functions: Functions) -> AsyncIterator[TestClient]:
+async def unix_api(config: Config, functions: Functions, logs: Logs) -> AsyncIterator[TestClient]:
     """The app the unix socket serves (no token), here on 127.0.0.1 for the test client."""
-    async with TestClient(TestServer(make_app(config, functions), host="127.0.0.1")) as client:
+    async with TestClient(TestServer(make_app(config, functions, logs), host="127.0.0.1")) as client:
         yield client
 
 
 @pytest.fixture
-async def tcp_api(config: Config, functions: Functions) -> AsyncIterator[TestClient]:
+async def tcp_api(config: Config, functions: Functions, logs: Logs) -> AsyncIterator[TestClient]:
     """The app the TCP listener serves: every request needs ``TOKEN``."""
-    async with TestClient(TestServer(make_app(config, functions, TOKEN), host="127.0.0.1")) as client:
+    async with TestClient(TestServer(make_app(config, functions, logs, TOKEN), host="127.0.0.1")) as client:
         yield client
 
 
