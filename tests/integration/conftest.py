@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -118,31 +119,41 @@ class Daemon:
         return self.faas("ip", name).stdout.strip()
 
 
-def new_daemon(tmp_path_factory: pytest.TempPathFactory, ip_range: str, *extra_args: str) -> Daemon:
-    """A daemon on fresh temp dirs, not started yet (to prepare its dirs first)."""
-    # Containers run as unprivileged host uids: they must be able to search the way to their rootfs.
-    base = tmp_path_factory.getbasetemp()
-    for directory in (base.parent, base):
-        directory.chmod(directory.stat().st_mode | 0o001)
-    root = tmp_path_factory.mktemp("faasd")
+@pytest.fixture(scope="session")
+def daemon_roots() -> Iterator[Path]:
+    """Where this session's daemons keep their dirs, removed at the end.
+
+    Containers run as unprivileged host uids and must search the way to their rootfs. pytest's
+    own temp dirs cannot serve: pytest keeps /tmp/pytest-of-USER at mode 0700 and resets it so
+    whenever another pytest starts, which would cut off a running session's containers.
+    """
+    roots = Path(tempfile.mkdtemp(prefix="faasd-tests-"))
+    roots.chmod(0o711)
+    yield roots
+    shutil.rmtree(roots, ignore_errors=True)
+
+
+def new_daemon(roots: Path, ip_range: str, *extra_args: str) -> Daemon:
+    """A daemon on a fresh dir under ``roots``, not started yet (to prepare its dirs first)."""
+    root = Path(tempfile.mkdtemp(prefix="faasd", dir=roots))
     root.chmod(0o711)
     return Daemon(root, ip_range, list(extra_args))
 
 
-def start_daemon(tmp_path_factory: pytest.TempPathFactory, ip_range: str, *extra_args: str) -> Daemon:
-    """A running daemon on fresh temp dirs; the caller stops it."""
-    daemon = new_daemon(tmp_path_factory, ip_range, *extra_args)
+def start_daemon(roots: Path, ip_range: str, *extra_args: str) -> Daemon:
+    """A running daemon on a fresh dir under ``roots``; the caller stops it."""
+    daemon = new_daemon(roots, ip_range, *extra_args)
     daemon.start()
     return daemon
 
 
 @pytest.fixture
-def make_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Daemon]]:
+def make_daemon(daemon_roots: Path) -> Iterator[Callable[..., Daemon]]:
     """Factory of daemons, each on its own temp dirs and range; all are stopped at the end."""
     daemons: list[Daemon] = []
 
     def make(ip_range: str, *extra_args: str) -> Daemon:
-        daemons.append(start_daemon(tmp_path_factory, ip_range, *extra_args))
+        daemons.append(start_daemon(daemon_roots, ip_range, *extra_args))
         return daemons[-1]
 
     yield make

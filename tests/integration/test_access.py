@@ -10,6 +10,7 @@ import socket
 import stat
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -102,10 +103,10 @@ def test_socket_and_token_file_modes_and_the_token_survives_a_restart(make_daemo
     assert faas_over_tcp(f"http://127.0.0.1:{port}", token.strip(), "list").returncode == 0
 
 
-def test_a_taken_listen_address_stops_the_start_with_exit_3(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_a_taken_listen_address_stops_the_start_with_exit_3(daemon_roots: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as squatter:
         port = squatter.getsockname()[1]
-        daemon = new_daemon(tmp_path_factory, daemon_range(22), "--listen", f"127.0.0.1:{port}")
+        daemon = new_daemon(daemon_roots, daemon_range(22), "--listen", f"127.0.0.1:{port}")
         result = subprocess.run(daemon.command(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 3
     assert "cannot serve the control API" in result.stderr and "address already in use" in result.stderr

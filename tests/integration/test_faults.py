@@ -32,9 +32,9 @@ from tests.integration.faulty import (
 
 
 @pytest.fixture
-def small_disk_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def small_disk_daemon(daemon_roots: Path) -> Iterator[Daemon]:
     """A daemon whose state dir is a 24 MiB tmpfs: room for a few busybox images, not for more."""
-    daemon = new_daemon(tmp_path_factory, daemon_range(20))
+    daemon = new_daemon(daemon_roots, daemon_range(20))
     daemon.state_dir.mkdir()
     subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=24m,mode=0711", "faasd-test", str(daemon.state_dir)], check=True

@@ -34,8 +34,8 @@ class Sandbox:
 
 
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory, probe_image: Path) -> Iterator[Sandbox]:
-    daemon = start_daemon(tmp_path_factory, daemon_range(4))
+def sandbox(daemon_roots: Path, probe_image: Path) -> Iterator[Sandbox]:
+    daemon = start_daemon(daemon_roots, daemon_range(4))
     tight_args = [arg for key, value in TIGHT.items() for arg in (f"--{key}", value)]
     sandbox = Sandbox(daemon, daemon.deploy("probe", probe_image), daemon.deploy("tight", probe_image, *tight_args))
     yield sandbox
