@@ -10,6 +10,8 @@ from faasd.admission import AdmissionLimits
 from faasd.limits import Limits
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Container uids and gids 0..USERNS_IDS-1 map to host ids userns_base..userns_base+USERNS_IDS-1.
+USERNS_IDS = 65536
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,12 @@ class Config:
     admission: AdmissionLimits = field(default_factory=AdmissionLimits.derive)
     gateway: TcpAddress | None = None  # one port for every function, routed by Host header
     gateway_domain: str = "localhost"  # NAME.<domain> reaches function NAME through the gateway
-    # Containers run in a user namespace: their ids 0-65535 are these host ids and up.
-    userns_base: int = 2_000_000_000
     start_timeout_seconds: float = 10.0
     drain_seconds: float = 10.0
     max_upload_bytes: int = 4 * 1024**3
-    max_image_bytes: int = 8 * 1024**3
+    max_image_bytes: int = 8 * 1024**3  # an image's layers, uncompressed, all together
+    max_image_entries: int = 1_000_000  # entries (files, dirs, links, whiteouts) across its layers
+    userns_base: int = 2_000_000_000  # host id of container root; rootfs files are owned by shifted ids
     keep_versions: int = 3
     listen: TcpAddress | None = None
 

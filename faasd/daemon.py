@@ -160,7 +160,11 @@ async def open_gateway(stack: contextlib.AsyncExitStack, config: Config, functio
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT; a second signal skips the drain."""
     runc = Runc(config.runc_binary, config.runc_root)
-    store = ImageStore(config.images_dir, UnpackLimits(max_bytes=config.max_image_bytes))
+    store = ImageStore(
+        config.images_dir,
+        UnpackLimits(max_bytes=config.max_image_bytes, max_entries=config.max_image_entries),
+        id_base=config.userns_base,
+    )
     for directory in (config.run_dir, config.runc_root, config.images_dir):
         directory.mkdir(parents=True, exist_ok=True, mode=0o711)
     registry = Registry(config.database_path, config.ip_range)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from faasd.errors import InvalidRequest
 
 MIB = 1024 * 1024
-SIZE_PATTERN = re.compile(r"(\d+)([kmg]?)i?b?", re.IGNORECASE)
-SIZE_UNITS = {"": 1, "k": 1024, "m": MIB, "g": 1024 * MIB}
+SIZE_PATTERN = re.compile(r"(\d+)([kmgt]?)i?b?", re.IGNORECASE)
+SIZE_UNITS = {"": 1, "k": 1024, "m": MIB, "g": 1024 * MIB, "t": 1024 * 1024 * MIB}
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,10 @@ class Limits:
 
 
 def parse_size(text: str) -> int:
-    """Bytes from ``64m``, ``1g``, ``512k``, ``1048576`` (binary units; ``MiB``/``mb`` also read)."""
+    """Bytes from ``64m``, ``1g``, ``512k``, ``1048576`` (binary units up to ``t``; ``MiB``/``mb`` also read)."""
     match = SIZE_PATTERN.fullmatch(text.strip())
     if match is None:
-        raise ValueError(f"{text!r} is not a size: use a number with an optional k, m or g suffix, like 128m")
+        raise ValueError(f"{text!r} is not a size: use a number with an optional k, m, g or t suffix, like 128m")
     return int(match[1]) * SIZE_UNITS[match[2].lower()]
 
 

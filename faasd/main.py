@@ -12,7 +12,7 @@ import click
 from faasd import daemon
 from faasd.admission import CONTAINERS_PER_CPU, DEFAULT_QUEUE_TIMEOUT, QUEUE_PER_SLOT, AdmissionLimits
 from faasd.config import Config, LogLimits, TcpAddress
-from faasd.limits import Limits
+from faasd.limits import Limits, parse_size
 
 DOMAIN_PATTERN = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
@@ -43,6 +43,16 @@ def parse_domain(_ctx: click.Context, _param: click.Parameter, value: str) -> st
     if not DOMAIN_PATTERN.fullmatch(domain):
         raise click.BadParameter(f"{value!r} is not a domain name (letters, digits, '-' and dots), e.g. fn.example.org")
     return domain
+
+
+def parse_byte_size(_ctx: click.Context, _param: click.Parameter, value: str | int) -> int:
+    try:
+        size = parse_size(str(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    if size < 1:
+        raise click.BadParameter("the size must be at least 1 byte")
+    return size
 
 
 @click.command(context_settings={"auto_envvar_prefix": "FAASD", "show_default": True})
@@ -140,6 +150,19 @@ def parse_domain(_ctx: click.Context, _param: click.Parameter, value: str) -> st
     type=click.IntRange(min=1),
     help="Log files kept per function, the current one included.",
 )
+@click.option(
+    "--max-image-size",
+    default=f"{Config.max_image_bytes // 1024**3}g",
+    callback=parse_byte_size,
+    metavar="SIZE",
+    help="Most an image may unpack to: its layers uncompressed, all together (k, m, g, t: powers of 1024).",
+)
+@click.option(
+    "--max-image-entries",
+    default=Config.max_image_entries,
+    type=click.IntRange(min=1),
+    help="Most entries (files, directories, links, whiteouts) an image's layers may hold together.",
+)
 @click.version_option(package_name="faasd")
 def main(
     state_dir: Path,
@@ -160,6 +183,8 @@ def main(
     gateway_domain: str,
     log_max_bytes: int,
     log_max_files: int,
+    max_image_size: int,
+    max_image_entries: int,
 ) -> None:
     """Run every TCP connection to a function in a fresh runc container.
 
@@ -185,5 +210,7 @@ def main(
         gateway=gateway,
         gateway_domain=gateway_domain,
         logs=LogLimits(max_file_bytes=log_max_bytes, max_files=log_max_files),
+        max_image_bytes=max_image_size,
+        max_image_entries=max_image_entries,
     )
     sys.exit(daemon.run(config))

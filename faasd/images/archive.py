@@ -12,24 +12,34 @@ never joined to a filesystem path. Every digest the archive states is checked: O
 (the layers while they stream by) and each layer's uncompressed diff_id from the image config,
 so a tampered archive fails before its rootfs is registered. Only what a layer's bytes say
 decides its compression, never its name or media type.
+
+Everything an archive could make the daemon do is bounded: a compressed archive is decompressed
+once, to at most ``max_bytes``, into an unnamed temporary file beside it; the archive holds at
+most ``MAX_MEMBERS`` members, each name at most once; the layers together uncompress to at most
+``max_bytes`` (a gzip bomb stops there); and no tar header may carry more than
+``MAX_EXTENDED_HEADER`` bytes of PAX records or GNU long names, which tarfile would read whole.
 """
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import hashlib
+import itertools
 import json
+import lzma
 import platform
 import posixpath
 import re
 import tarfile
+import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from faasd.errors import FaasError, InvalidImage
+from faasd.errors import FaasError, ImageTooLarge, InvalidImage, InvalidRequest
 
 # image-spec media-types.md, and the Docker equivalents that docker save and registries still use.
 INDEX_TYPES = {
@@ -44,10 +54,39 @@ MANIFEST_TYPES = {
 REF_NAME_ANNOTATIONS = ("io.containerd.image.name", "org.opencontainers.image.ref.name")
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# What "docker save IMAGE | gzip" and friends produce; tarfile's "r:*" knows the same three.
+ARCHIVE_COMPRESSIONS: dict[bytes, Callable[[IO[bytes]], IO[bytes]]] = {
+    GZIP_MAGIC: lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
+    b"BZh": lambda raw: bz2.BZ2File(raw, mode="rb"),
+    b"\xfd7zXZ\x00": lambda raw: lzma.LZMAFile(raw, mode="rb"),
+}
 READ_CHUNK = 1 << 20
 ARCH_NAMES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}  # uname -m -> GOARCH
 MAX_INDEX_DEPTH = 4
 MAX_LINK_HOPS = 8
+# A docker save of a hundred images of a hundred layers is about 40 000 members.
+MAX_MEMBERS = 100_000
+# PAX records of two PATH_MAX names and a few xattrs fit many times over.
+MAX_EXTENDED_HEADER = 1 << 20
+EXTENDED_HEADER_TYPES = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
+
+# distribution/reference's grammar (docker's "name[:tag]") and image-spec annotations.md's for
+# org.opencontainers.image.ref.name; a --tag may be either. Digests never name an archived image.
+_DOCKER_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOCKER_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_DOCKER_DOMAIN = rf"{_DOCKER_LABEL}(?:\.{_DOCKER_LABEL})*(?::[0-9]+)?"
+DOCKER_REFERENCE = re.compile(
+    rf"(?:{_DOCKER_DOMAIN}/)?{_DOCKER_COMPONENT}(?:/{_DOCKER_COMPONENT})*(?::[\w][\w.-]{{0,127}})?"
+)
+_OCI_COMPONENT = r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"
+OCI_REF_NAME = re.compile(rf"{_OCI_COMPONENT}(?:/{_OCI_COMPONENT})*")
+MAX_REFERENCE = 255 + 1 + 128  # a name of at most 255 characters, ":", a tag of at most 128
 
 
 @dataclass(frozen=True)
@@ -121,28 +160,72 @@ class _Layer:
     diff_id: str | None  # the digest of the uncompressed tar, from the image config
 
 
+DECOMPRESSION_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
+
+
+def _is_io_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is the disk's doing (it has an errno), not corrupt compressed data."""
+    return isinstance(exc, OSError) and exc.errno is not None
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A tar header that refuses an oversized extended header before tarfile reads it whole.
+
+    tarfile reads PAX records and GNU long names into memory at whatever size their header
+    states; this is the one hook it offers ahead of that read.
+    """
+
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in EXTENDED_HEADER_TYPES and self.size > MAX_EXTENDED_HEADER:
+            raise InvalidImage(
+                f"a tar header carries {self.size} bytes of PAX records or GNU long names "
+                f"(at most {MAX_EXTENDED_HEADER} are read)"
+            )
+        return super()._proc_member(archive)  # type: ignore[misc]  # private, but stable since 3.0
+
+
 class _Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
+class _Allowance:
+    """How many more bytes ``what`` may produce once uncompressed; shared by all that reads it."""
+
+    def __init__(self, what: str, max_bytes: int) -> None:
+        self._what = what
+        self._max_bytes = max_bytes
+        self._left = max_bytes
+
+    def take(self, size: int) -> None:
+        self._left -= size
+        if self._left < 0:
+            raise ImageTooLarge(
+                f"{self._what} uncompress to more than {self._max_bytes} bytes, "
+                "this daemon's limit (faasd --max-image-size)"
+            )
+
+
 class _HashingReader:
-    """A read-only stream that hashes what passes through it.
+    """A read-only stream that hashes what passes through it, within an optional allowance.
 
     Decompression errors surface here, while a consumer reads the layer, so they are turned
     into ``InvalidImage`` here too; real I/O errors (with an errno) pass through untouched.
     """
 
-    def __init__(self, stream: _Readable) -> None:
+    def __init__(self, stream: _Readable, allowance: _Allowance | None = None) -> None:
         self._stream = stream
+        self._allowance = allowance
         self.hash = hashlib.sha256()
 
     def read(self, size: int = -1) -> bytes:
         try:
             data = self._stream.read(size)
-        except (OSError, EOFError, zlib.error) as exc:
-            if isinstance(exc, OSError) and exc.errno is not None:
+        except DECOMPRESSION_ERRORS as exc:
+            if _is_io_error(exc):
                 raise
             raise InvalidImage(f"the layer's compressed data is corrupt: {exc}") from exc
+        if self._allowance is not None:
+            self._allowance.take(len(data))
         self.hash.update(data)
         return data
 
@@ -162,21 +245,25 @@ class ImageArchive:
     config: ImageConfig
     digest: str
 
-    def __init__(self, path: Path, tag: str | None = None) -> None:
+    def __init__(self, path: Path, tag: str | None, max_bytes: int) -> None:
+        if tag is not None:
+            check_reference(tag)
         self._path = path
         self._tag = tag
+        self._max_bytes = max_bytes
+        self._file: IO[bytes] | None = None
         self._tar: tarfile.TarFile | None = None
         self._members: dict[str, tarfile.TarInfo] = {}
         self._layers: list[_Layer] = []
 
     def __enter__(self) -> ImageArchive:
         try:
-            # "r:*": an archive may itself be compressed (docker save | gzip).
-            self._tar = tarfile.open(self._path, "r:*")
-        except (tarfile.TarError, OSError) as exc:
-            raise InvalidImage(f"the upload is not a tar archive (docker save output expected): {exc}") from exc
-        try:
-            self._members = {_clean(m.name): m for m in self._tar.getmembers()}
+            self._file = self._plain_archive()
+            try:
+                self._tar = tarfile.open(fileobj=self._file, mode="r:", tarinfo=_BoundedTarInfo)
+            except tarfile.TarError as exc:
+                raise InvalidImage(f"the upload is not a tar archive (docker save output expected): {exc}") from exc
+            self._index_members()
             if "manifest.json" in self._members:
                 self._read_legacy()
             elif "index.json" in self._members:
@@ -195,6 +282,55 @@ class ImageArchive:
         if self._tar is not None:
             self._tar.close()
             self._tar = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _plain_archive(self) -> IO[bytes]:
+        """The archive as a seekable, uncompressed file.
+
+        A compressed archive (docker save | gzip) is decompressed once, within ``max_bytes``,
+        into an unnamed file beside the upload: the kernel removes it on close, or on a crash.
+        tarfile could read it compressed, but every backwards seek would decompress it again.
+        """
+        raw = open(self._path, "rb")  # returned, or closed with the decompressor
+        head = raw.read(8)
+        raw.seek(0)
+        decompress = next((open_ for magic, open_ in ARCHIVE_COMPRESSIONS.items() if head.startswith(magic)), None)
+        if decompress is None:
+            return raw
+        plain = tempfile.TemporaryFile(dir=self._path.parent)  # O_TMPFILE: never has a name
+        try:
+            allowance = _Allowance("the archive's contents", self._max_bytes)
+            with raw, decompress(raw) as stream:
+                while chunk := stream.read(READ_CHUNK):
+                    allowance.take(len(chunk))
+                    plain.write(chunk)
+        except DECOMPRESSION_ERRORS as exc:
+            plain.close()
+            if _is_io_error(exc):
+                raise
+            raise InvalidImage(f"the upload's compressed data is corrupt: {exc}") from exc
+        except BaseException:
+            plain.close()
+            raise
+        plain.seek(0)
+        return plain
+
+    def _index_members(self) -> None:
+        """Every member by its cleaned name: at most ``MAX_MEMBERS``, no file named twice."""
+        assert self._tar is not None
+        for count in itertools.count(1):
+            member = self._tar.next()
+            if member is None:
+                return
+            if count > MAX_MEMBERS:
+                raise InvalidImage(f"the archive has more than {MAX_MEMBERS} members: it is no image")
+            name = _clean(member.name)
+            earlier = self._members.get(name)
+            if earlier is not None and not (earlier.isdir() and member.isdir()):
+                raise InvalidImage(f"the archive has two members named {member.name!r}: which one is meant?")
+            self._members[name] = member
 
     def layers(self) -> Iterator[tarfile.TarFile]:
         """Each layer in order, as a streaming tar, decompressed.
@@ -203,6 +339,7 @@ class ImageArchive:
         (or for the end): the rest of the stream is read and hashed first, so a consumer need
         not read a layer to its end for the check to cover all of it.
         """
+        uncompressed = _Allowance("the image's layers", self._max_bytes)
         for number, ref in enumerate(self._layers, start=1):
             context = f"layer {number} ({_abbreviate(ref.member)})"
             stored = self._open_member(ref.member)
@@ -216,9 +353,9 @@ class ImageArchive:
             source: _Readable = blob
             if head[:2] == GZIP_MAGIC:
                 source = gzip.GzipFile(fileobj=blob, mode="rb")  # type: ignore[call-overload]  # never seeks
-            plain = _HashingReader(source)
+            plain = _HashingReader(source, uncompressed)
             try:
-                layer = tarfile.open(fileobj=plain, mode="r|")  # type: ignore[call-overload]
+                layer = tarfile.open(fileobj=plain, mode="r|", tarinfo=_BoundedTarInfo)  # type: ignore[call-overload]
             except tarfile.TarError as exc:
                 raise InvalidImage(f"{context}: not a tar stream: {exc}") from exc
             except FaasError as exc:
@@ -365,6 +502,14 @@ class ImageArchive:
     def _read_member(self, name: str) -> bytes:
         with self._open_member(name) as stream:
             return stream.read()
+
+
+def check_reference(tag: str) -> None:
+    """Refuse a ``--tag`` that no image could be named by, before anything is read."""
+    if len(tag) > MAX_REFERENCE or not (DOCKER_REFERENCE.fullmatch(tag) or OCI_REF_NAME.fullmatch(tag)):
+        raise InvalidRequest(
+            f"the tag {tag!r} is not an image reference: use NAME[:TAG], e.g. demo:1 or localhost/team/demo:1"
+        )
 
 
 def _clean(name: str) -> str:

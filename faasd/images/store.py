@@ -3,6 +3,10 @@
 An import unpacks into a hidden temporary directory beside its final place and is renamed
 into place only once every layer applied cleanly and the data reached the disk; any failure
 removes the temporary directory, so a crashed or refused import leaves nothing behind.
+
+Each rootfs is owned by ids shifted into the containers' user namespace (``id_base`` + the
+image's ids; see ``faasd.images.unpack``), and the directories above it are 0711: the mapped
+root can traverse them to its rootfs, but list nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from faasd.sandbox.spec import CONTROL_SOCKET, MOUNT_POINTS
 log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".tmp-"
+TRAVERSE_ONLY = 0o711
 
 
 @dataclass(frozen=True)
@@ -37,11 +42,15 @@ class ImportedImage:
 
 
 class ImageStore:
-    """The images directory: import, locate and remove rootfs."""
+    """The images directory: import, locate and remove rootfs.
 
-    def __init__(self, images_dir: Path, limits: UnpackLimits) -> None:
+    ``id_base`` is the host id of container root: the rootfs' owners are shifted by it.
+    """
+
+    def __init__(self, images_dir: Path, limits: UnpackLimits, id_base: int) -> None:
         self.images_dir = images_dir
         self._limits = limits
+        self._id_base = id_base
 
     def rootfs(self, function: str, version: int) -> Path:
         return self.images_dir / function / str(version) / "rootfs"
@@ -49,21 +58,23 @@ class ImageStore:
     def import_image(self, archive_path: Path, function: str, version: int, tag: str | None) -> ImportedImage:
         """Unpack the image in ``archive_path`` as ``function``'s ``version``. Blocking."""
         parent = self.images_dir / function
-        # Containers run as unprivileged host uids (user namespace): they must search the way in.
-        parent.mkdir(parents=True, exist_ok=True, mode=0o711)
+        parent.mkdir(parents=True, exist_ok=True)
+        parent.chmod(TRAVERSE_ONLY)  # whatever the umask, and whatever an older faasd made
         final = parent / str(version)
         work = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{version}-", dir=parent))
-        work.chmod(0o711)
         try:
+            work.chmod(TRAVERSE_ONLY)
             rootfs = work / "rootfs"
-            rootfs.mkdir(mode=0o755)
-            with ImageArchive(archive_path, tag) as archive:
+            rootfs.mkdir()
+            os.chown(rootfs, self._id_base, self._id_base)
+            rootfs.chmod(0o755)
+            with ImageArchive(archive_path, tag, self._limits.max_bytes) as archive:
                 if not (archive.config.entrypoint or archive.config.cmd):
                     raise InvalidImage("the image has neither Entrypoint nor Cmd: nothing to run")
-                apply_layers(archive.layers(), rootfs, self._limits)
+                apply_layers(archive.layers(), rootfs, self._limits, self._id_base)
                 uid, gid = resolve_user(rootfs, archive.config.user)
                 imported = ImportedImage(archive.config, archive.digest, uid, gid)
-            make_mount_points(rootfs)
+            make_mount_points(rootfs, self._id_base)
             os.sync()
             if final.exists():
                 shutil.rmtree(final)
@@ -103,20 +114,26 @@ class ImageStore:
         return doomed
 
 
-def make_mount_points(rootfs: Path) -> None:
-    """Create what runc mounts over, so it never has to write into a shared rootfs."""
+def make_mount_points(rootfs: Path, owner: int) -> None:
+    """Create what runc mounts over, so it never has to write into a shared rootfs.
+
+    What is made belongs to the host uid and gid ``owner`` (container root).
+    """
     root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         for name, mode in MOUNT_POINTS.items():
             try:
                 os.mkdir(name, dir_fd=root_fd)
-                os.chmod(name, mode, dir_fd=root_fd)
             except FileExistsError:
-                pass
+                continue
+            os.chown(name, owner, owner, dir_fd=root_fd, follow_symlinks=False)
+            os.chmod(name, mode, dir_fd=root_fd)
+        control = CONTROL_SOCKET.lstrip("/")
         try:
-            os.close(os.open(CONTROL_SOCKET.lstrip("/"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=root_fd))
+            os.close(os.open(control, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=root_fd))
         except FileExistsError:
-            pass
+            return
+        os.chown(control, owner, owner, dir_fd=root_fd, follow_symlinks=False)
     finally:
         os.close(root_fd)
 

@@ -7,6 +7,15 @@ followed either: it is created, replaced or removed with the ``*at`` calls. ``..
 before any lookup. This is the shape of umoci's ``UnpackEntry`` (oci/layer/tar_extract.go):
 ``_Layer.apply_entry`` makes every path decision. The change-set rules are image-spec layer.md's.
 
+Ownership is shifted into the user namespace containers run in: an entry owned by uid/gid N in
+the tar is owned by ``id_base + N`` on disk, and directories made on the way belong to
+``id_base`` (container root). An id at or above ``USERNS_IDS`` has no host id in that namespace,
+so the entry is refused (as rootless Docker and podman do) rather than squashed onto another id.
+
+An entry name that appears twice in one layer is refused: which copy wins is the kind of
+ambiguity a scanner and a runtime can disagree on. Names must fit in ``PATH_MAX`` once they are
+absolute inside the container.
+
 Deliberately not unpacked:
 
 - device nodes and fifos: a container gets its /dev from runc, and an image has no business
@@ -31,6 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from faasd.config import USERNS_IDS
 from faasd.errors import FaasError, ImageTooLarge, InsufficientStorage, InvalidImage, UnsafeArchive
 
 # image-spec layer.md, "Whiteouts": an entry named .wh.NAME deletes NAME from lower layers;
@@ -45,6 +55,8 @@ WALK_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 LIST_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 COPY_CHUNK = 1 << 20
+PATH_MAX = 4096  # linux/limits.h, the terminating NUL included
+SHOWN_NAME_CHARS = 160
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -53,7 +65,7 @@ class UnpackLimits:
     """Bounds on one image, across all its layers: regular-file bytes, and entries."""
 
     max_bytes: int
-    max_entries: int = 1_000_000
+    max_entries: int
 
 
 class Budget:
@@ -75,8 +87,10 @@ class Budget:
             raise ImageTooLarge(f"the image unpacks to more than {self.limits.max_bytes} bytes of files")
 
 
-def apply_layers(layers: Iterable[tarfile.TarFile], root: Path, limits: UnpackLimits) -> None:
+def apply_layers(layers: Iterable[tarfile.TarFile], root: Path, limits: UnpackLimits, id_base: int) -> None:
     """Apply ``layers`` in order onto the directory ``root``, within ``limits``. Blocking.
+
+    Owners are shifted by ``id_base`` (see the module docstring); 0 keeps them as they are.
 
     On error ``root`` is left half-written: the caller unpacks into a directory of its own and
     removes it on failure.
@@ -84,16 +98,16 @@ def apply_layers(layers: Iterable[tarfile.TarFile], root: Path, limits: UnpackLi
     budget = Budget(limits)
     for number, layer in enumerate(layers, start=1):
         try:
-            apply_layer(layer, root, budget)
+            apply_layer(layer, root, budget, id_base)
         except FaasError as exc:
             raise exc.in_context(f"layer {number}") from exc
 
 
-def apply_layer(layer: tarfile.TarFile, root: Path, budget: Budget) -> None:
+def apply_layer(layer: tarfile.TarFile, root: Path, budget: Budget, id_base: int) -> None:
     """Apply one layer (a streaming tar) onto ``root``, taking its entries and bytes from ``budget``."""
     root_fd = os.open(root, WALK_FLAGS)
     try:
-        _Layer(root_fd, budget).apply(layer)
+        _Layer(root_fd, budget, id_base).apply(layer)
     finally:
         os.close(root_fd)
 
@@ -101,28 +115,35 @@ def apply_layer(layer: tarfile.TarFile, root: Path, budget: Budget) -> None:
 def split_name(name: str) -> list[str]:
     """The components of an entry name below the root.
 
-    A leading "/" or "./" is dropped (writers use both; GNU tar strips "/" the same way), as are
-    empty and "." components. ``..`` is refused, not resolved: a layer has no reason to climb.
+    Empty and "." components are dropped ("./a//b" is "a/b"); "." and "/" alone name the root.
+    ``..`` is refused, not resolved: a layer has no reason to climb. An absolute name is refused
+    too, rather than guessed at: Docker, podman and buildah write every layer with relative names.
     """
     if "\0" in name:
         raise UnsafeArchive("has a NUL byte in its name")
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise UnsafeArchive("climbs out of the rootfs")
+    if parts and name.startswith("/"):
+        raise UnsafeArchive("has an absolute name: layer entries are named relative to the image's root")
+    if len(os.fsencode("/" + "/".join(parts))) >= PATH_MAX:
+        raise InvalidImage(f"has a name longer than PATH_MAX ({PATH_MAX} bytes) in the container")
     return parts
 
 
 class _Layer:
     """One layer being applied.
 
-    The only state kept per entry is what the layer itself needs at its end: the paths it
-    made (an opaque directory keeps those, wherever the marker sits in the tar), its opaque
-    directories, and its directories' mtimes.
+    The only state kept per entry is what the layer itself needs: the names of its entries
+    (to refuse a second one), the paths it made (an opaque directory keeps those, wherever the
+    marker sits in the tar), its opaque directories, and its directories' mtimes.
     """
 
-    def __init__(self, root_fd: int, budget: Budget) -> None:
+    def __init__(self, root_fd: int, budget: Budget, id_base: int) -> None:
         self._root_fd = root_fd
         self._budget = budget
+        self._id_base = id_base
+        self._entries: set[str] = set()  # "a/b/c" for each entry, as the tar names it
         self._made: set[str] = set()  # "a/b/c", and every directory above it
         self._opaque: set[str] = set()
         self._dir_mtimes: dict[str, float] = {}
@@ -130,12 +151,12 @@ class _Layer:
     def apply(self, layer: tarfile.TarFile) -> None:
         name: str | None = None
         while True:
-            with _translated("the first header" if name is None else f"the header after entry {name!r}"):
+            with _translated("the first header" if name is None else f"the header after entry {_shown(name)}"):
                 member = layer.next()
             if member is None:
                 break
             name = member.name
-            with _translated(f"entry {name!r}"):
+            with _translated(f"entry {_shown(name)}"):
                 self.apply_entry(member, layer)
             # tarfile keeps every header it has read, even when streaming: drop them, so a
             # layer of a million entries costs no more memory than a layer of ten.
@@ -154,17 +175,22 @@ class _Layer:
             if member.isdir():
                 return
             raise UnsafeArchive("would replace the rootfs itself")
+        path = "/".join(parts)
+        if path in self._entries:
+            raise InvalidImage("appears twice in the layer")
+        self._entries.add(path)
         if parts[-1].startswith(WHITEOUT_PREFIX):
             self._whiteout(parts)
             return
         if not (member.isdir() or member.isreg() or member.issym() or member.islnk()):
             return  # device nodes, fifos: skipped (see the module docstring)
         base = parts[-1]
-        with _walk(self._root_fd, parts[:-1], create=True) as parent:
+        with _walk(self._root_fd, parts[:-1], create_as=self._id_base) as parent:
             existing = _lstat(base, parent)
             if member.islnk():
                 self._hardlink(member.linkname, base, parent, existing)
             else:
+                owner = self._host_ids(member)
                 if not (member.isdir() and existing is not None and stat.S_ISDIR(existing.st_mode)):
                     # Replace, never write into what is there: it may be a symlink, or a hard
                     # link sharing its inode with another file. Only dir over dir is merged.
@@ -175,10 +201,19 @@ class _Layer:
                         os.symlink(member.linkname, base, dir_fd=parent)
                     else:
                         self._write_file(member, layer, base, parent)
-                _set_metadata(member, base, parent)
+                _set_metadata(member, owner, base, parent)
                 if member.isdir():
-                    self._dir_mtimes["/".join(parts)] = member.mtime
+                    self._dir_mtimes[path] = member.mtime
         self._made_path(parts)
+
+    def _host_ids(self, member: tarfile.TarInfo) -> tuple[int, int]:
+        """The entry's uid and gid as the host sees them from outside the user namespace."""
+        if not (0 <= member.uid < USERNS_IDS and 0 <= member.gid < USERNS_IDS):
+            raise InvalidImage(
+                f"is owned by uid {member.uid} gid {member.gid}, outside the container's user namespace "
+                f"(ids 0 to {USERNS_IDS - 1}): chown it in the image"
+            )
+        return self._id_base + member.uid, self._id_base + member.gid
 
     def _write_file(self, member: tarfile.TarInfo, layer: tarfile.TarFile, base: str, parent: int) -> None:
         self._budget.take_bytes(member.size)
@@ -199,7 +234,7 @@ class _Layer:
         if not target:
             raise UnsafeArchive(f"hard link to {linkname!r}, the rootfs itself")
         try:
-            with _walk(self._root_fd, target[:-1], create=False) as target_parent:
+            with _walk(self._root_fd, target[:-1]) as target_parent:
                 source = os.stat(target[-1], dir_fd=target_parent, follow_symlinks=False)
                 if stat.S_ISDIR(source.st_mode):
                     raise UnsafeArchive(f"hard link to the directory {linkname!r}")
@@ -221,7 +256,7 @@ class _Layer:
         if base != OPAQUE_WHITEOUT and "/".join([*directory, hidden]) in self._made:
             return  # layer.md: a whiteout hides lower layers only, never its own layer's files
         try:
-            with _walk(self._root_fd, directory, create=False) as parent:
+            with _walk(self._root_fd, directory) as parent:
                 if base == OPAQUE_WHITEOUT:
                     self._opaque.add("/".join(directory))  # applied at the layer's end: _clear_opaque
                 else:
@@ -248,7 +283,7 @@ class _Layer:
         cleared = self._opaque | {path for path in self._made if _below_any(path, self._opaque)}
         for path in cleared:
             try:
-                with _walk(self._root_fd, path.split("/") if path else [], create=False) as directory:
+                with _walk(self._root_fd, path.split("/") if path else []) as directory:
                     fd = os.open(".", LIST_FLAGS, dir_fd=directory)  # O_PATH fds cannot be listed
             except (FileNotFoundError, NotADirectoryError, UnsafeArchive):
                 continue  # no longer a directory: an entry later in this layer replaced it
@@ -264,7 +299,7 @@ class _Layer:
         for path, mtime in self._dir_mtimes.items():
             parts = path.split("/")
             try:
-                with _walk(self._root_fd, parts[:-1], create=False) as parent:
+                with _walk(self._root_fd, parts[:-1]) as parent:
                     if stat.S_ISDIR(os.stat(parts[-1], dir_fd=parent, follow_symlinks=False).st_mode):
                         os.utime(parts[-1], (mtime, mtime), dir_fd=parent, follow_symlinks=False)
             except (FileNotFoundError, NotADirectoryError, UnsafeArchive):
@@ -272,12 +307,12 @@ class _Layer:
 
 
 @contextmanager
-def _walk(root_fd: int, parts: list[str], create: bool) -> Iterator[int]:
+def _walk(root_fd: int, parts: list[str], create_as: int | None = None) -> Iterator[int]:
     """An ``O_PATH`` fd of the directory ``parts`` below the root, reached without following links.
 
-    Missing directories are made (mode 0755, like tar) when ``create``; otherwise
-    ``FileNotFoundError``. A component that is a symlink raises ``UnsafeArchive``, one that is
-    something else ``NotADirectoryError``.
+    Missing directories are made (mode 0755, like tar; owned by the host uid and gid
+    ``create_as``) when ``create_as`` is given; otherwise ``FileNotFoundError``. A component
+    that is a symlink raises ``UnsafeArchive``, one that is something else ``NotADirectoryError``.
     """
     fd = os.dup(root_fd)
     try:
@@ -285,9 +320,10 @@ def _walk(root_fd: int, parts: list[str], create: bool) -> Iterator[int]:
             try:
                 next_fd = os.open(part, WALK_FLAGS, dir_fd=fd)
             except FileNotFoundError:
-                if not create:
+                if create_as is None:
                     raise
                 os.mkdir(part, dir_fd=fd)
+                os.chown(part, create_as, create_as, dir_fd=fd, follow_symlinks=False)
                 os.chmod(part, 0o755, dir_fd=fd)  # whatever the daemon's umask
                 next_fd = os.open(part, WALK_FLAGS, dir_fd=fd)
             except NotADirectoryError as exc:  # O_DIRECTORY|O_NOFOLLOW on a symlink: ENOTDIR
@@ -330,17 +366,24 @@ def _remove(name: str, dir_fd: int, existing: os.stat_result | None) -> None:
         os.unlink(name, dir_fd=dir_fd)
 
 
-def _set_metadata(member: tarfile.TarInfo, base: str, parent: int) -> None:
-    """Numeric owner, mode (set-id bits included) and mtime from the header.
+def _set_metadata(member: tarfile.TarInfo, owner: tuple[int, int], base: str, parent: int) -> None:
+    """``owner`` (the header's ids, shifted), mode (set-id bits included) and mtime from the header.
 
     ``base`` was just made or checked to be a directory by the caller, so only the symlink case
     needs care: Linux has no mode on symlinks, and chown/utime must not follow them.
     """
-    os.chown(base, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
+    os.chown(base, *owner, dir_fd=parent, follow_symlinks=False)
     if not member.issym():
         os.chmod(base, member.mode & 0o7777, dir_fd=parent)  # after chown, which clears set-id bits
     if not member.isdir():  # directories get theirs once the layer is applied
         os.utime(base, (member.mtime, member.mtime), dir_fd=parent, follow_symlinks=False)
+
+
+def _shown(name: str) -> str:
+    """An entry name for a message: quoted, and shortened in the middle when it is long."""
+    if len(name) > SHOWN_NAME_CHARS:
+        name = f"{name[:100]}…{name[-40:]}"
+    return repr(name)
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from faasd.config import USERNS_IDS
 from faasd.images.archive import ImageConfig
 from faasd.limits import Limits
 from faasd.sandbox.seccomp import seccomp_profile
@@ -41,8 +42,6 @@ MASKED_PATHS = (
 )
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 NAMESPACES = ("pid", "ipc", "uts", "mount", "network", "cgroup", "user")
-# Container ids 0..USERNS_SIZE-1 exist; each is the host id ``userns_base`` higher.
-USERNS_SIZE = 65536
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ def build_spec(
 
     The rootfs must be owned by the shifted ids (the image store writes it so).
     """
-    id_map = [{"containerID": 0, "hostID": userns_base, "size": USERNS_SIZE}]
+    id_map = [{"containerID": 0, "hostID": userns_base, "size": USERNS_IDS}]
     no_capabilities: dict[str, list[str]] = {
         "bounding": [],
         "effective": [],

@@ -17,8 +17,8 @@ from urllib.parse import urlencode
 
 import pytest
 
+from faasd.config import USERNS_IDS
 from faasd.limits import MIB
-from faasd.sandbox.spec import USERNS_SIZE
 from tests.integration.conftest import Daemon, daemon_range, http_get, start_daemon
 
 USERNS_BASE = 2_000_000_000
@@ -58,7 +58,7 @@ def test_container_root_is_an_unprivileged_host_uid_without_capabilities(sandbox
     status, me = ask(sandbox.probe, "/identity")
     assert status == 200
     assert (me["uid"], me["gid"]) == (0, 0)
-    assert me["uid_map"] == ["0", str(USERNS_BASE), str(USERNS_SIZE)]
+    assert me["uid_map"] == ["0", str(USERNS_BASE), str(USERNS_IDS)]
     assert set(me["caps"].values()) == {NO_CAPABILITIES}
     assert (me["no_new_privs"], me["seccomp"]) == ("1", "2")
     assert me["rootfs_read"] > 0, "the shifted read-only rootfs stays readable"

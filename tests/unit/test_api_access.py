@@ -50,7 +50,7 @@ async def logs(config: Config) -> AsyncIterator[Logs]:
 @pytest.fixture
 def functions(config: Config, logs: Logs) -> Functions:
     """The real ``Functions``; a request that gets past the checks would touch its registry and store."""
-    store = ImageStore(config.images_dir, UnpackLimits(max_bytes=1 << 20))
+    store = ImageStore(config.images_dir, UnpackLimits(max_bytes=1 << 20, max_entries=1000), id_base=config.userns_base)
     registry = Registry(config.database_path, config.ip_range)
     dispatcher = Dispatcher(config, Runc("runc", config.runc_root), store)
     yield Functions(config, registry, store, Aliases(), dispatcher, Admission(config.admission), logs)

@@ -6,14 +6,14 @@ from faasd.limits import MIB, Limits, parse_size
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("1048576", MIB), ("512k", 512 * 1024), ("64m", 64 * MIB), ("64M", 64 * MIB), ("1g", 1024 * MIB)]
+    [("1048576", MIB), ("512k", 512 * 1024), ("64m", 64 * MIB), ("64M", 64 * MIB), ("1g", 1024 * MIB), ("2t", 2 << 40)]
     + [("128MiB", 128 * MIB), ("128mb", 128 * MIB), (" 2m ", 2 * MIB), ("0", 0)],
 )
 def test_sizes(text: str, expected: int) -> None:
     assert parse_size(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "m", "-1m", "1.5g", "1t", "12 m", "0x10"])
+@pytest.mark.parametrize("text", ["", "m", "-1m", "1.5g", "1p", "12 m", "0x10"])
 def test_not_sizes(text: str) -> None:
     with pytest.raises(ValueError, match="is not a size"):
         parse_size(text)

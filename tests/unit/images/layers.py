@@ -1,7 +1,6 @@
 """Build layer tarballs in memory for tests: one tuple per entry.
 
-Entries belong to the current user, so unpacking them needs no root (chown to oneself is
-allowed); tests of other owners build their ``TarInfo`` by hand and need root.
+Entries belong to the current user; tests of other owners build their ``TarInfo`` by hand.
 """
 
 from __future__ import annotations

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import hashlib
 import io
 import json
+import lzma
 import os
 import platform
 import tarfile
@@ -15,10 +17,11 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from faasd.errors import InvalidImage
-from faasd.images.archive import ImageArchive, ImageConfig
+from faasd.errors import ImageTooLarge, InvalidImage, InvalidRequest
+from faasd.images import archive as archive_module
+from faasd.images.archive import ImageArchive, ImageConfig, check_reference
 from faasd.images.unpack import UnpackLimits, apply_layers
-from tests.unit.images.layers import layer_bytes
+from tests.unit.images.layers import entry_info, layer_bytes, tar_bytes
 
 CONFIG = {
     "config": {"Entrypoint": ["/bin/sh"], "Cmd": ["-c", "true"], "Env": ["A=1"], "WorkingDir": "/w", "User": "1:2"}
@@ -27,6 +30,7 @@ LAYERS = [layer_bytes([("a", "file", "one")]), layer_bytes([("b", "file", "two")
 ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MAX_BYTES = 1 << 20
 
 
 class Link(NamedTuple):
@@ -134,7 +138,7 @@ def names_in_layers(archive: ImageArchive) -> list[list[str]]:
 
 
 def read(path: Path, tag: str | None = None) -> list[list[str]]:
-    with ImageArchive(path, tag) as archive:
+    with ImageArchive(path, tag, MAX_BYTES) as archive:
         return names_in_layers(archive)
 
 
@@ -142,7 +146,7 @@ def read(path: Path, tag: str | None = None) -> list[list[str]]:
 @pytest.mark.parametrize("layout", [docker_save, oci_layout], ids=["docker-save", "oci"])
 def test_layouts_and_compressions(tmp_path: Path, layout: Any, gzip_layers: bool) -> None:
     path = write_tar(tmp_path / "image.tar", layout(LAYERS, gzip_layers=gzip_layers))
-    with ImageArchive(path) as archive:
+    with ImageArchive(path, None, MAX_BYTES) as archive:
         assert archive.config == ImageConfig(("/bin/sh",), ("-c", "true"), ("A=1",), "/w", "1:2")
         assert archive.digest == f"sha256:{sha(config_bytes(LAYERS))}"
         assert names_in_layers(archive) == [["a"], ["b"]]
@@ -151,8 +155,8 @@ def test_layouts_and_compressions(tmp_path: Path, layout: Any, gzip_layers: bool
 def test_layers_unpack_end_to_end(tmp_path: Path) -> None:
     path = write_tar(tmp_path / "image.tar", oci_layout(LAYERS, gzip_layers=True))
     (tmp_path / "rootfs").mkdir()
-    with ImageArchive(path) as archive:
-        apply_layers(archive.layers(), tmp_path / "rootfs", UnpackLimits(max_bytes=100))
+    with ImageArchive(path, None, MAX_BYTES) as archive:
+        apply_layers(archive.layers(), tmp_path / "rootfs", UnpackLimits(max_bytes=100, max_entries=100), 0)
     assert (tmp_path / "rootfs" / "a").read_text() == "one" and (tmp_path / "rootfs" / "b").read_text() == "two"
 
 
@@ -171,7 +175,7 @@ def test_docker_25_writes_both_and_manifest_json_wins(tmp_path: Path) -> None:
     }
     members["manifest.json"] = json.dumps([entry]).encode()
     members["index.json"] = b"{never read"
-    with ImageArchive(write_tar(tmp_path / "image.tar", members)) as archive:
+    with ImageArchive(write_tar(tmp_path / "image.tar", members), None, MAX_BYTES) as archive:
         assert archive.digest == f"sha256:{sha(config)}"
         assert names_in_layers(archive) == [["a"], ["b"]]
 
@@ -293,7 +297,7 @@ def test_digests_are_checked_even_when_a_layer_is_not_read(tmp_path: Path) -> No
     members = oci_layout(LAYERS[:1], gzip_layers=True)
     stored = gzip.compress(LAYERS[0])
     tamper(members, stored, gzip.compress(layer_bytes([("a", "file", "tampered")])))
-    with ImageArchive(write_tar(tmp_path / "image.tar", members)) as archive:
+    with ImageArchive(write_tar(tmp_path / "image.tar", members), None, MAX_BYTES) as archive:
         with pytest.raises(InvalidImage, match="blob digest mismatch"):
             for _ in archive.layers():
                 pass
@@ -327,9 +331,9 @@ def test_corrupt_gzip_is_an_invalid_image(tmp_path: Path) -> None:
     name = next(n for n in members if n.endswith("layer.tar"))
     members[name] = members[name][:50_000]
     (tmp_path / "rootfs").mkdir()
-    with ImageArchive(write_tar(tmp_path / "image.tar", members)) as archive:
+    with ImageArchive(write_tar(tmp_path / "image.tar", members), None, MAX_BYTES) as archive:
         with pytest.raises(InvalidImage, match="layer 1: entry 'a': the layer's compressed data is corrupt"):
-            apply_layers(archive.layers(), tmp_path / "rootfs", UnpackLimits(max_bytes=1 << 20))
+            apply_layers(archive.layers(), tmp_path / "rootfs", UnpackLimits(max_bytes=1 << 20, max_entries=100), 0)
 
 
 def test_a_layer_that_is_no_tar(tmp_path: Path) -> None:
@@ -407,7 +411,7 @@ def test_not_a_tar_at_all(tmp_path: Path) -> None:
     path = tmp_path / "junk"
     path.write_bytes(b"hello, I am not a tarball" * 40)
     with pytest.raises(InvalidImage, match="not a tar archive"):
-        ImageArchive(path).__enter__()
+        ImageArchive(path, None, MAX_BYTES).__enter__()
 
 
 def test_image_config_round_trips_through_json() -> None:
@@ -415,3 +419,103 @@ def test_image_config_round_trips_through_json() -> None:
     assert ImageConfig.from_json(config.to_json()) == config
     assert ImageConfig.from_image_config({"config": None}) == ImageConfig((), (), (), "", "")
     assert ImageConfig.from_image_config({"config": {"Cmd": None, "User": None}}) == ImageConfig((), (), (), "", "")
+
+
+@pytest.mark.parametrize(
+    "tag",
+    ["demo", "demo:1", "localhost:5000/team/demo:v1.2-rc_3", "docker.io/library/demo:latest", "a__b/c-d", "1", "v1.0"],
+)
+def test_references_a_tag_may_be(tag: str) -> None:
+    check_reference(tag)
+
+
+@pytest.mark.parametrize("tag", ["demo:", ":1", "../etc", "a//b", "demo:1\n", "a b", "demo@", "-x", "x" * 400, "é"])
+def test_malformed_tags_are_a_bad_request(tmp_path: Path, tag: str) -> None:
+    with pytest.raises(InvalidRequest, match="is not an image reference: use NAME\\[:TAG\\]") as refused:
+        ImageArchive(write_tar(tmp_path / "image.tar", docker_save(LAYERS)), tag, MAX_BYTES)
+    assert not isinstance(refused.value, InvalidImage), "the request is wrong, not the image"
+
+
+def test_a_compressed_archive_is_decompressed_within_the_limit_and_leaves_no_file(tmp_path: Path) -> None:
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    path = write_tar(uploads / "image.tar", docker_save(LAYERS), compress=True)
+    size = len(gzip.decompress(path.read_bytes()))
+    with ImageArchive(path, None, size) as archive:
+        assert names_in_layers(archive) == [["a"], ["b"]]
+    with pytest.raises(ImageTooLarge, match=f"the archive's contents uncompress to more than {size - 1} bytes"):
+        ImageArchive(path, None, size - 1).__enter__()
+    assert os.listdir(uploads) == ["image.tar"]
+
+
+@pytest.mark.parametrize("compress", [gzip.compress, bz2.compress, lzma.compress], ids=["gzip", "bzip2", "xz"])
+def test_corrupt_compressed_archives_are_invalid(tmp_path: Path, compress: Any) -> None:
+    data = compress(tar_bytes([entry_info("manifest.json", "file", os.urandom(200_000).hex())]))
+    path = tmp_path / "image.tar"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InvalidImage, match="the upload's compressed data is corrupt"):
+        ImageArchive(path, None, MAX_BYTES).__enter__()
+
+
+def test_a_gzip_bomb_layer_stops_at_the_limit(tmp_path: Path) -> None:
+    # A valid layer, then 64 MiB of zeros after its end: tarfile stops reading at the end
+    # marker, but the diff_id covers the whole stream, so the zeros are read too.
+    bomb = LAYERS[0] + bytes(64 << 20)
+    members = docker_save([bomb], gzip_layers=True)
+    assert sum(len(data) for data in members.values()) < 200_000
+    with ImageArchive(write_tar(tmp_path / "image.tar", members), None, 1 << 20) as archive:
+        with pytest.raises(ImageTooLarge, match=r"layer 1 \(.*\): the image's layers uncompress to more than 1048576"):
+            names_in_layers(archive)
+
+
+def test_the_layer_limit_spans_layers(tmp_path: Path) -> None:
+    path = write_tar(tmp_path / "image.tar", docker_save(LAYERS))
+    with ImageArchive(path, None, sum(map(len, LAYERS))) as archive:
+        assert names_in_layers(archive) == [["a"], ["b"]]
+    with ImageArchive(path, None, sum(map(len, LAYERS)) - 1) as archive:
+        with pytest.raises(ImageTooLarge, match="layer 2 "):
+            names_in_layers(archive)
+
+
+def test_a_member_named_twice_is_refused(tmp_path: Path) -> None:
+    members = docker_save(LAYERS[:1])
+    path = write_tar(tmp_path / "image.tar", {**members, "blobs": None})
+    with tarfile.open(path, "a") as tar:  # append a second, different manifest.json and directory
+        for name, data in (("./manifest.json", b"[]"), ("blobs/", None)):
+            info, payload = entry_info(name, "dir" if data is None else "file", data or "")
+            tar.addfile(info, io.BytesIO(payload) if payload is not None else None)
+    with pytest.raises(InvalidImage, match=r"the archive has two members named '\./manifest\.json'"):
+        read(path)
+
+
+def test_an_archive_of_too_many_members_is_no_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(archive_module, "MAX_MEMBERS", 5)
+    path = write_tar(tmp_path / "image.tar", {**docker_save(LAYERS[:1]), **{f"x{i}": b"" for i in range(3)}})
+    with pytest.raises(InvalidImage, match="more than 5 members"):
+        read(path)
+    repeated = tmp_path / "dirs.tar"
+    repeated.write_bytes(tar_bytes([entry_info("blobs/", "dir")] * 6))  # one directory, over and over
+    with pytest.raises(InvalidImage, match="more than 5 members"):
+        read(repeated)
+
+
+def oversized_pax_entry() -> tuple[tarfile.TarInfo, bytes]:
+    info, payload = entry_info("a", "file", "x")
+    info.pax_headers = {"comment": "x" * (archive_module.MAX_EXTENDED_HEADER + 1)}
+    assert isinstance(payload, bytes)
+    return info, payload
+
+
+def test_an_oversized_pax_header_in_a_layer_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    layer = tar_bytes([oversized_pax_entry()])
+    (tmp_path / "rootfs").mkdir()
+    with ImageArchive(write_tar(tmp_path / "image.tar", docker_save([layer])), None, 4 << 20) as archive:
+        with pytest.raises(InvalidImage, match=r"layer 1 \(.*\): a tar header carries 10\d{5} bytes of PAX"):
+            apply_layers(archive.layers(), tmp_path / "rootfs", UnpackLimits(max_bytes=4 << 20, max_entries=100), 0)
+
+
+def test_an_oversized_pax_header_in_the_archive_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "image.tar"
+    path.write_bytes(tar_bytes([oversized_pax_entry()]))
+    with pytest.raises(InvalidImage, match="a tar header carries .* bytes of PAX records or GNU long names"):
+        read(path)

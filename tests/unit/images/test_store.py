@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -10,11 +11,12 @@ import pytest
 from faasd.errors import InvalidImage, UnsafeArchive
 from faasd.images.store import ImageStore, resolve_user
 from faasd.images.unpack import UnpackLimits
-from tests.unit.images.layers import Entry, layer_bytes
+from tests.unit.images.layers import Entry, entry_info, layer_bytes, tar_bytes
 from tools.build_image import write_docker_archive
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="unpacking keeps ownership, which needs root")
 CONFIG = {"config": {"Cmd": ["/bin/app"], "User": "app"}}
+BASE = 2_000_000_000
 PASSWD = "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/app:/bin/sh\n"
 
 
@@ -28,7 +30,7 @@ def image(tmp_path: Path, entries: list[Entry], config: dict = CONFIG) -> Path:
 
 @pytest.fixture
 def store(tmp_path: Path) -> ImageStore:
-    return ImageStore(tmp_path / "images", UnpackLimits(max_bytes=1 << 20))
+    return ImageStore(tmp_path / "images", UnpackLimits(max_bytes=1 << 20, max_entries=1000), id_base=BASE)
 
 
 def test_import_places_a_complete_rootfs(tmp_path: Path, store: ImageStore) -> None:
@@ -42,6 +44,25 @@ def test_import_places_a_complete_rootfs(tmp_path: Path, store: ImageStore) -> N
     assert oct((rootfs / "tmp").stat().st_mode & 0o7777) == "0o1777", "runc copies /tmp's mode to its tmpfs"
     assert (rootfs / "control.sock").is_file()
     assert sorted(p.name for p in (tmp_path / "images" / "fn").iterdir()) == ["1"]
+
+
+def test_the_rootfs_belongs_to_the_user_namespace(tmp_path: Path, store: ImageStore) -> None:
+    layer = tmp_path / "layer.tar"
+    members = [entry_info("etc/passwd", "file", PASSWD), entry_info("app/data", "file", "x")]
+    members[1][0].uid, members[1][0].gid = 1000, 1001
+    layer.write_bytes(tar_bytes(members))
+    write_docker_archive(tmp_path / "image.tar", [layer], CONFIG, "t:1")
+    imported = store.import_image(tmp_path / "image.tar", "fn", 1, None)
+    assert (imported.uid, imported.gid) == (1000, 1001), "the registry keeps container-side ids"
+
+    rootfs = store.rootfs("fn", 1)
+    owners = {
+        path: (os.lstat(rootfs / path).st_uid, os.lstat(rootfs / path).st_gid)
+        for path in ("", "etc", "etc/passwd", "app", "app/data", "proc", "dev", "sys", "tmp", "control.sock")
+    }
+    assert owners == {path: (BASE, BASE) for path in owners} | {"app/data": (BASE + 1000, BASE + 1001)}
+    for above in (tmp_path / "images" / "fn", tmp_path / "images" / "fn" / "1"):
+        assert stat.S_IMODE(above.stat().st_mode) == 0o711, f"{above}: the mapped root must get through"
 
 
 def test_failed_import_leaves_nothing(tmp_path: Path, store: ImageStore) -> None:

@@ -1,9 +1,10 @@
 from pathlib import Path
 
+from faasd.config import USERNS_IDS
 from faasd.images.archive import ImageConfig
 from faasd.limits import Limits
 from faasd.sandbox.seccomp import REFUSED, seccomp_profile
-from faasd.sandbox.spec import CONTROL_SOCKET, USERNS_SIZE, Container, build_spec, process_args, process_env
+from faasd.sandbox.spec import CONTROL_SOCKET, Container, build_spec, process_args, process_env
 
 IMAGE = ImageConfig(
     entrypoint=("python3",), cmd=("/app/app.py",), env=("LANG=C.UTF-8",), working_dir="/app", user="1000"
@@ -66,7 +67,7 @@ def test_control_socket_is_bind_mounted() -> None:
 
 def test_container_ids_map_to_one_unprivileged_host_range() -> None:
     linux = spec()["linux"]
-    expected = [{"containerID": 0, "hostID": BASE, "size": USERNS_SIZE}]
+    expected = [{"containerID": 0, "hostID": BASE, "size": USERNS_IDS}]
     assert linux["uidMappings"] == expected and linux["gidMappings"] == expected
 
 
