@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from faasd.config import Config
-from tests.integration.conftest import Daemon, daemon_range, http_get
+from tests.integration.conftest import Daemon, daemon_range, http_get, start_daemon
 from tests.unit.images.layers import Entry, entry_info, layer_bytes, tar_bytes
 from tools.build_image import write_docker_archive, write_oci_archive
 
@@ -299,13 +299,17 @@ class Host:
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory, busybox_image: Callable[..., Path]) -> Iterator[Host]:
-    daemon = Daemon(
-        tmp_path_factory.mktemp("faasd"),
+def host(
+    tmp_path_factory: pytest.TempPathFactory, daemon_roots: Path, busybox_image: Callable[..., Path]
+) -> Iterator[Host]:
+    daemon = start_daemon(
+        daemon_roots,
         daemon_range(9),
-        ["--max-image-size", f"{MAX_IMAGE_SIZE}", "--max-image-entries", f"{MAX_IMAGE_ENTRIES}"],
+        "--max-image-size",
+        f"{MAX_IMAGE_SIZE}",
+        "--max-image-entries",
+        f"{MAX_IMAGE_ENTRIES}",
     )
-    daemon.start()
     try:
         keeper_ip = daemon.deploy("keeper", busybox_image(KEEPER_BODY))
         sentinel = tmp_path_factory.mktemp("sentinel")
