@@ -53,6 +53,10 @@ class BenchDaemon:
         ip = subprocess.run([*self._faas, "ip", name], check=True, capture_output=True, text=True).stdout.strip()
         return (ip, 80), seconds
 
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
     def rootfs(self, name: str, version: int = 1) -> Path:
         return self._workdir / "state" / "images" / name / str(version) / "rootfs"
 
@@ -84,6 +88,8 @@ def example_image(cache: Path) -> Iterator[Path]:
     if os.geteuid() != 0:
         sys.exit("benchmarks start faasd and runc: run them as root")
     with tempfile.TemporaryDirectory(prefix="faasd-bench-") as tmp:
+        # The daemon's dirs go here too: containers (unprivileged host uids) must search through it.
+        Path(tmp).chmod(0o711)
         image = Path(tmp) / "hello.tar"
         build_python_image(image, cache_dir=cache)
         yield image

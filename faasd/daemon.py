@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_STARTUP_FAILED = 3
-DRAIN_SECONDS = 10.0
 
 
 class StartupError(Exception):
@@ -189,7 +188,7 @@ async def serve(config: Config) -> None:
             if stop.is_set():
                 log.warning("second signal=%s: exiting without drain", signal.Signals(signum).name)
                 os._exit(EXIT_OK)
-            log.info("stopping signal=%s drain_seconds=%s", signal.Signals(signum).name, DRAIN_SECONDS)
+            log.info("stopping signal=%s drain_seconds=%s", signal.Signals(signum).name, config.drain_seconds)
             stop.set()
 
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -208,7 +207,7 @@ async def serve(config: Config) -> None:
                 )
                 await stop.wait()
         finally:
-            await functions.close(DRAIN_SECONDS)
+            await functions.close(config.drain_seconds)
     finally:
         await logs.close()
         aliases.close()

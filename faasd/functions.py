@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections import defaultdict
+from collections import Counter, defaultdict
 from http import HTTPStatus
 from pathlib import Path
 
@@ -34,7 +34,9 @@ class Listener:
     """Accepts connections on one function's address; each one goes to a new container.
 
     ``version`` is swapped on redeploy: connections accepted afterwards get the new rootfs,
-    those already running finish on the one they started with.
+    those already running finish on the one they started with. A retired version's rootfs is
+    removed only once no connection runs on it: removing it earlier would pull the files (and
+    the mounts under them) from under a running handler.
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class Listener:
         sock: socket.socket,
         dispatcher: Dispatcher,
         admission: Admission,
+        store: ImageStore,
         function_log: FunctionLog,
     ) -> None:
         self.ip = function.ip
@@ -50,8 +53,11 @@ class Listener:
         self._sock = sock
         self._dispatcher = dispatcher
         self._admission = admission
+        self._store = store
         self._function_log = function_log
         self._inflight: set[asyncio.Task[None]] = set()
+        self._running: Counter[int] = Counter()  # version number -> connections running on it
+        self._retired: set[int] = set()  # versions to remove when their last connection ends
         self._accepting = asyncio.create_task(self._accept_loop())
 
     async def _accept_loop(self) -> None:
@@ -68,11 +74,23 @@ class Listener:
 
     def adopt(self, client: socket.socket, peer: tuple[str, int]) -> None:
         """Serve ``client``, accepted here or by the gateway, with the current version."""
+        # Counted here, not in the task: a redeploy may retire the version before the task runs.
+        self._running[self.version.number] += 1
         task = asyncio.create_task(self._serve(self.version, client, peer))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
     async def _serve(self, version: Version, client: socket.socket, peer: tuple[str, int]) -> None:
+        try:
+            await self._admit_and_dispatch(version, client, peer)
+        finally:
+            self._running[version.number] -= 1
+            if not self._running[version.number]:
+                del self._running[version.number]
+                if version.number in self._retired:
+                    await self.retire([version.number])
+
+    async def _admit_and_dispatch(self, version: Version, client: socket.socket, peer: tuple[str, int]) -> None:
         with client:
             try:
                 async with self._admission.slot(version.function):
@@ -84,6 +102,15 @@ class Listener:
                 await send_error(client, HTTPStatus.SERVICE_UNAVAILABLE, exc.reason, retry_after=exc.retry_after)
             except Exception:
                 log.exception("connection failed function=%s version=%s", version.function, version.number)
+
+    async def retire(self, numbers: list[int]) -> None:
+        """Remove the rootfs of versions no longer registered, each once nothing runs on it."""
+        for number in numbers:
+            if self._running[number]:
+                self._retired.add(number)
+            else:
+                self._retired.discard(number)
+                await asyncio.to_thread(self._store.remove_version, self.version.function, number)
 
     async def close(self, drain_seconds: float) -> None:
         """Stop accepting, let running connections finish for ``drain_seconds``, end the rest."""
@@ -216,14 +243,13 @@ class Functions:
             await self._aliases.remove(function.ip)
             raise
         self._listeners[function.name] = Listener(
-            function, sock, self._dispatcher, self._admission, self._logs.get(function.name)
+            function, sock, self._dispatcher, self._admission, self._store, self._logs.get(function.name)
         )
 
     async def _prune(self, name: str) -> None:
-        """Keep the newest ``keep_versions`` versions of ``name``; remove older rootfs."""
+        """Keep the newest ``keep_versions`` versions of ``name``; retire the older ones."""
         versions = self._registry.versions(name)
         old = [v.number for v in versions[: -self._config.keep_versions]]
         if old:
             await asyncio.to_thread(self._registry.forget_versions, name, old)
-            for number in old:
-                await asyncio.to_thread(self._store.remove_version, name, number)
+            await self._listeners[name].retire(old)

@@ -82,6 +82,18 @@ def parse_byte_size(_ctx: click.Context, _param: click.Parameter, value: str | i
     help="Seconds one connection's container may run before it is killed.",
 )
 @click.option(
+    "--start-timeout",
+    default=Config.start_timeout_seconds,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a handler has to connect to /control.sock before the client gets a 502.",
+)
+@click.option(
+    "--drain-timeout",
+    default=Config.drain_seconds,
+    type=click.FloatRange(min=0),
+    help="Seconds running connections may take to finish after SIGTERM before they are ended.",
+)
+@click.option(
     "--max-containers",
     type=click.IntRange(min=1),
     default=None,
@@ -160,6 +172,8 @@ def main(
     runc_binary: str,
     port: int,
     timeout: float,
+    start_timeout: float,
+    drain_timeout: float,
     max_containers: int | None,
     max_containers_per_function: int | None,
     queue_size: int | None,
@@ -189,6 +203,8 @@ def main(
         runc_binary=runc_binary,
         port=port,
         limits=Limits(timeout_seconds=timeout),
+        start_timeout_seconds=start_timeout,
+        drain_seconds=drain_timeout,
         admission=AdmissionLimits.derive(max_containers, max_containers_per_function, queue_size, queue_timeout),
         listen=listen,
         gateway=gateway,

@@ -121,26 +121,28 @@ class Daemon:
 
 @pytest.fixture(scope="session")
 def daemon_roots() -> Iterator[Path]:
-    """Where test daemons keep their state: a 0711 dir of its own, not pytest's 0700 temp dirs.
+    """Where this session's daemons keep their dirs, removed at the end.
 
-    Containers run as unprivileged host uids and must be able to search the way to their
-    rootfs; pytest resets its own base dir to 0700 whenever a pytest session starts.
+    Containers run as unprivileged host uids and must search the way to their rootfs. pytest's
+    own temp dirs cannot serve: pytest keeps /tmp/pytest-of-USER at mode 0700 and resets it so
+    whenever another pytest starts, which would cut off a running session's containers.
     """
-    base = Path(tempfile.mkdtemp(prefix="faasd-tests-"))
-    base.chmod(0o711)
-    yield base
-    shutil.rmtree(base, ignore_errors=True)
+    roots = Path(tempfile.mkdtemp(prefix="faasd-tests-"))
+    roots.chmod(0o711)
+    yield roots
+    shutil.rmtree(roots, ignore_errors=True)
 
 
-def new_root(daemon_roots: Path) -> Path:
-    root = Path(tempfile.mkdtemp(dir=daemon_roots))
+def new_daemon(roots: Path, ip_range: str, *extra_args: str) -> Daemon:
+    """A daemon on a fresh dir under ``roots``, not started yet (to prepare its dirs first)."""
+    root = Path(tempfile.mkdtemp(prefix="faasd", dir=roots))
     root.chmod(0o711)
-    return root
+    return Daemon(root, ip_range, list(extra_args))
 
 
-def start_daemon(daemon_roots: Path, ip_range: str, *extra_args: str) -> Daemon:
-    """A running daemon on fresh dirs; the caller stops it."""
-    daemon = Daemon(new_root(daemon_roots), ip_range, list(extra_args))
+def start_daemon(roots: Path, ip_range: str, *extra_args: str) -> Daemon:
+    """A running daemon on a fresh dir under ``roots``; the caller stops it."""
+    daemon = new_daemon(roots, ip_range, *extra_args)
     daemon.start()
     return daemon
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import BIN, Daemon, daemon_range, http_get, new_root
+from tests.integration.conftest import BIN, Daemon, daemon_range, http_get, new_daemon
 
 
 def free_port() -> int:
@@ -106,7 +106,7 @@ def test_socket_and_token_file_modes_and_the_token_survives_a_restart(make_daemo
 def test_a_taken_listen_address_stops_the_start_with_exit_3(daemon_roots: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as squatter:
         port = squatter.getsockname()[1]
-        daemon = Daemon(new_root(daemon_roots), daemon_range(22), ["--listen", f"127.0.0.1:{port}"])
+        daemon = new_daemon(daemon_roots, daemon_range(22), "--listen", f"127.0.0.1:{port}")
         result = subprocess.run(daemon.command(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 3
     assert "cannot serve the control API" in result.stderr and "address already in use" in result.stderr

@@ -300,10 +300,16 @@ class Host:
 
 @pytest.fixture(scope="module")
 def host(
-    daemon_roots: Path, tmp_path_factory: pytest.TempPathFactory, busybox_image: Callable[..., Path]
+    tmp_path_factory: pytest.TempPathFactory, daemon_roots: Path, busybox_image: Callable[..., Path]
 ) -> Iterator[Host]:
-    limits = ("--max-image-size", f"{MAX_IMAGE_SIZE}", "--max-image-entries", f"{MAX_IMAGE_ENTRIES}")
-    daemon = start_daemon(daemon_roots, daemon_range(9), *limits)
+    daemon = start_daemon(
+        daemon_roots,
+        daemon_range(9),
+        "--max-image-size",
+        f"{MAX_IMAGE_SIZE}",
+        "--max-image-entries",
+        f"{MAX_IMAGE_ENTRIES}",
+    )
     try:
         keeper_ip = daemon.deploy("keeper", busybox_image(KEEPER_BODY))
         sentinel = tmp_path_factory.mktemp("sentinel")
