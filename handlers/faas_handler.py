@@ -257,6 +257,8 @@ def _plain_as_wsgi(handle: Callable[[Request], Any]) -> nullcontext[WSGIApp]:
 
 def _encode_body(body: Any) -> tuple[Iterable[bytes], str | None]:
     """The WSGI iterable for a Response body, and the Content-Type it implies."""
+    if isinstance(body, (str, bytes, bytearray)) and not body:
+        return [], None  # nothing to describe (a 204, a redirect)
     if isinstance(body, str):
         return [body.encode("utf-8")], "text/plain; charset=utf-8"
     if isinstance(body, (bytes, bytearray)):
@@ -419,12 +421,14 @@ class _Exchange:
         self.over = asyncio.Event()
         try:
             await app(scope, self.receive, self.send)
-        except Exception as exc:
-            if not self.final_sent:
-                self.outbox.put((self._END, exc))  # becomes the 500, or a cut connection
-                return
-            traceback.print_exc()  # after the response: only the log can tell
-        self.outbox.put((self._END, None))
+        except BaseException as exc:  # a cancellation too: the connection's thread must not wait forever
+            self.outbox.put((self._END, exc))  # before the response's end: a 500, or a cut connection
+            if not isinstance(exc, Exception):
+                raise
+            if self.final_sent:
+                traceback.print_exc()  # after the response: only the log can tell
+        else:
+            self.outbox.put((self._END, None))
 
     async def receive(self) -> Message:
         if not self.body_sent:
@@ -446,11 +450,11 @@ class _Exchange:
         assert self.over is not None
         if self.over.is_set():
             raise OSError("the client connection is closed or the response has ended")
-        if message.get("type") == "http.response.body" and not message.get("more_body", False):
-            self.final_sent = True
         self.pending = self.loop.create_future()
         self.outbox.put((message, self.pending))
         await self.pending
+        if message.get("type") == "http.response.body" and not message.get("more_body", False):
+            self.final_sent = True
 
     def _settle(self, ack: asyncio.Future[None], error: BaseException | None) -> None:
         if not ack.done():  # a cancelled send() cancelled its ack
