@@ -380,7 +380,7 @@ class _AsgiBridge:
         self.loop = loop
         self.state: dict[str, Any] = {}  # lifespan state; each request gets a shallow copy (ASGI spec)
         self.lifespan = _Lifespan(app, self.state)
-        self.requests: set[concurrent.futures.Future[None]] = set()
+        self.requests: list[concurrent.futures.Future[None]] = []  # one per request of this one connection
 
     def wait(self, coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
@@ -388,9 +388,7 @@ class _AsgiBridge:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
         exchange = _Exchange(self.loop, environ["wsgi.input"], int(environ.get("CONTENT_LENGTH") or 0))
         scope = _http_scope(environ, dict(self.state))
-        request = asyncio.run_coroutine_threadsafe(exchange.run(self.app, scope), self.loop)
-        self.requests.add(request)
-        request.add_done_callback(self.requests.discard)
+        self.requests.append(asyncio.run_coroutine_threadsafe(exchange.run(self.app, scope), self.loop))
         return exchange.respond(start_response)
 
 
@@ -410,10 +408,15 @@ class _Exchange:
         self.body = body
         self.left = length  # body bytes not yet handed to the app
         self.body_sent = False  # the last http.request message was given
-        self.outbox: queue.Queue[tuple[Any, Any]] = queue.Queue()  # (message, ack) from the loop
+        # From the loop: (message, ack), then (_END, the app's exception or None) when it returns.
+        self.outbox: queue.Queue[tuple[Any, Any]] = queue.Queue()
         self.over: asyncio.Event | None = None  # made on the loop (3.8 binds it there)
         self.pending: asyncio.Future[None] | None = None  # the ack the app's send awaits
         self.final_sent = False  # the app sent its last body message
+        # After the response the connection's thread reads on (what is left of the body, the next
+        # request): a body read the app still has under way must end first, and none may start.
+        self.reading = threading.Lock()
+        self.responded = False
 
     # On the loop's thread.
 
@@ -434,8 +437,8 @@ class _Exchange:
         if not self.body_sent:
             data = b""
             if self.left > 0:
-                data = await self.loop.run_in_executor(None, self.body.read, min(self.left, ASGI_READ))
-                if not data:  # the client closed before the whole body arrived
+                data = await self.loop.run_in_executor(None, self._read, min(self.left, ASGI_READ))
+                if not data:  # the client closed before the whole body arrived, or the response ended
                     self.left = 0
                     self.body_sent = True
                     return {"type": "http.disconnect"}
@@ -456,32 +459,41 @@ class _Exchange:
         if message.get("type") == "http.response.body" and not message.get("more_body", False):
             self.final_sent = True
 
+    def _read(self, size: int) -> bytes:  # on an executor thread: the read blocks
+        with self.reading:
+            return b"" if self.responded else self.body.read(size)
+
     def _settle(self, ack: asyncio.Future[None], error: BaseException | None) -> None:
         if not ack.done():  # a cancelled send() cancelled its ack
             ack.set_result(None) if error is None else ack.set_exception(error)
 
-    def _close(self) -> None:
+    def _close(self, last: asyncio.Future[None] | None) -> None:
+        """The response is over: ``last`` is its last message's ack, or None if the client left."""
         assert self.over is not None
         self.over.set()
-        if self.pending is not None:
+        if last is not None:
+            self._settle(last, None)
+        if self.pending is not None:  # the ack of a message that was never written
             self._settle(self.pending, OSError("the client connection is closed"))
 
     # On the connection's thread.
 
     def respond(self, start_response: Callable[..., Any]) -> Iterator[bytes]:
         """The WSGI body: the app's messages, written in order, each acknowledged once written."""
-        started = False
+        started, last = False, None
         try:
             while True:
-                message, ack = self.outbox.get()
-                if message is self._END:
-                    if ack is not None:
-                        raise ack
+                entry = self.outbox.get()
+                if entry[0] is self._END:
+                    failure = entry[1]
+                    if failure is not None:
+                        raise failure
                     raise RuntimeError(
                         "the ASGI app returned before its response ended"
                         if started
                         else "the ASGI app returned without sending a response"
                     )
+                message, ack = entry
                 kind, error = message.get("type"), None
                 if kind == "http.response.start" and not started:
                     started = True
@@ -491,13 +503,15 @@ class _Exchange:
                     if body:
                         yield body
                     if not message.get("more_body", False):
-                        self.loop.call_soon_threadsafe(self._settle, ack, None)
+                        last = ack  # acknowledged once the connection no longer lends the app its body
                         return
                 else:
                     error = RuntimeError(f"unexpected ASGI message {kind!r} {'after' if started else 'before'} start")
                 self.loop.call_soon_threadsafe(self._settle, ack, error)
         finally:  # also when a write failed: the client is gone
-            self.loop.call_soon_threadsafe(self._close)
+            with self.reading:
+                self.responded = True
+            self.loop.call_soon_threadsafe(self._close, last)
 
 
 class _Lifespan:

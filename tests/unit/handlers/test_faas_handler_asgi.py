@@ -257,3 +257,19 @@ def test_hop_by_hop_headers_from_the_app_are_left_to_the_server(tmp_path: Path) 
         conn.request("GET", "/")
         response = conn.getresponse()
         assert (response.read(), response.getheader("Connection"), response.getheader("X-Kept")) == (b"ok", None, "1")
+
+
+def test_a_body_the_app_reads_only_after_its_response_is_left_to_the_connection(tmp_path: Path) -> None:
+    received: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        await respond(send, b"answered")
+        received.append(await receive())  # the connection reads on: the body is no longer the app's
+
+    with handed_over(tmp_path, in_thread(app, style="asgi")) as sock:
+        conn = http_on(sock)
+        for _ in range(2):
+            conn.request("POST", "/", body=b"x" * 300_000)
+            assert conn.getresponse().read() == b"answered"
+    assert received == [{"type": "http.disconnect"}] * 2
