@@ -1,6 +1,6 @@
 """Each example handler as a real image on the real daemon, spoken to over HTTP on loopback.
 
-The Flask and Starlette images carry the real libraries, installed from PyPI wheels into the
+The Flask, Starlette and FastAPI images carry the real libraries, installed from PyPI wheels into the
 app layer (cached under FAAS_TEST_CACHE, so a rerun is offline). Every connection below gets a
 container of its own; two requests on one connection are served by the same container.
 """
@@ -21,6 +21,7 @@ from tools.build_image import HANDLERS, build_python_image
 GREETINGS = {
     "flask": b"Hello from Flask on faasd\n",
     "starlette": b"Hello from Starlette on faasd\n",
+    "fastapi": b"Hello from FastAPI on faasd\n",
     "plain": b"Hello from a plain handler on faasd\n",
 }
 EXAMPLES = list(GREETINGS)

@@ -1,7 +1,7 @@
 """The examples that need no PyPI package run as their images run them, on this Python and on 3.8.
 
 The SDK promises Python 3.8 and newer: where a 3.8 interpreter is installed (``python3.8`` on
-PATH, or pyenv's), the plain example and an ASGI app run under it. Flask and Starlette run on
+PATH, or pyenv's), the plain example and an ASGI app run under it. Flask, Starlette and FastAPI run on
 the real libraries in tests/integration/test_handlers.py.
 """
 
@@ -20,7 +20,7 @@ import pytest
 
 from tests.unit.handlers.harness import HANDLERS, Start, handed_over, http_on, in_process
 
-EXAMPLES = ["flask", "starlette", "plain", "sse"]
+EXAMPLES = ["flask", "starlette", "fastapi", "plain", "sse"]
 
 
 def python_38() -> str | None:
