@@ -191,7 +191,8 @@ class Request:
             query.setdefault(name, value)
         return cls(
             method=environ["REQUEST_METHOD"],
-            path=environ.get("PATH_INFO", "") or "/",
+            # PEP 3333 hands the path over as latin-1; URLs are UTF-8 (RFC 3986).
+            path=(environ.get("PATH_INFO") or "/").encode("latin-1").decode("utf-8", "replace"),
             query=query,
             headers=wsgiref.headers.Headers(_environ_headers(environ)),
             body=environ["wsgi.input"].read(length) if length else b"",

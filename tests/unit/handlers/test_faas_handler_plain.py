@@ -25,12 +25,12 @@ def test_the_request_has_method_path_query_headers_and_body(tmp_path: Path) -> N
 
     with handed_over(tmp_path, in_thread(handle)) as sock:
         conn = http_on(sock)
-        conn.request("POST", "/a%20b?x=1&x=2&empty=", body=b'{"n": 1}', headers={"X-Test": "yes"})
+        conn.request("POST", "/caf%C3%A9%20b?x=1&x=2&empty=", body=b'{"n": 1}', headers={"X-Test": "yes"})
         assert conn.getresponse().read() == b"ok"
     (request,) = seen
     assert (request.method, request.path, request.query, request.query_string) == (
         "POST",
-        "/a b",
+        "/café b",
         {"x": "1", "empty": ""},
         "x=1&x=2&empty=",
     )
