@@ -1,55 +1,79 @@
 """faasd handler SDK: one file, standard library only, Python 3.8 or newer.
 
-Copy this file into your image next to your code (for example to ``/app/faas_handler.py``), then:
+Copy this file into your image next to your code (for example to ``/app/faas_handler.py``) and
+hand ``serve`` your application, in whichever of three styles it is written:
 
     from faas_handler import serve
 
-    def app(environ, start_response):          # any WSGI application (PEP 3333)
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b"hello\\n"]
+    def handle(request):                        # plain: a Request in, a response value out
+        return {"hello": request.query.get("name", "world")}
 
-    if __name__ == "__main__":
-        serve(app)
+    serve(handle)          # or serve(flask_app): WSGI (PEP 3333), or serve(starlette_app): ASGI 3
+
+A plain handler returns a ``str`` (text/plain), ``bytes``, a ``dict`` or ``list`` (JSON), a
+``(status, body)`` or ``(status, body, headers)`` tuple, ``None`` (204) or a ``Response``, whose
+body may also be an iterable that is sent piece by piece. ``sse(events)`` makes a Server-Sent
+Events response (``text/event-stream``, one flush per event) for the plain style, and
+``event_stream(events)`` the body for any WSGI framework.
 
 faasd starts one container per TCP connection. The handler connects to ``/control.sock`` and
 receives one message (handler protocol v1): a JSON object with the request's metadata, and the
 client's connected TCP socket attached with SCM_RIGHTS. ``serve`` runs the app for every request
 the client sends on that connection (HTTP/1.1 keep-alive) and returns when the client is done.
-``accept()`` gives you the raw socket and the metadata instead, to speak any protocol yourself.
-The metadata is also in the WSGI environ as ``faas.metadata``. ``FAAS_CONTROL_SOCKET`` overrides
-the control socket's path, for tests.
+An ASGI app's lifespan startup runs once the connection is taken, and its shutdown after the
+client is done. ``accept()`` gives you the raw socket and the metadata instead, to speak any
+protocol yourself. The metadata is also in the WSGI environ and the ASGI scope as
+``faas.metadata``, and in ``Request.metadata``. ``FAAS_CONTROL_SOCKET`` overrides the control
+socket's path, for tests.
 """
 
 from __future__ import annotations  # annotations stay strings: 3.8 never evaluates dict[...] or X | None
 
 import array
+import asyncio
+import concurrent.futures
+import inspect
 import io
 import json
 import os
+import queue
 import re
 import socket
 import sys
+import threading
 import time
+import traceback
 import wsgiref.handlers
-from collections.abc import Callable, Iterable
+import wsgiref.headers
+import wsgiref.util
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 CONTROL_SOCKET = "/control.sock"
 MAX_MESSAGE_BYTES = 1024  # protocol v1: the metadata never exceeds this
 MAX_CHUNKED_BODY = 16 * 1024 * 1024  # a chunked request body is read whole, into memory
 MAX_DRAIN = 1024 * 1024  # body bytes the app left unread that are skipped to keep the connection
 MAX_LINE = 65536  # as http.server: request line, each header line, chunk size lines
+ASGI_READ = 65536  # the most body bytes one ASGI ``http.request`` message carries
 SERVER_SOFTWARE = "faas_handler/1"
+STYLES = ("wsgi", "asgi", "plain")
 
 if TYPE_CHECKING:  # subscripting collections.abc at run time needs 3.9
     WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+    Message = dict[str, Any]  # an ASGI event
 
 
 class HandoffError(Exception):
     """The daemon's control message could not be received or did not carry a client socket."""
+
+
+class LifespanError(Exception):
+    """The ASGI app answered ``lifespan.startup`` with ``lifespan.startup.failed``."""
 
 
 def accept(path: str | None = None) -> tuple[socket.socket, dict[str, Any]]:
@@ -83,16 +107,49 @@ def accept(path: str | None = None) -> tuple[socket.socket, dict[str, Any]]:
     return client, metadata
 
 
-def serve(app: WSGIApp, path: str | None = None) -> None:
-    """Take the connection from faasd and run ``app`` on each request until the client is done."""
+def serve(app: Callable[..., Any], path: str | None = None, style: str | None = None) -> None:
+    """Take the connection from faasd and run ``app`` on each request until the client is done.
+
+    ``style`` is ``"wsgi"``, ``"asgi"`` or ``"plain"``; left out, it is told from ``app`` itself
+    (see ``app_style``). The style is settled before the connection is taken, so a wrong app
+    leaves the client to the daemon's 502 instead of a half-served connection.
+    """
+    style = style or app_style(app)
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(STYLES)}, not {style!r}")
+    adapted = {"wsgi": nullcontext, "asgi": _asgi_as_wsgi, "plain": _plain_as_wsgi}[style](app)
     client, metadata = accept(path)
-    with client:
+    with client, adapted as wsgi_app:
         try:
-            _Connection(client, metadata, app)
+            _Connection(client, metadata, wsgi_app)
         except ConnectionError as exc:  # the client left mid-request: its business, not a failure
-            sys.stderr.write(f"faas_handler id={metadata.get('id', '-')} client gone: {exc}\n")
+            _log(metadata, f"client gone: {exc}")
             return
         _linger(client)
+
+
+def app_style(app: Callable[..., Any]) -> str:
+    """``"asgi"`` for a coroutine function (or an object whose ``__call__`` is one), else
+    ``"wsgi"`` for two required positional parameters and ``"plain"`` for one."""
+    if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(type(app).__call__):
+        return "asgi"
+    try:
+        parameters = list(inspect.signature(app).parameters.values())
+    except (TypeError, ValueError) as exc:  # not callable, or a builtin without a signature
+        raise TypeError(f"{app!r} is not an app serve() can run: {exc}") from exc
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [p for p in parameters if p.kind in positional and p.default is inspect.Parameter.empty]
+    variadic = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
+    if not variadic and len(required) in (1, 2):
+        return "plain" if len(required) == 1 else "wsgi"
+    raise TypeError(
+        f"cannot tell the style of {app!r}: a plain handler takes (request), a WSGI app"
+        " (environ, start_response), an ASGI app is async (scope, receive, send); pass style=..."
+    )
+
+
+def _log(metadata: Mapping[str, Any], event: str) -> None:
+    sys.stderr.write(f"faas_handler id={metadata.get('id', '-')} {event}\n")
 
 
 def _linger(client: socket.socket, seconds: float = 1.0) -> None:
@@ -109,6 +166,431 @@ def _linger(client: socket.socket, seconds: float = 1.0) -> None:
             pass
     except OSError:  # a timeout or a reset: either way the client has had its chance
         pass
+
+
+# -- plain style ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request, read whole, for a plain ``handle(request)``."""
+
+    method: str
+    path: str
+    query: dict[str, str]  # the first value of each name; query_string has them all
+    headers: wsgiref.headers.Headers  # case-insensitive: headers.get("content-type")
+    body: bytes
+    query_string: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)  # the daemon's message: id, deadline, peer...
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, Any]) -> Request:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        query: dict[str, str] = {}
+        for name, value in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True):
+            query.setdefault(name, value)
+        return cls(
+            method=environ["REQUEST_METHOD"],
+            # PEP 3333 hands the path over as latin-1; URLs are UTF-8 (RFC 3986).
+            path=(environ.get("PATH_INFO") or "/").encode("latin-1").decode("utf-8", "replace"),
+            query=query,
+            headers=wsgiref.headers.Headers(_environ_headers(environ)),
+            body=environ["wsgi.input"].read(length) if length else b"",
+            query_string=environ.get("QUERY_STRING", ""),
+            metadata=environ.get("faas.metadata", {}),
+        )
+
+    def text(self) -> str:
+        return self.body.decode("utf-8")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class Response:
+    """A status, headers and a body; calling it as a WSGI app sends it, so WSGI code may use it too.
+
+    ``body`` is ``str`` (text/plain; charset=utf-8), ``bytes`` (application/octet-stream), a
+    ``dict`` or ``list`` (JSON), or an iterable of ``str``/``bytes``: sent with chunked encoding,
+    each piece flushed as it comes. ``content_type`` overrides the type the body implies.
+    """
+
+    body: Any = b""
+    status: int = 200
+    headers: Any = ()  # a mapping or (name, value) pairs; pairs may repeat a name (Set-Cookie)
+    content_type: str | None = None
+
+    def __call__(self, environ: Mapping[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        parts, implied_type = _encode_body(self.body)
+        headers = _header_pairs(self.headers)
+        content_type = self.content_type or implied_type
+        if content_type and not any(name.lower() == "content-type" for name, _ in headers):
+            headers.append(("Content-Type", content_type))
+        start_response(_status_line(self.status), headers)
+        return parts
+
+
+def as_response(result: Any) -> Response:
+    """What a plain handler returned, as a Response; a TypeError says what may be returned."""
+    if isinstance(result, Response):
+        return result
+    if result is None:
+        return Response(status=HTTPStatus.NO_CONTENT)
+    if isinstance(result, tuple) and len(result) in (2, 3) and isinstance(result[0], int):
+        response = as_response(result[1])
+        extra = _header_pairs(result[2]) if len(result) == 3 else []
+        return replace(response, status=result[0], headers=_header_pairs(response.headers) + extra)
+    if isinstance(result, (str, bytes, bytearray, dict, list)):
+        return Response(result)
+    raise TypeError(
+        f"a plain handler returned {type(result).__name__}; return str, bytes, dict, list, None,"
+        " a (status, body[, headers]) tuple or a Response"
+    )
+
+
+def _plain_as_wsgi(handle: Callable[[Request], Any]) -> nullcontext[WSGIApp]:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        return as_response(handle(Request.from_environ(environ)))(environ, start_response)
+
+    return nullcontext(app)
+
+
+def _encode_body(body: Any) -> tuple[Iterable[bytes], str | None]:
+    """The WSGI iterable for a Response body, and the Content-Type it implies."""
+    if isinstance(body, (str, bytes, bytearray)) and not body:
+        return [], None  # nothing to describe (a 204, a redirect)
+    if isinstance(body, str):
+        return [body.encode("utf-8")], "text/plain; charset=utf-8"
+    if isinstance(body, (bytes, bytearray)):
+        return [bytes(body)], "application/octet-stream"
+    if isinstance(body, (dict, list)):
+        return [json.dumps(body).encode("utf-8")], "application/json"
+    return _mapped(body, lambda part: part.encode("utf-8") if isinstance(part, str) else bytes(part)), None
+
+
+def _mapped(source: Iterable[Any], convert: Callable[[Any], bytes]) -> Iterator[bytes]:
+    """``convert`` each item of ``source``; closing this closes ``source`` (a client gone mid-stream
+    reaches the app's generator as GeneratorExit, so its ``finally`` runs)."""
+    try:
+        for item in source:
+            yield convert(item)
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+
+
+def _header_pairs(headers: Any) -> list[tuple[str, str]]:
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return [(str(name), str(value)) for name, value in items]
+
+
+def _status_line(status: int) -> str:
+    try:
+        return f"{int(status)} {HTTPStatus(status).phrase}"
+    except ValueError:  # a code http.HTTPStatus does not name still makes a valid status line
+        return f"{int(status)} "
+
+
+def _environ_headers(environ: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The request's headers back from a WSGI environ, names in Title-Case."""
+    headers = [
+        (name.title(), environ[key])
+        for key, name in (("CONTENT_TYPE", "content-type"), ("CONTENT_LENGTH", "content-length"))
+        if environ.get(key)
+    ]
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            headers.append((key[5:].replace("_", "-").title(), value))
+    return headers
+
+
+# -- Server-Sent Events ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    """One Server-Sent Event (WHATWG HTML, "Server-sent events"); ``data`` that is not a str is
+    sent as JSON, ``retry`` is the reconnection delay the client should use, in milliseconds."""
+
+    data: Any = ""
+    event: str | None = None
+    id: str | None = None
+    retry: int | None = None
+
+    def encode(self) -> bytes:
+        lines = []
+        for name, value in (("event", self.event), ("id", self.id)):
+            if value is not None:
+                if re.search(r"[\r\n\0]", value):  # a line break would end the field; NUL voids an id
+                    raise ValueError(f"an SSE {name} must be one line without NUL: {value!r}")
+                lines.append(f"{name}: {value}")
+        if self.retry is not None:
+            lines.append(f"retry: {int(self.retry)}")
+        text = self.data if isinstance(self.data, str) else json.dumps(self.data)
+        lines.extend("data: " + line for line in re.split(r"\r\n|\r|\n", text))
+        return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+def event_stream(events: Iterable[Any]) -> Iterator[bytes]:
+    """A ``text/event-stream`` body: one encoded event per item (an Event, or data for one).
+
+    Each item is one piece of the WSGI body, and serve() flushes every piece as it comes. For any
+    WSGI framework: ``flask.Response(event_stream(gen()), mimetype="text/event-stream")``.
+    """
+    return _mapped(events, lambda item: (item if isinstance(item, Event) else Event(item)).encode())
+
+
+def sse(events: Iterable[Any], headers: Any = ()) -> Response:
+    """A Server-Sent Events response, for a plain handler (return it) or WSGI code (call it)."""
+    pairs = [("Cache-Control", "no-store"), *_header_pairs(headers)]
+    return Response(event_stream(events), headers=pairs, content_type="text/event-stream")
+
+
+# -- ASGI -----------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _asgi_as_wsgi(app: Callable[..., Any]) -> Iterator[WSGIApp]:
+    """Run an ASGI 3 app behind the WSGI connection loop: the app's coroutines run on an event
+    loop in a second thread, while the connection's thread keeps the socket. Lifespan startup
+    runs on entry and shutdown on exit, after the requests' remaining work (background tasks)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="faas-asgi", daemon=True)
+    thread.start()
+    try:
+        bridge = _AsgiBridge(app, loop)
+        bridge.wait(bridge.lifespan.startup())
+        try:
+            yield bridge
+        finally:
+            concurrent.futures.wait(bridge.requests)
+            bridge.wait(bridge.lifespan.shutdown())
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+class _AsgiBridge:
+    """A WSGI app that runs each request through the ASGI app on ``loop``."""
+
+    def __init__(self, app: Callable[..., Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.app = app
+        self.loop = loop
+        self.state: dict[str, Any] = {}  # lifespan state; each request gets a shallow copy (ASGI spec)
+        self.lifespan = _Lifespan(app, self.state)
+        self.requests: list[concurrent.futures.Future[None]] = []  # one per request of this one connection
+
+    def wait(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+        exchange = _Exchange(self.loop, environ["wsgi.input"], int(environ.get("CONTENT_LENGTH") or 0))
+        scope = _http_scope(environ, dict(self.state))
+        self.requests.append(asyncio.run_coroutine_threadsafe(exchange.run(self.app, scope), self.loop))
+        return exchange.respond(start_response)
+
+
+class _Exchange:
+    """One request between the app's coroutine (on the loop) and the connection's thread.
+
+    ``send`` returns once the connection's thread has written the message, as a server's send
+    returns once its transport took the data: a fast producer cannot run ahead of the client, and
+    a client gone shows in ``send`` as OSError (ASGI HTTP spec 2.4). The response ends at its last
+    body message; the app may go on (background tasks) while the next request is read.
+    """
+
+    _END = object()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, body: Any, length: int) -> None:
+        self.loop = loop
+        self.body = body
+        self.left = length  # body bytes not yet handed to the app
+        self.body_sent = False  # the last http.request message was given
+        # From the loop: (message, ack), then (_END, the app's exception or None) when it returns.
+        self.outbox: queue.Queue[tuple[Any, Any]] = queue.Queue()
+        self.over: asyncio.Event | None = None  # made on the loop (3.8 binds it there)
+        self.pending: asyncio.Future[None] | None = None  # the ack the app's send awaits
+        self.final_sent = False  # the app sent its last body message
+        # After the response the connection's thread reads on (what is left of the body, the next
+        # request): a body read the app still has under way must end first, and none may start.
+        self.reading = threading.Lock()
+        self.responded = False
+
+    # On the loop's thread.
+
+    async def run(self, app: Callable[..., Any], scope: Message) -> None:
+        self.over = asyncio.Event()
+        try:
+            await app(scope, self.receive, self.send)
+        except BaseException as exc:  # a cancellation too: the connection's thread must not wait forever
+            self.outbox.put((self._END, exc))  # before the response's end: a 500, or a cut connection
+            if not isinstance(exc, Exception):
+                raise
+            if self.final_sent:
+                traceback.print_exc()  # after the response: only the log can tell
+        else:
+            self.outbox.put((self._END, None))
+
+    async def receive(self) -> Message:
+        if not self.body_sent:
+            data = b""
+            if self.left > 0:
+                data = await self.loop.run_in_executor(None, self._read, min(self.left, ASGI_READ))
+                if not data:  # the client closed before the whole body arrived, or the response ended
+                    self.left = 0
+                    self.body_sent = True
+                    return {"type": "http.disconnect"}
+                self.left -= len(data)
+            self.body_sent = self.left <= 0
+            return {"type": "http.request", "body": data, "more_body": not self.body_sent}
+        assert self.over is not None
+        await self.over.wait()  # the response is done, or the client is gone
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        assert self.over is not None
+        if self.over.is_set():
+            raise OSError("the client connection is closed or the response has ended")
+        self.pending = self.loop.create_future()
+        self.outbox.put((message, self.pending))
+        await self.pending
+        if message.get("type") == "http.response.body" and not message.get("more_body", False):
+            self.final_sent = True
+
+    def _read(self, size: int) -> bytes:  # on an executor thread: the read blocks
+        with self.reading:
+            return b"" if self.responded else self.body.read(size)
+
+    def _settle(self, ack: asyncio.Future[None], error: BaseException | None) -> None:
+        if not ack.done():  # a cancelled send() cancelled its ack
+            ack.set_result(None) if error is None else ack.set_exception(error)
+
+    def _close(self, last: asyncio.Future[None] | None) -> None:
+        """The response is over: ``last`` is its last message's ack, or None if the client left."""
+        assert self.over is not None
+        self.over.set()
+        if last is not None:
+            self._settle(last, None)
+        if self.pending is not None:  # the ack of a message that was never written
+            self._settle(self.pending, OSError("the client connection is closed"))
+
+    # On the connection's thread.
+
+    def respond(self, start_response: Callable[..., Any]) -> Iterator[bytes]:
+        """The WSGI body: the app's messages, written in order, each acknowledged once written."""
+        started, last = False, None
+        try:
+            while True:
+                entry = self.outbox.get()
+                if entry[0] is self._END:
+                    failure = entry[1]
+                    if failure is not None:
+                        raise failure
+                    raise RuntimeError(
+                        "the ASGI app returned before its response ended"
+                        if started
+                        else "the ASGI app returned without sending a response"
+                    )
+                message, ack = entry
+                kind, error = message.get("type"), None
+                if kind == "http.response.start" and not started:
+                    started = True
+                    start_response(_status_line(message["status"]), _asgi_response_headers(message))
+                elif kind == "http.response.body" and started:
+                    body = bytes(message.get("body", b""))
+                    if body:
+                        yield body
+                    if not message.get("more_body", False):
+                        last = ack  # acknowledged once the connection no longer lends the app its body
+                        return
+                else:
+                    error = RuntimeError(f"unexpected ASGI message {kind!r} {'after' if started else 'before'} start")
+                self.loop.call_soon_threadsafe(self._settle, ack, error)
+        finally:  # also when a write failed: the client is gone
+            with self.reading:
+                self.responded = True
+            self.loop.call_soon_threadsafe(self._close, last)
+
+
+class _Lifespan:
+    """The ASGI lifespan protocol. An app that raises (or returns) before it answers startup has
+    declined it: requests are served all the same, as the spec says."""
+
+    def __init__(self, app: Callable[..., Any], state: dict[str, Any]) -> None:
+        self.app = app
+        self.state = state
+        self.supported = False
+
+    async def startup(self) -> None:
+        self.inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self.replies: asyncio.Queue[Any] = asyncio.Queue()
+        self.task = asyncio.ensure_future(self._run())
+        reply = await self._ask("startup")
+        if isinstance(reply, dict) and reply.get("type") == "lifespan.startup.complete":
+            self.supported = True
+        elif isinstance(reply, dict) and reply.get("type") == "lifespan.startup.failed":
+            raise LifespanError(f"the ASGI app's startup failed: {reply.get('message', '')}")
+        else:
+            sys.stderr.write(f"faas_handler ASGI lifespan declined: {reply!r}\n")
+
+    async def shutdown(self) -> None:
+        if not self.supported:
+            return
+        reply = await self._ask("shutdown")
+        if not (isinstance(reply, dict) and reply.get("type") == "lifespan.shutdown.complete"):
+            sys.stderr.write(f"faas_handler ASGI shutdown: {reply!r}\n")
+        await asyncio.wait([self.task])
+
+    async def _ask(self, phase: str) -> Any:
+        await self.inbox.put({"type": f"lifespan.{phase}"})
+        return await self.replies.get()
+
+    async def _run(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": self.state}
+        try:
+            await self.app(scope, self.inbox.get, self.replies.put)
+        except Exception as exc:
+            await self.replies.put(exc)
+        else:
+            await self.replies.put("the app returned")
+
+
+def _http_scope(environ: Mapping[str, Any], state: dict[str, Any]) -> Message:
+    """The ASGI HTTP connection scope for one request, from the WSGI environ serve() makes."""
+    raw_path = environ.get("REQUEST_URI", environ.get("PATH_INFO", "/")).partition("?")[0]
+    headers = _environ_headers(environ)
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},  # 2.4: send raises OSError once the client is gone
+        "http_version": environ["SERVER_PROTOCOL"].partition("/")[2] or "1.0",
+        "method": environ["REQUEST_METHOD"],
+        "scheme": environ.get("wsgi.url_scheme", "http"),
+        "path": unquote(raw_path),  # ASGI: percent-decoded, then UTF-8
+        "raw_path": raw_path.encode("latin-1"),
+        "query_string": environ.get("QUERY_STRING", "").encode("latin-1"),
+        "root_path": "",
+        "headers": [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers],
+        "client": (environ["REMOTE_ADDR"], int(environ["REMOTE_PORT"])),
+        "server": (environ["SERVER_NAME"], int(environ["SERVER_PORT"])),
+        "state": state,
+        "faas.metadata": environ.get("faas.metadata", {}),
+    }
+
+
+def _asgi_response_headers(message: Message) -> list[tuple[str, str]]:
+    """ASGI's byte pairs as WSGI's str pairs; hop-by-hop headers are the server's to set (PEP 3333)."""
+    headers = []
+    for name, value in message.get("headers", ()):
+        pair = (bytes(name).decode("latin-1"), bytes(value).decode("latin-1"))
+        if not wsgiref.util.is_hop_by_hop(pair[0]):
+            headers.append(pair)
+    return headers
+
+
+# -- HTTP/1.1 on the handed socket ----------------------------------------------------------------
 
 
 class _Refused(Exception):
@@ -148,7 +630,7 @@ class _Connection(BaseHTTPRequestHandler):
         return True
 
     def log_message(self, format: str, *args: Any) -> None:
-        sys.stderr.write(f"faas_handler id={self.metadata.get('id', '-')} {format % args}\n")
+        _log(self.metadata, format % args)
 
     def _run_app(self) -> None:
         if self.request_version != "HTTP/1.1":
@@ -188,6 +670,7 @@ class _Connection(BaseHTTPRequestHandler):
             "SCRIPT_NAME": "",
             "PATH_INFO": unquote(path, "iso-8859-1"),  # PEP 3333: bytes as latin-1, as wsgiref does
             "QUERY_STRING": query,
+            "REQUEST_URI": self.path,  # as sent, still percent-encoded: ASGI's raw_path
             "SERVER_NAME": str(local[0]),
             "SERVER_PORT": str(local[1]),
             "SERVER_PROTOCOL": self.request_version,

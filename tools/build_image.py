@@ -1,12 +1,15 @@
 """Build image tarballs offline, without Docker, as genuine ``docker save`` (or OCI) archives.
 
     python -m tools.build_image busybox OUT.tar [--body TEXT] [--prelude SHELL] [--oci]
-    python -m tools.build_image python OUT.tar [--cache DIR] [--oci]
+    python -m tools.build_image python OUT.tar [--app DIR] [--package REQ ...] [--cache DIR] [--oci]
 
 ``busybox``: Debian's static busybox plus the static C handler (handlers/c/hello.c), one layer;
 builds in about a second. ``python``: a Debian bookworm base with python3 (made once with
-mmdebstrap, about 30 s, then cached) plus an app layer with handlers/faas_handler.py and
-handlers/hello/app.py. Layers get fixed owners and mtimes, so the same input gives the same digests.
+mmdebstrap, about 30 s, then cached) plus an app layer: /app with handlers/faas_handler.py and
+every file of the app dir (default handlers/hello; its app.py is the entry point), and the PyPI
+packages (``--package`` and the app dir's requirements.txt) installed for the image's Python 3.11
+from wheels cached under the cache dir, so a rebuild needs no network. Layers get fixed owners
+and mtimes, so the same input gives the same digests.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,9 @@ BUSYBOX = Path("/bin/busybox")
 CREATED = "2023-11-14T22:13:20Z"
 FIXED_MTIME = 1_700_000_000  # CREATED as a Unix time
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Bookworm's python3 is 3.11; it looks for locally installed packages in /usr/local.
+IMAGE_PYTHON = (3, 11)
+SITE_PACKAGES = "usr/local/lib/python3.11/dist-packages"
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 GROUP = "root:x:0:\nnogroup:x:65534:\n"
 # The merged-usr hook sets up /bin -> usr/bin itself; without it apt pulls in usrmerge, and perl
@@ -176,15 +182,36 @@ def debian_python_base(cache_dir: Path) -> Path:
     return base
 
 
-def build_python_image(out: Path, cache_dir: Path, app_dir: Path = HANDLERS / "hello", oci: bool = False) -> None:
-    """The Debian python3 base, then /app with the SDK and ``app_dir/app.py``; tag python-hello."""
+def build_python_image(
+    out: Path,
+    cache_dir: Path,
+    app_dir: Path = HANDLERS / "hello",
+    packages: Sequence[str] = (),
+    oci: bool = False,
+) -> None:
+    """The Debian python3 base, then one app layer; tag ``python-<app dir name>``, Cmd ``python3 /app/app.py``.
+
+    The layer holds /app (the SDK and every file of ``app_dir``) and, in the image's site
+    directory, ``packages`` and ``app_dir/requirements.txt`` installed from PyPI wheels. Every
+    module is compiled at build time: the rootfs is read-only, so the image could never cache
+    its own bytecode and each container would compile its imports anew.
+    """
     base = debian_python_base(cache_dir)
+    requirements = [*packages]
+    if (app_dir / "requirements.txt").is_file():
+        requirements += ["-r", str(app_dir / "requirements.txt")]
     with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "root"
+        shutil.copytree(app_dir, root / "app", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copy(HANDLERS / "faas_handler.py", root / "app" / "faas_handler.py")
+        python = _image_python()
+        if requirements:
+            _pip_install(python, requirements, cache_dir / "wheels", root / SITE_PACKAGES)
+        _compile(python, root)
         layer = Path(tmp) / "app.tar"
         with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
-            _add_dir(tar, "app")
-            _add_bytes(tar, "app/faas_handler.py", (HANDLERS / "faas_handler.py").read_bytes())
-            _add_bytes(tar, "app/app.py", (app_dir / "app.py").read_bytes())
+            for path in sorted(root.rglob("*")):
+                tar.add(path, arcname=str(path.relative_to(root)), recursive=False, filter=_normalize)
         config = {
             "config": {
                 "Cmd": ["python3", "/app/app.py"],
@@ -193,7 +220,7 @@ def build_python_image(out: Path, cache_dir: Path, app_dir: Path = HANDLERS / "h
                 "WorkingDir": "/app",
             }
         }
-        _write(out, [base, layer], config, "python-hello:latest", oci)
+        _write(out, [base, layer], config, f"python-{app_dir.name}:latest", oci)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,8 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     busybox = kinds.add_parser("busybox", help="busybox and the static C handler")
     busybox.add_argument("--body", help="what the C handler answers (default: hello from C)")
     busybox.add_argument("--prelude", help="shell commands run before the handler, e.g. 'echo started >&2'")
-    python = kinds.add_parser("python", help="Debian python3 and the example WSGI handler")
-    python.add_argument("--cache", type=Path, default=Path("/var/cache/faasd"), help="where the base layer is kept")
+    python = kinds.add_parser("python", help="Debian python3, the SDK and a Python handler")
+    python.add_argument("--app", type=Path, default=HANDLERS / "hello", help="the app dir; its app.py runs")
+    python.add_argument(
+        "--package", action="append", default=[], help="a requirement to install from PyPI (repeatable)"
+    )
+    python.add_argument(
+        "--cache", type=Path, default=Path("/var/cache/faasd"), help="where the base layer and wheels are kept"
+    )
     for kind in (busybox, python):
         kind.add_argument("out", type=Path, help="the image tarball to write")
         kind.add_argument("--oci", action="store_true", help="write an OCI layout instead of docker save's")
@@ -214,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         if options.kind == "busybox":
             build_busybox_image(options.out, options.body, options.oci, options.prelude)
         else:
-            build_python_image(options.out, options.cache, oci=options.oci)
+            build_python_image(options.out, options.cache, options.app, options.package, options.oci)
     except BuildError as exc:
         print(f"build_image: {exc}", file=sys.stderr)
         return 1
@@ -269,6 +302,43 @@ def _compile_hello(directory: Path) -> Path:
     binary = directory / "hello"
     _run(["gcc", "-static", "-Os", "-o", str(binary), str(HANDLERS / "c" / "hello.c")])
     return binary
+
+
+def _image_python() -> str:
+    """An interpreter of the image's Python version, to install wheels and compile for it."""
+    if sys.version_info[:2] == IMAGE_PYTHON:
+        return sys.executable
+    name = "python{}.{}".format(*IMAGE_PYTHON)
+    found = shutil.which(name)
+    if found is None:
+        raise BuildError(f"{name} is missing, and the image's modules are compiled with it: apt-get install {name}")
+    return found
+
+
+def _pip_install(python: str, requirements: list[str], wheels: Path, target: Path) -> None:
+    """Install ``requirements`` into ``target`` from the wheels in ``wheels``, downloading only
+    what is missing there. Wheels only: a source build would run the package's code here."""
+    install = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--only-binary=:all:"]
+    install += ["--no-compile", "--no-index", "--find-links", str(wheels), "--target", str(target), *requirements]
+    try:
+        _run(install)
+    except BuildError:  # something is not cached yet
+        wheels.mkdir(parents=True, exist_ok=True)
+        download = [python, "-m", "pip", "download", "--quiet", "--disable-pip-version-check"]
+        try:
+            _run([*download, "--only-binary=:all:", "--dest", str(wheels), *requirements])
+        except BuildError as exc:
+            wanted = " ".join(requirements)
+            raise BuildError(f"cannot get wheels of {wanted} from PyPI or {wheels}: {exc}") from exc
+        _run(install)
+    shutil.rmtree(target / "bin", ignore_errors=True)  # entry-point scripts name this host's python
+
+
+def _compile(python: str, root: Path) -> None:
+    """Compile every module under ``root`` to bytecode checked by the source's hash (PEP 552):
+    valid whatever mtimes the layer gives the files, and recorded under the image's paths."""
+    image_paths = ["-s", str(root), "-p", "/"]  # strip the staging dir, prepend /
+    _run([python, "-m", "compileall", "-q", "--invalidation-mode", "checked-hash", *image_paths, str(root)])
 
 
 def _run(argv: list[str]) -> str:

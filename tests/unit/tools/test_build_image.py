@@ -6,13 +6,17 @@ run here (it takes half a minute and the network): a stand-in writes the base la
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
+import importlib.util
 import io
 import json
+import marshal
 import shutil
 import sys
 import tarfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +174,85 @@ def test_cli_builds_and_reports_missing_tools(
     assert "apt-get install busybox-static" in capsys.readouterr().err
     with pytest.raises(BuildError, match="busybox-static"):
         build_busybox_image(tmp_path / "image.tar")
+
+
+@pytest.fixture
+def stand_in_base(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mmdebstrap's stand-in: writes an empty rootfs to the path it is given last."""
+    monkeypatch.setattr(
+        build_image,
+        "MMDEBSTRAP",
+        [sys.executable, "-c", "import sys, tarfile; tarfile.open(sys.argv[-1], 'w').close()"],
+    )
+
+
+def wheel(directory: Path, name: str, module: bytes) -> Path:
+    """A minimal pure-Python wheel (PEP 427) with one module and a console script."""
+    dist_info = f"{name}-1.0.dist-info"
+    files = {
+        f"{name}/__init__.py": module,
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
+        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{dist_info}/entry_points.txt": f"[console_scripts]\n{name} = {name}:main\n".encode(),
+    }
+    record = "".join(
+        f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}\n"
+        for path, data in files.items()
+    )
+    path = directory / f"{name}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name_in_wheel, data in {**files, f"{dist_info}/RECORD": record.encode()}.items():
+            archive.writestr(name_in_wheel, data)
+    return path
+
+
+def test_python_image_carries_the_app_dir_and_packages_compiled_for_the_image(
+    tmp_path: Path, stand_in_base: None
+) -> None:
+    cache, app = tmp_path / "cache", tmp_path / "myapp"
+    (cache / "wheels").mkdir(parents=True)
+    wheel(cache / "wheels", "tinypkg", b"VALUE = 42\n")
+    wheel(cache / "wheels", "tinytwo", b"VALUE = 2\n")
+    (app / "lib").mkdir(parents=True)
+    (app / "__pycache__").mkdir()
+    (app / "app.py").write_text("import tinypkg\n")
+    (app / "lib" / "helpers.py").write_text("HELP = 1\n")
+    (app / "requirements.txt").write_text("# from PyPI\ntinypkg\n")
+    (app / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"stale")
+
+    build_python_image(tmp_path / "image.tar", cache, app_dir=app, packages=["tinytwo"])
+    manifest, config, (_, app_layer), _ = docker_save(tmp_path / "image.tar")
+    assert manifest["RepoTags"] == ["python-myapp:latest"]
+    assert config["config"]["Cmd"] == ["python3", "/app/app.py"]
+    site = build_image.SITE_PACKAGES
+    with tarfile.open(fileobj=io.BytesIO(app_layer)) as layer:
+        members = {member.name: member for member in layer.getmembers()}
+        assert read(layer, "app/lib/helpers.py") == b"HELP = 1\n" and "app/requirements.txt" in members
+        assert read(layer, "app/faas_handler.py") == (build_image.HANDLERS / "faas_handler.py").read_bytes()
+        assert read(layer, "app/__pycache__/app.cpython-311.pyc") != b"stale"
+        assert {f"{site}/tinypkg/__init__.py", f"{site}/tinytwo/__init__.py"} <= set(members)
+        assert not any(name.startswith(f"{site}/bin") for name in members), "scripts name the build host's python"
+        source = read(layer, f"{site}/tinypkg/__init__.py")
+        pyc = read(layer, f"{site}/tinypkg/__pycache__/__init__.cpython-311.pyc")
+        assert {member.uid for member in members.values()} == {0}
+        assert {member.mtime for member in members.values()} == {build_image.FIXED_MTIME}
+    # PEP 552: flags 0b11 is "checked hash"; the hash matches, so the image's python uses this file.
+    assert pyc[:4] == importlib.util.MAGIC_NUMBER and int.from_bytes(pyc[4:8], "little") == 0b11
+    assert pyc[8:16] == importlib.util.source_hash(source)
+    assert marshal.loads(pyc[16:]).co_filename == f"/{site}/tinypkg/__init__.py"
+
+    # The command line builds the same image, byte for byte.
+    argv = ["python", str(tmp_path / "again.tar"), "--app", str(app), "--package", "tinytwo", "--cache", str(cache)]
+    assert build_image.main(argv) == 0
+    assert (tmp_path / "again.tar").read_bytes() == (tmp_path / "image.tar").read_bytes()
+
+
+def test_a_package_that_cannot_be_had_fails_the_build_and_leaves_nothing(
+    tmp_path: Path, stand_in_base: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # offline: only the (empty) wheel cache could have it
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    refusal = r"(?s)cannot get wheels of no-such-package-faasd from PyPI or .*/cache/wheels: .*No matching distribution"
+    with pytest.raises(BuildError, match=refusal):
+        build_python_image(tmp_path / "image.tar", tmp_path / "cache", packages=["no-such-package-faasd"])
+    assert not (tmp_path / "image.tar").exists()
