@@ -167,6 +167,7 @@ class Functions:
         """Bring back the address and listener of every registered function (at start-up)."""
         for function in self._registry.list():
             try:
+                self._store.check_servable(function.name, function.current.number)
                 await self._expose(function)
             except FaasError as exc:
                 # One unservable function (its port taken, say) must not keep the others down.

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from faasd.errors import InsufficientStorage, InvalidImage
+from faasd.errors import InsufficientStorage, InvalidImage, RuntimeFailure
 from faasd.images.archive import ImageArchive, ImageConfig
 from faasd.images.unpack import UnpackLimits, apply_layers
 from faasd.sandbox.spec import CONTROL_SOCKET, MOUNT_POINTS
@@ -54,6 +54,22 @@ class ImageStore:
 
     def rootfs(self, function: str, version: int) -> Path:
         return self.images_dir / function / str(version) / "rootfs"
+
+    def check_servable(self, function: str, version: int) -> None:
+        """Refuse a rootfs containers could not run from: missing, or owned by the host's root.
+
+        A faasd from before containers ran in a user namespace left its rootfs unshifted.
+        """
+        rootfs = self.rootfs(function, version)
+        try:
+            owner = rootfs.stat().st_uid
+        except FileNotFoundError:
+            raise RuntimeFailure(f"the rootfs of version {version} is missing: deploy it again") from None
+        if owner != self._id_base:
+            raise RuntimeFailure(
+                f"the rootfs of version {version} was written by an older faasd (owner {owner}, "
+                f"not {self._id_base}): deploy it again with faas new"
+            )
 
     def import_image(self, archive_path: Path, function: str, version: int, tag: str | None) -> ImportedImage:
         """Unpack the image in ``archive_path`` as ``function``'s ``version``. Blocking."""

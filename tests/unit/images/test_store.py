@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from faasd.errors import InvalidImage, UnsafeArchive
+from faasd.errors import InvalidImage, RuntimeFailure, UnsafeArchive
 from faasd.images.store import ImageStore, resolve_user
 from faasd.images.unpack import UnpackLimits
 from tests.unit.images.layers import Entry, entry_info, layer_bytes, tar_bytes
@@ -63,6 +63,16 @@ def test_the_rootfs_belongs_to_the_user_namespace(tmp_path: Path, store: ImageSt
     assert owners == {path: (BASE, BASE) for path in owners} | {"app/data": (BASE + 1000, BASE + 1001)}
     for above in (tmp_path / "images" / "fn", tmp_path / "images" / "fn" / "1"):
         assert stat.S_IMODE(above.stat().st_mode) == 0o711, f"{above}: the mapped root must get through"
+
+
+def test_only_a_rootfs_of_the_user_namespace_is_servable(tmp_path: Path, store: ImageStore) -> None:
+    store.import_image(image(tmp_path, [("etc/passwd", "file", PASSWD), ("bin/app", "file", "x")]), "fn", 1, None)
+    store.check_servable("fn", 1)
+    os.chown(store.rootfs("fn", 1), 0, 0)  # as a faasd before user namespaces left it
+    with pytest.raises(RuntimeFailure, match="written by an older faasd .owner 0, not 2000000000.: deploy it again"):
+        store.check_servable("fn", 1)
+    with pytest.raises(RuntimeFailure, match="the rootfs of version 2 is missing"):
+        store.check_servable("fn", 2)
 
 
 def test_failed_import_leaves_nothing(tmp_path: Path, store: ImageStore) -> None:
