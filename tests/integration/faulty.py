@@ -76,7 +76,11 @@ def runc(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
 
 def containers(daemon: Daemon) -> dict[str, int]:
     """The daemon's runc containers, by id, with the host pid of each one's init process."""
-    result = runc(daemon, "list", "--format", "json")
+    for _ in range(10):
+        result = runc(daemon, "list", "--format", "json")
+        # runc list fails when a container it listed is deleted before it reads its state: again.
+        if result.returncode == 0 or "no such file or directory" not in result.stderr:
+            break
     assert result.returncode == 0, result.stderr
     return {c["id"]: c["pid"] for c in json.loads(result.stdout or "null") or []}
 

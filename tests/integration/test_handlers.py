@@ -11,6 +11,7 @@ import http.client
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,11 +29,11 @@ EXAMPLES = list(GREETINGS)
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, dict[str, str]]]:
+def deployed(daemon_roots: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, dict[str, str]]]:
     """One daemon with every example deployed as ``<example>-example``; the examples' IPs by name."""
     images = tmp_path_factory.mktemp("example-images")
     CACHE.mkdir(parents=True, exist_ok=True)
-    daemon = start_daemon(tmp_path_factory, daemon_range(20))
+    daemon = start_daemon(daemon_roots, daemon_range(20))
     try:
         ips = {}
         for name in [*EXAMPLES, "sse"]:
@@ -112,8 +113,8 @@ def test_an_exception_in_the_app_is_a_500_and_a_traceback_in_the_log(
     name, ip = example
     status, _ = http_get(ip, "/fail")
     assert status == 500
-    log = deployed[0].state_dir / "logs" / f"{name}-example.log"
-    assert eventually(lambda: log.exists() and "this route fails on purpose" in log.read_text())
+    daemon = deployed[0]
+    assert eventually(lambda: "this route fails on purpose" in daemon.faas("logs", f"{name}-example").stdout)
     assert http_get(ip, "/")[0] == 200, "the next connection gets a fresh container"
 
 
