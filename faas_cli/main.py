@@ -114,6 +114,12 @@ def main(ctx: click.Context, socket_path: Path, host: HttpEndpoint | None, token
 @click.option("--pids", default=None, help="Processes and threads per container.  [default: 128]")
 @click.option("--timeout", default=None, help="Seconds a connection's container may run.  [default: 30]")
 @click.option("--tmp-size", default=None, help="Size of the container's /tmp (in memory), e.g. 16m.  [default: 64m]")
+@click.option("--warm", default=None, help="Containers kept started ahead of demand, at most; 0: none.  [default: 4]")
+@click.option(
+    "--reuse",
+    default=None,
+    help="Connections one container serves one after another: throughput over isolation.  [default: 1]",
+)
 @click.pass_obj
 def new(client: Client, name: str, tarball: IO[bytes] | None, tag: str | None, **limits: str | None) -> None:
     """Deploy an image tarball as function NAME (again: a new version, same IP).

@@ -4,15 +4,17 @@ A connection needs a slot before its container starts: one of ``total`` for the 
 one of ``per_function`` for its function, so one busy function cannot take every slot. Those
 that find none wait in one first-come queue of at most ``queue`` connections, for at most
 ``queue_timeout`` seconds; past either bound they are refused (the caller answers 503).
+
+Warm containers (``faasd.pool``) hold slots too, taken only when free (``try_acquire``); when a
+connection has to wait, ``reclaim`` is asked to give one back by stopping an idle warm container.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections import Counter, deque
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 CONTAINERS_PER_CPU = 16
@@ -68,6 +70,8 @@ class Admission:
         self.limits = limits
         self._running: Counter[str] = Counter()
         self._waiting: deque[tuple[str, asyncio.Future[None]]] = deque()
+        # Stops one idle warm container, freeing its slot; False when there is none.
+        self.reclaim: Callable[[], bool] = lambda: False
 
     @property
     def running(self) -> int:
@@ -77,19 +81,31 @@ class Admission:
     def queued(self) -> int:
         return len(self._waiting)
 
-    @contextlib.asynccontextmanager
-    async def slot(self, function: str) -> AsyncIterator[None]:
-        """Hold a slot for ``function`` for the duration of the ``async with``; may raise ``Overloaded``."""
+    async def acquire(self, function: str) -> None:
+        """Take a slot for ``function``, waiting in the queue if none is free; may raise ``Overloaded``.
+
+        The caller gives it back with ``release``.
+        """
         # Every waiter is one with no room (slots are granted as soon as they free), so
         # taking a slot with room here passes no one who could have had it.
         if self._has_room(function):
             self._running[function] += 1
         else:
             await self._wait(function)
-        try:
-            yield
-        finally:
-            self._release(function)
+
+    def try_acquire(self, function: str) -> bool:
+        """Take a slot for ``function`` only if one is free and no one waits: a warm start never queues."""
+        if self._waiting or not self._has_room(function):
+            return False
+        self._running[function] += 1
+        return True
+
+    def release(self, function: str) -> None:
+        """Give back a slot taken by ``try_acquire`` or ``slot``."""
+        self._running[function] -= 1
+        if not self._running[function]:
+            del self._running[function]
+        self._grant()
 
     async def _wait(self, function: str) -> None:
         if len(self._waiting) >= self.limits.queue:
@@ -97,6 +113,7 @@ class Admission:
         granted = asyncio.get_running_loop().create_future()
         entry = (function, granted)
         self._waiting.append(entry)
+        self.reclaim()
         try:
             await asyncio.wait_for(asyncio.shield(granted), self.limits.queue_timeout)
         except TimeoutError:
@@ -108,7 +125,7 @@ class Admission:
         except BaseException:
             # Cancelled while queued, or just after being granted: give back what we got.
             if granted.done():
-                self._release(function)
+                self.release(function)
             else:
                 self._waiting.remove(entry)
             raise
@@ -123,12 +140,6 @@ class Admission:
                 self._waiting.remove(entry)
                 self._running[function] += 1
                 granted.set_result(None)
-
-    def _release(self, function: str) -> None:
-        self._running[function] -= 1
-        if not self._running[function]:
-            del self._running[function]
-        self._grant()
 
     def _has_room(self, function: str) -> bool:
         return self.running < self.limits.total and self._running[function] < self.limits.per_function

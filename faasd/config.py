@@ -68,6 +68,7 @@ class Config:
     gateway_domain: str = "localhost"  # NAME.<domain> reaches function NAME through the gateway
     start_timeout_seconds: float = 10.0
     drain_seconds: float = 10.0
+    warm_idle_seconds: float = 60.0  # an idle function's warm containers are stopped after this
     max_upload_bytes: int = 4 * 1024**3
     max_image_bytes: int = 8 * 1024**3  # an image's layers, uncompressed, all together
     max_image_entries: int = 1_000_000  # entries (files, dirs, links, whiteouts) across its layers

@@ -179,6 +179,7 @@ async def serve(config: Config) -> None:
         functions = Functions(config, registry, store, aliases, Dispatcher(config, runc, store), admission, logs)
         metrics.CONTAINERS.set_function(lambda: admission.running)
         metrics.QUEUED.set_function(lambda: admission.queued)
+        metrics.WARM.set_function(lambda: functions.warm)
         metrics.FUNCTIONS.set_function(lambda: len(functions.list()))
         await functions.restore()
         stop = asyncio.Event()

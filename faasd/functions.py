@@ -24,6 +24,7 @@ from faasd.images.store import ImageStore
 from faasd.limits import Limits
 from faasd.logs import FunctionLog, Logs
 from faasd.network import Aliases, open_listener
+from faasd.pool import WarmPool
 from faasd.registry import Function, Registry, Version, validate_name
 from faasd.replies import send_error
 
@@ -31,12 +32,13 @@ log = logging.getLogger(__name__)
 
 
 class Listener:
-    """Accepts connections on one function's address; each one goes to a new container.
+    """Accepts connections on one function's address; each one goes to a container of its own.
 
-    ``version`` is swapped on redeploy: connections accepted afterwards get the new rootfs,
-    those already running finish on the one they started with. A retired version's rootfs is
-    removed only once no connection runs on it: removing it earlier would pull the files (and
-    the mounts under them) from under a running handler.
+    Each version served keeps a warm pool (``faasd.pool``); ``switch`` to a new version (a
+    redeploy) closes the old one's. Connections accepted afterwards get the new rootfs, those
+    already running finish on the one they started with. A retired version's rootfs is removed
+    only once nothing runs on it, its pool included: removing it earlier would pull the files
+    (and the mounts under them) from under a running handler.
     """
 
     def __init__(
@@ -47,18 +49,48 @@ class Listener:
         admission: Admission,
         store: ImageStore,
         function_log: FunctionLog,
+        warm_idle_seconds: float,
     ) -> None:
         self.ip = function.ip
-        self.version = function.current
         self._sock = sock
         self._dispatcher = dispatcher
         self._admission = admission
         self._store = store
         self._function_log = function_log
+        self._warm_idle_seconds = warm_idle_seconds
         self._inflight: set[asyncio.Task[None]] = set()
-        self._running: Counter[int] = Counter()  # version number -> connections running on it
-        self._retired: set[int] = set()  # versions to remove when their last connection ends
+        self._closing: set[asyncio.Task[None]] = set()
+        self._running: Counter[int] = Counter()  # version number -> connections and pools using it
+        self._retired: set[int] = set()  # versions to remove when nothing uses them any more
+        self.pool = self._open_pool(function.current)
         self._accepting = asyncio.create_task(self._accept_loop())
+
+    @property
+    def version(self) -> Version:
+        return self.pool.version
+
+    def switch(self, version: Version) -> None:
+        """Serve new connections with ``version``; the old version's warm containers are stopped."""
+        old, self.pool = self.pool, self._open_pool(version)
+        task = asyncio.create_task(self._close_pool(old))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _open_pool(self, version: Version) -> WarmPool:
+        self._running[version.number] += 1
+        template = self._dispatcher.template(version)
+        return WarmPool(
+            version,
+            lambda: self._dispatcher.instance(version, template, self._function_log),
+            self._admission,
+            self._warm_idle_seconds,
+        )
+
+    async def _close_pool(self, pool: WarmPool) -> None:
+        try:
+            await pool.close()
+        finally:
+            await self._release(pool.version.number)
 
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -76,35 +108,52 @@ class Listener:
         """Serve ``client``, accepted here or by the gateway, with the current version."""
         # Counted here, not in the task: a redeploy may retire the version before the task runs.
         self._running[self.version.number] += 1
-        task = asyncio.create_task(self._serve(self.version, client, peer))
+        task = asyncio.create_task(self._serve(self.pool, client, peer))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
-    async def _serve(self, version: Version, client: socket.socket, peer: tuple[str, int]) -> None:
+    async def _serve(self, pool: WarmPool, client: socket.socket, peer: tuple[str, int]) -> None:
         try:
-            await self._admit_and_dispatch(version, client, peer)
+            await self._admit_and_dispatch(pool, client, peer)
         finally:
-            self._running[version.number] -= 1
-            if not self._running[version.number]:
-                del self._running[version.number]
-                if version.number in self._retired:
-                    await self.retire([version.number])
+            await self._release(pool.version.number)
 
-    async def _admit_and_dispatch(self, version: Version, client: socket.socket, peer: tuple[str, int]) -> None:
+    async def _admit_and_dispatch(self, pool: WarmPool, client: socket.socket, peer: tuple[str, int]) -> None:
+        function = pool.version.function
         with client:
+            instance = pool.take()
+            metrics.CONTAINER_PATH.labels(function, "cold" if instance is None else "warm").inc()
             try:
-                async with self._admission.slot(version.function):
-                    await self._dispatcher.serve(version, client, peer, self._function_log)
+                if instance is None:
+                    await self._admission.acquire(function)
+                    instance = pool.new_instance()
             except Overloaded as exc:
-                log.warning("refused function=%s peer=%s:%s reason=%s", version.function, *peer, exc.reason)
-                metrics.REQUESTS.labels(version.function, str(HTTPStatus.SERVICE_UNAVAILABLE.value)).inc()
+                log.warning("refused function=%s peer=%s:%s reason=%s", function, *peer, exc.reason)
+                metrics.REQUESTS.labels(function, str(HTTPStatus.SERVICE_UNAVAILABLE.value)).inc()
                 metrics.ERRORS.labels("overloaded").inc()
                 await send_error(client, HTTPStatus.SERVICE_UNAVAILABLE, exc.reason, retry_after=exc.retry_after)
+                return
+            pool.refill()
+            kept = False
+            try:
+                kept = await self._dispatcher.serve(instance, client, peer)
             except Exception:
-                log.exception("connection failed function=%s version=%s", version.function, version.number)
+                log.exception("connection failed function=%s version=%s", function, pool.version.number)
+            finally:
+                if kept:
+                    pool.give_back(instance)  # its slot goes back with it
+                else:
+                    self._admission.release(function)
+
+    async def _release(self, number: int) -> None:
+        self._running[number] -= 1
+        if not self._running[number]:
+            del self._running[number]
+            if number in self._retired:
+                await self.retire([number])
 
     async def retire(self, numbers: list[int]) -> None:
-        """Remove the rootfs of versions no longer registered, each once nothing runs on it."""
+        """Remove the rootfs of versions no longer registered, each once nothing uses it."""
         for number in numbers:
             if self._running[number]:
                 self._retired.add(number)
@@ -118,6 +167,7 @@ class Listener:
         with contextlib.suppress(asyncio.CancelledError):
             await self._accepting
         self._sock.close()
+        await self._close_pool(self.pool)
         if self._inflight:
             _, pending = await asyncio.wait(set(self._inflight), timeout=drain_seconds)
             for task in pending:
@@ -125,6 +175,8 @@ class Listener:
             if pending:
                 log.info("drain cut function=%s connections=%d", self.version.function, len(pending))
                 await asyncio.wait(pending)
+        if self._closing:
+            await asyncio.wait(set(self._closing))
 
 
 class Functions:
@@ -148,10 +200,21 @@ class Functions:
         self._dispatcher = dispatcher
         self._logs = logs
         self._listeners: dict[str, Listener] = {}
+        admission.reclaim = self._shed_warm_container
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def list(self) -> list[Function]:
         return self._registry.list()
+
+    @property
+    def warm(self) -> int:
+        """Containers ready in warm pools, all functions."""
+        return sum(listener.pool.ready for listener in self._listeners.values())
+
+    def _shed_warm_container(self) -> bool:
+        """Stop one ready warm container, from the fullest pool: a waiting connection needs its slot."""
+        pools = [listener.pool for listener in self._listeners.values() if listener.pool.ready]
+        return bool(pools) and max(pools, key=lambda pool: pool.ready).shed()
 
     def get(self, name: str) -> Function:
         return self._registry.get(validate_name(name))
@@ -235,7 +298,7 @@ class Functions:
     async def _expose(self, function: Function) -> None:
         listener = self._listeners.get(function.name)
         if listener is not None:
-            listener.version = function.current
+            listener.switch(function.current)
             return
         await self._aliases.add(function.ip)
         try:
@@ -244,7 +307,13 @@ class Functions:
             await self._aliases.remove(function.ip)
             raise
         self._listeners[function.name] = Listener(
-            function, sock, self._dispatcher, self._admission, self._store, self._logs.get(function.name)
+            function,
+            sock,
+            self._dispatcher,
+            self._admission,
+            self._store,
+            self._logs.get(function.name),
+            self._config.warm_idle_seconds,
         )
 
     async def _prune(self, name: str) -> None:

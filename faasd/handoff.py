@@ -1,8 +1,10 @@
 """Protocol v1 of the control socket: one JSON message and one fd, then the daemon is done.
 
-The codec is pure. The socket side is a thin layer: a per-container listening unix socket
-that accepts exactly one handler, sends it the metadata with the client's TCP socket in
-``SCM_RIGHTS``, and closes, so a second connect to ``/control.sock`` reaches nothing.
+The codec is pure. The socket side is a thin layer: a per-container listening unix socket.
+A handler that connects is *waiting*; the daemon sends it the metadata with the client's TCP
+socket in ``SCM_RIGHTS`` when a connection comes. Once the container's last connection is
+sent the socket closes, so a further connect to ``/control.sock`` reaches nothing. A container
+that may serve more (``reuse``) is told so in the metadata (``"more": true``) and comes back.
 """
 
 from __future__ import annotations
@@ -54,11 +56,14 @@ class ControlSocket:
             raise
         self._sock.setblocking(False)
 
-    async def hand_over(self, client: socket.socket, payload: bytes) -> None:
-        """Wait for the handler to connect, then send ``payload`` with ``client``'s fd."""
-        loop = asyncio.get_running_loop()
-        handler, _ = await loop.sock_accept(self._sock)
-        self.close()
+    async def wait_for_handler(self) -> socket.socket:
+        """The handler's end, once it connects: it then waits for a connection."""
+        handler, _ = await asyncio.get_running_loop().sock_accept(self._sock)
+        return handler
+
+    @staticmethod
+    def hand_over(handler: socket.socket, client: socket.socket, payload: bytes) -> None:
+        """Send ``payload`` with ``client``'s fd to a waiting ``handler``, and hang up on it."""
         # asyncio accepted the client non-blocking, and that flag travels with the fd: clear it,
         # so a classic handler's plain read() waits for the request instead of failing EAGAIN.
         client.setblocking(True)

@@ -1,4 +1,5 @@
-"""What one container of a function may use: memory, CPU, processes, time, /tmp.
+"""What one container of a function may use (memory, CPU, processes, time, /tmp), and how
+many of them are kept warm and how many connections each may serve.
 
 Set per function at deploy time (``faas new --memory 128m ...``), stored with the version,
 applied to every container of that version. Values are checked here, once, with the bounds
@@ -23,13 +24,15 @@ SIZE_UNITS = {"": 1, "k": 1024, "m": MIB, "g": 1024 * MIB, "t": 1024 * 1024 * MI
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits of one container."""
+    """Resource limits of one container, and the function's warm pool cap and reuse count."""
 
     memory_bytes: int = 256 * MIB
     cpus: float = 1.0
     pids: int = 128
     timeout_seconds: float = 30.0
     tmp_bytes: int = 64 * MIB
+    warm: int = 4  # containers started ahead of demand, at most (0: every connection starts one)
+    reuse: int = 1  # connections one container serves one after another (1: a fresh one each)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -94,6 +97,18 @@ def _timeout(name: str, text: str) -> tuple[str, float]:
     return "timeout_seconds", value
 
 
+def _warm(name: str, text: str) -> tuple[str, int]:
+    value = _number(name, text, int)
+    _bounded(name, value, 0, 256, "0 and 256")
+    return "warm", value
+
+
+def _reuse(name: str, text: str) -> tuple[str, int]:
+    value = _number(name, text, int)
+    _bounded(name, value, 1, 100_000, "1 and 100000")
+    return "reuse", value
+
+
 def _size(name: str, text: str) -> int:
     try:
         return parse_size(text)
@@ -112,4 +127,12 @@ def _number(name: str, text: str, kind: type[int] | type[float]) -> int | float:
 
 
 # The API's query parameters (and ``faas new`` options) that set a limit.
-PARAMETERS = {"memory": _memory, "cpus": _cpus, "pids": _pids, "timeout": _timeout, "tmp_size": _tmp_size}
+PARAMETERS = {
+    "memory": _memory,
+    "cpus": _cpus,
+    "pids": _pids,
+    "timeout": _timeout,
+    "tmp_size": _tmp_size,
+    "warm": _warm,
+    "reuse": _reuse,
+}

@@ -94,6 +94,18 @@ def parse_byte_size(_ctx: click.Context, _param: click.Parameter, value: str | i
     help="Seconds running connections may take to finish after SIGTERM before they are ended.",
 )
 @click.option(
+    "--warm",
+    default=Limits.warm,
+    type=click.IntRange(0, 256),
+    help="Containers a busy function keeps started ahead of demand, at most (faas new --warm overrides).",
+)
+@click.option(
+    "--warm-idle",
+    default=Config.warm_idle_seconds,
+    type=click.FloatRange(min=0),
+    help="Seconds without a connection after which a function's warm containers are stopped.",
+)
+@click.option(
     "--max-containers",
     type=click.IntRange(min=1),
     default=None,
@@ -174,6 +186,8 @@ def main(
     timeout: float,
     start_timeout: float,
     drain_timeout: float,
+    warm: int,
+    warm_idle: float,
     max_containers: int | None,
     max_containers_per_function: int | None,
     queue_size: int | None,
@@ -202,7 +216,8 @@ def main(
         ip_range=ip_range,
         runc_binary=runc_binary,
         port=port,
-        limits=Limits(timeout_seconds=timeout),
+        limits=Limits(timeout_seconds=timeout, warm=warm),
+        warm_idle_seconds=warm_idle,
         start_timeout_seconds=start_timeout,
         drain_seconds=drain_timeout,
         admission=AdmissionLimits.derive(max_containers, max_containers_per_function, queue_size, queue_timeout),

@@ -22,7 +22,7 @@ REQUESTS = Counter(
 ERRORS = Counter("faasd_errors", "Failures, by kind: a connection's outcome or an API error's class.", ["kind"])
 CONTAINER_START = Histogram(
     "faasd_container_start_seconds",
-    "From accepting a connection to its handler taking it.",
+    "From starting a container to its handler waiting on /control.sock.",
     ["function"],
     buckets=START_BUCKETS,
 )
@@ -30,6 +30,12 @@ REQUEST_DURATION = Histogram(
     "faasd_request_duration_seconds", "From accepting a connection to its container being gone.", ["function"]
 )
 CONTAINERS = Gauge("faasd_containers_running", "Containers running now, all functions.")
+WARM = Gauge("faasd_warm_containers", "Started containers whose handler waits for a connection, all functions.")
+CONTAINER_PATH = Counter(
+    "faasd_connection_containers",
+    "Connections by where their container came from: warm (ready in the pool), cold (started for it).",
+    ["function", "path"],
+)
 QUEUED = Gauge("faasd_queue_depth", "Connections waiting for a container slot.")
 FUNCTIONS = Gauge("faasd_functions", "Deployed functions.")
 IMPORT_DURATION = Histogram(

@@ -20,8 +20,10 @@ faasd starts one container per TCP connection. The handler connects to ``/contro
 receives one message (handler protocol v1): a JSON object with the request's metadata, and the
 client's connected TCP socket attached with SCM_RIGHTS. ``serve`` runs the app for every request
 the client sends on that connection (HTTP/1.1 keep-alive) and returns when the client is done.
-An ASGI app's lifespan startup runs once the connection is taken, and its shutdown after the
-client is done. ``accept()`` gives you the raw socket and the metadata instead, to speak any
+When the daemon reuses containers (``faas new --reuse N``), its message says ``"more": true`` and
+``serve`` comes back to ``/control.sock`` for the next connection. An ASGI app's lifespan startup
+runs before the first connection is taken (a warm container has it done before a client
+arrives), and its shutdown after the last. ``accept()`` gives you the raw socket and the metadata instead, to speak any
 protocol yourself. The metadata is also in the WSGI environ and the ASGI scope as
 ``faas.metadata``, and in ``Request.metadata``. ``FAAS_CONTROL_SOCKET`` overrides the control
 socket's path, for tests.
@@ -108,24 +110,28 @@ def accept(path: str | None = None) -> tuple[socket.socket, dict[str, Any]]:
 
 
 def serve(app: Callable[..., Any], path: str | None = None, style: str | None = None) -> None:
-    """Take the connection from faasd and run ``app`` on each request until the client is done.
+    """Take connections from faasd and run ``app`` on each request until each client is done.
 
     ``style`` is ``"wsgi"``, ``"asgi"`` or ``"plain"``; left out, it is told from ``app`` itself
-    (see ``app_style``). The style is settled before the connection is taken, so a wrong app
-    leaves the client to the daemon's 502 instead of a half-served connection.
+    (see ``app_style``). The style is settled and the app started before a connection is taken,
+    so a wrong app leaves the client to the daemon's 502 instead of a half-served connection.
     """
     style = style or app_style(app)
     if style not in STYLES:
         raise ValueError(f"style must be one of {', '.join(STYLES)}, not {style!r}")
     adapted = {"wsgi": nullcontext, "asgi": _asgi_as_wsgi, "plain": _plain_as_wsgi}[style](app)
-    client, metadata = accept(path)
-    with client, adapted as wsgi_app:
-        try:
-            _Connection(client, metadata, wsgi_app)
-        except ConnectionError as exc:  # the client left mid-request: its business, not a failure
-            _log(metadata, f"client gone: {exc}")
-            return
-        _linger(client)
+    with adapted as wsgi_app:
+        more = True
+        while more:
+            client, metadata = accept(path)
+            more = metadata.get("more") is True
+            with client:
+                try:
+                    _Connection(client, metadata, wsgi_app)
+                except ConnectionError as exc:  # the client left mid-request: its business, not a failure
+                    _log(metadata, f"client gone: {exc}")
+                    continue
+                _linger(client)
 
 
 def app_style(app: Callable[..., Any]) -> str:

@@ -9,6 +9,7 @@ one with the test that attacks it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,14 +45,29 @@ READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysr
 NAMESPACES = ("pid", "ipc", "uts", "mount", "network", "cgroup", "user")
 
 
-@dataclass(frozen=True)
-class Container:
-    """What differs between two containers of the same function version."""
+# Where each container's bundle holds the listening end of its /control.sock. runc resolves a
+# relative bind source against the bundle, so the path is the same in every config.json.
+CONTROL_SOCKET_IN_BUNDLE = "control.sock"
+# Stands for the container id in a serialised template; ids are [a-z0-9-], never this.
+ID_PLACEHOLDER = "@@container-id@@"
 
-    id: str
-    rootfs: Path
-    control_socket: Path
-    hostname: str
+
+@dataclass(frozen=True)
+class SpecTemplate:
+    """One version's ``config.json``, serialised once: a container only adds its id."""
+
+    head: bytes
+    tail: bytes
+
+    @classmethod
+    def of(cls, spec: dict[str, Any]) -> SpecTemplate:
+        head, placeholder, tail = json.dumps(spec).partition(ID_PLACEHOLDER)
+        if not placeholder:
+            raise ValueError("the spec has no place for the container id")
+        return cls(head.encode(), tail.encode())
+
+    def render(self, container_id: str) -> bytes:
+        return self.head + container_id.encode() + self.tail
 
 
 def process_args(image: ImageConfig) -> list[str]:
@@ -68,9 +84,17 @@ def process_env(image: ImageConfig) -> list[str]:
 
 
 def build_spec(
-    image: ImageConfig, uid: int, gid: int, limits: Limits, container: Container, userns_base: int
+    image: ImageConfig,
+    uid: int,
+    gid: int,
+    limits: Limits,
+    rootfs: Path,
+    hostname: str,
+    userns_base: int,
+    container_id: str = ID_PLACEHOLDER,
 ) -> dict[str, Any]:
-    """The ``config.json`` for ``container`` running ``image`` as ``uid:gid`` under ``limits``.
+    """The ``config.json`` for ``container_id`` running ``image`` from ``rootfs`` as ``uid:gid``
+    under ``limits``; left without an id, the template every container of a version shares.
 
     The rootfs must be owned by the shifted ids (the image store writes it so).
     """
@@ -94,8 +118,8 @@ def build_spec(
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": True,
         },
-        "root": {"path": str(container.rootfs), "readonly": True},
-        "hostname": container.hostname,
+        "root": {"path": str(rootfs), "readonly": True},
+        "hostname": hostname,
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
             {
@@ -131,7 +155,7 @@ def build_spec(
             {
                 "destination": CONTROL_SOCKET,
                 "type": "bind",
-                "source": str(container.control_socket),
+                "source": CONTROL_SOCKET_IN_BUNDLE,
                 "options": ["bind", "nosuid", "nodev", "noexec"],
             },
         ],
@@ -139,7 +163,7 @@ def build_spec(
             "namespaces": [{"type": ns} for ns in NAMESPACES],
             "uidMappings": id_map,
             "gidMappings": id_map,
-            "cgroupsPath": f"/faasd/{container.id}",
+            "cgroupsPath": f"/faasd/{container_id}",
             "resources": {
                 "devices": [{"allow": False, "access": "rwm"}],
                 "memory": {"limit": limits.memory_bytes},

@@ -78,6 +78,10 @@ class Daemon:
             str(self.root / "run"),
             "--ip-range",
             self.ip_range,
+            # Warm pools empty a second after a function's last connection: a test then sees every
+            # container, bundle and control socket gone, warm ones included, within its patience.
+            "--warm-idle",
+            "1",
             *self.extra_args,
         ]
 

@@ -163,7 +163,7 @@ def test_kill_9_mid_import_keeps_the_old_version(make_daemon, busybox_image, tmp
 def test_sigterm_lets_running_requests_finish(make_daemon, busybox_image, tmp_path: Path) -> None:
     daemon = make_daemon(daemon_range(14), "--drain-timeout", "10")
     slow = busybox_variant(busybox_image(), tmp_path / "slow.tar", ["/bin/sh", "-c", "sleep 2; hello slowpoke; exit 0"])
-    ip = daemon.deploy("slowpoke", slow)
+    ip = daemon.deploy("slowpoke", slow, "--warm", "0")  # every container is a running request's
     with ThreadPoolExecutor(max_workers=3) as pool:
         answers = [pool.submit(http_get, ip) for _ in range(3)]
         assert eventually(lambda: len(containers(daemon)) == 3)

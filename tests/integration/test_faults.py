@@ -151,7 +151,10 @@ def test_a_running_connection_keeps_its_rootfs_through_redeploys(daemon: Daemon,
     # The handler reads its image only when told to (a file the test puts in its /tmp).
     script = 'while [ ! -e /tmp/go ]; do sleep 0.05; done; exec hello "$(cat /etc/greeting)"'
     ip = daemon.deploy(
-        "keeper", busybox_variant(busybox_image(), tmp_path / "v1.tar", ["/bin/sh", "-c", script], (greeting,))
+        "keeper",
+        busybox_variant(busybox_image(), tmp_path / "v1.tar", ["/bin/sh", "-c", script], (greeting,)),
+        "--warm",
+        "0",  # the one container is the connection's (test_pool.py: warm ones through redeploys)
     )
     first_rootfs = daemon.state_dir / "images" / "keeper" / "1"
     with ThreadPoolExecutor(max_workers=1) as pool:

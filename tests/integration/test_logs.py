@@ -14,7 +14,18 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import BIN, Daemon, daemon_range, eventually, http_get
+
+@pytest.fixture
+def daemon(make_daemon: Callable[..., Daemon]) -> Daemon:
+    """Without warm containers: each request's lines come from the one container started for it.
+
+    (test_pool.py shows a warm container's lines carry the id of the request it served.)
+    """
+    return make_daemon(daemon_range(0), "--warm", "0")
+
 
 PRINTS = "echo to-stdout; echo to-stderr >&2"
 # About 330 KB of numbered lines, then one 40000-byte line, then a last word on stderr.
@@ -157,7 +168,7 @@ def test_follow_ends_when_the_function_is_removed(daemon: Daemon, busybox_image:
 def test_rotation_keeps_the_cap_and_long_lines_are_cut(
     make_daemon: Callable[..., Daemon], busybox_image: Callable[..., Path]
 ) -> None:
-    daemon = make_daemon(daemon_range(1), "--log-max-bytes", "65536", "--log-max-files", "2")
+    daemon = make_daemon(daemon_range(1), "--warm", "0", "--log-max-bytes", "65536", "--log-max-files", "2")
     ip = daemon.deploy("flood", busybox_image("ok", prelude=FLOODS))
     assert http_get(ip) == (200, b"ok\n")
     assert eventually(lambda: bool(records(daemon, "flood")))

@@ -132,6 +132,8 @@ def test_limits_are_stored_with_the_version_and_shown(sandbox: Sandbox) -> None:
         "pids": 32,
         "timeout_seconds": 3.0,
         "tmp_bytes": 1 * MIB,
+        "warm": 4,
+        "reuse": 1,
     }
     assert listed["probe"]["memory_bytes"] == 256 * MIB
 

@@ -1,6 +1,8 @@
 """Admission on a real event loop: who runs, who waits, who is refused."""
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -11,8 +13,17 @@ def admission(total: int = 2, per_function: int = 2, queue: int = 4, queue_timeo
     return Admission(AdmissionLimits(total, per_function, queue, queue_timeout))
 
 
+@contextlib.asynccontextmanager
+async def slot(gate: Admission, function: str) -> AsyncIterator[None]:
+    await gate.acquire(function)
+    try:
+        yield
+    finally:
+        gate.release(function)
+
+
 async def hold(gate: Admission, function: str, release: asyncio.Event, log: list[str]) -> None:
-    async with gate.slot(function):
+    async with slot(gate, function):
         log.append(function)
         await release.wait()
 
@@ -57,7 +68,7 @@ async def test_a_full_queue_refuses_at_once() -> None:
     tasks = [asyncio.create_task(hold(gate, "a", release, [])) for _ in range(2)]
     await settle()
     with pytest.raises(Overloaded, match="queue is full") as refused:
-        async with gate.slot("a"):
+        async with slot(gate, "a"):
             pass
     assert refused.value.retry_after == 5
     release.set()
@@ -70,12 +81,12 @@ async def test_a_wait_past_the_queue_timeout_is_refused_and_leaves_the_queue() -
     holder = asyncio.create_task(hold(gate, "a", release, []))
     await settle()
     with pytest.raises(Overloaded, match="within 0.05 s"):
-        async with gate.slot("a"):
+        async with slot(gate, "a"):
             pass
     assert gate.queued == 0
     release.set()
     await holder
-    async with gate.slot("a"):
+    async with slot(gate, "a"):
         assert gate.running == 1
 
 
@@ -100,3 +111,31 @@ def test_derived_limits_follow_the_ones_given() -> None:
     assert (limits.total, limits.per_function, limits.queue) == (10, 10, 40)
     assert AdmissionLimits.derive(total=4, per_function=9, queue=0).per_function == 4
     assert AdmissionLimits.derive().total >= 16
+
+
+async def test_a_warm_start_takes_only_a_free_slot_and_never_passes_a_waiter() -> None:
+    gate = admission(total=1)
+    assert gate.try_acquire("a")
+    assert not gate.try_acquire("b"), "no slot is free"
+    waiter = asyncio.create_task(gate.acquire("b"))
+    await settle()
+    gate.release("a")
+    await settle()
+    assert waiter.done() and gate.running == 1
+    gate.release("b")
+    assert gate.try_acquire("a")
+
+
+async def test_a_waiting_connection_asks_for_a_warm_container_back() -> None:
+    gate = admission(total=1)
+    assert gate.try_acquire("warm")
+    asked: list[bool] = []
+
+    def reclaim() -> bool:
+        asked.append(True)
+        gate.release("warm")
+        return True
+
+    gate.reclaim = reclaim
+    await asyncio.wait_for(gate.acquire("cold"), 1)
+    assert asked == [True] and gate.running == 1

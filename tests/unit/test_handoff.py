@@ -30,7 +30,7 @@ def test_decode_refuses_other_versions() -> None:
         decode_metadata(json.dumps({"v": 2}).encode())
 
 
-def test_hand_over_sends_one_message_with_the_client_fd_then_closes(tmp_path: Path) -> None:
+def test_hand_over_sends_one_message_with_the_client_fd_to_the_waiting_handler(tmp_path: Path) -> None:
     path = tmp_path / "control.sock"
 
     async def scenario() -> None:
@@ -42,12 +42,15 @@ def test_hand_over_sends_one_message_with_the_client_fd_then_closes(tmp_path: Pa
         handler.setblocking(False)
         loop = asyncio.get_running_loop()
         await loop.sock_connect(handler, str(path))
-        await control.hand_over(left, b'{"v":1}')
+        waiting = await control.wait_for_handler()
+        control.hand_over(waiting, left, b'{"v":1}')
         message, fds, _, _ = socket.recv_fds(handler, MAX_MESSAGE_BYTES, 4)
         assert message == b'{"v":1}' and len(fds) == 1
+        assert handler.recv(1) == b"", "the daemon hung up after the one message"
         with socket.socket(fileno=fds[0]) as received:
             received.sendall(b"ping")
             assert right.recv(4) == b"ping"
+        control.close()
         second = socket.socket(socket.AF_UNIX)
         with pytest.raises(OSError):
             second.connect(str(path))
@@ -67,7 +70,7 @@ def test_the_handed_socket_arrives_blocking(tmp_path: Path) -> None:
         handler = socket.socket(socket.AF_UNIX)
         handler.setblocking(False)
         await asyncio.get_running_loop().sock_connect(handler, str(path))
-        await control.hand_over(left, b'{"v":1}')
+        control.hand_over(await control.wait_for_handler(), left, b'{"v":1}')
         _, fds, _, _ = socket.recv_fds(handler, MAX_MESSAGE_BYTES, 1)
         with socket.socket(fileno=fds[0]) as received:
             assert received.getblocking()

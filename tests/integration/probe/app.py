@@ -237,6 +237,19 @@ def cpu(_: dict[str, list[str]]) -> dict[str, float]:
     return {"cpu_seconds": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)}
 
 
+# Made once per process: two answers with the same token came from the same container.
+BOOT = os.urandom(8).hex()
+
+
+def visit(_: dict[str, list[str]], metadata: dict[str, Any]) -> dict[str, Any]:
+    """This container's token, the request's id, and how many connections it has served."""
+    with open("/tmp/visits", "a+") as visits:
+        visits.write(f"{metadata.get('id')}\n")
+        visits.seek(0)
+        count = len(visits.read().split())
+    return {"boot": BOOT, "id": metadata.get("id"), "visits": count, "more": metadata.get("more", False)}
+
+
 PROBES: dict[str, Callable[[dict[str, list[str]]], Any]] = {
     "/identity": identity,
     "/syscalls": syscalls,
@@ -253,14 +266,18 @@ PROBES: dict[str, Callable[[dict[str, list[str]]], Any]] = {
     "/cpu": cpu,
     "/exit": leave,
 }
+WITH_METADATA: dict[str, Callable[[dict[str, list[str]], dict[str, Any]], Any]] = {"/visit": visit}
 
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-    probe = PROBES.get(environ["PATH_INFO"])
-    if probe is None:
+    path, query = environ["PATH_INFO"], parse_qs(environ["QUERY_STRING"])
+    if path in WITH_METADATA:
+        result = WITH_METADATA[path](query, environ["faas.metadata"])
+    elif path in PROBES:
+        result = PROBES[path](query)
+    else:
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"no such probe\n"]
-    result = probe(parse_qs(environ["QUERY_STRING"]))
     start_response("200 OK", [("Content-Type", "application/json")])
     return [json.dumps(result).encode() + b"\n"]
 

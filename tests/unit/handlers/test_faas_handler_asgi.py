@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -114,14 +115,20 @@ def test_an_app_that_declines_the_lifespan_still_serves(tmp_path: Path, capsys: 
     assert "ASGI lifespan declined: ValueError('no lifespan here')" in capsys.readouterr().err
 
 
-def test_failed_startup_ends_the_handler_before_a_byte_is_sent(tmp_path: Path) -> None:
+def test_failed_startup_ends_the_handler_before_it_takes_a_connection(tmp_path: Path) -> None:
     async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         assert (await receive())["type"] == "lifespan.startup"
         await send({"type": "lifespan.startup.failed", "message": "no database"})
 
-    with pytest.raises(faas_handler.LifespanError, match="startup failed: no database"):
-        with handed_over(tmp_path, in_thread(app)) as sock:
-            assert read_to_eof(sock) == b""  # the daemon answers 502 for a handler that said nothing
+    control_path = tmp_path / "control.sock"
+    with socket.socket(socket.AF_UNIX) as control:
+        control.bind(str(control_path))
+        control.listen(1)
+        control.setblocking(False)
+        with pytest.raises(faas_handler.LifespanError, match="startup failed: no database"):
+            in_thread(app)(str(control_path))()
+        with pytest.raises(BlockingIOError):
+            control.accept()  # it never connected: the daemon answers 502 for it
 
 
 def test_each_body_message_is_sent_as_it_comes(tmp_path: Path) -> None:

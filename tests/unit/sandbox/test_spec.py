@@ -1,25 +1,28 @@
+import json
 from pathlib import Path
 
 from faasd.config import USERNS_IDS
 from faasd.images.archive import ImageConfig
 from faasd.limits import Limits
 from faasd.sandbox.seccomp import REFUSED, seccomp_profile
-from faasd.sandbox.spec import CONTROL_SOCKET, Container, build_spec, process_args, process_env
+from faasd.sandbox.spec import (
+    CONTROL_SOCKET,
+    CONTROL_SOCKET_IN_BUNDLE,
+    SpecTemplate,
+    build_spec,
+    process_args,
+    process_env,
+)
 
 IMAGE = ImageConfig(
     entrypoint=("python3",), cmd=("/app/app.py",), env=("LANG=C.UTF-8",), working_dir="/app", user="1000"
 )
-CONTAINER = Container(
-    "hello-abc",
-    Path("/var/lib/faasd/images/hello/1/rootfs"),
-    Path("/run/faasd/bundles/hello-abc/control.sock"),
-    "hello",
-)
+ROOTFS = Path("/var/lib/faasd/images/hello/1/rootfs")
 BASE = 2_000_000_000
 
 
 def spec(image: ImageConfig = IMAGE, limits: Limits | None = None) -> dict:
-    return build_spec(image, 1000, 1000, limits or Limits(), CONTAINER, BASE)
+    return build_spec(image, 1000, 1000, limits or Limits(), ROOTFS, "hello", BASE, "hello-abc")
 
 
 def test_process_comes_from_the_image() -> None:
@@ -39,7 +42,7 @@ def test_image_path_is_kept_and_cwd_defaults_to_root() -> None:
 
 def test_secure_defaults() -> None:
     config = spec()
-    assert config["root"] == {"path": str(CONTAINER.rootfs), "readonly": True}
+    assert config["root"] == {"path": str(ROOTFS), "readonly": True}
     assert config["process"]["noNewPrivileges"] is True
     assert all(caps == [] for caps in config["process"]["capabilities"].values())
     namespaces = {ns["type"] for ns in config["linux"]["namespaces"]}
@@ -61,7 +64,7 @@ def test_limits_become_cgroup_resources_and_tmpfs_size() -> None:
 
 def test_control_socket_is_bind_mounted() -> None:
     mount = next(m for m in spec()["mounts"] if m["destination"] == CONTROL_SOCKET)
-    assert mount["source"] == str(CONTAINER.control_socket)
+    assert mount["source"] == CONTROL_SOCKET_IN_BUNDLE, "relative: runc finds it in each container's bundle"
     assert "bind" in mount["options"]
 
 
@@ -86,3 +89,9 @@ def test_seccomp_refuses_the_dangerous_calls_and_new_user_namespaces() -> None:
 def test_seccomp_covers_the_compat_architectures() -> None:
     assert seccomp_profile("x86_64")["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
     assert len(set(REFUSED)) == len(REFUSED)
+
+
+def test_a_template_renders_the_spec_of_each_container() -> None:
+    template = SpecTemplate.of(build_spec(IMAGE, 1000, 1000, Limits(), ROOTFS, "hello", BASE))
+    assert json.loads(template.render("hello-abc")) == spec()
+    assert json.loads(template.render("hello-def"))["linux"]["cgroupsPath"] == "/faasd/hello-def"

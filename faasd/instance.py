@@ -1,0 +1,209 @@
+"""One container of one version, from its start to its end.
+
+A container is *started* (bundle written, ``runc run``) and becomes *ready* once its handler
+has connected to ``/control.sock`` and waits there. It is then given one connection, or, when
+its version allows ``reuse`` above one, up to that many one after another, the handler coming
+back to ``/control.sock`` for each. A ready container may wait in a warm pool (``faasd.pool``)
+before its connection arrives; a connection that finds none starts its own.
+
+Whether the handler answered a connection is read from the client socket's own counters
+(``tcpinfo``) on the daemon's copy, never guessed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import socket
+import time
+import uuid
+from enum import Enum
+
+from faasd import metrics
+from faasd.config import Config
+from faasd.errors import RuncError, RuntimeFailure
+from faasd.handoff import ControlSocket, encode_metadata
+from faasd.logs import FunctionLog
+from faasd.registry import Version
+from faasd.sandbox.runc import Runc
+from faasd.sandbox.spec import CONTROL_SOCKET_IN_BUNDLE, SpecTemplate
+from faasd.tcpinfo import bytes_written
+
+log = logging.getLogger(__name__)
+
+# How long runc may take to exit after its container was killed before we stop waiting.
+KILL_GRACE_SECONDS = 5.0
+
+
+class Outcome(Enum):
+    """How a connection ended, from the daemon's point of view."""
+
+    SERVED = "served"  # the handler answered and was done with it
+    START_FAILED = "start_failed"  # the container exited before taking the connection
+    START_TIMEOUT = "start_timeout"  # the handler never connected to /control.sock
+    NO_ANSWER = "no_answer"  # the handler took the connection and was done without writing a byte
+    DEADLINE = "deadline"  # killed at the deadline, after it had started answering
+    DEADLINE_SILENT = "deadline_silent"  # killed at the deadline without having written a byte
+
+
+class Waited(Enum):
+    """What ended a wait on a running container."""
+
+    HANDLER = "handler"  # its handler connected to /control.sock
+    EXITED = "exited"
+    TIMED_OUT = "timed_out"
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class Instance:
+    """One container of ``version``, run from the version's ``template`` as the host's ``runc``."""
+
+    def __init__(
+        self, config: Config, runc: Runc, version: Version, template: SpecTemplate, function_log: FunctionLog
+    ) -> None:
+        self.version = version
+        self.id = new_request_id()  # its first connection's request id, and its bundle's name
+        self.container_id = f"{version.function}-{self.id}"
+        self.served = 0
+        self._config = config
+        self._runc = runc
+        self._template = template
+        # Named by the request id alone: the control socket's path must fit sun_path (108 bytes).
+        self._bundle = config.bundles_dir / self.id
+        self._capture = function_log.capture(self.id)
+        self._control: ControlSocket | None = None
+        self._handler: socket.socket | None = None  # the handler's end while it waits for a connection
+        self._proc: asyncio.subprocess.Process | None = None
+        self._exited: asyncio.Future[int] | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._proc is not None
+
+    @property
+    def ready(self) -> bool:
+        """Its handler waits for a connection in a container that still runs."""
+        return self._handler is not None and self._proc is not None and self._proc.returncode is None
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._proc.returncode if self._proc else None
+
+    async def wait_exit(self) -> None:
+        """Return once the container has exited."""
+        if self._exited is not None:
+            await asyncio.shield(self._exited)
+
+    async def start(self) -> Outcome | None:
+        """Start the container and wait until its handler is ready; ``None`` then, else why not.
+
+        A container that could not get ready is left for ``stop`` to end.
+        """
+        started = time.monotonic()
+        self._bundle.mkdir(mode=0o711)  # the container's root (an unprivileged host uid) binds the control socket
+        base = self._config.userns_base
+        owner = (base + self.version.uid, base + self.version.gid)
+        self._control = ControlSocket(self._bundle / CONTROL_SOCKET_IN_BUNDLE, owner)
+        # A few KiB onto the run dir's tmpfs: cheaper inline than a thread hop.
+        (self._bundle / "config.json").write_bytes(self._template.render(self.container_id))
+        try:
+            self._proc = await self._runc.run(
+                self.container_id, self._bundle, self._capture.stdout, self._capture.stderr
+            )
+        except RuntimeFailure as exc:
+            log.error("runc failed function=%s id=%s error=%s", self.version.function, self.id, exc)
+            return Outcome.START_FAILED
+        self._exited = asyncio.ensure_future(self._proc.wait())
+        waited = await self._wait(self._config.start_timeout_seconds, for_handler=True)
+        if waited is Waited.EXITED:
+            return Outcome.START_FAILED
+        if waited is Waited.TIMED_OUT:
+            return Outcome.START_TIMEOUT
+        metrics.CONTAINER_START.labels(self.version.function).observe(time.monotonic() - started)
+        return None
+
+    async def serve(self, client: socket.socket, peer: tuple[str, int]) -> Outcome:
+        """Give ``client`` to the waiting handler; return once the handler is done with it."""
+        assert self._handler is not None and self._control is not None, "serve() needs a ready container"
+        handler, self._handler = self._handler, None
+        self.served += 1
+        more = self.served < self.version.limits.reuse
+        timeout = self.version.limits.timeout_seconds
+        metadata = {
+            "id": self.id if self.served == 1 else new_request_id(),
+            "function": self.version.function,
+            "version": self.version.number,
+            "deadline": int((time.time() + timeout) * 1000),
+            "peer": f"{peer[0]}:{peer[1]}",
+        }
+        if more:
+            metadata["more"] = True  # come back to /control.sock for the next connection
+        ControlSocket.hand_over(handler, client, encode_metadata(metadata))
+        if not more:
+            self._control.close()
+        waited = await self._wait(timeout, for_handler=more)
+        answered = bytes_written(client) != 0
+        if waited is Waited.TIMED_OUT:
+            await self._kill()
+            return Outcome.DEADLINE if answered else Outcome.DEADLINE_SILENT
+        return Outcome.SERVED if answered else Outcome.NO_ANSWER
+
+    async def stop(self) -> None:
+        """End the container if it still runs and remove what it leaves; safe to call twice."""
+        if self._handler is not None:
+            self._handler.close()
+            self._handler = None
+        if self._control is not None:
+            self._control.close()
+        try:
+            if self._proc is not None and self._proc.returncode is None:
+                await self._kill()
+            shutil.rmtree(self._bundle, ignore_errors=True)
+        finally:
+            # Even when cancelled during the kill: the pipes are fds and loop readers.
+            await self._capture.close()
+
+    def record(self, **fields: object) -> None:
+        """A line about this container in its function's log."""
+        self._capture.record(**fields)
+
+    async def _wait(self, timeout: float, *, for_handler: bool) -> Waited:
+        """Wait for the container to exit or, ``for_handler``, for its handler to (re)connect."""
+        assert self._control is not None and self._exited is not None
+        if not for_handler:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._exited), timeout)
+            except TimeoutError:
+                return Waited.TIMED_OUT
+            return Waited.EXITED
+        waiting = asyncio.ensure_future(self._control.wait_for_handler())
+        try:
+            done, _ = await asyncio.wait({waiting, self._exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+        if self._exited in done:
+            if waiting in done and not waiting.exception():
+                waiting.result().close()
+            return Waited.EXITED
+        if waiting in done:
+            self._handler = waiting.result()  # an accept that failed (out of fds) raises here
+            return Waited.HANDLER
+        return Waited.TIMED_OUT
+
+    async def _kill(self) -> None:
+        """Kill the container and wait for ``runc run`` to exit; force-delete if it will not."""
+        assert self._proc is not None
+        with contextlib.suppress(RuncError):
+            await self._runc.kill(self.container_id)
+        try:
+            await asyncio.wait_for(self._proc.wait(), KILL_GRACE_SECONDS)
+        except TimeoutError:
+            self._proc.kill()
+            await self._proc.wait()
+            with contextlib.suppress(RuncError):
+                await self._runc.delete(self.container_id)
