@@ -268,8 +268,10 @@ class Registry:
         if row is not None:
             return _version(row)
         self._get_locked(name)  # an unknown function is reported as such
-        kept = ", ".join(str(r[0]) for r in self._db.execute(
-            "SELECT version FROM versions WHERE function = ? ORDER BY version", (name,)))
+        kept = ", ".join(
+            str(r[0])
+            for r in self._db.execute("SELECT version FROM versions WHERE function = ? ORDER BY version", (name,))
+        )
         raise NotFound(f"{name!r} has no version {number}: the versions kept are {kept} (faas versions {name})")
 
     def _get_locked(self, name: str) -> Function:
