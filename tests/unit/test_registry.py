@@ -86,9 +86,12 @@ CREATE TABLE versions (function TEXT NOT NULL REFERENCES functions(name) ON DELE
                        uid INTEGER NOT NULL, gid INTEGER NOT NULL, created REAL NOT NULL,
                        PRIMARY KEY (function, version));
 """
-SCHEMA_BEFORE_ADDRESSES = SCHEMA_BEFORE_LIMITS.replace(
-    "created REAL NOT NULL,\n", "created REAL NOT NULL, limits TEXT NOT NULL DEFAULT '{}',\n"
-) + "PRAGMA user_version = 1;"
+SCHEMA_BEFORE_ADDRESSES = (
+    SCHEMA_BEFORE_LIMITS.replace(
+        "created REAL NOT NULL,\n", "created REAL NOT NULL, limits TEXT NOT NULL DEFAULT '{}',\n"
+    )
+    + "PRAGMA user_version = 1;"
+)
 
 
 @pytest.mark.parametrize("old_schema", [SCHEMA_BEFORE_LIMITS, SCHEMA_BEFORE_ADDRESSES], ids=["v0", "v1"])
