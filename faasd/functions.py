@@ -82,7 +82,7 @@ class Listener:
     def adopt(self, client: socket.socket, peer: tuple[str, int], version: Version | None = None) -> None:
         """Serve ``client``, accepted here, by the gateway or on a version's own address, with
         ``version`` (by default the current one)."""
-        version = version or self.version
+        version = self.version if version is None else version
         # Counted here, not in the task: a redeploy may retire the version before the task runs.
         self._running[version.number] += 1
         task = asyncio.create_task(self._serve(version, client, peer))
