@@ -180,6 +180,19 @@ class Client:
     def remove(self, name: str) -> dict[str, Any]:
         return self._request("DELETE", f"/v1/functions/{quote(name, safe='')}")
 
+    def versions(self, name: str) -> dict[str, Any]:
+        """The kept versions of ``name``: ``{"name", "current", "versions": [...]}``."""
+        return self._request("GET", f"/v1/functions/{quote(name, safe='')}/versions")
+
+    def rollback(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """Make ``version`` (by default the one before the current) current; returns the function."""
+        query = "" if version is None else f"?{urlencode({'version': version})}"
+        return self._request("POST", f"/v1/functions/{quote(name, safe='')}/rollback{query}")
+
+    def version_address(self, name: str, version: int) -> dict[str, Any]:
+        """Version ``version`` of ``name`` with its own address, given on the first call."""
+        return self._request("PUT", f"/v1/functions/{quote(name, safe='')}/versions/{version}/address")
+
     def metrics(self) -> str:
         """The daemon's metrics in Prometheus text format."""
         return self._request("GET", "/metrics", decode=bytes.decode)

@@ -17,6 +17,7 @@ import click
 
 from faas_cli.client import DEFAULT_SOCKET, ApiError, Client, DaemonUnreachable, HttpEndpoint, UnixEndpoint
 from faas_cli.stats import parse, render
+from faas_cli.versions import describe, rollback, versions
 
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 2
@@ -143,15 +144,26 @@ def new(client: Client, name: str, tarball: IO[bytes] | None, tag: str | None, *
 
 @main.command()
 @click.argument("name")
+@click.option(
+    "--version",
+    "version",
+    type=click.IntRange(min=1),
+    default=None,
+    help="The address of this version only: given on first ask, it serves that version alone.",
+)
 @click.pass_obj
-def ip(client: Client, name: str) -> None:
+def ip(client: Client, name: str, version: int | None) -> None:
     """Print only the IP address of function NAME.
+
+    With --version V: an address of its own that always serves version V, to test it while
+    the function's address serves the current one. It stays until V is pruned or NAME removed.
 
     \b
     Example:
       curl http://$(faas ip hello)/
+      curl http://$(faas ip hello --version 2)/
     """
-    click.echo(client.get(name)["ip"])
+    click.echo(client.get(name)["ip"] if version is None else client.version_address(name, version)["ip"])
 
 
 @main.command(name="list")
@@ -241,3 +253,7 @@ def logs(client: Client, name: str, follow: bool, tail: int | None, since: str |
     except BrokenPipeError:
         # The reader (head, say) has had enough; keep Python from complaining at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+
+
+for command in (versions, rollback, describe):
+    main.add_command(command)

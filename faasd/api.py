@@ -3,8 +3,11 @@
     POST   /v1/functions/{name}[?tag=T&image=I&memory=M&cpus=C&pids=P&timeout=S&tmp_size=M]
                                                 body: the image tarball (streamed)
     GET    /v1/functions
-    GET    /v1/functions/{name}
+    GET    /v1/functions/{name}                   the function, its kept versions, requests served
     DELETE /v1/functions/{name}
+    GET    /v1/functions/{name}/versions
+    POST   /v1/functions/{name}/rollback[?version=N]
+    PUT    /v1/functions/{name}/versions/{version}/address   idempotent: the version's own address
     GET    /v1/functions/{name}/logs[?tail=N&since=S&follow=1]   -> text lines, chunked
     GET    /healthz
     GET    /metrics                               Prometheus exposition
@@ -54,7 +57,7 @@ from faasd.functions import Functions
 from faasd.images.archive import check_reference
 from faasd.limits import PARAMETERS as LIMIT_PARAMETERS
 from faasd.logs import Logs, parse_query, read_log
-from faasd.registry import Function, validate_name
+from faasd.registry import Function, Version, validate_name
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,28 @@ def function_json(function: Function) -> dict[str, Any]:
         "limits": dataclasses.asdict(version.limits),
         "created": function.created,
         "updated": version.created,
+    }
+
+
+def version_json(version: Version, current: int) -> dict[str, Any]:
+    return {
+        "version": version.number,
+        "current": version.number == current,
+        "image": version.image,
+        "digest": version.digest,
+        "entrypoint": list(version.config.entrypoint),
+        "cmd": list(version.config.cmd),
+        "limits": dataclasses.asdict(version.limits),
+        "created": version.created,
+        "ip": None if version.ip is None else str(version.ip),
+    }
+
+
+def versions_json(function: Function, versions: list[Version]) -> dict[str, Any]:
+    return {
+        "name": function.name,
+        "current": function.current.number,
+        "versions": [version_json(v, function.current.number) for v in versions],
     }
 
 
@@ -154,6 +179,13 @@ def function_name(request: web.Request) -> str:
     return validate_name(request.match_info["name"])
 
 
+def version_number(text: str, what: str) -> int:
+    """A version number from the path or query, refused with a 400 unless it is one."""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1 or len(text) > 18:
+        raise InvalidRequest(f"{what} {shown(text)} is not a version number: give one from 'faas versions NAME'")
+    return int(text)
+
+
 def single_header(request: web.Request, name: str) -> str | None:
     """The value of a header that must appear at most once."""
     values = request.headers.getall(name, [])
@@ -214,9 +246,38 @@ async def list_functions(request: web.Request) -> web.Response:
 
 
 async def get_function(request: web.Request) -> web.Response:
+    """The function as listed, with its kept versions and the connections it served, by status."""
     name = function_name(request)
     query_params(request)
-    return web.json_response(function_json(request.app[FUNCTIONS].get(name)))
+    functions = request.app[FUNCTIONS]
+    function = functions.get(name)
+    described = function_json(function) | versions_json(function, functions.versions(name))
+    described["requests"] = metrics.requests_by_status(name)
+    return web.json_response(described)
+
+
+async def get_versions(request: web.Request) -> web.Response:
+    name = function_name(request)
+    query_params(request)
+    functions = request.app[FUNCTIONS]
+    return web.json_response(versions_json(functions.get(name), functions.versions(name)))
+
+
+async def post_rollback(request: web.Request) -> web.Response:
+    name = function_name(request)
+    params = query_params(request, frozenset({"version"}))
+    number = version_number(params["version"], "the query parameter version") if "version" in params else None
+    function = await request.app[FUNCTIONS].rollback(name, number)
+    return web.json_response(function_json(function))
+
+
+async def put_version_address(request: web.Request) -> web.Response:
+    name = function_name(request)
+    number = version_number(request.match_info["version"], "the path segment")
+    query_params(request)
+    functions = request.app[FUNCTIONS]
+    version = await functions.version_address(name, number)
+    return web.json_response(version_json(version, functions.get(name).current.number))
 
 
 async def delete_function(request: web.Request) -> web.Response:
@@ -299,6 +360,9 @@ def make_app(config: Config, functions: Functions, logs: Logs, token: str | None
             web.get("/v1/functions/{name}", get_function),
             web.delete("/v1/functions/{name}", delete_function),
             web.get("/v1/functions/{name}/logs", get_logs),
+            web.get("/v1/functions/{name}/versions", get_versions),
+            web.post("/v1/functions/{name}/rollback", post_rollback),
+            web.put("/v1/functions/{name}/versions/{version}/address", put_version_address),
             web.get("/healthz", healthz),
             web.get("/metrics", get_metrics),
             web.post("/api/new", legacy_new),

@@ -111,7 +111,7 @@ async def remove_leftovers(
     for directory in (config.bundles_dir, config.uploads_dir):
         shutil.rmtree(directory, ignore_errors=True)
     functions = registry.list()
-    registered = {f.ip for f in functions}
+    registered = registry.addresses()
     for ip in await aliases.present():
         if ip in config.ip_range and ip not in registered:
             await aliases.remove(ip)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ipaddress
 import logging
 import socket
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from faasd import metrics
 from faasd.admission import Admission, Overloaded
 from faasd.config import Config
 from faasd.dispatch import Dispatcher
-from faasd.errors import FaasError, NotFound
+from faasd.errors import Conflict, FaasError, NotFound, RuntimeFailure
 from faasd.images.store import ImageStore
 from faasd.limits import Limits
 from faasd.logs import FunctionLog, Logs
@@ -29,6 +32,22 @@ from faasd.registry import Function, Registry, Version, validate_name
 from faasd.replies import send_error
 
 log = logging.getLogger(__name__)
+
+Adopt = Callable[[socket.socket, tuple[str, int]], None]
+
+
+async def accept_connections(sock: socket.socket, adopt: Adopt, function: str) -> None:
+    """Accept on ``sock`` until cancelled, handing each connection to ``adopt``."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            client, peer = await loop.sock_accept(sock)
+        except OSError as exc:
+            # Out of fds or memory: back off rather than spin, and keep listening.
+            log.warning("accept failed function=%s error=%s", function, exc)
+            await asyncio.sleep(0.1)
+            continue
+        adopt(client, peer)
 
 
 class Listener:
@@ -63,7 +82,8 @@ class Listener:
         self._running: Counter[int] = Counter()  # version number -> connections and pools using it
         self._retired: set[int] = set()  # versions to remove when nothing uses them any more
         self.pool = self._open_pool(function.current)
-        self._accepting = asyncio.create_task(self._accept_loop())
+        self._pinned: dict[int, WarmPool] = {}  # pools of other versions, reached on their own address
+        self._accepting = asyncio.create_task(accept_connections(sock, self.adopt, function.name))
 
     @property
     def version(self) -> Version:
@@ -71,10 +91,8 @@ class Listener:
 
     def switch(self, version: Version) -> None:
         """Serve new connections with ``version``; the old version's warm containers are stopped."""
-        old, self.pool = self.pool, self._open_pool(version)
-        task = asyncio.create_task(self._close_pool(old))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        old, self.pool = self.pool, self._pinned.pop(version.number, None) or self._open_pool(version)
+        self._close_in_background(old)
 
     def _open_pool(self, version: Version) -> WarmPool:
         self._running[version.number] += 1
@@ -86,29 +104,31 @@ class Listener:
             self._warm_idle_seconds,
         )
 
+    def _pool_for(self, version: Version) -> WarmPool:
+        if version.number == self.version.number:
+            return self.pool
+        if version.number not in self._pinned:
+            self._pinned[version.number] = self._open_pool(version)
+        return self._pinned[version.number]
+
+    def _close_in_background(self, pool: WarmPool) -> None:
+        task = asyncio.create_task(self._close_pool(pool))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def _close_pool(self, pool: WarmPool) -> None:
         try:
             await pool.close()
         finally:
             await self._release(pool.version.number)
 
-    async def _accept_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                client, peer = await loop.sock_accept(self._sock)
-            except OSError as exc:
-                # Out of fds or memory: back off rather than spin, and keep listening.
-                log.warning("accept failed function=%s error=%s", self.version.function, exc)
-                await asyncio.sleep(0.1)
-                continue
-            self.adopt(client, peer)
-
-    def adopt(self, client: socket.socket, peer: tuple[str, int]) -> None:
-        """Serve ``client``, accepted here or by the gateway, with the current version."""
+    def adopt(self, client: socket.socket, peer: tuple[str, int], version: Version | None = None) -> None:
+        """Serve ``client``, accepted here, by the gateway or on a version's own address, with
+        ``version`` (by default the current one)."""
+        pool = self._pool_for(self.version if version is None else version)
         # Counted here, not in the task: a redeploy may retire the version before the task runs.
-        self._running[self.version.number] += 1
-        task = asyncio.create_task(self._serve(self.pool, client, peer))
+        self._running[pool.version.number] += 1
+        task = asyncio.create_task(self._serve(pool, client, peer))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
@@ -155,6 +175,8 @@ class Listener:
     async def retire(self, numbers: list[int]) -> None:
         """Remove the rootfs of versions no longer registered, each once nothing uses it."""
         for number in numbers:
+            if number in self._pinned:
+                self._close_in_background(self._pinned.pop(number))
             if self._running[number]:
                 self._retired.add(number)
             else:
@@ -167,7 +189,8 @@ class Listener:
         with contextlib.suppress(asyncio.CancelledError):
             await self._accepting
         self._sock.close()
-        await self._close_pool(self.pool)
+        await asyncio.gather(*(self._close_pool(pool) for pool in [self.pool, *self._pinned.values()]))
+        self._pinned.clear()
         if self._inflight:
             _, pending = await asyncio.wait(set(self._inflight), timeout=drain_seconds)
             for task in pending:
@@ -177,6 +200,28 @@ class Listener:
                 await asyncio.wait(pending)
         if self._closing:
             await asyncio.wait(set(self._closing))
+
+
+class VersionListener:
+    """Accepts connections on one version's own address, for testing it apart from live traffic.
+
+    Its connections are served by the function's ``Listener``, pinned to this version, so they
+    are counted there with the others and the rootfs outlives the last of them.
+    """
+
+    def __init__(self, version: Version, ip: ipaddress.IPv4Address, sock: socket.socket, listener: Listener) -> None:
+        self.version = version
+        self.ip = ip
+        self._sock = sock
+        adopt = functools.partial(listener.adopt, version=version)
+        self._accepting = asyncio.create_task(accept_connections(sock, adopt, version.function))
+
+    async def close(self) -> None:
+        """Stop accepting; connections already accepted run on in the function's listener."""
+        self._accepting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._accepting
+        self._sock.close()
 
 
 class Functions:
@@ -200,6 +245,7 @@ class Functions:
         self._dispatcher = dispatcher
         self._logs = logs
         self._listeners: dict[str, Listener] = {}
+        self._version_listeners: dict[tuple[str, int], VersionListener] = {}
         admission.reclaim = self._shed_warm_container
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -219,6 +265,10 @@ class Functions:
     def get(self, name: str) -> Function:
         return self._registry.get(validate_name(name))
 
+    def versions(self, name: str) -> list[Version]:
+        """The kept versions of ``name``, oldest first."""
+        return self._registry.versions(validate_name(name))
+
     def route(self, name: str, client: socket.socket, peer: tuple[str, int]) -> None:
         """Give ``client`` to function ``name``'s listener, as if it had accepted it."""
         listener = self._listeners.get(name)
@@ -237,6 +287,24 @@ class Functions:
                 log.error("cannot restore function=%s ip=%s error=%s", function.name, function.ip, exc.message)
                 continue
             log.info("restored function=%s version=%s ip=%s", function.name, function.current.number, function.ip)
+            for version in self._registry.versions(function.name):
+                if version.ip is not None:
+                    await self._restore_version(version)
+
+    async def _restore_version(self, version: Version) -> None:
+        try:
+            self._store.check_servable(version.function, version.number)
+            await self._expose_version(version)
+        except FaasError as exc:
+            log.error(
+                "cannot restore function=%s version=%s ip=%s error=%s",
+                version.function,
+                version.number,
+                version.ip,
+                exc.message,
+            )
+            return
+        log.info("restored function=%s version=%s ip=%s pinned=true", version.function, version.number, version.ip)
 
     async def deploy(self, name: str, archive: Path, image: str, tag: str | None, limits: Limits) -> Function:
         """Import ``archive`` as a new version of ``name``, whose containers get ``limits``,
@@ -273,11 +341,58 @@ class Functions:
         log.info("deployed function=%s version=%s ip=%s image=%s", name, number, function.ip, image)
         return function
 
-    async def remove(self, name: str) -> Function:
-        """Remove ``name``: its registry rows, listener (ending its connections), address, rootfs, logs."""
+    async def rollback(self, name: str, number: int | None = None) -> Function:
+        """Make kept version ``number`` (by default the highest below the current one) current.
+
+        Nothing is imported: new connections get that version's rootfs at once, and those
+        already running finish on theirs.
+        """
         validate_name(name)
         async with self._locks[name]:
+            before = self._registry.get(name).current.number
+            if number is None:
+                earlier = [v.number for v in self._registry.versions(name) if v.number < before]
+                if not earlier:
+                    raise Conflict(f"{name!r} has no version before {before} to roll back to (faas versions {name})")
+                number = max(earlier)
+            self._registry.version(name, number)  # 404 for a version not kept
+            self._store.check_servable(name, number)
+            function = await asyncio.to_thread(self._registry.set_current, name, number)
+            listener = self._listeners.get(name)
+            if listener is not None:
+                listener.switch(function.current)
+        log.info("rolled back function=%s from=%s to=%s", name, before, number)
+        return function
+
+    async def version_address(self, name: str, number: int) -> Version:
+        """Version ``number`` of ``name`` with its own address, which serves only that version.
+
+        Given from the range on the first call and kept in the registry, so it is the same
+        afterwards and after a restart; freed when the version is pruned or the function removed.
+        """
+        validate_name(name)
+        async with self._locks[name]:
+            version, fresh = await asyncio.to_thread(self._registry.assign_address, name, number)
+            if (name, number) in self._version_listeners:
+                return version
+            try:
+                self._store.check_servable(name, number)
+                await self._expose_version(version)
+            except BaseException:
+                if fresh:
+                    await asyncio.to_thread(self._registry.release_address, name, number)
+                raise
+        log.info("version address function=%s version=%s ip=%s", name, number, version.ip)
+        return version
+
+    async def remove(self, name: str) -> Function:
+        """Remove ``name``: its registry rows, listeners (ending their connections), addresses, rootfs, logs."""
+        validate_name(name)
+        async with self._locks[name]:
+            versions = self._registry.versions(name)
             function = await asyncio.to_thread(self._registry.remove, name)
+            for version in versions:
+                await self._conceal_version(version)
             listener = self._listeners.pop(name, None)
             if listener is not None:
                 await listener.close(drain_seconds=0)
@@ -289,6 +404,8 @@ class Functions:
 
     async def close(self, drain_seconds: float) -> None:
         """Stop every listener (draining in parallel) and remove the addresses (at shutdown)."""
+        for version_listener in list(self._version_listeners.values()):
+            await self._conceal_version(version_listener.version)
         listeners = list(self._listeners.values())
         self._listeners.clear()
         await asyncio.gather(*(listener.close(drain_seconds) for listener in listeners))
@@ -316,10 +433,36 @@ class Functions:
             self._config.warm_idle_seconds,
         )
 
+    async def _expose_version(self, version: Version) -> None:
+        """Open ``version``'s own address, its connections served by the function's listener."""
+        ip = version.ip
+        if ip is None:
+            raise ValueError(f"version {version.number} of {version.function!r} has no address of its own")
+        listener = self._listeners.get(version.function)
+        if listener is None:
+            raise RuntimeFailure(f"{version.function!r} is not being served (see the faasd log): deploy it again")
+        await self._aliases.add(ip)
+        try:
+            sock = open_listener(ip, self._config.port)
+        except BaseException:
+            await self._aliases.remove(ip)
+            raise
+        self._version_listeners[version.function, version.number] = VersionListener(version, ip, sock, listener)
+
+    async def _conceal_version(self, version: Version) -> None:
+        """Close ``version``'s own address, if it has one open; its running connections go on."""
+        version_listener = self._version_listeners.pop((version.function, version.number), None)
+        if version_listener is not None:
+            await version_listener.close()
+            await self._aliases.remove(version_listener.ip)
+
     async def _prune(self, name: str) -> None:
-        """Keep the newest ``keep_versions`` versions of ``name``; retire the older ones."""
+        """Keep the newest ``keep_versions`` versions of ``name``; retire the older ones and
+        free their own addresses."""
         versions = self._registry.versions(name)
         old = [v.number for v in versions[: -self._config.keep_versions]]
         if old:
-            await asyncio.to_thread(self._registry.forget_versions, name, old)
-            await self._listeners[name].retire(old)
+            forgotten = await asyncio.to_thread(self._registry.forget_versions, name, old)
+            for version in forgotten:
+                await self._conceal_version(version)
+            await self._listeners[name].retire([v.number for v in forgotten])

@@ -175,6 +175,12 @@ def parse_byte_size(_ctx: click.Context, _param: click.Parameter, value: str | i
     type=click.IntRange(min=1),
     help="Most entries (files, directories, links, whiteouts) an image's layers may hold together.",
 )
+@click.option(
+    "--keep-versions",
+    default=Config.keep_versions,
+    type=click.IntRange(min=1),
+    help="Versions kept per function for rollback, the current one included; older rootfs are removed.",
+)
 @click.version_option(package_name="faasd")
 def main(
     state_dir: Path,
@@ -199,6 +205,7 @@ def main(
     log_max_files: int,
     max_image_size: int,
     max_image_entries: int,
+    keep_versions: int,
 ) -> None:
     """Run every TCP connection to a function in a fresh runc container.
 
@@ -227,5 +234,6 @@ def main(
         logs=LogLimits(max_file_bytes=log_max_bytes, max_files=log_max_files),
         max_image_bytes=max_image_size,
         max_image_entries=max_image_entries,
+        keep_versions=keep_versions,
     )
     sys.exit(daemon.run(config))

@@ -44,3 +44,13 @@ IMPORT_DURATION = Histogram(
     buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
 IMPORT_BYTES = Counter("faasd_import_bytes", "Bytes of image archives uploaded for import.")
+
+
+def requests_by_status(function: str) -> dict[str, int]:
+    """Connections served for ``function`` since faasd started, by the status its clients saw."""
+    return {
+        sample.labels["status"]: int(sample.value)
+        for family in REQUESTS.collect()
+        for sample in family.samples
+        if sample.name == "faasd_requests_total" and sample.labels["function"] == function
+    }

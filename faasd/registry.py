@@ -6,6 +6,7 @@ API acknowledged survives a crash. The daemon's in-memory listeners are rebuilt 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 import sqlite3
@@ -37,11 +38,18 @@ CREATE TABLE IF NOT EXISTS versions (
     gid      INTEGER NOT NULL,
     created  REAL NOT NULL,
     limits   TEXT NOT NULL DEFAULT '{}',
+    ip       TEXT,
     PRIMARY KEY (function, version)
 );
+CREATE UNIQUE INDEX IF NOT EXISTS versions_ip ON versions(ip);
 """
 # Changes to a database made by an older faasd, by the schema version they lead to.
-MIGRATIONS = {1: "ALTER TABLE versions ADD COLUMN limits TEXT NOT NULL DEFAULT '{}'"}
+MIGRATIONS = {
+    1: "ALTER TABLE versions ADD COLUMN limits TEXT NOT NULL DEFAULT '{}'",
+    # A version's own address, given on first ask (``faas ip NAME --version V``); NULL until then.
+    2: "ALTER TABLE versions ADD COLUMN ip TEXT",
+    3: "CREATE UNIQUE INDEX IF NOT EXISTS versions_ip ON versions(ip)",
+}
 
 
 def validate_name(name: str) -> str:
@@ -67,6 +75,7 @@ class Version:
     gid: int
     created: float
     limits: Limits
+    ip: ipaddress.IPv4Address | None = None  # its own address, serving only this version, once asked for
 
 
 @dataclass(frozen=True)
@@ -106,16 +115,27 @@ class Registry:
         self._migrate()
 
     def _migrate(self) -> None:
-        """Create the tables, or bring an older faasd's tables up to date."""
-        (current,) = self._db.execute("PRAGMA user_version").fetchone()
-        exists = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'versions'").fetchone()
+        """Create the tables, or bring an older faasd's tables up to date.
+
+        One transaction (SQLite's DDL is transactional): a migration cut short leaves the
+        database as the older faasd had it, to be migrated again on the next start.
+        """
         latest = max(MIGRATIONS)
-        if not exists:
-            self._db.executescript(SCHEMA)
-        else:
-            for number in range(current + 1, latest + 1):
-                self._db.execute(MIGRATIONS[number])
-        self._db.execute(f"PRAGMA user_version = {latest}")
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            (current,) = self._db.execute("PRAGMA user_version").fetchone()
+            exists = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'versions'").fetchone()
+            if exists:
+                statements = [MIGRATIONS[number] for number in range(current + 1, latest + 1)]
+            else:
+                statements = [statement for statement in SCHEMA.split(";") if statement.strip()]
+            for statement in statements:
+                self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {latest}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self._db.close()
@@ -131,8 +151,7 @@ class Registry:
             try:
                 row = self._db.execute("SELECT ip, created FROM functions WHERE name = ?", (name,)).fetchone()
                 if row is None:
-                    used = {ipaddress.IPv4Address(r["ip"]) for r in self._db.execute("SELECT ip FROM functions")}
-                    ip = first_free_address(self._ip_range, used)
+                    ip = first_free_address(self._ip_range, self._addresses_locked())
                     self._db.execute(
                         "INSERT INTO functions (name, ip, current_version, created) VALUES (?, ?, ?, ?)",
                         (name, str(ip), number, now),
@@ -174,14 +193,64 @@ class Registry:
             rows = self._db.execute("SELECT * FROM versions WHERE function = ? ORDER BY version", (name,)).fetchall()
             return [_version(r) for r in rows]
 
-    def forget_versions(self, name: str, numbers: list[int]) -> None:
-        """Drop old versions of ``name``; the current one is never dropped."""
+    def version(self, name: str, number: int) -> Version:
+        """Version ``number`` of ``name``, if it is still kept."""
         with self._lock:
-            self._db.executemany(
-                "DELETE FROM versions WHERE function = ? AND version = ? AND version != "
-                "(SELECT current_version FROM functions WHERE name = ?)",
-                [(name, n, name) for n in numbers],
-            )
+            return self._version_locked(name, number)
+
+    def set_current(self, name: str, number: int) -> Function:
+        """Make the kept version ``number`` the one new connections to ``name`` get."""
+        with self._lock:
+            self._version_locked(name, number)
+            self._db.execute("UPDATE functions SET current_version = ? WHERE name = ?", (number, name))
+            return self._get_locked(name)
+
+    def assign_address(self, name: str, number: int) -> tuple[Version, bool]:
+        """Version ``number`` of ``name`` with its own address, given from the range on the first
+        call and the same one afterwards; the flag says whether this call gave it."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                version = self._version_locked(name, number)
+                fresh = version.ip is None
+                if fresh:
+                    ip = first_free_address(self._ip_range, self._addresses_locked())
+                    self._db.execute(
+                        "UPDATE versions SET ip = ? WHERE function = ? AND version = ?", (str(ip), name, number)
+                    )
+                    version = dataclasses.replace(version, ip=ip)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return version, fresh
+
+    def release_address(self, name: str, number: int) -> None:
+        """Give version ``number``'s own address back to the range."""
+        with self._lock:
+            self._db.execute("UPDATE versions SET ip = NULL WHERE function = ? AND version = ?", (name, number))
+
+    def addresses(self) -> set[ipaddress.IPv4Address]:
+        """Every address in use: each function's, and the versions' own."""
+        with self._lock:
+            return self._addresses_locked()
+
+    def forget_versions(self, name: str, numbers: list[int]) -> list[Version]:
+        """Drop old versions of ``name`` (their own addresses go back to the range); the current
+        one is never dropped. Returns the versions dropped."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    f"DELETE FROM versions WHERE function = ? AND version IN ({','.join('?' * len(numbers))}) "
+                    "AND version != (SELECT current_version FROM functions WHERE name = ?) RETURNING *",
+                    (name, *numbers, name),
+                ).fetchall()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return sorted((_version(r) for r in rows), key=lambda v: v.number)
 
     def remove(self, name: str) -> Function:
         """Delete ``name`` and all its versions; returns what was removed."""
@@ -190,9 +259,24 @@ class Registry:
             self._db.execute("DELETE FROM functions WHERE name = ?", (name,))
             return function
 
+    def _addresses_locked(self) -> set[ipaddress.IPv4Address]:
+        rows = self._db.execute("SELECT ip FROM functions UNION SELECT ip FROM versions WHERE ip IS NOT NULL")
+        return {ipaddress.IPv4Address(r["ip"]) for r in rows}
+
+    def _version_locked(self, name: str, number: int) -> Version:
+        row = self._db.execute("SELECT * FROM versions WHERE function = ? AND version = ?", (name, number)).fetchone()
+        if row is not None:
+            return _version(row)
+        self._get_locked(name)  # an unknown function is reported as such
+        kept = ", ".join(
+            str(r[0])
+            for r in self._db.execute("SELECT version FROM versions WHERE function = ? ORDER BY version", (name,))
+        )
+        raise NotFound(f"{name!r} has no version {number}: the versions kept are {kept} (faas versions {name})")
+
     def _get_locked(self, name: str) -> Function:
         row = self._db.execute(
-            "SELECT f.name, f.ip, f.created AS fcreated, v.* FROM functions f "
+            "SELECT v.*, f.name, f.ip AS fip, f.created AS fcreated FROM functions f "
             "JOIN versions v ON v.function = f.name AND v.version = f.current_version "
             "WHERE f.name = ?",
             (name,),
@@ -201,7 +285,7 @@ class Registry:
             raise NotFound(f"no function named {name!r}")
         return Function(
             name=row["name"],
-            ip=ipaddress.IPv4Address(row["ip"]),
+            ip=ipaddress.IPv4Address(row["fip"]),
             current=_version(row),
             created=row["fcreated"],
         )
@@ -218,4 +302,5 @@ def _version(row: sqlite3.Row) -> Version:
         gid=row["gid"],
         created=row["created"],
         limits=Limits.from_json(row["limits"]),
+        ip=None if row["ip"] is None else ipaddress.IPv4Address(row["ip"]),
     )

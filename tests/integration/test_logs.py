@@ -18,6 +18,7 @@ import pytest
 
 from tests.integration.conftest import BIN, Daemon, daemon_range, eventually, http_get
 
+
 @pytest.fixture
 def daemon(make_daemon: Callable[..., Daemon]) -> Daemon:
     """Without warm containers: each request's lines come from the one container started for it.

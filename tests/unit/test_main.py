@@ -82,3 +82,12 @@ def test_bad_image_limits_are_refused(started: list[Config], args: list[str], me
     assert result.exit_code == 2
     assert message in result.output
     assert started == []
+
+
+def test_keep_versions_comes_from_the_flag_or_faasd_keep_versions(started: list[Config]) -> None:
+    assert CliRunner().invoke(main, []).exit_code == 0
+    assert CliRunner().invoke(main, ["--keep-versions", "5"]).exit_code == 0
+    assert CliRunner(env={"FAASD_KEEP_VERSIONS": "1"}).invoke(main, []).exit_code == 0
+    assert [c.keep_versions for c in started] == [3, 5, 1]
+    result = CliRunner().invoke(main, ["--keep-versions", "0"])
+    assert result.exit_code == 2 and "--keep-versions" in result.output
