@@ -40,7 +40,7 @@ def ready_versions(daemon: Daemon) -> list[str]:
 
 @pytest.fixture
 def pooled(make_daemon: Callable[..., Daemon]) -> Daemon:
-    return make_daemon(daemon_range(30), "--warm-idle", "3")
+    return make_daemon(daemon_range(33), "--warm-idle", "3")
 
 
 def test_a_warm_container_serves_the_next_connection_and_never_a_second(pooled: Daemon, probe_image: Path) -> None:
@@ -105,7 +105,7 @@ def test_a_warm_container_that_dies_while_waiting_is_reaped(pooled: Daemon, prob
 def test_warm_containers_hold_slots_and_give_them_up_to_a_waiting_connection(
     make_daemon: Callable[..., Daemon], probe_image: Path
 ) -> None:
-    daemon = make_daemon(daemon_range(31), "--max-containers", "2", "--warm-idle", "30")
+    daemon = make_daemon(daemon_range(34), "--max-containers", "2", "--warm-idle", "30")
     first = daemon.deploy("first", probe_image)
     second = daemon.deploy("second", probe_image)
     visit(first)

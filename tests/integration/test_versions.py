@@ -32,8 +32,8 @@ def versions(daemon: Daemon, name: str) -> dict:
     return json.loads(result.stdout)
 
 
-def new(daemon: Daemon, name: str, image: Path) -> None:
-    result = daemon.faas("new", name, "-f", str(image))
+def new(daemon: Daemon, name: str, image: Path, *options: str) -> None:
+    result = daemon.faas("new", name, "-f", str(image), *options)
     assert result.returncode == 0, result.stderr
 
 
@@ -126,7 +126,8 @@ def test_keep_versions_prunes_a_versions_address_but_not_its_running_connection(
     daemon = make_daemon(daemon_range(31), "--keep-versions", "1")
     # The handler reads its image only when told to (a file the test puts in its /tmp).
     script = 'while [ ! -e /tmp/go ]; do sleep 0.05; done; exec hello "still version one"'
-    new(daemon, "held", busybox_variant(busybox_image(), tmp_path / "v1.tar", ["/bin/sh", "-c", script]))
+    # Without warm containers, the one container is the held connection's.
+    new(daemon, "held", busybox_variant(busybox_image(), tmp_path / "v1.tar", ["/bin/sh", "-c", script]), "--warm", "0")
     pinned_ip = daemon.faas("ip", "held", "--version", "1").stdout.strip()
     first_rootfs = daemon.state_dir / "images" / "held" / "1"
     with ThreadPoolExecutor(max_workers=1) as pool:
