@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,7 @@ class ImageStore:
         parent.mkdir(parents=True, exist_ok=True)
         parent.chmod(TRAVERSE_ONLY)  # whatever the umask, and whatever an older faasd made
         final = parent / str(version)
+        started = time.monotonic()
         work = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{version}-", dir=parent))
         try:
             work.chmod(TRAVERSE_ONLY)
@@ -117,12 +119,13 @@ class ImageStore:
                 # The registry is told next, durably: the rename must not be lost in a crash after it.
                 fsync_path(parent)
             log.info(
-                "image imported function=%s version=%s layers=%d unpacked=%d reused=%d",
+                "image imported function=%s version=%s layers=%d unpacked=%d reused=%d seconds=%.3f",
                 function,
                 version,
                 len(diff_ids),
                 session.unpacked,
                 session.reused,
+                time.monotonic() - started,
             )
             return ImportedImage(config, digest, uid, gid)
         except OSError as exc:
