@@ -1,29 +1,64 @@
-"""Deploy time and the daemon's memory while importing a large image.
+"""Deploy time of a first and a second function on the same base, the disk they take, and the
+daemon's memory while importing.
 
-The upload is streamed to disk and layers are unpacked as streams, so the daemon's peak RSS
-should stay flat however large the image is. This prints it for the example image (a ~120 MB
-Debian + python3 base plus the app layer) beside the RSS of the idle daemon:
+Two example images share the Debian + python3 base layer and differ in their app layer
+(handlers/hello and handlers/plain). The first deploy unpacks the base into the layer store;
+the second unpacks only its own app layer. The upload is streamed to disk and layers are
+unpacked as streams, so the daemon's peak RSS should stay flat however large the image is:
 
     sudo .venv/bin/python -m bench.deploy [--cache /var/cache/faasd-tests]
 """
 
 from __future__ import annotations
 
+import re
+import subprocess
+from pathlib import Path
+
 from bench.daemon import BenchDaemon, bench_parser, example_image
+from tools.build_image import HANDLERS, build_python_image
+
+
+def disk_use_mb(path: Path) -> float:
+    """What ``du -x`` counts under ``path``: each inode once, and not the mounted rootfs, which
+    would count every layer again for each version that uses it."""
+    argv = ["du", "-s", "-x", "--block-size=1", str(path)]
+    output = subprocess.run(argv, check=True, capture_output=True, text=True)
+    return int(output.stdout.split()[0]) / 1e6
+
+
+def import_seconds(log: Path, function: str) -> float:
+    """How long the daemon took to import ``function``'s image, upload excluded (from its log)."""
+    found = re.search(rf"image imported function={function} .* seconds=([0-9.]+)", log.read_text())
+    assert found is not None, f"no import of {function} in {log}"
+    return float(found[1])
 
 
 def main() -> None:
     options = bench_parser(__doc__).parse_args()
-    with example_image(options.cache) as image:
-        workdir = image.parent
-        size_mb = image.stat().st_size / 1e6
+    with example_image(options.cache) as first_image:
+        workdir = first_image.parent
+        second_image = workdir / "plain.tar"
+        build_python_image(second_image, cache_dir=options.cache, app_dir=HANDLERS / "plain")
+        size_mb = first_image.stat().st_size / 1e6
         with BenchDaemon(workdir / "faasd") as faasd:
             idle = faasd.memory_kib()
-            _, first = faasd.deploy("first", image)
-            _, second = faasd.deploy("second", image)
+            _, first = faasd.deploy("first", first_image)
+            _, second = faasd.deploy("second", second_image)
             after = faasd.memory_kib()
-    print(f"image: {size_mb:.0f} MB docker-save archive")
-    print(f"deploy time: first {first:.2f} s, second {second:.2f} s (ratio {second / first:.2f})")
+            state_mb = disk_use_mb(workdir / "faasd" / "state")
+            layers_mb = disk_use_mb(workdir / "faasd" / "state" / "layers")
+        first_import, second_import = (import_seconds(workdir / "faasd" / "faasd.log", f) for f in ("first", "second"))
+    print(f"images: {size_mb:.0f} MB docker-save archive each, one base layer in common")
+    print(
+        f"deploy time (faas new, upload included): first {first:.2f} s, second {second:.2f} s "
+        f"(ratio {second / first:.3f})"
+    )
+    print(
+        f"import time (in the daemon, once uploaded): first {first_import:.3f} s, second {second_import:.3f} s "
+        f"(ratio {second_import / first_import:.3f})"
+    )
+    print(f"disk: state dir {state_mb:.0f} MB after two deploys (layers {layers_mb:.0f} MB)")
     print(
         f"daemon RSS: idle {idle['VmRSS'] / 1024:.1f} MiB, after two deploys {after['VmRSS'] / 1024:.1f} MiB, "
         f"peak {after['VmHWM'] / 1024:.1f} MiB"

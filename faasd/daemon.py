@@ -110,17 +110,20 @@ async def remove_leftovers(
         log.info("removed leftover container id=%s", container_id)
     for directory in (config.bundles_dir, config.uploads_dir):
         shutil.rmtree(directory, ignore_errors=True)
-    functions = registry.list()
     registered = registry.addresses()
     for ip in await aliases.present():
         if ip in config.ip_range and ip not in registered:
             await aliases.remove(ip)
             log.info("removed leftover address ip=%s", ip)
-    known = {f.name: {v.number for v in registry.versions(f.name)} for f in functions}
+    known = registered_versions(registry)
     for path in await asyncio.to_thread(store.sweep, known):
         log.info("removed leftover rootfs path=%s", path)
     for path in await logs.sweep(set(known)):
         log.info("removed leftover logs path=%s", path)
+
+
+def registered_versions(registry: Registry) -> dict[str, set[int]]:
+    return {f.name: {v.number for v in registry.versions(f.name)} for f in registry.list()}
 
 
 def api_token(config: Config) -> str | None:
@@ -173,6 +176,7 @@ async def serve(config: Config) -> None:
     try:
         await aliases.open()
         await remove_leftovers(config, runc, registry, store, aliases, logs)
+        await asyncio.to_thread(store.mount_all, registered_versions(registry))
         config.bundles_dir.mkdir(mode=0o711, exist_ok=True)
         config.uploads_dir.mkdir(mode=0o700, exist_ok=True)
         admission = Admission(config.admission)
@@ -209,6 +213,7 @@ async def serve(config: Config) -> None:
                 await stop.wait()
         finally:
             await functions.close(config.drain_seconds)
+            await asyncio.to_thread(store.unmount_all)
     finally:
         await logs.close()
         aliases.close()

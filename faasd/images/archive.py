@@ -23,6 +23,7 @@ most ``MAX_MEMBERS`` members, each name at most once; the layers together uncomp
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import hashlib
 import itertools
@@ -238,8 +239,8 @@ class ImageArchive:
     """Context manager over a docker-save or OCI-layout tar file on disk.
 
     ``config`` and ``digest`` (the image ID: the sha256 of the config blob) are set on entry,
-    once the manifest, config and every layer member were found. ``layers()`` then streams the
-    layers; each one's digests are checked once it has been read to its end.
+    once the manifest, config and every layer member were found. ``open_layer(n)`` then streams
+    one layer (``layers()`` all of them, in order), its digests checked once it is read to its end.
     """
 
     config: ImageConfig
@@ -255,6 +256,8 @@ class ImageArchive:
         self._tar: tarfile.TarFile | None = None
         self._members: dict[str, tarfile.TarInfo] = {}
         self._layers: list[_Layer] = []
+        self._measured: dict[int, str] = {}  # layer number -> diff_id, for layers the config has none for
+        self._uncompressed = _Allowance("the image's layers", max_bytes)
 
     def __enter__(self) -> ImageArchive:
         try:
@@ -332,43 +335,60 @@ class ImageArchive:
                 raise InvalidImage(f"the archive has two members named {member.name!r}: which one is meant?")
             self._members[name] = member
 
-    def layers(self) -> Iterator[tarfile.TarFile]:
-        """Each layer in order, as a streaming tar, decompressed.
+    @property
+    def layer_count(self) -> int:
+        return len(self._layers)
 
-        A layer's blob digest and diff_id are checked when the consumer asks for the next layer
-        (or for the end): the rest of the stream is read and hashed first, so a consumer need
-        not read a layer to its end for the check to cover all of it.
-        """
-        uncompressed = _Allowance("the image's layers", self._max_bytes)
-        for number, ref in enumerate(self._layers, start=1):
-            context = f"layer {number} ({_abbreviate(ref.member)})"
-            stored = self._open_member(ref.member)
-            head = stored.peek(4)[:4]  # type: ignore[attr-defined]  # ExFileObject is a BufferedReader
-            if head == ZSTD_MAGIC:
-                raise InvalidImage(
-                    f"{context}: zstd-compressed layers are not supported; "
-                    "save the image with gzip or uncompressed layers"
-                )
-            blob = _HashingReader(stored)
-            source: _Readable = blob
-            if head[:2] == GZIP_MAGIC:
-                source = gzip.GzipFile(fileobj=blob, mode="rb")  # type: ignore[call-overload]  # never seeks
-            plain = _HashingReader(source, uncompressed)
-            try:
-                layer = tarfile.open(fileobj=plain, mode="r|", tarinfo=_BoundedTarInfo)  # type: ignore[call-overload]
-            except tarfile.TarError as exc:
-                raise InvalidImage(f"{context}: not a tar stream: {exc}") from exc
-            except FaasError as exc:
-                raise exc.in_context(context) from exc
-            with layer:
+    def diff_id(self, number: int) -> str | None:
+        """Layer ``number``'s diff_id ("sha256:<hex>", counted from 1): as the image config states
+        it, or once the layer was read to its end, as measured; None for neither."""
+        ref = self._layers[number - 1]
+        return ref.diff_id or self._measured.get(number)
+
+    def layers(self) -> Iterator[tarfile.TarFile]:
+        """Each layer in order, as ``open_layer`` gives it."""
+        for number in range(1, self.layer_count + 1):
+            with self.open_layer(number) as layer:
                 yield layer
-            try:
-                plain.drain()
-                blob.drain()
-            except FaasError as exc:
-                raise exc.in_context(context) from exc
-            _check_digest(context, "blob digest", ref.blob_digest, blob.hash.hexdigest())
-            _check_digest(context, "diff_id", ref.diff_id, plain.hash.hexdigest())
+
+    @contextlib.contextmanager
+    def open_layer(self, number: int) -> Iterator[tarfile.TarFile]:
+        """Layer ``number`` (from 1) as a streaming tar, decompressed.
+
+        Its blob digest and diff_id are checked when the block ends without error: the rest of
+        the stream is read and hashed first, so a consumer need not read a layer to its end for
+        the check to cover all of it. A layer never opened is never read, nor checked: the
+        store already holds it, verified against the same diff_id when it was first unpacked.
+        """
+        ref = self._layers[number - 1]
+        context = f"layer {number} ({_abbreviate(ref.member)})"
+        stored = self._open_member(ref.member)
+        head = stored.peek(4)[:4]  # type: ignore[attr-defined]  # ExFileObject is a BufferedReader
+        if head == ZSTD_MAGIC:
+            raise InvalidImage(
+                f"{context}: zstd-compressed layers are not supported; save the image with gzip or uncompressed layers"
+            )
+        blob = _HashingReader(stored)
+        source: _Readable = blob
+        if head[:2] == GZIP_MAGIC:
+            source = gzip.GzipFile(fileobj=blob, mode="rb")  # type: ignore[call-overload]  # never seeks
+        plain = _HashingReader(source, self._uncompressed)
+        try:
+            layer = tarfile.open(fileobj=plain, mode="r|", tarinfo=_BoundedTarInfo)  # type: ignore[call-overload]
+        except tarfile.TarError as exc:
+            raise InvalidImage(f"{context}: not a tar stream: {exc}") from exc
+        except FaasError as exc:
+            raise exc.in_context(context) from exc
+        with layer:
+            yield layer
+        try:
+            plain.drain()
+            blob.drain()
+        except FaasError as exc:
+            raise exc.in_context(context) from exc
+        _check_digest(context, "blob digest", ref.blob_digest, blob.hash.hexdigest())
+        _check_digest(context, "diff_id", ref.diff_id, plain.hash.hexdigest())
+        self._measured[number] = f"sha256:{plain.hash.hexdigest()}"
 
     # -- docker save: manifest.json, <config>.json, <id>/layer.tar (or blobs/sha256/<hex>) --
 

@@ -1,12 +1,22 @@
 """Where rootfs live: ``images/<function>/<version>/rootfs``, each one complete or absent.
 
-An import unpacks into a hidden temporary directory beside its final place and is renamed
-into place only once every layer applied cleanly and the data reached the disk; any failure
-removes the temporary directory, so a crashed or refused import leaves nothing behind.
+A version's rootfs is a read-only overlayfs mount composed of the image's layers, which live
+once each in the layer store (``faasd.images.layers``), and of a small layer of the version's
+own (``top``): the mount points runc needs and the control socket. ``layers`` beside it lists
+the image's layers, bottom first: it is what keeps them in the store, and what mounts the
+rootfs again at start-up (``mount_all``).
 
-Each rootfs is owned by ids shifted into the containers' user namespace (``id_base`` + the
-image's ids; see ``faasd.images.unpack``), and the directories above it are 0711: the mapped
-root can traverse them to its rootfs, but list nothing.
+An import builds the version in a hidden temporary directory beside its final place and renames
+it into place only once every layer is in the store and the data reached the disk; any failure
+removes the temporary directory, and the layers it alone brought, so a crashed or refused import
+leaves nothing behind.
+
+Each layer is owned by ids shifted into the containers' user namespace (``id_base`` + the
+image's ids; see ``faasd.images.unpack``), and the directories above a rootfs are 0711: the
+mapped root can traverse them to its rootfs, but list nothing.
+
+A version dir from before the layer store (a plain ``rootfs`` directory, no ``layers``) is
+served as it is, and removed like any other.
 """
 
 from __future__ import annotations
@@ -17,18 +27,23 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from faasd.errors import InsufficientStorage, InvalidImage, RuntimeFailure
+from faasd.images import overlay
 from faasd.images.archive import ImageArchive, ImageConfig
-from faasd.images.unpack import UnpackLimits, apply_layers
+from faasd.images.layers import LayerStore, fsync_path
+from faasd.images.unpack import Budget, UnpackLimits
 from faasd.sandbox.spec import CONTROL_SOCKET, MOUNT_POINTS
 
 log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".tmp-"
 TRAVERSE_ONLY = 0o711
+LAYER_LIST = "layers"
+TOP_LAYER = "top"
 
 
 @dataclass(frozen=True)
@@ -42,13 +57,15 @@ class ImportedImage:
 
 
 class ImageStore:
-    """The images directory: import, locate and remove rootfs.
+    """The images directory: import, locate, mount and remove rootfs.
 
-    ``id_base`` is the host id of container root: the rootfs' owners are shifted by it.
+    ``id_base`` is the host id of container root: the layers' owners are shifted by it. The
+    layer store lives beside ``images_dir``, in the same state dir.
     """
 
     def __init__(self, images_dir: Path, limits: UnpackLimits, id_base: int) -> None:
         self.images_dir = images_dir
+        self.layers = LayerStore(images_dir.parent / "layers", id_base)
         self._limits = limits
         self._id_base = id_base
 
@@ -56,11 +73,15 @@ class ImageStore:
         return self.images_dir / function / str(version) / "rootfs"
 
     def check_servable(self, function: str, version: int) -> None:
-        """Refuse a rootfs containers could not run from: missing, or owned by the host's root.
+        """Refuse a rootfs containers could not run from: missing, unmounted, or owned by the host's root.
 
         A faasd from before containers ran in a user namespace left its rootfs unshifted.
         """
         rootfs = self.rootfs(function, version)
+        if (rootfs.parent / LAYER_LIST).exists() and not overlay.is_mounted(rootfs):
+            raise RuntimeFailure(
+                f"the rootfs of version {version} is not mounted: see the daemon's log for why, or deploy it again"
+            )
         try:
             owner = rootfs.stat().st_uid
         except FileNotFoundError:
@@ -72,32 +93,41 @@ class ImageStore:
             )
 
     def import_image(self, archive_path: Path, function: str, version: int, tag: str | None) -> ImportedImage:
-        """Unpack the image in ``archive_path`` as ``function``'s ``version``. Blocking."""
+        """Import the image in ``archive_path`` as ``function``'s ``version`` and mount its rootfs. Blocking."""
         parent = self.images_dir / function
         parent.mkdir(parents=True, exist_ok=True)
         parent.chmod(TRAVERSE_ONLY)  # whatever the umask, and whatever an older faasd made
         final = parent / str(version)
+        started = time.monotonic()
         work = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{version}-", dir=parent))
         try:
             work.chmod(TRAVERSE_ONLY)
-            rootfs = work / "rootfs"
-            rootfs.mkdir()
-            os.chown(rootfs, self._id_base, self._id_base)
-            rootfs.chmod(0o755)
-            with ImageArchive(archive_path, tag, self._limits.max_bytes) as archive:
-                if not (archive.config.entrypoint or archive.config.cmd):
-                    raise InvalidImage("the image has neither Entrypoint nor Cmd: nothing to run")
-                apply_layers(archive.layers(), rootfs, self._limits, self._id_base)
-                uid, gid = resolve_user(rootfs, archive.config.user)
-                imported = ImportedImage(archive.config, archive.digest, uid, gid)
-            make_mount_points(rootfs, self._id_base)
-            os.sync()
-            if final.exists():
-                shutil.rmtree(final)
-            work.rename(final)
-            # The registry is told next, durably: the rename must not be lost in a crash after it.
-            fsync_directory(parent)
-            return imported
+            with self.layers.session() as session:
+                with ImageArchive(archive_path, tag, self._limits.max_bytes) as archive:
+                    if not (archive.config.entrypoint or archive.config.cmd):
+                        raise InvalidImage("the image has neither Entrypoint nor Cmd: nothing to run")
+                    diff_ids = session.import_layers(archive, Budget(self._limits))
+                    config, digest = archive.config, archive.digest
+                make_top_layer(work / TOP_LAYER, self._id_base)
+                write_layer_list(work / LAYER_LIST, diff_ids)
+                (work / "rootfs").mkdir(mode=TRAVERSE_ONLY)
+                self._mount(work)
+                uid, gid = resolve_user(work / "rootfs", config.user)
+                if final.exists():
+                    discard(final)
+                work.rename(final)  # the mount on rootfs moves with it
+                # The registry is told next, durably: the rename must not be lost in a crash after it.
+                fsync_path(parent)
+            log.info(
+                "image imported function=%s version=%s layers=%d unpacked=%d reused=%d seconds=%.3f",
+                function,
+                version,
+                len(diff_ids),
+                session.unpacked,
+                session.reused,
+                time.monotonic() - started,
+            )
+            return ImportedImage(config, digest, uid, gid)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise InsufficientStorage(
@@ -106,39 +136,105 @@ class ImageStore:
             raise
         finally:
             if work.exists():
-                shutil.rmtree(work, ignore_errors=True)
+                discard(work)
+                self._collect()  # the layers only this failed import brought
                 with contextlib.suppress(OSError):
                     parent.rmdir()  # only when empty: the first import of a function failed
 
     def remove_version(self, function: str, version: int) -> None:
-        shutil.rmtree(self.images_dir / function / str(version), ignore_errors=True)
+        discard(self.images_dir / function / str(version))
+        self._collect()
 
     def remove_function(self, function: str) -> None:
-        shutil.rmtree(self.images_dir / function, ignore_errors=True)
+        discard(self.images_dir / function)
+        self._collect()
 
     def sweep(self, known: dict[str, set[int]]) -> list[Path]:
-        """Remove half-imported and unregistered rootfs (left by a crash); return what went."""
-        if not self.images_dir.is_dir():
-            return []
+        """Remove half-imported and unregistered versions (left by a crash), their mounts, half
+        layers and the layers no version lists; return what went. At start-up, before ``mount_all``."""
         doomed: list[Path] = []
-        for function_dir in self.images_dir.iterdir():
-            versions = known.get(function_dir.name)
-            if versions is None:
-                doomed.append(function_dir)
-            else:
-                doomed += [v for v in function_dir.iterdir() if not v.name.isdigit() or int(v.name) not in versions]
+        if self.images_dir.is_dir():
+            for function_dir in self.images_dir.iterdir():
+                versions = known.get(function_dir.name)
+                if versions is None:
+                    doomed.append(function_dir)
+                else:
+                    doomed += [v for v in function_dir.iterdir() if not v.name.isdigit() or int(v.name) not in versions]
         for path in doomed:
-            shutil.rmtree(path, ignore_errors=True)
-        return doomed
+            discard(path)
+        return doomed + self.layers.sweep() + self._collect()
+
+    def mount_all(self, known: dict[str, set[int]]) -> None:
+        """Mount the rootfs of every version in ``known`` that has layers and is not mounted yet.
+
+        At start-up: mounts do not outlive a reboot, nor a daemon in a mount namespace of its own.
+        A rootfs that cannot be mounted is logged; ``check_servable`` then says so.
+        """
+        for function, versions in known.items():
+            for version in sorted(versions):
+                directory = self.images_dir / function / str(version)
+                if not (directory / LAYER_LIST).exists() or overlay.is_mounted(directory / "rootfs"):
+                    continue
+                try:
+                    self._mount(directory)
+                except (OSError, InvalidImage, RuntimeFailure) as exc:
+                    log.error("cannot mount function=%s version=%s error=%s", function, version, exc)
+                    continue
+                log.info("mounted function=%s version=%s", function, version)
+
+    def unmount_all(self) -> None:
+        """Unmount every rootfs (at shutdown): the state dir is left as plain files."""
+        if self.images_dir.is_dir():
+            overlay.unmount_below(self.images_dir)
+
+    def _mount(self, directory: Path) -> None:
+        """Mount ``directory``'s rootfs from its top layer and the layers its list names."""
+        lower = [self.layers.path(diff_id) for diff_id in reversed(read_layer_list(directory / LAYER_LIST))]
+        overlay.mount_layers(directory / "rootfs", overlay.visible_layers([directory / TOP_LAYER, *lower]))
+
+    def _collect(self) -> list[Path]:
+        return self.layers.collect(self._referenced)
+
+    def _referenced(self) -> set[str]:
+        """The layers every version dir lists, those of imports under way included."""
+        return {
+            diff_id
+            for layer_list in self.images_dir.glob(f"*/*/{LAYER_LIST}")
+            for diff_id in read_layer_list(layer_list)
+        }
 
 
-def fsync_directory(path: Path) -> None:
-    """Make the entries of directory ``path`` (a rename into it, say) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def discard(directory: Path) -> None:
+    """Remove a version or function dir: its mounts first, so nothing reaches into a layer."""
+    overlay.unmount_below(directory)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def make_top_layer(top: Path, owner: int) -> None:
+    """The version's own layer: the root's owner and mode, the mount points and the control socket."""
+    top.mkdir()
+    os.chown(top, owner, owner)
+    top.chmod(0o755)
+    make_mount_points(top, owner)
+    for directory, _, names in os.walk(top):
+        for name in names:
+            fsync_path(Path(directory) / name)
+        fsync_path(Path(directory))
+
+
+def write_layer_list(path: Path, diff_ids: list[str]) -> None:
+    with open(path, "x", encoding="ascii") as out:
+        out.write("".join(f"{diff_id}\n" for diff_id in diff_ids))
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def read_layer_list(path: Path) -> list[str]:
+    """The diff_ids a version lists, bottom first; none when it has no list (an older faasd's)."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        return path.read_text(encoding="ascii").split()
+    except FileNotFoundError:
+        return []
 
 
 def make_mount_points(rootfs: Path, owner: int) -> None:

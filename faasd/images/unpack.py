@@ -1,11 +1,20 @@
-"""Apply image layers onto a directory without ever leaving it.
+"""Unpack one image layer into a directory of its own without ever leaving it.
+
+Each layer is unpacked alone, into an empty directory, in the form overlayfs reads a lower
+layer from (see ``faasd.images.overlay``): the kernel composes the rootfs, so a layer's
+deletions are recorded, not applied. ``.wh.NAME`` becomes a 0/0 character device NAME; the
+directory of ``.wh..wh..opq`` gets the opaque xattr. A hard link may only name a file of its
+own layer: the directory is all there is, and a layer's contents must not depend on the layers
+below it, since it is stored once for every image that has it.
 
 Every path is resolved by the kernel one component at a time, from an fd of the root, with
 ``O_NOFOLLOW``: a component that is a symlink is refused rather than followed, so no entry can
-write through a link, whether this layer made it or an earlier one. The last component is never
-followed either: it is created, replaced or removed with the ``*at`` calls. ``..`` is refused
-before any lookup. This is the shape of umoci's ``UnpackEntry`` (oci/layer/tar_extract.go):
-``_Layer.apply_entry`` makes every path decision. The change-set rules are image-spec layer.md's.
+write through a link the layer made. The last component is never followed either: it is
+created, replaced or removed with the ``*at`` calls. ``..`` is refused before any lookup. A path
+through a symlink of a lower layer is a real directory of this layer, which hides that symlink
+once composed: contained either way. This is the shape of umoci's ``UnpackEntry``
+(oci/layer/tar_extract.go): ``_Layer.apply_entry`` makes every path decision. The change-set
+rules are image-spec layer.md's.
 
 Ownership is shifted into the user namespace containers run in: an entry owned by uid/gid N in
 the tar is owned by ``id_base + N`` on disk, and directories made on the way belong to
@@ -19,7 +28,7 @@ absolute inside the container.
 Deliberately not unpacked:
 
 - device nodes and fifos: a container gets its /dev from runc, and an image has no business
-  creating device nodes on the host's disk;
+  creating device nodes on the host's disk (the only ones made are whiteouts, 0/0);
 - extended attributes (file capabilities among them): containers run with no capabilities and
   ``noNewPrivileges``, so they would grant nothing;
 - the metadata of the root itself ("./" entries): its owner and mode are the store's.
@@ -35,13 +44,14 @@ import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from faasd.config import USERNS_IDS
 from faasd.errors import FaasError, ImageTooLarge, InsufficientStorage, InvalidImage, UnsafeArchive
+from faasd.images.overlay import is_whiteout, make_opaque, make_whiteout
 
 # image-spec layer.md, "Whiteouts": an entry named .wh.NAME deletes NAME from lower layers;
 # .wh..wh..opq makes its directory opaque: everything lower layers put in it is hidden.
@@ -87,24 +97,13 @@ class Budget:
             raise ImageTooLarge(f"the image unpacks to more than {self.limits.max_bytes} bytes of files")
 
 
-def apply_layers(layers: Iterable[tarfile.TarFile], root: Path, limits: UnpackLimits, id_base: int) -> None:
-    """Apply ``layers`` in order onto the directory ``root``, within ``limits``. Blocking.
-
-    Owners are shifted by ``id_base`` (see the module docstring); 0 keeps them as they are.
-
-    On error ``root`` is left half-written: the caller unpacks into a directory of its own and
-    removes it on failure.
-    """
-    budget = Budget(limits)
-    for number, layer in enumerate(layers, start=1):
-        try:
-            apply_layer(layer, root, budget, id_base)
-        except FaasError as exc:
-            raise exc.in_context(f"layer {number}") from exc
-
-
 def apply_layer(layer: tarfile.TarFile, root: Path, budget: Budget, id_base: int) -> None:
-    """Apply one layer (a streaming tar) onto ``root``, taking its entries and bytes from ``budget``."""
+    """Unpack one layer (a streaming tar) into the empty directory ``root``. Blocking.
+
+    Entries and bytes are taken from ``budget``, one per image, shared by its layers. Owners are
+    shifted by ``id_base`` (see the module docstring); 0 keeps them as they are. On error ``root``
+    is left half-written: the caller unpacks into a directory of its own and removes it on failure.
+    """
     root_fd = os.open(root, WALK_FLAGS)
     try:
         _Layer(root_fd, budget, id_base).apply(layer)
@@ -135,8 +134,8 @@ class _Layer:
     """One layer being applied.
 
     The only state kept per entry is what the layer itself needs: the names of its entries
-    (to refuse a second one), the paths it made (an opaque directory keeps those, wherever the
-    marker sits in the tar), its opaque directories, and its directories' mtimes.
+    (to refuse a second one), the paths it made (a whiteout never hides those), its opaque
+    directories, and its directories' mtimes.
     """
 
     def __init__(self, root_fd: int, budget: Budget, id_base: int) -> None:
@@ -162,7 +161,7 @@ class _Layer:
             # layer of a million entries costs no more memory than a layer of ten.
             layer.members.clear()  # type: ignore[attr-defined]  # not in typeshed, but a plain list
         with _translated("the layer's end"):
-            self._clear_opaque()
+            self._mark_opaque()
             self._set_dir_mtimes()
 
     def apply_entry(self, member: tarfile.TarInfo, layer: tarfile.TarFile) -> None:
@@ -197,6 +196,10 @@ class _Layer:
                     _remove(base, parent, existing)
                     if member.isdir():
                         os.mkdir(base, 0o700, dir_fd=parent)
+                        if existing is not None and is_whiteout(existing):
+                            # This layer deleted the name, then made a directory of it: the
+                            # lower layers' directory of that name must not show through.
+                            self._opaque.add(path)
                     elif member.issym():
                         os.symlink(member.linkname, base, dir_fd=parent)
                     else:
@@ -243,7 +246,10 @@ class _Layer:
                 _remove(base, parent, existing)
                 os.link(target[-1], base, src_dir_fd=target_parent, dst_dir_fd=parent, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError) as exc:
-            raise InvalidImage(f"hard link to {linkname!r}, which does not exist") from exc
+            raise InvalidImage(
+                f"hard link to {linkname!r}, which does not exist in this layer "
+                "(layers are stored apart: a link may only name a file of its own layer)"
+            ) from exc
 
     def _whiteout(self, parts: list[str]) -> None:
         directory, base = parts[:-1], parts[-1]
@@ -255,14 +261,11 @@ class _Layer:
             raise UnsafeArchive(f"malformed whiteout {base!r}")
         if base != OPAQUE_WHITEOUT and "/".join([*directory, hidden]) in self._made:
             return  # layer.md: a whiteout hides lower layers only, never its own layer's files
-        try:
-            with _walk(self._root_fd, directory) as parent:
-                if base == OPAQUE_WHITEOUT:
-                    self._opaque.add("/".join(directory))  # applied at the layer's end: _clear_opaque
-                else:
-                    _remove(hidden, parent, _lstat(hidden, parent))
-        except (FileNotFoundError, NotADirectoryError):
-            pass  # nothing below to hide
+        with _walk(self._root_fd, directory, create_as=self._id_base) as parent:
+            if base == OPAQUE_WHITEOUT:
+                self._opaque.add("/".join(directory))  # marked at the layer's end: _mark_opaque
+            else:
+                make_whiteout(hidden, parent, self._id_base)
 
     def _made_path(self, parts: list[str]) -> None:
         for depth in range(len(parts), 0, -1):
@@ -271,26 +274,17 @@ class _Layer:
                 break
             self._made.add(path)
 
-    def _clear_opaque(self) -> None:
-        """Remove what lower layers left in this layer's opaque directories.
-
-        Done once the whole layer is applied, so the layer's own entries are kept wherever the
-        marker sits in the tar. Below an opaque directory, every directory this layer made or
-        entered is cleared the same way; anything else there came from below and goes whole.
-        """
-        if not self._opaque:
-            return
-        cleared = self._opaque | {path for path in self._made if _below_any(path, self._opaque)}
-        for path in cleared:
+    def _mark_opaque(self) -> None:
+        """Mark this layer's opaque directories once the whole layer is applied: an entry after
+        the marker may replace its directory."""
+        for path in self._opaque:
             try:
                 with _walk(self._root_fd, path.split("/") if path else []) as directory:
-                    fd = os.open(".", LIST_FLAGS, dir_fd=directory)  # O_PATH fds cannot be listed
+                    fd = os.open(".", LIST_FLAGS, dir_fd=directory)  # O_PATH fds take no xattrs
             except (FileNotFoundError, NotADirectoryError, UnsafeArchive):
                 continue  # no longer a directory: an entry later in this layer replaced it
             try:
-                for name in os.listdir(fd):
-                    if (f"{path}/{name}" if path else name) not in self._made:
-                        _remove(name, fd, _lstat(name, fd))
+                make_opaque(fd)
             finally:
                 os.close(fd)
 
@@ -336,17 +330,6 @@ def _walk(root_fd: int, parts: list[str], create_as: int | None = None) -> Itera
         yield fd
     finally:
         os.close(fd)
-
-
-def _below_any(path: str, directories: set[str]) -> bool:
-    """Whether ``path`` is strictly below one of ``directories`` ("" is the root)."""
-    if "" in directories:
-        return True
-    while "/" in path:
-        path = path.rpartition("/")[0]
-        if path in directories:
-            return True
-    return False
 
 
 def _lstat(name: str, dir_fd: int) -> os.stat_result | None:

@@ -46,11 +46,12 @@ def listed(daemon: Daemon) -> dict[str, tuple[str, int]]:
 
 
 def assert_no_leftovers(daemon: Daemon) -> None:
-    """What only a crash leaves: containers, bundles (with control sockets), uploads, half rootfs."""
+    """What only a crash leaves: containers, bundles (with control sockets), uploads, half rootfs and layers."""
     assert containers(daemon) == {}
     assert bundles(daemon) == []
     assert list((daemon.state_dir / "uploads").iterdir()) == []
     assert list((daemon.state_dir / "images").glob("*/.tmp-*")) == []
+    assert list((daemon.state_dir / "layers").glob(".tmp-*")) == []
 
 
 @dataclass
@@ -148,14 +149,18 @@ def test_kill_9_mid_import_keeps_the_old_version(make_daemon, busybox_image, tmp
         stderr=subprocess.PIPE,
     )
     function_dir = daemon.state_dir / "images" / "big"
-    assert eventually(lambda: any(function_dir.glob(".tmp-*/rootfs/zeros-0")), 30), "the import never started"
+    layers = daemon.state_dir / "layers"
+    assert eventually(lambda: any(layers.glob(".tmp-*/zeros-0")), 30), "the import never started"
     kill_hard(daemon)
     assert upload.wait(timeout=30) != 0, "the interrupted deploy was not acknowledged"
-    assert list(function_dir.glob(".tmp-*")), "the crash left a half-imported rootfs"
+    assert list(function_dir.glob(".tmp-*")), "the crash left a half-imported version"
+    assert list(layers.glob(".tmp-*")), "and a half-unpacked layer"
+    layers_before = sorted((layers / "sha256").iterdir())
 
     daemon.start()
     assert_no_leftovers(daemon)
     assert sorted(p.name for p in function_dir.iterdir()) == ["1"]
+    assert sorted((layers / "sha256").iterdir()) == layers_before, "the half layer never got its name"
     assert listed(daemon) == {"big": (ip, 1)}
     assert http_get(ip) == (200, b"old version\n")
 

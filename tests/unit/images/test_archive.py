@@ -20,7 +20,8 @@ import pytest
 from faasd.errors import ImageTooLarge, InvalidImage, InvalidRequest
 from faasd.images import archive as archive_module
 from faasd.images.archive import ImageArchive, ImageConfig, check_reference
-from faasd.images.unpack import UnpackLimits, apply_layers
+from faasd.images.layers import LayerStore
+from faasd.images.unpack import Budget, UnpackLimits
 from tests.unit.images.layers import entry_info, layer_bytes, tar_bytes
 
 CONFIG = {
@@ -152,12 +153,18 @@ def test_layouts_and_compressions(tmp_path: Path, layout: Any, gzip_layers: bool
         assert names_in_layers(archive) == [["a"], ["b"]]
 
 
+def import_layers(tmp_path: Path, archive: ImageArchive, limits: UnpackLimits) -> list[Path]:
+    """The archive's layers, unpacked into a layer store as an import does: their directories."""
+    store = LayerStore(tmp_path / "layers", id_base=0)
+    with store.session() as session:
+        return [store.path(diff_id) for diff_id in session.import_layers(archive, Budget(limits))]
+
+
 def test_layers_unpack_end_to_end(tmp_path: Path) -> None:
     path = write_tar(tmp_path / "image.tar", oci_layout(LAYERS, gzip_layers=True))
-    (tmp_path / "rootfs").mkdir()
     with ImageArchive(path, None, MAX_BYTES) as archive:
-        apply_layers(archive.layers(), tmp_path / "rootfs", UnpackLimits(max_bytes=100, max_entries=100), 0)
-    assert (tmp_path / "rootfs" / "a").read_text() == "one" and (tmp_path / "rootfs" / "b").read_text() == "two"
+        first, second = import_layers(tmp_path, archive, UnpackLimits(max_bytes=100, max_entries=100))
+    assert (first / "a").read_text() == "one" and (second / "b").read_text() == "two"
 
 
 def test_a_gzipped_archive(tmp_path: Path) -> None:
@@ -330,10 +337,9 @@ def test_corrupt_gzip_is_an_invalid_image(tmp_path: Path) -> None:
     members = docker_save([layer_bytes([("a", "file", os.urandom(100_000))])], gzip_layers=True)
     name = next(n for n in members if n.endswith("layer.tar"))
     members[name] = members[name][:50_000]
-    (tmp_path / "rootfs").mkdir()
     with ImageArchive(write_tar(tmp_path / "image.tar", members), None, MAX_BYTES) as archive:
         with pytest.raises(InvalidImage, match="layer 1: entry 'a': the layer's compressed data is corrupt"):
-            apply_layers(archive.layers(), tmp_path / "rootfs", UnpackLimits(max_bytes=1 << 20, max_entries=100), 0)
+            import_layers(tmp_path, archive, UnpackLimits(max_bytes=1 << 20, max_entries=100))
 
 
 def test_a_layer_that_is_no_tar(tmp_path: Path) -> None:
@@ -508,10 +514,9 @@ def oversized_pax_entry() -> tuple[tarfile.TarInfo, bytes]:
 
 def test_an_oversized_pax_header_in_a_layer_is_refused_before_it_is_read(tmp_path: Path) -> None:
     layer = tar_bytes([oversized_pax_entry()])
-    (tmp_path / "rootfs").mkdir()
     with ImageArchive(write_tar(tmp_path / "image.tar", docker_save([layer])), None, 4 << 20) as archive:
         with pytest.raises(InvalidImage, match=r"layer 1 \(.*\): a tar header carries 10\d{5} bytes of PAX"):
-            apply_layers(archive.layers(), tmp_path / "rootfs", UnpackLimits(max_bytes=4 << 20, max_entries=100), 0)
+            import_layers(tmp_path, archive, UnpackLimits(max_bytes=4 << 20, max_entries=100))
 
 
 def test_an_oversized_pax_header_in_the_archive_is_refused(tmp_path: Path) -> None:

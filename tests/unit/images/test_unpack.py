@@ -1,4 +1,5 @@
-"""Layers applied onto a real directory: change sets, whiteouts, links, and hostile entries."""
+"""Layers unpacked into real directories and composed by the kernel's overlayfs, as the store
+does: change sets, whiteouts, links, and hostile entries."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import os
 import shutil
 import stat
 import tarfile
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from faasd.errors import ImageTooLarge, InsufficientStorage, InvalidImage, UnsafeArchive
-from faasd.images.unpack import PATH_MAX, Budget, UnpackLimits, apply_layer, apply_layers, split_name
+from faasd.errors import FaasError, ImageTooLarge, InsufficientStorage, InvalidImage, UnsafeArchive
+from faasd.images.overlay import OPAQUE_XATTR, is_opaque, mount_layers, unmount_below, visible_layers
+from faasd.images.unpack import PATH_MAX, Budget, UnpackLimits, apply_layer, split_name
 from tests.unit.images.layers import MTIME, Entry, entry_info, open_layer, tar_bytes
 
 LIMITS = UnpackLimits(max_bytes=1 << 20, max_entries=10_000)
@@ -22,29 +26,52 @@ ID_BASE = 0  # owners as in the tar; tests/unit/images/test_store.py covers the 
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
+def root(tmp_path: Path) -> Iterator[Path]:
     """The rootfs, with a sentinel directory beside it that no entry may touch."""
     if os.geteuid() != 0:
         pytest.skip("unpacking gives the directories it makes to container root (ID_BASE), which needs root")
     (tmp_path / "outside").mkdir()
     (tmp_path / "outside" / "secret").write_text("untouched")
+    (tmp_path / "layers").mkdir()
     rootfs = tmp_path / "rootfs"
     rootfs.mkdir()
-    return rootfs
+    yield rootfs
+    unmount_below(rootfs)
 
 
-def apply(root: Path, *layers: list[Entry], limits: UnpackLimits = LIMITS) -> None:
-    apply_layers((open_layer(entries) for entries in layers), root, limits, ID_BASE)
+def apply(root: Path, *layers: list[Entry] | bytes, limits: UnpackLimits = LIMITS) -> None:
+    """Unpack each layer (entries, or a tar) into a directory of its own, then mount them all at
+    ``root``, top first, as the store does."""
+    budget = Budget(limits)
+    directories: list[Path] = []
+    for number, layer in enumerate(layers, start=1):
+        directory = Path(tempfile.mkdtemp(dir=root.parent / "layers"))
+        tar = open_layer(layer) if isinstance(layer, list) else tarfile.open(fileobj=io.BytesIO(layer), mode="r|")
+        try:
+            apply_layer(tar, directory, budget, ID_BASE)
+        except FaasError as exc:
+            raise exc.in_context(f"layer {number}") from exc
+        directories.insert(0, directory)
+    bottom = Path(tempfile.mkdtemp(dir=root.parent / "layers"))  # overlayfs takes two lower layers at least
+    mount_layers(root, [*visible_layers(directories), bottom])
+
+
+def apply_one(root: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], id_base: int = ID_BASE) -> None:
+    """Unpack one layer of hand-made headers straight into ``root``."""
+    apply_layer(tarfile.open(fileobj=io.BytesIO(tar_bytes(members)), mode="r|"), root, Budget(LIMITS), id_base)
 
 
 def snapshot(directory: Path) -> dict[str, str]:
-    """Every path below ``directory`` (links not followed): "dir", "-> target", or the contents."""
+    """Every path below ``directory`` (links not followed): "dir", "-> target", the contents, or
+    "whiteout": overlayfs lists a whiteout in a directory no lower layer has, but it opens nothing."""
     found = {}
     for parent, dirs, files in os.walk(directory):
         for name in dirs + files:
             path = Path(parent) / name
             relative = path.relative_to(directory).as_posix()
-            if path.is_symlink():
+            if not os.path.lexists(path):
+                found[relative] = "whiteout"
+            elif path.is_symlink():
                 found[relative] = "-> " + os.readlink(path)
             elif path.is_dir():
                 found[relative] = "dir"
@@ -68,7 +95,7 @@ def test_files_dirs_symlinks_and_metadata(root: Path) -> None:
 def test_set_id_bits_are_kept(root: Path) -> None:
     info, payload = entry_info("bin/su", "file", "x")
     info.mode = 0o6755
-    apply_layers([tarfile.open(fileobj=io.BytesIO(tar_bytes([(info, payload)])), mode="r|")], root, LIMITS, ID_BASE)
+    apply_one(root, [(info, payload)])
     assert stat.S_IMODE((root / "bin" / "su").stat().st_mode) == 0o6755
 
 
@@ -78,7 +105,7 @@ def test_numeric_ownership_is_kept(root: Path) -> None:
     for info, _ in members:
         info.uid, info.gid, info.uname, info.gname = 1234, 5678, "root", "root"  # names are ignored
     members[1][0].mode = 0o4755
-    apply_layers([tarfile.open(fileobj=io.BytesIO(tar_bytes(members)), mode="r|")], root, LIMITS, ID_BASE)
+    apply_one(root, members)
     for path in (root / "d", root / "d" / "f", root / "d" / "l"):
         assert (path.lstat().st_uid, path.lstat().st_gid) == (1234, 5678)
     assert stat.S_IMODE((root / "d" / "f").stat().st_mode) == 0o4755, "chown came before chmod"
@@ -96,8 +123,7 @@ def test_later_layers_replace_files_and_types(root: Path) -> None:
 def test_directory_over_directory_keeps_contents_and_takes_metadata(root: Path) -> None:
     info, _ = entry_info("d", "dir")
     info.mode = 0o711
-    apply(root, [("d/keep", "file", "k")])
-    apply_layers([tarfile.open(fileobj=io.BytesIO(tar_bytes([(info, None)])), mode="r|")], root, LIMITS, ID_BASE)
+    apply(root, [("d/keep", "file", "k")], tar_bytes([(info, None)]))
     assert snapshot(root) == {"d": "dir", "d/keep": "k"}
     assert stat.S_IMODE((root / "d").stat().st_mode) == 0o711
 
@@ -153,17 +179,37 @@ def test_opaque_root_and_aufs_metadata(root: Path) -> None:
 
 def test_whiteouts_of_something_missing_are_fine(root: Path) -> None:
     apply(root, [(".wh.nothing", "file", ""), ("no/such/.wh.dir", "file", ""), ("none/.wh..wh..opq", "file", "")])
-    assert snapshot(root) == {}
+    assert snapshot(root) == {"no": "dir", "no/such": "dir", "no/such/dir": "whiteout", "none": "dir"}
 
 
-def test_hardlinks_inside_the_root(root: Path) -> None:
-    apply(
-        root,
-        [("lib/a", "file", "a")],
-        [("bin/busybox", "file", "bb"), ("bin/sh", "hardlink", "bin/busybox"), ("b", "hardlink", "./lib/a")],
-    )
+def test_whiteouts_take_overlayfs_form_in_the_layer(root: Path) -> None:
+    entries: list[Entry] = [("d/.wh.gone", "file", ""), ("e", "dir", ""), ("e/.wh..wh..opq", "file", "")]
+    entries.append(("e/new", "file", ""))
+    apply_layer(open_layer(entries), root, Budget(LIMITS), ID_BASE)
+    gone = (root / "d" / "gone").lstat()
+    assert stat.S_ISCHR(gone.st_mode) and gone.st_rdev == os.makedev(0, 0)
+    assert os.getxattr(root / "e", OPAQUE_XATTR) == b"y" and not is_opaque(root / "d")
+    assert sorted(os.listdir(root / "e")) == ["new"], "the markers themselves are not unpacked"
+
+
+def test_a_directory_made_where_its_own_layer_deleted_hides_the_lower_one(root: Path) -> None:
+    apply(root, [("d/old", "file", "o")], [(".wh.d", "file", ""), ("d", "dir", ""), ("d/new", "file", "n")])
+    assert snapshot(root) == {"d": "dir", "d/new": "n"}
+
+
+def test_a_whiteout_below_an_opaque_root_hides_nothing_of_what_it_hid(root: Path) -> None:
+    apply(root, [("a", "file", "a")], [(".wh..wh..opq", "file", ""), ("b", "file", "b")], [("c", "file", "c")])
+    assert snapshot(root) == {"b": "b", "c": "c"}, "layers below an opaque root are left out of the mount"
+
+
+def test_hardlinks_inside_the_layer(root: Path) -> None:
+    apply(root, [("lib/a", "file", "a")], [("bin/busybox", "file", "bb"), ("bin/sh", "hardlink", "./bin/busybox")])
     assert (root / "bin" / "sh").stat().st_ino == (root / "bin" / "busybox").stat().st_ino
-    assert (root / "b").stat().st_ino == (root / "lib" / "a").stat().st_ino, "a lower layer's file"
+
+
+def test_a_hardlink_to_a_lower_layer_is_refused(root: Path) -> None:
+    with pytest.raises(InvalidImage, match="layer 2: entry 'b': hard link to 'lib/a', which does not exist in this"):
+        apply(root, [("lib/a", "file", "a")], [("b", "hardlink", "lib/a")])
 
 
 def test_hardlink_to_a_symlink_links_the_symlink(root: Path) -> None:
@@ -185,7 +231,7 @@ def test_the_root_keeps_its_own_metadata(root: Path) -> None:
     root.chmod(0o755)
     info, _ = entry_info("./", "dir")
     info.mode = 0o777
-    apply_layers([tarfile.open(fileobj=io.BytesIO(tar_bytes([(info, None)])), mode="r|")], root, LIMITS, ID_BASE)
+    apply_one(root, [(info, None)])
     assert stat.S_IMODE(root.stat().st_mode) == 0o755
 
 
@@ -213,15 +259,17 @@ HOSTILE: list[tuple[str, list[list[Entry]], Refused | Lands]] = [
         [[("up", "symlink", "../outside"), ("up/secret", "file", "pwned")]],
         Refused(UnsafeArchive, "writes through the symlink 'up'"),
     ),
+    # Each layer is unpacked alone: a later layer's path through an earlier layer's symlink is
+    # a real directory of its own, which hides the symlink once composed.
     (
         "write through a symlink, later layer",
         [[("up", "symlink", "../outside")], [("up/secret", "file", "pwned")]],
-        Refused(UnsafeArchive, "writes through the symlink 'up'"),
+        Lands({"up": "dir", "up/secret": "pwned"}),
     ),
     (
         "symlink to / then a write under it (CVE-2025-45582)",
         [[("etc", "symlink", "/")], [("etc/outside/secret", "file", "pwned")]],
-        Refused(UnsafeArchive, "writes through the symlink 'etc'"),
+        Lands({"etc": "dir", "etc/outside": "dir", "etc/outside/secret": "pwned"}),
     ),
     (
         "symlink deep in the path",
@@ -260,11 +308,21 @@ HOSTILE: list[tuple[str, list[list[Entry]], Refused | Lands]] = [
     (
         "whiteout through a symlink",
         [[("up", "symlink", "../outside")], [("up/.wh.secret", "file", "")]],
+        Lands({"up": "dir", "up/secret": "whiteout"}),
+    ),
+    (
+        "whiteout through a symlink, same layer",
+        [[("up", "symlink", "../outside"), ("up/.wh.secret", "file", "")]],
         Refused(UnsafeArchive, "writes through the symlink 'up'"),
     ),
     (
         "opaque through a symlink",
         [[("up", "symlink", "../outside")], [("up/.wh..wh..opq", "file", "")]],
+        Lands({"up": "dir"}),
+    ),
+    (
+        "opaque through a symlink, same layer",
+        [[("up", "symlink", "../outside"), ("up/.wh..wh..opq", "file", "")]],
         Refused(UnsafeArchive, "writes through the symlink 'up'"),
     ),
     ("whiteout climbing out", [[("../.wh.outside", "file", "")]], Refused(UnsafeArchive, "climbs out")),
@@ -306,7 +364,7 @@ def test_hostile_entries_never_leave_the_root(root: Path, layers: list[list[Entr
         assert snapshot(root) == expected.tree
     assert root.is_dir() and not root.is_symlink()
     assert snapshot(root.parent / "outside") == {"secret": "untouched"}
-    assert sorted(p.name for p in root.parent.iterdir()) == ["outside", "rootfs"]
+    assert sorted(p.name for p in root.parent.iterdir()) == ["layers", "outside", "rootfs"]
     assert not Path("/tmp/x").exists() and not Path("/etc/x").exists()
 
 
@@ -336,7 +394,7 @@ def test_names_up_to_path_max_unpack_and_longer_ones_are_refused(root: Path) -> 
     assert os.stat("f" * 74, dir_fd=fd).st_size == 4
     os.close(fd)
     with pytest.raises(InvalidImage, match=r"entry 'd{100}…f{40}': has a name longer than PATH_MAX \(4096 bytes\)"):
-        apply(root, [(deep + "f", "file", "one byte too long")])
+        apply_layer(open_layer([(deep + "f", "file", "one byte too long")]), root.parent / "layers", Budget(LIMITS), 0)
 
 
 def test_byte_budget_spans_layers(root: Path) -> None:
@@ -376,7 +434,7 @@ def test_a_broken_tar_stream_is_an_invalid_image(root: Path) -> None:
     data = bytearray(tar_bytes([entry_info("a", "file", "x" * 600), entry_info("b", "file", "y")]))
     del data[800:]  # a's header is the first 512 bytes: cut inside its contents
     with pytest.raises(InvalidImage, match="entry 'a'"):
-        apply_layers([tarfile.open(fileobj=io.BytesIO(bytes(data)), mode="r|")], root, LIMITS, ID_BASE)
+        apply_layer(tarfile.open(fileobj=io.BytesIO(bytes(data)), mode="r|"), root, Budget(LIMITS), ID_BASE)
 
 
 def test_implicit_parents_are_0755_whatever_the_umask(root: Path) -> None:
@@ -407,7 +465,7 @@ def test_owners_are_shifted_into_the_user_namespace(root: Path) -> None:
     for info, _ in members:
         info.uid, info.gid = 1000, 42
     members[0][0].uid, members[0][0].gid = 0, 0
-    apply_layers([tarfile.open(fileobj=io.BytesIO(tar_bytes(members)), mode="r|")], root, LIMITS, base)
+    apply_one(root, members, base)
     owners = {path: (os.lstat(root / path).st_uid, os.lstat(root / path).st_gid) for path in snapshot(root)}
     assert owners == {
         "etc": (base, base),
@@ -428,11 +486,11 @@ def test_ids_outside_the_user_namespace_are_refused(root: Path, uid: int, gid: i
     info.uid, info.gid = uid, gid
     layer = tarfile.open(fileobj=io.BytesIO(tar_bytes([(info, payload)])), mode="r|")
     with pytest.raises(InvalidImage, match=rf"entry 'bin/app': is owned by uid {uid} gid {gid}, outside .* 0 to 65535"):
-        apply_layers([layer], root, LIMITS, 2_000_000_000)
+        apply_layer(layer, root, Budget(LIMITS), 2_000_000_000)
 
 
 def test_the_highest_id_in_the_namespace_is_fine(root: Path) -> None:
     info, payload = entry_info("nobody", "file", "x")
     info.uid = info.gid = 65535
-    apply_layers([tarfile.open(fileobj=io.BytesIO(tar_bytes([(info, payload)])), mode="r|")], root, LIMITS, 1 << 20)
+    apply_one(root, [(info, payload)], 1 << 20)
     assert (os.stat(root / "nobody").st_uid, os.stat(root / "nobody").st_gid) == ((1 << 20) + 65535,) * 2
