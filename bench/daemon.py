@@ -45,10 +45,11 @@ class BenchDaemon:
         self._proc.terminate()
         self._proc.wait(timeout=60)
 
-    def deploy(self, name: str, image: Path) -> tuple[tuple[str, int], float]:
-        """Deploy ``image`` as ``name``; return its address and how long the deploy took."""
+    def deploy(self, name: str, image: Path, *options: str) -> tuple[tuple[str, int], float]:
+        """Deploy ``image`` as ``name`` with ``faas new`` ``options``; return its address and how
+        long the deploy took."""
         started = time.perf_counter()
-        subprocess.run([*self._faas, "new", name, "-f", str(image)], check=True, capture_output=True)
+        subprocess.run([*self._faas, "new", name, "-f", str(image), *options], check=True, capture_output=True)
         seconds = time.perf_counter() - started
         ip = subprocess.run([*self._faas, "ip", name], check=True, capture_output=True, text=True).stdout.strip()
         return (ip, 80), seconds
@@ -59,6 +60,11 @@ class BenchDaemon:
 
     def rootfs(self, name: str, version: int = 1) -> Path:
         return self._workdir / "state" / "images" / name / str(version) / "rootfs"
+
+    def cpu_seconds(self) -> float:
+        """CPU time the daemon process itself has used (not runc's or the containers')."""
+        fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def memory_kib(self) -> dict[str, int]:
         """The daemon's current (VmRSS) and peak (VmHWM) resident memory, in KiB."""

@@ -37,18 +37,23 @@ def import_seconds(log: Path, function: str) -> float:
 def main() -> None:
     options = bench_parser(__doc__).parse_args()
     with example_image(options.cache) as first_image:
-        workdir = first_image.parent
-        second_image = workdir / "plain.tar"
-        build_python_image(second_image, cache_dir=options.cache, app_dir=HANDLERS / "plain")
-        size_mb = first_image.stat().st_size / 1e6
-        with BenchDaemon(workdir / "faasd") as faasd:
-            idle = faasd.memory_kib()
-            _, first = faasd.deploy("first", first_image)
-            _, second = faasd.deploy("second", second_image)
-            after = faasd.memory_kib()
-            state_mb = disk_use_mb(workdir / "faasd" / "state")
-            layers_mb = disk_use_mb(workdir / "faasd" / "state" / "layers")
-        first_import, second_import = (import_seconds(workdir / "faasd" / "faasd.log", f) for f in ("first", "second"))
+        report_deploys(first_image, options.cache, first_image.parent / "faasd")
+
+
+def report_deploys(first_image: Path, cache: Path, daemon_dir: Path) -> None:
+    """Deploy ``first_image`` and a second image on its base to a new faasd; print the figures."""
+    workdir = first_image.parent
+    second_image = workdir / "plain.tar"
+    build_python_image(second_image, cache_dir=cache, app_dir=HANDLERS / "plain")
+    size_mb = first_image.stat().st_size / 1e6
+    with BenchDaemon(daemon_dir) as faasd:
+        idle = faasd.memory_kib()
+        _, first = faasd.deploy("first", first_image)
+        _, second = faasd.deploy("second", second_image)
+        after = faasd.memory_kib()
+        state_mb = disk_use_mb(daemon_dir / "state")
+        layers_mb = disk_use_mb(daemon_dir / "state" / "layers")
+    first_import, second_import = (import_seconds(daemon_dir / "faasd.log", f) for f in ("first", "second"))
     print(f"images: {size_mb:.0f} MB docker-save archive each, one base layer in common")
     print(
         f"deploy time (faas new, upload included): first {first:.2f} s, second {second:.2f} s "

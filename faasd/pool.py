@@ -120,6 +120,8 @@ class WarmPool:
             await asyncio.wait(self._work | self._stops)
 
     def _target(self, now: float) -> int:
+        if now - self._last_arrival >= self._idle_seconds:
+            return 0
         while self._arrivals and self._arrivals[0] < now - RATE_WINDOW_SECONDS:
             self._arrivals.popleft()
         rate = len(self._arrivals) / RATE_WINDOW_SECONDS
@@ -166,6 +168,7 @@ class WarmPool:
             self._discard(instance)  # its slot is wanted by a waiting connection, or it is not
             return
         self._ready.append(instance)
+        self._schedule_idle_check()  # one that ran while this started must not leave it behind
         await self._watch(instance)
 
     async def _watch(self, instance: Instance) -> None:

@@ -1,11 +1,15 @@
-"""Latency of one connection through faasd, beside a raw runc-per-connection loop.
+"""faasd's speed per connection, beside a raw runc-per-connection loop, and its deploy time.
 
-Both sides serve the same rootfs and the same handler (the example Python handler). Each request
-uses a new TCP connection. The script measures connect→first byte and connect→last byte,
-sequentially and at concurrency 8, all in one run, because figures from different runs do not
-compare. Run it as root:
+Both sides serve the same rootfs and the same handler (the example Python handler); each
+request uses a new TCP connection. faasd runs in three modes: warm (the default pool), cold
+(``--warm 0``: every connection starts its container) and reuse (``--reuse 1000``: throughput
+over isolation). For each, and for the baseline: connect→first byte and connect→last byte
+(p50/p90/p99), requests/s and errors, sequentially (paced, one request every ``--gap`` seconds,
+as a lightly used function sees them) and with 8 and 32 clients back to back; the daemon's own
+CPU time per request and its peak RSS. Then the deploy time of a first and a second function on
+one base. All in one run, because figures from different runs do not compare. As root:
 
-    sudo .venv/bin/python -m bench.latency [--requests 200] [--cache /var/cache/faasd-tests]
+    sudo .venv/bin/python -m bench.speed [--requests 200] [--gap 0.1] [--cache /var/cache/faasd-tests]
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.daemon import BenchDaemon, bench_parser, example_image
+from bench.deploy import report_deploys
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
 BASELINE_ADDRESS = ("127.0.0.1", 18080)
@@ -53,9 +58,16 @@ def one_request(address: tuple[str, int]) -> Sample:
     return Sample((first or end) - start, end - start, data.startswith(b"HTTP/1.1 200"))
 
 
-def run_load(address: tuple[str, int], requests: int, concurrency: int) -> tuple[list[Sample], float]:
-    """``requests`` requests spread over ``concurrency`` workers; returns samples and wall time."""
+def run_load(address: tuple[str, int], requests: int, concurrency: int, gap: float) -> tuple[list[Sample], float]:
+    """``requests`` requests over ``concurrency`` workers back to back, or, at concurrency 1, one
+    every ``gap`` seconds; returns the samples and the wall time."""
     started = time.perf_counter()
+    if concurrency == 1:
+        samples = []
+        for n in range(requests):
+            time.sleep(max(0.0, started + n * gap - time.perf_counter()))
+            samples.append(one_request(address))
+        return samples, time.perf_counter() - started
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         samples = list(pool.map(lambda _: one_request(address), range(requests)))
     return samples, time.perf_counter() - started
@@ -155,65 +167,76 @@ class RawRuncServer:
         shutil.rmtree(bundle, ignore_errors=True)
 
 
+CONCURRENCIES = (1, 8, 32)
+# faasd's modes: the options of their ``faas new``.
+MODES = {"warm": ("--warm", "16"), "cold": ("--warm", "0"), "reuse": ("--reuse", "1000", "--warm", "16")}
+BASELINE = "raw runc"
+
+
 def describe(samples: list[Sample], wall: float) -> dict[str, float]:
     good = [s for s in samples if s.ok]
-    if not good:
-        return {"ok": 0, "errors": len(samples)}
-    first = [s.first_byte * 1000 for s in good]
-    last = [s.last_byte * 1000 for s in good]
-    return {
-        "ok": len(good),
-        "errors": len(samples) - len(good),
-        "first_p50": statistics.median(first),
-        "first_p99": percentile(first, 99),
-        "last_p50": statistics.median(last),
-        "last_p99": percentile(last, 99),
-        "rps": len(good) / wall,
-    }
+    row: dict[str, float] = {"ok": len(good), "errors": len(samples) - len(good), "rps": len(good) / wall}
+    for key, values in (("first", [s.first_byte for s in good]), ("last", [s.last_byte for s in good])):
+        for q in (50, 90, 99):
+            row[f"{key}_p{q}"] = percentile([v * 1000 for v in values], q) if values else float("nan")
+    return row
+
+
+def measure(address: tuple[str, int], requests: int, concurrency: int, gap: float) -> dict[str, float]:
+    one_request(address)  # the first connection after a deploy pays for cold caches
+    return describe(*run_load(address, requests, concurrency, gap))
+
+
+def print_table(results: dict[tuple[str, int], dict[str, float]], requests: int, gap: float) -> None:
+    print(f"{requests} requests per row, a new TCP connection each; c=1 paced one every {gap * 1000:.0f} ms; ms")
+    print(
+        f"{'server':<10}{'c':>3}{'ok':>5}{'err':>4}"
+        f"{'first p50':>10}{'p90':>7}{'p99':>7}{'last p50':>10}{'p90':>7}{'p99':>7}{'req/s':>8}{'cpu ms/req':>11}"
+    )
+    for (server, concurrency), row in results.items():
+        cpu = f"{row['cpu_ms']:.2f}" if "cpu_ms" in row else "-"
+        print(
+            f"{server:<10}{concurrency:>3}{row['ok']:>5.0f}{row['errors']:>4.0f}"
+            f"{row['first_p50']:>10.1f}{row['first_p90']:>7.1f}{row['first_p99']:>7.1f}"
+            f"{row['last_p50']:>10.1f}{row['last_p90']:>7.1f}{row['last_p99']:>7.1f}{row['rps']:>8.1f}{cpu:>11}"
+        )
+    print("ratios to raw runc at the same concurrency (first-byte p50, last-byte p50, req/s):")
+    for (server, concurrency), row in results.items():
+        raw = results[(BASELINE, concurrency)]
+        if server != BASELINE and row["ok"] and raw["ok"]:
+            print(
+                f"  {server:<6} c={concurrency:<3} {row['first_p50'] / raw['first_p50']:.3f}x  "
+                f"{row['last_p50'] / raw['last_p50']:.3f}x  {row['rps'] / raw['rps']:.2f}x"
+            )
 
 
 def main() -> None:
     parser = bench_parser(__doc__)
-    parser.add_argument("--requests", type=int, default=200, help="requests per scenario")
+    parser.add_argument("--requests", type=int, default=200, help="requests per row")
+    parser.add_argument("--gap", type=float, default=0.1, help="seconds between sequential requests")
     options = parser.parse_args()
     with example_image(options.cache) as image:
         workdir = image.parent
         results: dict[tuple[str, int], dict[str, float]] = {}
         with BenchDaemon(workdir / "faasd") as faasd:
-            address, _ = faasd.deploy("hello", image)
-            for concurrency in (1, 8):
-                one_request(address)
-                results[("faasd", concurrency)] = describe(*run_load(address, options.requests, concurrency))
+            for mode, flags in MODES.items():
+                address, _ = faasd.deploy(mode, image, *flags)
+                for concurrency in CONCURRENCIES:
+                    before = faasd.cpu_seconds()
+                    row = measure(address, options.requests, concurrency, options.gap)
+                    row["cpu_ms"] = (faasd.cpu_seconds() - before) * 1000 / max(row["ok"] + row["errors"], 1)
+                    results[(mode, concurrency)] = row
+            peak_mib = faasd.memory_kib()["VmHWM"] / 1024
             baseline_dir = workdir / "raw"
             baseline_dir.mkdir()
-            with RawRuncServer(faasd.rootfs("hello"), ["python3", "/app/app.py"], ["PATH=/usr/bin:/bin"], baseline_dir):
-                for concurrency in (1, 8):
-                    one_request(BASELINE_ADDRESS)
-                    results[("raw runc", concurrency)] = describe(
-                        *run_load(BASELINE_ADDRESS, options.requests, concurrency)
+            with RawRuncServer(faasd.rootfs("warm"), ["python3", "/app/app.py"], ["PATH=/usr/bin:/bin"], baseline_dir):
+                for concurrency in CONCURRENCIES:
+                    results[(BASELINE, concurrency)] = measure(
+                        BASELINE_ADDRESS, options.requests, concurrency, options.gap
                     )
-
-    print(f"{options.requests} requests per row, a new TCP connection each; times in ms")
-    header = (
-        f"{'server':<10}{'conc':>5}{'ok':>6}{'err':>5}{'first p50':>11}{'first p99':>11}"
-        f"{'last p50':>10}{'last p99':>10}{'req/s':>8}"
-    )
-    print(header)
-    for (server, concurrency), row in results.items():
-        if not row["ok"]:
-            print(f"{server:<10}{concurrency:>5}{0:>6}{row['errors']:>5}  (no successful request)")
-            continue
-        print(
-            f"{server:<10}{concurrency:>5}{row['ok']:>6}{row['errors']:>5}{row['first_p50']:>11.1f}{row['first_p99']:>11.1f}"
-            f"{row['last_p50']:>10.1f}{row['last_p99']:>10.1f}{row['rps']:>8.1f}"
-        )
-    for concurrency in (1, 8):
-        ours, raw = results[("faasd", concurrency)], results[("raw runc", concurrency)]
-        if ours["ok"] and raw["ok"]:
-            print(
-                f"ratio faasd/raw at c={concurrency}: first p50 {ours['first_p50'] / raw['first_p50']:.2f}x, "
-                f"last p50 {ours['last_p50'] / raw['last_p50']:.2f}x, req/s {ours['rps'] / raw['rps']:.2f}x"
-            )
+        print_table(results, options.requests, options.gap)
+        print(f"daemon peak RSS over every row: {peak_mib:.1f} MiB (cpu ms/req: the daemon process alone)")
+        report_deploys(image, options.cache, workdir / "deploys")
 
 
 if __name__ == "__main__":
