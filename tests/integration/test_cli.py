@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from faas_cli.progress import format_bytes
 from tests.integration.conftest import BIN, Daemon, daemon_range, http_get, start_daemon
 
 BODY = "hello from the cli"
@@ -179,11 +180,11 @@ def test_progress_shows_bytes_and_rate_on_a_terminal_only(daemon: Daemon, image:
     assert status == 0 and stdout.startswith("Deployed shown at ")
     # The engine pauses half-way, so the line is drawn mid-upload, then left as a summary.
     assert "\rUploading  " in shown and "B/s" in shown
-    size_mb = image.stat().st_size / 1e6
-    assert f"Uploaded {size_mb:.1f} MB in " in shown and shown.endswith("importing\r\n")
+    size = format_bytes(image.stat().st_size)
+    assert f"Uploaded {size} in " in shown and shown.endswith("importing\r\n")
 
     status, _, shown = run_on_a_terminal(daemon, "new", "shown", "-f", str(image), path=tmp_path / "bin")
-    assert status == 0 and f"Uploaded {size_mb:.1f} MB in " in shown
+    assert status == 0 and f"Uploaded {size} in " in shown
 
     status, stdout, shown = run_on_a_terminal(daemon, "new", "hushed", "-q", "-t", "hello", path=tmp_path / "bin")
     assert status == 0 and stdout.startswith("Deployed hushed at ") and shown == ""
