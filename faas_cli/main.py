@@ -87,6 +87,13 @@ def parse_token(_ctx: click.Context, _param: click.Parameter, value: str | None)
     return token
 
 
+def parse_image(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """An image reference; one starting with '-' would reach ``docker save`` as an option."""
+    if value is not None and value.startswith("-"):
+        raise click.BadParameter(f"{value!r} is not an image name: give NAME[:TAG], e.g. hello:1")
+    return value
+
+
 def make_client(socket_path: Path, host: HttpEndpoint | None, token: str | None) -> Client:
     """The client the global options describe: over TCP with --host, else on the unix socket."""
     return Client(host or UnixEndpoint(socket_path), token)
@@ -170,6 +177,7 @@ def main(ctx: click.Context, socket_path: Path, host: HttpEndpoint | None, token
     "--tag",
     "image",
     default=None,
+    callback=parse_image,
     metavar="IMAGE",
     help="The image to deploy, saved with docker or podman; with -f, the one to take from the archive.",
 )

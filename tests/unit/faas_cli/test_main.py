@@ -74,7 +74,14 @@ def test_main_help_documents_exit_codes_and_completion() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["bogus"], ["list", "--bogus"], ["ip"], ["new", "x", "--memory"], ["stats", "--raw", "--json"], []],
+    [
+        ["bogus"],
+        ["list", "--bogus"],
+        ["ip"],
+        ["new", "x", "--memory"],
+        ["stats", "--raw", "--json"],
+        [],
+    ],
 )
 def test_usage_errors_exit_1_because_2_means_unreachable(args: list[str]) -> None:
     result = CliRunner().invoke(main, ["--socket", "/nonexistent/faasd.sock", *args])
@@ -187,3 +194,9 @@ def test_a_wrong_token_exits_1_with_the_daemons_reason() -> None:
 def test_a_malformed_token_is_a_usage_error(token: str) -> None:
     result = CliRunner().invoke(main, ["--host", "http://127.0.0.1:1", "--token", token, "list"])
     assert result.exit_code == 1 and "Invalid value for '--token'" in result.output
+
+
+def test_an_image_that_looks_like_an_option_is_refused_before_any_engine_runs() -> None:
+    result = CliRunner().invoke(main, ["new", "x", "-t", "--output=/etc/passwd"])
+    assert result.exit_code == 1
+    assert "'--output=/etc/passwd' is not an image name: give NAME[:TAG]" in result.output
