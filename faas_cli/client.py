@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import io
 import json
 import socket
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
 DEFAULT_SOCKET = Path("/run/faasd/faasd.sock")
@@ -149,6 +150,12 @@ class HttpEndpoint:
         return DaemonUnreachable(f"lost the connection to faasd at {self}: {exc}")
 
 
+def file_blocks(file: io.BufferedReader) -> Iterator[bytes]:
+    """A file's contents in upload-sized blocks; from a pipe, each block as soon as it arrives."""
+    while block := file.read1(UPLOAD_BLOCK_BYTES):
+        yield block
+
+
 class Client:
     """One method per endpoint of the control API."""
 
@@ -159,13 +166,15 @@ class Client:
     def deploy(
         self,
         name: str,
-        tarball: IO[bytes],
+        tarball: Iterable[bytes],
         tag: str | None = None,
         image: str | None = None,
         limits: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Upload ``tarball`` as a new version of ``name``; ``limits`` maps a limit (memory, cpus,
-        pids, timeout, tmp_size) to its value as the user wrote it: the daemon checks it."""
+        """Upload the blocks of ``tarball`` as a new version of ``name``; ``limits`` maps a limit
+        (memory, cpus, pids, timeout, tmp_size) to its value as the user wrote it: the daemon
+        checks it. An exception from ``tarball`` stops the upload before its end, so the daemon
+        deploys nothing."""
         settings = {"tag": tag, "image": image, **(limits or {})}
         query = urlencode({k: v for k, v in settings.items() if v is not None})
         path = f"/v1/functions/{quote(name, safe='')}" + (f"?{query}" if query else "")
@@ -209,13 +218,13 @@ class Client:
                 yield chunk
 
     def _request(
-        self, method: str, path: str, body: IO[bytes] | None = None, decode: Callable[[bytes], Any] = json.loads
+        self, method: str, path: str, body: Iterable[bytes] | None = None, decode: Callable[[bytes], Any] = json.loads
     ) -> Any:
         with self._open(method, path, body) as response, self._connection_errors():
             return decode(response.read())
 
     @contextlib.contextmanager
-    def _open(self, method: str, path: str, body: IO[bytes] | None = None) -> Iterator[http.client.HTTPResponse]:
+    def _open(self, method: str, path: str, body: Iterable[bytes] | None = None) -> Iterator[http.client.HTTPResponse]:
         """Send one request; yield its response, or raise the typed error it stands for."""
         conn = self.endpoint.connection()
         headers = {"Transfer-Encoding": "chunked"} if body is not None else {}

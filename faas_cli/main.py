@@ -1,38 +1,70 @@
 """``faas``: deploy and inspect functions on a faasd daemon.
 
-Exit codes: 0 success, 1 the request was refused (bad input, unknown function, missing or
-wrong token), 2 faasd could not be reached.
+Exit codes: 0 success; 1 a user error or a refused request (bad usage or input, unknown
+function, missing or wrong token, a failed ``docker save``); 2 faasd could not be reached, and
+only then, so a script may retry on 2.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import stat
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import click
+from click.shell_completion import CompletionItem
 
-from faas_cli.client import DEFAULT_SOCKET, ApiError, Client, DaemonUnreachable, HttpEndpoint, UnixEndpoint
-from faas_cli.stats import parse, render
+from faas_cli.client import (
+    DEFAULT_SOCKET,
+    Client,
+    ClientError,
+    DaemonUnreachable,
+    HttpEndpoint,
+    UnixEndpoint,
+    file_blocks,
+)
+from faas_cli.engine import find_engine, saved_image
+from faas_cli.progress import Progress
+from faas_cli.stats import parse, render, to_json
 from faas_cli.versions import describe, rollback, versions
 
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 2
 
 
+@contextlib.contextmanager
+def usage_errors_exit_refused() -> Iterator[None]:
+    """Click exits 2 on a usage error; here 2 means only that faasd could not be reached."""
+    try:
+        yield
+    except click.UsageError as exc:
+        exc.exit_code = EXIT_REFUSED
+        raise
+
+
 class FaasGroup(click.Group):
-    """Turns client errors into one line on stderr and the documented exit code."""
+    """Turns every failure into one line on stderr and the documented exit code."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        with usage_errors_exit_refused():
+            return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with usage_errors_exit_refused():
+                return super().invoke(ctx)
         except DaemonUnreachable as exc:
             click.echo(f"faas: {exc}", err=True)
             ctx.exit(EXIT_UNREACHABLE)
-        except ApiError as exc:
+        except ClientError as exc:
             click.echo(f"faas: {exc}", err=True)
             ctx.exit(EXIT_REFUSED)
 
@@ -54,6 +86,37 @@ def parse_token(_ctx: click.Context, _param: click.Parameter, value: str | None)
     if not token or not token.isascii() or not token.isprintable() or " " in token:
         raise click.BadParameter("the token is the one line in faasd's api.token: printable ASCII, no spaces")
     return token
+
+
+def parse_image(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """An image reference; one starting with '-' would reach ``docker save`` as an option."""
+    if value is not None and value.startswith("-"):
+        raise click.BadParameter(f"{value!r} is not an image name: give NAME[:TAG], e.g. hello:1")
+    return value
+
+
+def make_client(socket_path: Path, host: HttpEndpoint | None, token: str | None) -> Client:
+    """The client the global options describe: over TCP with --host, else on the unix socket."""
+    return Client(host or UnixEndpoint(socket_path), token)
+
+
+def complete_function_names(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Shell completion of NAME from the daemon's functions; none when it cannot be asked."""
+    params = ctx.find_root().params
+    client = make_client(params.get("socket_path") or DEFAULT_SOCKET, params.get("host"), params.get("token"))
+    try:
+        names = [function["name"] for function in client.list()]
+    except ClientError:
+        return []
+    return [CompletionItem(name) for name in names if name.startswith(incomplete)]
+
+
+function_name = click.argument("name", shell_complete=complete_function_names)
+json_flag = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2))
 
 
 @click.group(cls=FaasGroup, context_settings={"auto_envvar_prefix": "FAAS"})
@@ -88,28 +151,56 @@ def main(ctx: click.Context, socket_path: Path, host: HttpEndpoint | None, token
 
     \b
     Example:
-      docker save hello | faas new hello
+      faas new hello -t hello          # docker save hello, streamed to faasd
       curl http://$(faas ip hello)/
     \b
     Over TCP, to a faasd started with --listen 127.0.0.1:8080:
       export FAAS_HOST=http://127.0.0.1:8080
       export FAAS_TOKEN=$(sudo cat /var/lib/faasd/api.token)
       faas list
+    \b
+    Shell completion (bash; zsh and fish alike, with zsh_source or fish_source):
+      eval "$(_FAAS_COMPLETE=bash_source faas)"
+    \b
+    Exit codes:
+      0  success
+      1  a user error or a refused request: bad usage or input, unknown function,
+         missing or wrong token, a failed docker save
+      2  faasd could not be reached (and only then)
     """
-    ctx.obj = Client(host or UnixEndpoint(socket_path), token)
+    ctx.obj = make_client(socket_path, host, token)
 
 
 @main.command()
-@click.argument("name")
+@function_name
+@click.option(
+    "-t",
+    "--tag",
+    "image",
+    default=None,
+    callback=parse_image,
+    metavar="IMAGE",
+    help="The image to deploy, saved with docker or podman; with -f, the one to take from the archive.",
+)
 @click.option(
     "-f",
     "--file",
     "tarball",
     type=click.File("rb"),
     default=None,
-    help="Image tarball to deploy.  [default: standard input]",
+    metavar="FILE",
+    help="Deploy this image tarball (docker save, podman save, OCI); - is standard input.  "
+    "[default: standard input, unless -t is given]",
 )
-@click.option("--tag", default=None, help="Which image to take from an archive holding several.")
+@click.option(
+    "--engine",
+    default=None,
+    envvar="FAAS_ENGINE",
+    metavar="PROGRAM",
+    help="What saves -t IMAGE: docker or podman, by name or path.  [default: docker if installed, else podman]",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No upload progress (shown only when stderr is a terminal).")
+@json_flag
 @click.option("--memory", default=None, help="Memory per container, e.g. 128m.  [default: 256m]")
 @click.option("--cpus", default=None, help="CPUs per container, e.g. 0.5.  [default: 1]")
 @click.option("--pids", default=None, help="Processes and threads per container.  [default: 128]")
@@ -122,28 +213,60 @@ def main(ctx: click.Context, socket_path: Path, host: HttpEndpoint | None, token
     help="Connections one container serves one after another: throughput over isolation.  [default: 1]",
 )
 @click.pass_obj
-def new(client: Client, name: str, tarball: IO[bytes] | None, tag: str | None, **limits: str | None) -> None:
-    """Deploy an image tarball as function NAME (again: a new version, same IP).
+def new(
+    client: Client,
+    name: str,
+    image: str | None,
+    tarball: io.BufferedReader | None,
+    engine: str | None,
+    quiet: bool,
+    as_json: bool,
+    **limits: str | None,
+) -> None:
+    """Deploy an image as function NAME (again: a new version, same IP).
+
+    With -t IMAGE alone, faas runs `docker save IMAGE` (or podman's) and streams the archive
+    to faasd as it is written. A tarball comes from -f FILE or standard input instead.
 
     Limits apply to every container of this version; the ones left out take the daemon's
     defaults (shown), not the previous version's.
 
     \b
     Example:
+      faas new hello -t hello:latest
       docker save hello | faas new hello
-      faas new hello -f hello.tar --tag hello:2 --memory 64m --timeout 5
+      faas new hello -f both.tar -t hello:2 --memory 64m --timeout 5
     """
-    if tarball is None:
-        if sys.stdin.isatty():
-            raise click.UsageError("no image given: pipe one in (docker save IMAGE | faas new NAME) or use -f FILE")
-        tarball = sys.stdin.buffer
     settings = {key: value for key, value in limits.items() if value is not None}
-    function = client.deploy(name, tarball, tag=tag, limits=settings)
-    click.echo(f"Deployed {function['name']} at {function['ip']} (version {function['version']})")
+    with contextlib.ExitStack() as stack:
+        if tarball is None and image is not None:
+            blocks: Iterable[bytes] = stack.enter_context(saved_image(find_engine(engine), image))
+            size, source = None, {"image": image}
+        else:
+            tarball = tarball or click.get_binary_stream("stdin")
+            if tarball.isatty():
+                raise click.UsageError(
+                    "no image given: name one with -t IMAGE, pipe one in (docker save IMAGE | faas new NAME) "
+                    "or use -f FILE"
+                )
+            blocks, size, source = file_blocks(tarball), remaining_bytes(tarball), {"tag": image}
+        if not quiet and sys.stderr.isatty():
+            blocks = Progress(click.get_text_stream("stderr"), size).track(blocks)
+        function = client.deploy(name, blocks, limits=settings, **source)
+    if as_json:
+        print_json(function)
+    else:
+        click.echo(f"Deployed {function['name']} at {function['ip']} (version {function['version']})")
+
+
+def remaining_bytes(file: io.BufferedReader) -> int | None:
+    """What is left to read of a regular file, for a progress bar; None for a pipe or terminal."""
+    info = os.fstat(file.fileno())
+    return info.st_size - file.tell() if stat.S_ISREG(info.st_mode) else None
 
 
 @main.command()
-@click.argument("name")
+@function_name
 @click.option(
     "--version",
     "version",
@@ -167,7 +290,7 @@ def ip(client: Client, name: str, version: int | None) -> None:
 
 
 @main.command(name="list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_flag
 @click.pass_obj
 def list_(client: Client, as_json: bool) -> None:
     """List deployed functions.
@@ -178,7 +301,7 @@ def list_(client: Client, as_json: bool) -> None:
     """
     functions = client.list()
     if as_json:
-        click.echo(json.dumps(functions, indent=2))
+        print_json(functions)
         return
     rows = [("NAME", "IP", "VERSION", "CMD")] + [
         (f["name"], f["ip"], str(f["version"]), " ".join(f["entrypoint"] + f["cmd"])) for f in functions
@@ -189,9 +312,10 @@ def list_(client: Client, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("name")
+@function_name
+@json_flag
 @click.pass_obj
-def rm(client: Client, name: str) -> None:
+def rm(client: Client, name: str, as_json: bool) -> None:
     """Remove function NAME: its address, its versions and its running connections.
 
     \b
@@ -199,13 +323,17 @@ def rm(client: Client, name: str) -> None:
       faas rm hello
     """
     removed = client.remove(name)
-    click.echo(f"Removed {removed['removed']} ({removed['ip']})")
+    if as_json:
+        print_json(removed)
+    else:
+        click.echo(f"Removed {removed['removed']} ({removed['ip']})")
 
 
 @main.command()
 @click.option("--raw", is_flag=True, help="Print the Prometheus text as faasd serves it on /metrics.")
+@json_flag
 @click.pass_obj
-def stats(client: Client, raw: bool) -> None:
+def stats(client: Client, raw: bool, as_json: bool) -> None:
     """Show requests, latencies, containers and errors, as counted since faasd started.
 
     HANDLER counts connections the function answered itself; 502, 503 and 504 those the daemon
@@ -215,13 +343,19 @@ def stats(client: Client, raw: bool) -> None:
     Example:
       faas stats
       faas stats --raw | grep faasd_requests_total
+      faas stats --json | jq '.functions.hello.requests'
     """
+    if raw and as_json:
+        raise click.UsageError("--raw and --json are two formats: give one")
     text = client.metrics()
-    click.echo(text.rstrip("\n") if raw else "\n".join(render(parse(text))))
+    if as_json:
+        print_json(to_json(parse(text)))
+    else:
+        click.echo(text.rstrip("\n") if raw else "\n".join(render(parse(text))))
 
 
 @main.command()
-@click.argument("name")
+@function_name
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines as they are written; Ctrl-C stops.")
 @click.option("--tail", type=click.IntRange(min=0), default=None, metavar="N", help="Only the last N lines.")
 @click.option(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -105,6 +106,29 @@ def render(stats: Stats) -> list[str]:
     if stats.errors:
         lines += ["", "errors " + "   ".join(f"{kind} {count:.0f}" for kind, count in sorted(stats.errors.items()))]
     return lines
+
+
+def to_json(stats: Stats) -> dict[str, Any]:
+    """What ``faas stats --json`` prints: the numbers of the table, unrounded; null where none."""
+    functions, running, queued = (
+        stats.gauges.get(f"faasd_{name}", 0) for name in ("functions", "containers_running", "queue_depth")
+    )
+    return {
+        "functions_deployed": functions,
+        "containers_running": running,
+        "queue_depth": queued,
+        "functions": {
+            name: {
+                "requests": dict(f.requests),
+                "mean_ms": f.mean_ms,
+                "start_p50_ms": f.start_quantile_ms(0.5),
+                "start_p99_ms": f.start_quantile_ms(0.99),
+            }
+            for name, f in sorted(stats.functions.items())
+        },
+        "imports": {"count": stats.imports, "bytes": stats.import_bytes, "seconds": stats.import_seconds},
+        "errors": dict(stats.errors),
+    }
 
 
 def _ms(value: float | None) -> str:

@@ -1,4 +1,7 @@
+import importlib.metadata
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -55,10 +58,43 @@ def test_main_help_shows_how_to_reach_a_tcp_daemon() -> None:
 
 
 def test_every_command_has_help_with_an_example() -> None:
+    assert "Example:" in CliRunner().invoke(main, ["--help"]).output
     for command in main.commands.values():
         result = CliRunner().invoke(main, [command.name, "--help"])
         assert result.exit_code == 0
         assert "Example:" in result.output, command.name
+
+
+def test_main_help_documents_exit_codes_and_completion() -> None:
+    output = CliRunner().invoke(main, ["--help"]).output
+    assert "Exit codes:\n    0  success\n    1  a user error or a refused request" in output
+    assert "    2  faasd could not be reached (and only then)" in output
+    assert 'eval "$(_FAAS_COMPLETE=bash_source faas)"' in output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["bogus"],
+        ["list", "--bogus"],
+        ["ip"],
+        ["new", "x", "--memory"],
+        ["stats", "--raw", "--json"],
+        [],
+    ],
+)
+def test_usage_errors_exit_1_because_2_means_unreachable(args: list[str]) -> None:
+    result = CliRunner().invoke(main, ["--socket", "/nonexistent/faasd.sock", *args])
+    assert result.exit_code == 1, result.output
+
+
+@pytest.mark.parametrize("program", ["faas", "faasd"])
+def test_both_programs_print_their_version(program: str) -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / program), "--version"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0
+    assert result.stdout == f"{program}, version {importlib.metadata.version('faasd')}\n"
 
 
 @pytest.mark.parametrize(
@@ -97,7 +133,7 @@ def test_bad_host_urls_are_usage_errors(url: str, hint: str) -> None:
     with pytest.raises(ValueError, match=hint):
         HttpEndpoint.parse(url)
     result = CliRunner().invoke(main, ["--host", url, "list"])
-    assert result.exit_code == 2 and hint in result.output
+    assert result.exit_code == 1 and hint in result.output
 
 
 def free_port() -> int:
@@ -157,4 +193,10 @@ def test_a_wrong_token_exits_1_with_the_daemons_reason() -> None:
 @pytest.mark.parametrize("token", ["", "  ", "two words", "tab\there", "line\nbreak", "é"])
 def test_a_malformed_token_is_a_usage_error(token: str) -> None:
     result = CliRunner().invoke(main, ["--host", "http://127.0.0.1:1", "--token", token, "list"])
-    assert result.exit_code == 2 and "Invalid value for '--token'" in result.output
+    assert result.exit_code == 1 and "Invalid value for '--token'" in result.output
+
+
+def test_an_image_that_looks_like_an_option_is_refused_before_any_engine_runs() -> None:
+    result = CliRunner().invoke(main, ["new", "x", "-t", "--output=/etc/passwd"])
+    assert result.exit_code == 1
+    assert "'--output=/etc/passwd' is not an image name: give NAME[:TAG]" in result.output

@@ -1,7 +1,7 @@
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from faas_cli.stats import parse, quantile, render
+from faas_cli.stats import parse, quantile, render, to_json
 
 
 def exposition() -> str:
@@ -43,3 +43,13 @@ def test_quantiles_interpolate_within_a_bucket_and_stop_at_the_last_bound() -> N
     assert quantile(buckets, 0.99) == pytest.approx(200), "beyond the last finite bound: that bound"
     assert quantile([], 0.5) is None
     assert quantile([(0.1, 0.0), (float("inf"), 0.0)], 0.5) is None
+
+
+def test_json_has_the_numbers_of_the_table() -> None:
+    summary = to_json(parse(exposition()))
+    assert summary["containers_running"] == 3 and summary["queue_depth"] == 0
+    assert summary["errors"] == {"no_answer": 2}
+    hello = summary["functions"]["hello"]
+    assert hello["requests"] == {"handler": 8, "502": 2}
+    assert hello["mean_ms"] == pytest.approx(200) and hello["start_p50_ms"] == pytest.approx(150)
+    assert summary["imports"] == {"count": 0, "bytes": 0, "seconds": 0}

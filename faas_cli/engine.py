@@ -1,0 +1,90 @@
+"""``faas new -t IMAGE``: run ``docker save IMAGE`` (or podman's) and stream what it writes.
+
+The archive goes straight from the engine's stdout into the upload, never through a temp file.
+Its exit status is known only once its stdout ends, and is checked before the upload's last
+(empty) chunk is sent: a failed save raises there, the daemon sees a body cut off before its
+end, and nothing is deployed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from typing import IO
+
+from faas_cli.client import UPLOAD_BLOCK_BYTES, ClientError
+
+# Tried in this order when neither --engine nor FAAS_ENGINE names one.
+ENGINES = ("docker", "podman")
+# What of the engine's stderr is kept for the error message: its end says what went wrong.
+STDERR_TAIL_BYTES = 4096
+
+
+class EngineError(ClientError):
+    """Raised when no container engine is found, or its ``save`` fails."""
+
+
+def find_engine(choice: str | None) -> str:
+    """The path of the engine to run: ``choice`` (a name on PATH or a path), else the first of
+    docker and podman that is installed."""
+    candidates = (choice,) if choice else ENGINES
+    for name in candidates:
+        if path := shutil.which(name):
+            return path
+    if choice:
+        raise EngineError(f"the container engine {choice!r} is not on PATH: install it, or name another with --engine")
+    raise EngineError(
+        "neither docker nor podman is on PATH: install one, name one with --engine / FAAS_ENGINE, "
+        "or give the archive yourself (-f FILE, or pipe it in)"
+    )
+
+
+def save_argv(engine: str, image: str) -> list[str]:
+    """``docker save IMAGE``: the archive on stdout. Podman takes the same words."""
+    return [engine, "save", image]
+
+
+@contextlib.contextmanager
+def saved_image(engine: str, image: str) -> Iterator[Iterator[bytes]]:
+    """The blocks of ``engine save image`` as it writes them; the engine is stopped on exit."""
+    argv = save_argv(engine, image)
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise EngineError(f"cannot run {' '.join(argv)}: {exc.strerror}") from exc
+    assert proc.stdout is not None and proc.stderr is not None
+    stderr_tail = bytearray()
+    # Drained alongside stdout: an engine blocked on a full stderr pipe would never finish stdout.
+    reader = threading.Thread(target=_keep_tail, args=(proc.stderr, stderr_tail), daemon=True)
+    reader.start()
+    try:
+        yield _blocks(proc, argv, reader, stderr_tail)
+    finally:
+        if proc.poll() is None:
+            proc.kill()  # the upload stopped early (refused, or Ctrl-C): the rest is not wanted
+        proc.wait()
+        reader.join()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def _blocks(
+    proc: subprocess.Popen[bytes], argv: list[str], reader: threading.Thread, stderr_tail: bytearray
+) -> Iterator[bytes]:
+    assert proc.stdout is not None
+    while block := proc.stdout.read1(UPLOAD_BLOCK_BYTES):
+        yield block
+    status = proc.wait()
+    reader.join()
+    if status != 0:
+        detail = stderr_tail.decode(errors="replace").strip() or "no message"
+        raise EngineError(f"{' '.join(argv)} failed with exit status {status}: {detail}")
+
+
+def _keep_tail(stream: IO[bytes], tail: bytearray) -> None:
+    while chunk := stream.read1(STDERR_TAIL_BYTES):
+        tail += chunk
+        del tail[:-STDERR_TAIL_BYTES]
