@@ -183,7 +183,9 @@ def describe(samples: list[Sample], wall: float) -> dict[str, float]:
 
 
 def measure(address: tuple[str, int], requests: int, concurrency: int, gap: float) -> dict[str, float]:
-    one_request(address)  # the first connection after a deploy pays for cold caches
+    # Steady state: the first connections after a deploy or a change of load pay for cold caches
+    # and, in faasd, for pools that have not yet grown to the load.
+    run_load(address, concurrency, concurrency, gap)
     return describe(*run_load(address, requests, concurrency, gap))
 
 

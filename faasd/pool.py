@@ -94,11 +94,10 @@ class WarmPool:
         It goes first in line, ahead of never-used ones, and is kept even with ``warm`` 0:
         reuse is asked for on its own.
         """
-        if self._closed or not instance.ready:
-            self._discard(instance)
+        if self._closed or not instance.ready or self._admission.queued:
+            self._discard(instance)  # a waiting connection needs its slot more
             return
-        self._ready.appendleft(instance)
-        self._spawn(self._work, self._watch(instance))
+        self._ready.appendleft(instance)  # the watcher from its start still watches it
 
     def shed(self) -> bool:
         """Stop one ready container to free its slot for a waiting connection."""
@@ -172,7 +171,7 @@ class WarmPool:
         await self._watch(instance)
 
     async def _watch(self, instance: Instance) -> None:
-        """Reap ``instance`` if it dies while it waits in the pool."""
+        """Reap ``instance`` if it dies while it waits in the pool (taken, given back or not)."""
         await instance.wait_exit()
         if instance in self._ready:
             self._ready.remove(instance)
