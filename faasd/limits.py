@@ -12,7 +12,7 @@ import dataclasses
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from faasd.errors import InvalidRequest
@@ -85,28 +85,21 @@ def _cpus(name: str, text: str) -> tuple[str, float]:
     return "cpus", value
 
 
-def _pids(name: str, text: str) -> tuple[str, int]:
-    value = _number(name, text, int)
-    _bounded(name, value, 1, 65536, "1 and 65536")
-    return "pids", value
-
-
 def _timeout(name: str, text: str) -> tuple[str, float]:
     value = _number(name, text, float)
     _bounded(name, value, 0.1, 86400, "0.1 and 86400 seconds")
     return "timeout_seconds", value
 
 
-def _warm(name: str, text: str) -> tuple[str, int]:
-    value = _number(name, text, int)
-    _bounded(name, value, 0, 256, "0 and 256")
-    return "warm", value
+def _count(field: str, low: int, high: int) -> Callable[[str, str], tuple[str, int]]:
+    """The parser of a whole number from ``low`` to ``high`` for ``field``."""
 
+    def parse(name: str, text: str) -> tuple[str, int]:
+        value = _number(name, text, int)
+        _bounded(name, value, low, high, f"{low} and {high}")
+        return field, int(value)
 
-def _reuse(name: str, text: str) -> tuple[str, int]:
-    value = _number(name, text, int)
-    _bounded(name, value, 1, 100_000, "1 and 100000")
-    return "reuse", value
+    return parse
 
 
 def _size(name: str, text: str) -> int:
@@ -130,9 +123,9 @@ def _number(name: str, text: str, kind: type[int] | type[float]) -> int | float:
 PARAMETERS = {
     "memory": _memory,
     "cpus": _cpus,
-    "pids": _pids,
+    "pids": _count("pids", 1, 65536),
     "timeout": _timeout,
     "tmp_size": _tmp_size,
-    "warm": _warm,
-    "reuse": _reuse,
+    "warm": _count("warm", 0, 256),
+    "reuse": _count("reuse", 1, 100_000),
 }
