@@ -142,7 +142,7 @@ class Listener:
         function = pool.version.function
         with client:
             instance = pool.take()
-            metrics.CONTAINER_PATH.labels(function, "cold" if instance is None else "warm").inc()
+            path = "cold" if instance is None else "warm"
             try:
                 if instance is None:
                     await self._admission.acquire(function)
@@ -153,6 +153,7 @@ class Listener:
                 metrics.ERRORS.labels("overloaded").inc()
                 await send_error(client, HTTPStatus.SERVICE_UNAVAILABLE, exc.reason, retry_after=exc.retry_after)
                 return
+            metrics.CONTAINER_PATH.labels(function, path).inc()  # a refused connection had none
             pool.refill()
             kept = False
             try:
