@@ -91,7 +91,9 @@ class Dispatcher:
         duration_ms = round((time.monotonic() - began) * 1000, 1)
         count(version.function, outcome, duration_ms / 1000)
         instance.record(version=version.number, outcome=outcome.value, exit=instance.exit_code, duration_ms=duration_ms)
-        log.info(
+        # Every connection is in its function's log; the daemon's own log keeps the ones that failed.
+        log.log(
+            logging.DEBUG if outcome is Outcome.SERVED else logging.INFO,
             "connection function=%s version=%s id=%s peer=%s:%s outcome=%s exit=%s duration_ms=%.1f",
             version.function,
             version.number,

@@ -6,7 +6,8 @@ waits on its ``/control.sock``. Every container still serves one connection (or 
 
 How many are kept follows the recent arrival rate: by Little's law, arrivals per second times
 the seconds a start takes is how many must be starting at any moment to keep up, plus one ready
-for the next arrival; at most the version's ``warm`` cap. After ``idle_seconds`` without an
+for the next arrival; at most the version's ``warm`` cap. Under ``reuse`` a container comes back
+after each connection, so only the arrivals it cannot absorb ask for new ones. After ``idle_seconds`` without an
 arrival the pool empties, and the next connection takes the cold path. A container that dies
 while it waits is reaped. Each one holds an admission slot, taken only when free.
 """
@@ -33,11 +34,15 @@ START_SECONDS_WEIGHT = 0.2  # of the newest start, in the moving average
 MAX_BACKOFF_SECONDS = 30.0  # between warm starts of a version whose containers fail to start
 
 
-def warm_target(arrivals_per_second: float, start_seconds: float, cap: int) -> int:
-    """Containers to keep started or starting for this arrival rate; 0 when nothing arrives."""
+def warm_target(arrivals_per_second: float, start_seconds: float, cap: int, reuse: int = 1) -> int:
+    """Containers to keep started or starting for this arrival rate; 0 when nothing arrives.
+
+    Under ``reuse`` each container takes that many arrivals, coming back between them, so only
+    one arrival in ``reuse`` needs a new one.
+    """
     if cap <= 0 or arrivals_per_second <= 0:
         return 0
-    return min(cap, math.ceil(arrivals_per_second * start_seconds) + 1)
+    return min(cap, math.ceil(arrivals_per_second / reuse * start_seconds) + 1)
 
 
 class WarmPool:
@@ -124,7 +129,8 @@ class WarmPool:
         while self._arrivals and self._arrivals[0] < now - RATE_WINDOW_SECONDS:
             self._arrivals.popleft()
         rate = len(self._arrivals) / RATE_WINDOW_SECONDS
-        return warm_target(rate, self._start_seconds, self.version.limits.warm)
+        limits = self.version.limits
+        return warm_target(rate, self._start_seconds, limits.warm, limits.reuse)
 
     def refill(self) -> None:
         """Start containers until as many are ready or starting as the arrival rate asks for."""
