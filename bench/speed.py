@@ -26,6 +26,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.daemon import BenchDaemon, bench_parser, example_image
 from bench.deploy import report_deploys
@@ -77,6 +78,19 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
+def runc_spec_defaults(scratch: Path, rootfs: Path, args: list[str], env: list[str]) -> dict[str, Any]:
+    """What ``runc spec`` writes, adjusted only as far as a handler needs: no terminal, its
+    command, a read-only ``rootfs``, a network namespace of its own."""
+    subprocess.run(["runc", "spec", "--bundle", str(scratch)], check=True)
+    spec = json.loads((scratch / "config.json").read_text())
+    (scratch / "config.json").unlink()
+    spec["process"].update(terminal=False, args=args, env=env, cwd="/app")
+    spec["root"] = {"path": str(rootfs), "readonly": True}
+    if {"type": "network"} not in spec["linux"]["namespaces"]:
+        spec["linux"]["namespaces"].append({"type": "network"})
+    return spec
+
+
 class RawRuncServer:
     """The baseline: accept, write a runc-spec config.json, ``runc run``, hand the socket over.
 
@@ -86,14 +100,7 @@ class RawRuncServer:
     def __init__(self, rootfs: Path, args: list[str], env: list[str], workdir: Path) -> None:
         self._workdir = workdir
         self._runc_root = workdir / "runc"
-        subprocess.run(["runc", "spec", "--bundle", str(workdir)], check=True)
-        spec = json.loads((workdir / "config.json").read_text())
-        (workdir / "config.json").unlink()
-        spec["process"].update(terminal=False, args=args, env=env, cwd="/app")
-        spec["root"] = {"path": str(rootfs), "readonly": True}
-        if {"type": "network"} not in spec["linux"]["namespaces"]:
-            spec["linux"]["namespaces"].append({"type": "network"})
-        self._spec = spec
+        self._spec = runc_spec_defaults(workdir, rootfs, args, env)
         self._log = open(workdir / "containers.log", "ab")  # noqa: SIM115 - lives as long as the server
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
