@@ -222,9 +222,9 @@ class LayerIndex:
         layers = self._mapping()
         return layers[name] if name in layers else digest_from_name(name)
 
-    def diff_ids(self) -> set[str]:
-        """Every diff_id the metadata seen so far names."""
-        return {diff_id for diff_id in self._mapping().values() if diff_id is not None}
+    def names_layer(self, name: str) -> bool:
+        """Whether the metadata seen so far names member ``name`` as a layer."""
+        return clean_name(name) in self._mapping()
 
     def _mapping(self) -> dict[str, str | None]:
         if self._layers is None:
@@ -360,7 +360,7 @@ class LayerStripper:
         elif info.type in (tarfile.REGTYPE, tarfile.AREGTYPE) and info.size >= MIN_LEFT_OUT:
             diff_id = self.index.diff_id(info.name)
             if diff_id is not None and self._held(diff_id):
-                self._dropping = True
+                self._dropping, self._metadata = True, None
                 self._count_left_out(info)
                 yield self._out(omitted_marker(info.name, diff_id))
                 return
