@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from faas_cli.client import file_blocks
+from faas_cli.client import UPLOAD_BLOCK_BYTES, file_blocks
 from faasd.images.thin import (
     MIN_LEFT_OUT,
     LayerIndex,
@@ -91,21 +91,30 @@ def file_upload(file: io.BufferedReader, client: LayerLookup) -> Upload:
     A file that is no plain tar (compressed, say) is sent as it is, for faasd to read.
     """
     start = file.tell()
+    end = os.fstat(file.fileno()).st_size
     index = LayerIndex()
     try:
-        metadata, layers = _scan(file, index)
+        metadata, large = _scan(file, index)
     except tarfile.TarError:
         file.seek(start)
-        return Upload(file_blocks(file), os.fstat(file.fileno()).st_size - start, LeftOut())
+        return Upload(file_blocks(file), end - start, LeftOut())
+    first = {info.offset for info in metadata}
+    named = {
+        info.offset: (info, diff_id)
+        for info in large
+        if info.offset not in first and (diff_id := index.diff_id(info.name)) is not None
+    }
     held = HeldLayers(client)
-    named = {info.name: diff_id for info in layers if (diff_id := index.diff_id(info.name)) is not None}
-    held.ask(named.values())
-    stripper = LayerStripper(held, index, skip={info.offset - start for info in metadata})
-    size = os.fstat(file.fileno()).st_size - start
-    for info in layers:
-        if info.name in named and held(named[info.name]):
-            size += len(omitted_marker(info.name, named[info.name])) - _span(info)
-    return Upload(_metadata_first(file, start, metadata, stripper), size, stripper.left_out)
+    held.ask(diff_id for _, diff_id in named.values())
+    left_out = LeftOut()
+    cuts = [(info.offset, _span(info), b"") for info in metadata]  # sent first instead
+    for info, diff_id in named.values():
+        if held(diff_id):
+            cuts.append((info.offset, _span(info), omitted_marker(info.name, diff_id)))
+            left_out.layers += 1
+            left_out.bytes += info.size
+    size = end - start + sum(len(marker) - span for _, span, marker in cuts) + sum(_span(i) for i in metadata)
+    return Upload(_spliced(file, start, metadata, sorted(cuts)), size, left_out)
 
 
 def _scan(file: io.BufferedReader, index: LayerIndex) -> tuple[list[tarfile.TarInfo], list[tarfile.TarInfo]]:
@@ -126,15 +135,28 @@ def _scan(file: io.BufferedReader, index: LayerIndex) -> tuple[list[tarfile.TarI
     return [info for info in small if not index.names_layer(info.name)], large
 
 
-def _metadata_first(
-    file: io.BufferedReader, start: int, metadata: list[tarfile.TarInfo], stripper: LayerStripper
+def _spliced(
+    file: io.BufferedReader, start: int, metadata: list[tarfile.TarInfo], cuts: list[tuple[int, int, bytes]]
 ) -> Iterator[bytes]:
-    """The metadata members as they are in the file, then the archive through ``stripper``."""
+    """The metadata members, then the file from ``start`` with each cut ``(offset, length, replacement)``
+    made: the bytes of the layers left out are never read."""
     for info in metadata:
-        file.seek(info.offset)
-        yield file.read(_span(info))
-    file.seek(start)
-    yield from _stripped(stripper, file_blocks(file))
+        yield from _file_range(file, info.offset, _span(info))
+    position = start
+    for offset, length, replacement in cuts:
+        yield from _file_range(file, position, offset - position)
+        if replacement:
+            yield replacement
+        position = offset + length
+    file.seek(position)
+    yield from file_blocks(file)
+
+
+def _file_range(file: io.BufferedReader, offset: int, length: int) -> Iterator[bytes]:
+    file.seek(offset)
+    while length > 0 and (block := file.read(min(length, UPLOAD_BLOCK_BYTES))):
+        length -= len(block)
+        yield block
 
 
 def _span(info: tarfile.TarInfo) -> int:

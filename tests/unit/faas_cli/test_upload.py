@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import os
+import re
 import socket
 import tarfile
 import threading
@@ -115,7 +116,12 @@ def answer_once(status: bytes, body: bytes) -> tuple[HttpEndpoint, threading.Thr
         with server:
             conn, _ = server.accept()
             with conn:
-                received.append(conn.recv(65536))
+                request = conn.recv(65536)
+                head, _, content = request.partition(b"\r\n\r\n")
+                length = re.search(rb"Content-Length: (\d+)", head)
+                while length and len(content) < int(length[1]):
+                    content += conn.recv(65536)
+                received.append(head + b"\r\n\r\n" + content)
                 conn.sendall(b"HTTP/1.1 %s\r\nContent-Length: %d\r\n\r\n%s" % (status, len(body), body))
 
     thread = threading.Thread(target=answer)
