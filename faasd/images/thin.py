@@ -113,6 +113,18 @@ class TarWalker:
         self._verbatim = False
 
     def feed(self, data: bytes) -> Iterator[Event]:
+        while data and not self._buffer and self._left > 0:  # within a member's data: passed on, not copied
+            piece, data = (data, b"") if len(data) <= self._left else (data[: self._left], data[self._left :])
+            self._offset += len(piece)
+            self._left -= len(piece)
+            yield Data(piece, last=self._left == 0)
+            if self._left == 0:
+                self._left = -1
+        if self._verbatim and not self._buffer:
+            self._offset += len(data)
+            if data:
+                yield Verbatim(data)
+            return
         self._buffer += data
         while self._buffer or self._left == 0:
             if self._verbatim:
@@ -176,7 +188,8 @@ class TarWalker:
         return None
 
     def _take(self, size: int) -> bytes:
-        taken = bytes(self._buffer[:size])
+        with memoryview(self._buffer) as view:
+            taken = bytes(view[:size])
         del self._buffer[:size]
         self._offset += size
         return taken
@@ -371,12 +384,13 @@ class LayerStripper:
     def _data(self, event: Data) -> Iterator[bytes | Rewind]:
         assert self._member is not None
         info = self._member.info
-        content = event.data[: max(0, info.size - self._seen)]  # the padding is no content
+        if self._metadata is not None or self._hash is not None:
+            content = memoryview(event.data)[: max(0, info.size - self._seen)]  # the padding is no content
+            if self._metadata is not None:
+                self._metadata += content
+            if self._hash is not None:
+                self._hash.update(content)
         self._seen += len(event.data)
-        if self._metadata is not None:
-            self._metadata += content
-        if self._hash is not None:
-            self._hash.update(content)
         if not self._dropping:
             yield self._out(event.data)
         if not event.last:
