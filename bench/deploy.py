@@ -2,9 +2,10 @@
 daemon's memory while importing.
 
 Two example images share the Debian + python3 base layer and differ in their app layer
-(handlers/hello and handlers/plain). The first deploy unpacks the base into the layer store;
-the second unpacks only its own app layer. The upload is streamed to disk and layers are
-unpacked as streams, so the daemon's peak RSS should stay flat however large the image is:
+(handlers/hello and handlers/plain). The first deploy sends and unpacks the base into the layer
+store; the second sends and unpacks only its own app layer (faas leaves out the layers faasd
+holds). The upload is streamed to disk and layers are unpacked as streams, so the daemon's peak
+RSS should stay flat however large the image is:
 
     sudo .venv/bin/python -m bench.deploy [--cache /var/cache/faasd-tests]
 """
@@ -34,6 +35,13 @@ def import_seconds(log: Path, function: str) -> float:
     return float(found[1])
 
 
+def upload_bytes(log: Path, function: str) -> int:
+    """How many bytes of ``function``'s upload reached the daemon (from its log)."""
+    found = re.search(rf"upload received function={function} bytes=([0-9]+)", log.read_text())
+    assert found is not None, f"no upload of {function} in {log}"
+    return int(found[1])
+
+
 def main() -> None:
     options = bench_parser(__doc__).parse_args()
     with example_image(options.cache) as first_image:
@@ -54,11 +62,13 @@ def report_deploys(first_image: Path, cache: Path, daemon_dir: Path) -> None:
         state_mb = disk_use_mb(daemon_dir / "state")
         layers_mb = disk_use_mb(daemon_dir / "state" / "layers")
     first_import, second_import = (import_seconds(daemon_dir / "faasd.log", f) for f in ("first", "second"))
+    first_upload, second_upload = (upload_bytes(daemon_dir / "faasd.log", f) for f in ("first", "second"))
     print(f"images: {size_mb:.0f} MB docker-save archive each, one base layer in common")
     print(
         f"deploy time (faas new, upload included): first {first:.2f} s, second {second:.2f} s "
         f"(ratio {second / first:.3f})"
     )
+    print(f"upload (bytes faasd received): first {first_upload / 1e6:.1f} MB, second {second_upload / 1e3:.1f} kB")
     print(
         f"import time (in the daemon, once uploaded): first {first_import:.3f} s, second {second_import:.3f} s "
         f"(ratio {second_import / first_import:.3f})"

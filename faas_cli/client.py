@@ -180,6 +180,17 @@ class Client:
         path = f"/v1/functions/{quote(name, safe='')}" + (f"?{query}" if query else "")
         return self._request("POST", path, body=tarball)
 
+    def held_layers(self, diff_ids: list[str]) -> set[str]:
+        """Which of the layers ``diff_ids`` faasd holds, so an upload may leave them out. A faasd
+        from before the lookup holds none, as far as a client can tell."""
+        body = json.dumps({"diff_ids": diff_ids}).encode()
+        try:
+            return set(self._request("POST", "/v1/layers/lookup", body=body)["held"])
+        except ApiError as exc:
+            if exc.status in (404, 405):
+                return set()
+            raise
+
     def list(self) -> list[dict[str, Any]]:
         return self._request("GET", "/v1/functions")["functions"]
 
@@ -218,22 +229,30 @@ class Client:
                 yield chunk
 
     def _request(
-        self, method: str, path: str, body: Iterable[bytes] | None = None, decode: Callable[[bytes], Any] = json.loads
+        self,
+        method: str,
+        path: str,
+        body: bytes | Iterable[bytes] | None = None,
+        decode: Callable[[bytes], Any] = json.loads,
     ) -> Any:
         with self._open(method, path, body) as response, self._connection_errors():
             return decode(response.read())
 
     @contextlib.contextmanager
-    def _open(self, method: str, path: str, body: Iterable[bytes] | None = None) -> Iterator[http.client.HTTPResponse]:
-        """Send one request; yield its response, or raise the typed error it stands for."""
+    def _open(
+        self, method: str, path: str, body: bytes | Iterable[bytes] | None = None
+    ) -> Iterator[http.client.HTTPResponse]:
+        """Send one request, a body of blocks chunked (one of bytes has its length); yield its
+        response, or raise the typed error it stands for."""
         conn = self.endpoint.connection()
-        headers = {"Transfer-Encoding": "chunked"} if body is not None else {}
+        chunked = body is not None and not isinstance(body, bytes)
+        headers = {"Transfer-Encoding": "chunked"} if chunked else {}
         if self.token is not None:
             headers["Authorization"] = f"Bearer {self.token}"
         try:
             with self._connection_errors():
                 try:
-                    conn.request(method, path, body=body, headers=headers, encode_chunked=body is not None)
+                    conn.request(method, path, body=body, headers=headers, encode_chunked=chunked)
                 except (BrokenPipeError, ConnectionResetError):
                     # The daemon refused the upload before reading all of it; its answer says why.
                     pass

@@ -11,7 +11,6 @@ import contextlib
 import io
 import json
 import os
-import stat
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -27,11 +26,11 @@ from faas_cli.client import (
     DaemonUnreachable,
     HttpEndpoint,
     UnixEndpoint,
-    file_blocks,
 )
 from faas_cli.engine import find_engine, saved_image
 from faas_cli.progress import Progress
 from faas_cli.stats import parse, render, to_json
+from faas_cli.upload import stream_upload, tarball_upload
 from faas_cli.versions import describe, rollback, versions
 
 EXIT_REFUSED = 1
@@ -240,8 +239,8 @@ def new(
     settings = {key: value for key, value in limits.items() if value is not None}
     with contextlib.ExitStack() as stack:
         if tarball is None and image is not None:
-            blocks: Iterable[bytes] = stack.enter_context(saved_image(find_engine(engine), image))
-            size, source = None, {"image": image}
+            upload = stream_upload(stack.enter_context(saved_image(find_engine(engine), image)), client)
+            source = {"image": image}
         else:
             tarball = tarball or click.get_binary_stream("stdin")
             if tarball.isatty():
@@ -249,20 +248,15 @@ def new(
                     "no image given: name one with -t IMAGE, pipe one in (docker save IMAGE | faas new NAME) "
                     "or use -f FILE"
                 )
-            blocks, size, source = file_blocks(tarball), remaining_bytes(tarball), {"tag": image}
+            upload, source = tarball_upload(tarball, client), {"tag": image}
+        blocks: Iterable[bytes] = upload.blocks
         if not quiet and sys.stderr.isatty():
-            blocks = Progress(click.get_text_stream("stderr"), size).track(blocks)
+            blocks = Progress(click.get_text_stream("stderr"), upload.size, upload.left_out).track(blocks)
         function = client.deploy(name, blocks, limits=settings, **source)
     if as_json:
         print_json(function)
     else:
         click.echo(f"Deployed {function['name']} at {function['ip']} (version {function['version']})")
-
-
-def remaining_bytes(file: io.BufferedReader) -> int | None:
-    """What is left to read of a regular file, for a progress bar; None for a pipe or terminal."""
-    info = os.fstat(file.fileno())
-    return info.st_size - file.tell() if stat.S_ISREG(info.st_mode) else None
 
 
 @main.command()

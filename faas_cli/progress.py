@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TextIO
 
+from faasd.images.thin import LeftOut
+
 BAR_WIDTH = 24
 # Redraws at most this often: a fast local upload would otherwise spend its time on the terminal.
 REDRAW_SECONDS = 0.1
@@ -33,18 +35,29 @@ def progress_line(sent: int, total: int | None, elapsed: float) -> str:
     return f"Uploading  {format_bytes(sent)}  {rate}"
 
 
-def summary_line(sent: int, elapsed: float) -> str:
-    """The line left on the terminal once the whole image is sent."""
+def summary_line(sent: int, elapsed: float, left_out: LeftOut | None = None) -> str:
+    """The line left on the terminal once the whole image is sent, with the layers faasd held."""
     rate = f"{format_bytes(sent / elapsed)}/s" if elapsed > 0 else "-"
-    return f"Uploaded {format_bytes(sent)} in {elapsed:.1f} s ({rate}), importing"
+    held = ""
+    if left_out is not None and left_out.layers:
+        layers = "layer" if left_out.layers == 1 else "layers"
+        held = f", {left_out.layers} {layers} faasd holds left out ({format_bytes(left_out.bytes)})"
+    return f"Uploaded {format_bytes(sent)} in {elapsed:.1f} s ({rate}){held}, importing"
 
 
 class Progress:
     """Counts the blocks of an upload as they pass and redraws one line on ``stream``."""
 
-    def __init__(self, stream: TextIO, total: int | None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        total: int | None,
+        left_out: LeftOut | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._stream = stream
         self._total = total
+        self._left_out = left_out
         self._clock = clock
         self._shown = 0  # the length of the line on screen, to blank what a shorter one leaves
 
@@ -60,7 +73,7 @@ class Progress:
                 if now - last_draw >= REDRAW_SECONDS:
                     self._draw(progress_line(sent, self._total, now - start))
                     last_draw = now
-            self._draw(summary_line(sent, self._clock() - start))
+            self._draw(summary_line(sent, self._clock() - start, self._left_out))
         finally:
             if self._shown:
                 self._stream.write("\n")

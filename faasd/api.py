@@ -9,6 +9,7 @@
     POST   /v1/functions/{name}/rollback[?version=N]
     PUT    /v1/functions/{name}/versions/{version}/address   idempotent: the version's own address
     GET    /v1/functions/{name}/logs[?tail=N&since=S&follow=1]   -> text lines, chunked
+    POST   /v1/layers/lookup                      body {"diff_ids": [...]} -> {"held": [...]}: read-only
     GET    /healthz
     GET    /metrics                               Prometheus exposition
 
@@ -54,7 +55,9 @@ from faasd.errors import (
     Unauthorized,
 )
 from faasd.functions import Functions
-from faasd.images.archive import check_reference
+from faasd.images.archive import DIGEST, check_reference
+from faasd.images.layers import LayerStore
+from faasd.images.upload import UploadWriter
 from faasd.limits import PARAMETERS as LIMIT_PARAMETERS
 from faasd.logs import Logs, parse_query, read_log
 from faasd.registry import Function, Version, validate_name
@@ -64,6 +67,10 @@ log = logging.getLogger(__name__)
 CONFIG = web.AppKey("config", Config)
 FUNCTIONS = web.AppKey("functions", Functions)
 LOGS = web.AppKey("logs", Logs)
+LAYERS = web.AppKey("layers", LayerStore)
+# A lookup names the layers of one image: Docker caps an image at 127, overlayfs at about 500.
+MAX_LOOKUP_DIFF_IDS = 1000
+MAX_LOOKUP_BYTES = 128 << 10
 UPLOAD_CHUNK_BYTES = 1 << 20
 SOCKET_MODE = 0o660
 # Members of this group may use the unix socket without sudo, like docker's "docker" group.
@@ -194,8 +201,9 @@ def single_header(request: web.Request, name: str) -> str | None:
     return values[0] if values else None
 
 
-async def receive_upload(request: web.Request) -> Path:
-    """Stream the request body to a file under the state dir; memory stays flat."""
+async def receive_upload(request: web.Request, function: str) -> Path:
+    """Stream the request body to a file under the state dir, less the layers the store holds;
+    memory stays flat."""
     config = request.app[CONFIG]
     if request.content_length is not None and request.content_length > config.max_upload_bytes:
         raise ImageTooLarge(
@@ -203,16 +211,25 @@ async def receive_upload(request: web.Request) -> Path:
         )
     fd, name = tempfile.mkstemp(dir=config.uploads_dir, suffix=".tar")
     path = Path(name)
-    size = 0
     try:
         with os.fdopen(fd, "wb") as out:
+            upload = UploadWriter(out, request.app[LAYERS])
             async for chunk in request.content.iter_chunked(UPLOAD_CHUNK_BYTES):
-                size += len(chunk)
-                if size > config.max_upload_bytes:
+                if upload.received + len(chunk) > config.max_upload_bytes:
                     raise ImageTooLarge(f"the upload is over the {config.max_upload_bytes} byte limit")
-                await asyncio.to_thread(out.write, chunk)
-        if size == 0:
+                await asyncio.to_thread(upload.write, chunk)
+            summary = await asyncio.to_thread(upload.finish)
+        if summary.received == 0:
             raise InvalidImage("the request has no body: send the image tarball (docker save IMAGE | faas new NAME)")
+        log.info(
+            "upload received function=%s bytes=%d written=%d layers_left_out=%d layers_skipped=%d skipped_bytes=%d",
+            function,
+            summary.received,
+            summary.written,
+            summary.markers,
+            summary.skipped,
+            summary.skipped_bytes,
+        )
         return path
     except OSError as exc:
         path.unlink(missing_ok=True)
@@ -227,7 +244,7 @@ async def deploy(request: web.Request, name: str, params: dict[str, str]) -> Fun
     tag = reference_param(params, "tag")
     image = reference_param(params, "image") or tag or name
     limits = request.app[CONFIG].limits.with_overrides(params)
-    upload = await receive_upload(request)
+    upload = await receive_upload(request, name)
     try:
         return await request.app[FUNCTIONS].deploy(name, upload, image=image, tag=tag, limits=limits)
     finally:
@@ -238,6 +255,30 @@ async def post_function(request: web.Request) -> web.Response:
     name = function_name(request)
     function = await deploy(request, name, query_params(request, DEPLOY_PARAMS))
     return web.json_response(function_json(function), status=201)
+
+
+async def lookup_layers(request: web.Request) -> web.Response:
+    """Which of the layers named (by diff_id) the store holds: what faas may leave out of an upload.
+
+    Read-only, and no promise: a layer may be freed before the upload that leaves it out arrives,
+    and that import is then refused (409) with what to do.
+    """
+    query_params(request)
+    if request.content_length is None or request.content_length > MAX_LOOKUP_BYTES:
+        raise InvalidRequest(f"send the diff_ids as a JSON body of at most {MAX_LOOKUP_BYTES} bytes, with its length")
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise InvalidRequest(f"the body is not JSON: {exc}") from exc
+    diff_ids = body.get("diff_ids") if isinstance(body, dict) else None
+    if not isinstance(diff_ids, list) or len(diff_ids) > MAX_LOOKUP_DIFF_IDS:
+        raise InvalidRequest(f'send {{"diff_ids": [...]}} with at most {MAX_LOOKUP_DIFF_IDS} diff_ids')
+    for diff_id in diff_ids:
+        if not isinstance(diff_id, str) or not DIGEST.fullmatch(diff_id):
+            raise InvalidRequest(f"{shown(str(diff_id))} is not a diff_id: sha256:<64 hex digits> expected")
+    layers = request.app[LAYERS]
+    held = await asyncio.to_thread(lambda: [diff_id for diff_id in diff_ids if layers.holds(diff_id)])
+    return web.json_response({"held": held})
 
 
 async def list_functions(request: web.Request) -> web.Response:
@@ -345,13 +386,16 @@ async def legacy_list(request: web.Request) -> web.Response:
     return web.json_response([{"name": f.name, "ip": str(f.ip)} for f in request.app[FUNCTIONS].list()])
 
 
-def make_app(config: Config, functions: Functions, logs: Logs, token: str | None = None) -> web.Application:
+def make_app(
+    config: Config, functions: Functions, logs: Logs, layers: LayerStore, token: str | None = None
+) -> web.Application:
     """The API; with ``token``, every request must carry it (the TCP listener's app)."""
     middlewares = [errors_as_json] if token is None else [errors_as_json, require_token(token)]
     app = web.Application(middlewares=middlewares)
     app[CONFIG] = config
     app[FUNCTIONS] = functions
     app[LOGS] = logs
+    app[LAYERS] = layers
     app.on_shutdown.append(end_follows)
     app.add_routes(
         [
@@ -363,6 +407,7 @@ def make_app(config: Config, functions: Functions, logs: Logs, token: str | None
             web.get("/v1/functions/{name}/versions", get_versions),
             web.post("/v1/functions/{name}/rollback", post_rollback),
             web.put("/v1/functions/{name}/versions/{version}/address", put_version_address),
+            web.post("/v1/layers/lookup", lookup_layers),
             web.get("/healthz", healthz),
             web.get("/metrics", get_metrics),
             web.post("/api/new", legacy_new),
@@ -415,7 +460,9 @@ async def running(app: web.Application, make_site: Callable[[web.AppRunner], web
 
 
 @contextlib.asynccontextmanager
-async def serve_api(config: Config, functions: Functions, logs: Logs, token: str | None) -> AsyncIterator[None]:
+async def serve_api(
+    config: Config, functions: Functions, logs: Logs, layers: LayerStore, token: str | None
+) -> AsyncIterator[None]:
     """Serve the API on the unix socket, and on TCP with ``token`` when ``config.listen`` is set.
 
     Two apps, not one app that asks each request where it came from: the TCP app cannot
@@ -428,11 +475,11 @@ async def serve_api(config: Config, functions: Functions, logs: Logs, token: str
     try:
         async with contextlib.AsyncExitStack() as stack:
             unix_site = functools.partial(web.SockSite, sock=sock)
-            await stack.enter_async_context(running(make_app(config, functions, logs), unix_site))
+            await stack.enter_async_context(running(make_app(config, functions, logs, layers), unix_site))
             log.info("api listening socket=%s mode=%04o gid=%d", config.socket_path, SOCKET_MODE, gid)
             if (address := config.listen) is not None:
                 tcp_site = functools.partial(web.TCPSite, host=str(address.host), port=address.port)
-                await stack.enter_async_context(running(make_app(config, functions, logs, token), tcp_site))
+                await stack.enter_async_context(running(make_app(config, functions, logs, layers, token), tcp_site))
                 log.info("api listening tcp=%s token_file=%s", address, config.token_path)
                 if warning := exposure_warning(address):
                     log.warning("%s", warning)

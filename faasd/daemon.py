@@ -25,6 +25,7 @@ from faasd.dispatch import Dispatcher
 from faasd.errors import FaasError, RuncError
 from faasd.functions import Functions
 from faasd.gateway import Gateway
+from faasd.images.layers import LayerStore
 from faasd.images.store import ImageStore
 from faasd.images.unpack import UnpackLimits
 from faasd.logs import Logs
@@ -137,11 +138,13 @@ def api_token(config: Config) -> str | None:
         raise StartupError(str(exc)) from exc
 
 
-async def open_api(stack: contextlib.AsyncExitStack, config: Config, functions: Functions, logs: Logs) -> None:
+async def open_api(
+    stack: contextlib.AsyncExitStack, config: Config, functions: Functions, logs: Logs, layers: LayerStore
+) -> None:
     """Serve the control API until ``stack`` closes; an address that cannot be bound stops the start."""
     token = api_token(config)
     try:
-        await stack.enter_async_context(serve_api(config, functions, logs, token))
+        await stack.enter_async_context(serve_api(config, functions, logs, layers, token))
     except OSError as exc:
         raise StartupError(
             f"cannot serve the control API: {exc}: free the address or change --socket / --listen"
@@ -201,7 +204,7 @@ async def serve(config: Config) -> None:
             loop.add_signal_handler(signum, on_signal, signum)
         try:
             async with contextlib.AsyncExitStack() as stack:
-                await open_api(stack, config, functions, logs)
+                await open_api(stack, config, functions, logs, store.layers)
                 await open_gateway(stack, config, functions)
                 log.info(
                     "ready socket=%s tcp=%s gateway=%s ip_range=%s functions=%d",

@@ -88,6 +88,9 @@ DOCKER_REFERENCE = re.compile(
 _OCI_COMPONENT = r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"
 OCI_REF_NAME = re.compile(rf"{_OCI_COMPONENT}(?:/{_OCI_COMPONENT})*")
 MAX_REFERENCE = 255 + 1 + 128  # a name of at most 255 characters, ":", a tag of at most 128
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+# The PAX record of a member that stands for a layer left out of the upload (see faasd.images.thin).
+OMITTED_LAYER = "FAASD.omitted-layer"
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,7 @@ class _Layer:
     member: str
     blob_digest: str | None  # the digest of the blob as stored (OCI, and Docker >= 25 names)
     diff_id: str | None  # the digest of the uncompressed tar, from the image config
+    omitted: bool = False  # left out of the upload as a layer faasd holds
 
 
 DECOMPRESSION_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
@@ -329,15 +333,21 @@ class ImageArchive:
                 return
             if count > MAX_MEMBERS:
                 raise InvalidImage(f"the archive has more than {MAX_MEMBERS} members: it is no image")
-            name = _clean(member.name)
+            name = clean_name(member.name)
             earlier = self._members.get(name)
             if earlier is not None and not (earlier.isdir() and member.isdir()):
                 raise InvalidImage(f"the archive has two members named {member.name!r}: which one is meant?")
+            if OMITTED_LAYER in member.pax_headers:
+                _check_omitted(member)
             self._members[name] = member
 
     @property
     def layer_count(self) -> int:
         return len(self._layers)
+
+    def omitted(self, number: int) -> bool:
+        """Whether layer ``number`` (from 1) was left out of the upload as one faasd holds."""
+        return self._layers[number - 1].omitted
 
     def diff_id(self, number: int) -> str | None:
         """Layer ``number``'s diff_id ("sha256:<hex>", counted from 1): as the image config states
@@ -361,6 +371,7 @@ class ImageArchive:
         store already holds it, verified against the same diff_id when it was first unpacked.
         """
         ref = self._layers[number - 1]
+        assert not ref.omitted, "a layer left out of the upload is taken from the layer store"
         context = f"layer {number} ({_abbreviate(ref.member)})"
         stored = self._open_member(ref.member)
         head = stored.peek(4)[:4]  # type: ignore[attr-defined]  # ExFileObject is a BufferedReader
@@ -405,9 +416,7 @@ class ImageArchive:
         config_bytes = self._read_member(config_name)
         self.digest = f"sha256:{_sha256(config_bytes)}"
         # Docker >= 25 names layers blobs/sha256/<hex>: such a name is a digest to check too.
-        self._set_config(
-            _parse_json(config_bytes, config_name), [(layer, _digest_from_name(layer)) for layer in layers]
-        )
+        self._set_config(_parse_json(config_bytes, config_name), [(layer, digest_from_name(layer)) for layer in layers])
 
     # -- OCI image layout: oci-layout, index.json, blobs/sha256/<hex> --
 
@@ -485,9 +494,15 @@ class ImageArchive:
             if len(diff_ids) != len(layers):
                 raise InvalidImage(f"the image config lists {len(diff_ids)} diff_ids for {len(layers)} layers")
         for number, (member, blob_digest) in enumerate(layers, start=1):
-            self._resolve(member)  # fail now, before anything is unpacked, if a layer is missing
+            found = self._resolve(member)  # fail now, before anything is unpacked, if a layer is missing
             diff_id = diff_ids[number - 1] if diff_ids is not None else None
-            self._layers.append(_Layer(member, blob_digest, diff_id))
+            omitted = found.pax_headers.get(OMITTED_LAYER)
+            if omitted is not None and omitted != diff_id:
+                raise InvalidImage(
+                    f"layer {number} ({_abbreviate(member)}) was left out of the upload as {omitted}, but the image "
+                    f"config gives its diff_id as {diff_id}: send the whole archive"
+                )
+            self._layers.append(_Layer(member, blob_digest, diff_id, omitted is not None))
 
     def _resolve(self, name: str) -> tarfile.TarInfo:
         """The regular member ``name`` stands for, following links between members.
@@ -495,7 +510,7 @@ class ImageArchive:
         podman's docker-archive stores a layer used twice once and links the second name to it.
         tarfile would follow such links too, but without a bound on chains and loops.
         """
-        member = self._members.get(_clean(name))
+        member = self._members.get(clean_name(name))
         if member is None:
             raise InvalidImage(f"the archive has no member {name!r}, which its manifest names")
         for _ in range(MAX_LINK_HOPS):
@@ -507,7 +522,7 @@ class ImageArchive:
                 target = member.linkname
             else:
                 raise InvalidImage(f"the archive member {name!r} is not a file")
-            found = self._members.get(_clean(target))
+            found = self._members.get(clean_name(target))
             if found is None:
                 raise InvalidImage(f"the archive member {name!r} links to {target!r}, which is missing")
             member = found
@@ -520,6 +535,8 @@ class ImageArchive:
         return stream
 
     def _read_member(self, name: str) -> bytes:
+        if OMITTED_LAYER in self._resolve(name).pax_headers:
+            raise InvalidImage(f"the archive member {name!r} was left out of the upload, but only layers may be")
         with self._open_member(name) as stream:
             return stream.read()
 
@@ -533,7 +550,17 @@ def check_reference(value: str, what: str = "tag") -> None:
         )
 
 
-def _clean(name: str) -> str:
+def _check_omitted(member: tarfile.TarInfo) -> None:
+    """A member that stands for a layer left out: empty, regular, and naming a diff_id."""
+    value = member.pax_headers[OMITTED_LAYER]
+    if not (member.isreg() and member.size == 0 and DIGEST.fullmatch(value)):
+        raise InvalidImage(
+            f"the archive member {member.name!r} claims to be a layer left out of the upload, but is not an empty "
+            f"file naming a diff_id (sha256:<64 hex digits>): send the whole archive"
+        )
+
+
+def clean_name(name: str) -> str:
     """A member name as a lookup key: "./a//b" and "a/b" are the same member."""
     return posixpath.normpath(name.lstrip("/"))
 
@@ -548,14 +575,19 @@ def _parse_json(data: bytes, what: str) -> Any:
 def _blob_member(descriptor: dict[str, Any]) -> str:
     """Where image-layout.md puts a blob; the digest is checked for shape before it names anything."""
     digest = str(descriptor.get("digest"))
-    algorithm, _, hex_digest = digest.partition(":")
-    if algorithm != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", hex_digest):
+    if not DIGEST.fullmatch(digest):
         raise InvalidImage(f"unsupported or malformed digest {digest!r} (sha256 expected)")
-    return f"blobs/sha256/{hex_digest}"
+    return blob_member(digest)
 
 
-def _digest_from_name(member: str) -> str | None:
-    directory, _, name = _clean(member).rpartition("/")
+def blob_member(digest: str) -> str:
+    """The member image-layout.md names for the blob ``digest`` ("sha256:<hex>", checked by the caller)."""
+    return f"blobs/{digest.replace(':', '/', 1)}"
+
+
+def digest_from_name(member: str) -> str | None:
+    """The digest a ``blobs/sha256/<hex>`` name gives its blob; None for other names."""
+    directory, _, name = clean_name(member).rpartition("/")
     return f"sha256:{name}" if directory == "blobs/sha256" and re.fullmatch(r"[0-9a-f]{64}", name) else None
 
 

@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from faasd.errors import FaasError, InvalidImage
+from faasd.errors import Conflict, FaasError, InvalidImage
 from faasd.images.archive import ImageArchive
 from faasd.images.unpack import Budget, apply_layer
 
@@ -94,6 +94,10 @@ class LayerStore:
             shutil.rmtree(path, ignore_errors=True)
         return doomed
 
+    def holds(self, diff_id: str) -> bool:
+        """Whether the store holds the layer ``diff_id`` (a malformed one it cannot hold)."""
+        return DIFF_ID.fullmatch(diff_id) is not None and self.path(diff_id).is_dir()
+
     def _hold(self, diff_id: str) -> bool:
         """Keep ``diff_id`` from being collected; whether the store holds it already."""
         path = self.path(diff_id)
@@ -145,11 +149,22 @@ class LayerSession:
         self.unpacked = 0
 
     def import_layers(self, archive: ImageArchive, budget: Budget) -> list[str]:
-        """Every layer of ``archive`` in the store, bottom first: their diff_ids. Blocking."""
+        """Every layer of ``archive`` in the store, bottom first: their diff_ids. Blocking.
+
+        The layers left out of the upload are held first: if one is gone (removed since faas
+        asked), nothing is unpacked.
+        """
+        for number in range(1, archive.layer_count + 1):
+            diff_id = archive.diff_id(number)
+            if archive.omitted(number) and not self._hold(str(diff_id)):  # the archive checked it is one
+                raise Conflict(
+                    f"layer {number} ({diff_id}) was left out of the upload as one faasd holds, but faasd no "
+                    "longer holds it (a removal freed it meanwhile): deploy again, and faas sends it"
+                )
         diff_ids = []
         for number in range(1, archive.layer_count + 1):
             diff_id = archive.diff_id(number)
-            if diff_id is not None and self._hold(diff_id):
+            if archive.omitted(number) or (diff_id is not None and self._hold(diff_id)):
                 self.reused += 1
                 log.debug("layer reused diff_id=%s", diff_id)
             else:

@@ -1,9 +1,12 @@
 """The layer store under the real daemon: functions on one base share its layer, removals free
-what no version lists, a restart mounts every rootfs again, and whiteouts hold in what runs."""
+what no version lists, a restart mounts every rootfs again, whiteouts hold in what runs, and an
+upload leaves out (or faasd does not write) the layers faasd holds."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import signal
 import tarfile
 from collections.abc import Callable
@@ -11,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from faas_cli.client import Client, UnixEndpoint, UnixHTTPConnection
+from faas_cli.upload import file_upload
 from faasd.images.overlay import mounts_below
 from tests.integration.conftest import Daemon, daemon_range, eventually, http_get
-from tests.unit.images.layers import Entry, layer_bytes
-from tools.build_image import DEFAULT_PATH, write_docker_archive
+from tests.unit.images.layers import Entry, layer_bytes, write_blobs_first_archive
+from tools.build_image import DEFAULT_PATH, write_docker_archive, write_oci_archive
 
 # The handler answers with the function's name and what /etc holds, as its container sees it.
 REPORT = 'exec /bin/hello "$(cat /app/name) etc:$(ls /etc | tr "\\n" " ")"'
@@ -84,3 +89,92 @@ def test_a_restart_mounts_every_version_again(
     assert len(mounts_below(daemon.state_dir)) == 2, "both versions, the older one kept for rollback too"
     assert eventually(lambda: http_get(ip)[0] == 200)
     assert b"motd" in http_get(ip)[1]
+
+
+def uploads(daemon: Daemon, function: str) -> list[dict[str, int]]:
+    """What the daemon logged of each upload to ``function``: bytes received, written, layers left out."""
+    pattern = rf"upload received function={function} (.*)"
+    found = [re.search(pattern, line) for line in daemon.log.read_text().splitlines()]
+    return [{k: int(v) for k, v in (f.split("=") for f in m[1].split())} for m in found if m]
+
+
+def image_in(layout: str, base: Path, name: str) -> Path:
+    """``app_image``'s image, written in ``layout``: docker save before Docker 25, OCI (gzip
+    layers, metadata first, as tools/build_image.py and podman write it), or Docker >= 25's."""
+    if layout == "legacy":
+        return app_image(base, name)
+    layer = base.parent / f"{name}.layer.tar"
+    layer.write_bytes(layer_bytes([("app", "dir", ""), ("app/name", "file", name)]))
+    out = base.parent / f"{name}.{layout}.tar"
+    config = {"config": {"Cmd": ["/bin/sh", "-c", REPORT], "Env": [DEFAULT_PATH]}}
+    writer = write_oci_archive if layout == "oci" else write_blobs_first_archive
+    writer(out, [base, layer], config, f"{name}:1")
+    return out
+
+
+@pytest.mark.parametrize("layout", ["legacy", "oci", "blobs-first"])
+def test_a_second_image_on_a_known_base_sends_only_its_own_layer(
+    make_daemon: Callable[..., Daemon], base_layer: Path, layout: str
+) -> None:
+    daemon = make_daemon(daemon_range(32 + ["legacy", "oci", "blobs-first"].index(layout)))
+    daemon.deploy("first", image_in(layout, base_layer, "first"))
+    [first] = uploads(daemon, "first")
+    base_size = first["bytes"]  # the base is nearly all of it
+    assert first["layers_left_out"] == first["layers_skipped"] == 0 and first["written"] == base_size
+
+    from_file = image_in(layout, base_layer, "second")
+    ip = daemon.deploy("second", from_file)
+    [upload] = uploads(daemon, "second")
+    assert upload["bytes"] < base_size / 10 and upload["layers_left_out"] == 1, upload
+    assert (upload["written"], upload["layers_skipped"]) == (upload["bytes"], 0)
+    status, body = http_get(ip)
+    assert (status, body.split(b" etc:")[0]) == (200, b"second")
+    assert b"passwd" in body, "the base's files come from the stored layer"
+
+    piped = daemon.faas("new", "third", input=image_in(layout, base_layer, "third").read_bytes())
+    assert piped.returncode == 0, piped.stderr
+    [upload] = uploads(daemon, "third")
+    if layout == "legacy":  # <id>/layer.tar comes before manifest.json: sent whole, not written
+        assert upload["bytes"] == base_size and upload["layers_left_out"] == 0, upload
+        assert upload["layers_skipped"] == 1 and upload["written"] < base_size / 10, upload
+    else:
+        assert upload["bytes"] < base_size / 10 and upload["layers_left_out"] == 1, upload
+    assert http_get(daemon.faas("ip", "third").stdout.strip())[1].startswith(b"third etc:")
+    assert list((daemon.state_dir / "uploads").iterdir()) == []
+
+
+def test_an_upload_that_sends_every_layer_is_not_written_whole(
+    make_daemon: Callable[..., Daemon], base_layer: Path
+) -> None:
+    """An older faas, or curl, sends the whole archive: the layers faasd holds are not written."""
+    daemon = make_daemon(daemon_range(35))
+    daemon.deploy("first", image_in("blobs-first", base_layer, "first"))
+    image = image_in("blobs-first", base_layer, "second").read_bytes()
+    conn = UnixHTTPConnection(daemon.socket)
+    conn.request("POST", "/v1/functions/second", body=image)
+    response = conn.getresponse()
+    assert response.status == 201, response.read()
+    [upload] = uploads(daemon, "second")
+    assert upload["bytes"] == len(image) and upload["layers_skipped"] == 1, upload
+    assert upload["written"] < base_layer.stat().st_size / 10, upload
+    assert http_get(json.loads(response.read())["ip"])[1].startswith(b"second etc:")
+
+
+def test_a_layer_left_out_but_freed_before_the_import_is_refused_and_leaves_nothing(
+    make_daemon: Callable[..., Daemon], base_layer: Path
+) -> None:
+    daemon = make_daemon(daemon_range(36))
+    daemon.deploy("first", image_in("blobs-first", base_layer, "first"))
+    image = image_in("blobs-first", base_layer, "second")
+    base_diff_id = "sha256:" + hashlib.sha256(base_layer.read_bytes()).hexdigest()
+    client = Client(UnixEndpoint(daemon.socket))
+    assert client.held_layers([base_diff_id]) == {base_diff_id}
+    with open(image, "rb") as file:
+        upload = file_upload(file, client)  # asks now: faasd holds the base
+        assert daemon.faas("rm", "first").returncode == 0  # and frees it before the upload
+        result = daemon.faas("new", "second", "-f", "-", input=b"".join(upload.blocks))
+    assert result.returncode == 1
+    assert "faasd no longer holds it" in result.stderr and "deploy again" in result.stderr
+    assert layer_count(daemon) == 0 and list((daemon.state_dir / "uploads").iterdir()) == []
+    assert "second" not in daemon.faas("list").stdout
+    assert daemon.faas("new", "second", "-f", str(image)).returncode == 0, "deploying again sends it"

@@ -48,9 +48,13 @@ async def logs(config: Config) -> AsyncIterator[Logs]:
 
 
 @pytest.fixture
-def functions(config: Config, logs: Logs) -> Functions:
+def store(config: Config) -> ImageStore:
+    return ImageStore(config.images_dir, UnpackLimits(max_bytes=1 << 20, max_entries=1000), id_base=config.userns_base)
+
+
+@pytest.fixture
+def functions(config: Config, logs: Logs, store: ImageStore) -> Functions:
     """The real ``Functions``; a request that gets past the checks would touch its registry and store."""
-    store = ImageStore(config.images_dir, UnpackLimits(max_bytes=1 << 20, max_entries=1000), id_base=config.userns_base)
     registry = Registry(config.database_path, config.ip_range)
     dispatcher = Dispatcher(config, Runc("runc", config.runc_root), store)
     yield Functions(config, registry, store, Aliases(), dispatcher, Admission(config.admission), logs)
@@ -63,16 +67,18 @@ def state(config: Config, functions: Functions) -> tuple[list[str], list[Path], 
 
 
 @pytest.fixture
-async def unix_api(config: Config, functions: Functions, logs: Logs) -> AsyncIterator[TestClient]:
+async def unix_api(config: Config, functions: Functions, logs: Logs, store: ImageStore) -> AsyncIterator[TestClient]:
     """The app the unix socket serves (no token), here on 127.0.0.1 for the test client."""
-    async with TestClient(TestServer(make_app(config, functions, logs), host="127.0.0.1")) as client:
+    async with TestClient(TestServer(make_app(config, functions, logs, store.layers), host="127.0.0.1")) as client:
         yield client
 
 
 @pytest.fixture
-async def tcp_api(config: Config, functions: Functions, logs: Logs) -> AsyncIterator[TestClient]:
+async def tcp_api(config: Config, functions: Functions, logs: Logs, store: ImageStore) -> AsyncIterator[TestClient]:
     """The app the TCP listener serves: every request needs ``TOKEN``."""
-    async with TestClient(TestServer(make_app(config, functions, logs, TOKEN), host="127.0.0.1")) as client:
+    async with TestClient(
+        TestServer(make_app(config, functions, logs, store.layers, TOKEN), host="127.0.0.1")
+    ) as client:
         yield client
 
 
@@ -110,6 +116,7 @@ async def test_every_route_of_the_tcp_app_needs_the_token(tcp_api: TestClient) -
         ("POST", "/api/new"),
         ("GET", "/api/ip/hello"),
         ("GET", "/api/list"),
+        ("POST", "/v1/layers/lookup"),
         ("GET", "/no/such/route"),
     ]:
         response = await tcp_api.request(method, path)

@@ -55,7 +55,7 @@ async def api(config: Config, registry: Registry) -> AsyncIterator[TestClient]:
     logs = Logs(config.logs_dir, config.logs)
     dispatcher = Dispatcher(config, Runc("runc", config.runc_root), store)
     functions = Functions(config, registry, store, Aliases(), dispatcher, Admission(config.admission), logs)
-    async with TestClient(TestServer(make_app(config, functions, logs), host="127.0.0.1")) as client:
+    async with TestClient(TestServer(make_app(config, functions, logs, store.layers), host="127.0.0.1")) as client:
         yield client
     await logs.close()
 

@@ -38,7 +38,7 @@ class Clock:
 def test_the_line_is_redrawn_in_place_and_ends_with_a_summary() -> None:
     out, clock = io.StringIO(), Clock()
     blocks = []
-    for block in Progress(out, None, clock).track([b"a" * 1_000_000, b"b" * 1_000_000, b"c" * 500_000]):
+    for block in Progress(out, None, clock=clock).track([b"a" * 1_000_000, b"b" * 1_000_000, b"c" * 500_000]):
         blocks.append(block)
         clock.now += 0.25  # each block takes a quarter second to send
     assert b"".join(blocks) == b"a" * 1_000_000 + b"b" * 1_000_000 + b"c" * 500_000
@@ -54,7 +54,7 @@ def test_the_line_is_redrawn_in_place_and_ends_with_a_summary() -> None:
 
 def test_redraws_are_rate_limited() -> None:
     out, clock = io.StringIO(), Clock()
-    for _ in Progress(out, 1000, clock).track([b"x"] * 1000):
+    for _ in Progress(out, 1000, clock=clock).track([b"x"] * 1000):
         clock.now += 0.001
     assert out.getvalue().count("\r") == 10 + 1  # every 0.1 s for one second, and the summary
 
@@ -67,14 +67,14 @@ def test_a_failed_upload_leaves_the_line_where_it_stopped() -> None:
 
     out, clock = io.StringIO(), Clock()
     with pytest.raises(OSError):
-        for _ in Progress(out, None, clock).track(failing()):
+        for _ in Progress(out, None, clock=clock).track(failing()):
             clock.now += 1
     assert out.getvalue() == "\rUploading  2.0 kB  2.0 kB/s\rUploading  4.0 kB  2.0 kB/s\n"
 
 
 def test_nothing_is_written_when_nothing_was_drawn() -> None:
     out = io.StringIO()
-    tracked = Progress(out, None, Clock()).track([b"x"])
+    tracked = Progress(out, None, clock=Clock()).track([b"x"])
     next(tracked)
     tracked.close()
     assert out.getvalue() == ""

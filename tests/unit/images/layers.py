@@ -5,9 +5,13 @@ Entries belong to the current user; tests of other owners build their ``TarInfo`
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import tarfile
+from pathlib import Path
+from typing import Any
 
 # (name, kind, data): kind is "file", "dir", "symlink", "hardlink", "fifo", "chr"
 Entry = tuple[str, str, str | bytes]
@@ -54,3 +58,28 @@ def layer_bytes(entries: list[Entry]) -> bytes:
 def open_layer(entries: list[Entry]) -> tarfile.TarFile:
     """A layer as ``ImageArchive.layers()`` yields it: a streaming tar."""
     return tarfile.open(fileobj=io.BytesIO(layer_bytes(entries)), mode="r|")
+
+
+def write_blobs_first_archive(out: Path, layers: list[Path], config: dict[str, Any], repo_tag: str) -> None:
+    """``docker save`` as Docker >= 25 writes it: every blob (the layers uncompressed, so each
+    named by its diff_id) under blobs/sha256/ first, then index.json and manifest.json."""
+    diff_ids = [f"sha256:{hashlib.sha256(layer.read_bytes()).hexdigest()}" for layer in layers]
+    document = {"architecture": "amd64", "os": "linux", **config, "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+    config_bytes = json.dumps(document).encode()
+    config_digest = f"sha256:{hashlib.sha256(config_bytes).hexdigest()}"
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d} for d in diff_ids],
+    }
+    manifest_bytes = json.dumps(manifest).encode()
+    manifest_digest = f"sha256:{hashlib.sha256(manifest_bytes).hexdigest()}"
+    blobs = {config_digest: config_bytes, manifest_digest: manifest_bytes}
+    blobs |= {diff_id: layer.read_bytes() for diff_id, layer in zip(diff_ids, layers, strict=True)}
+    index = {"schemaVersion": 2, "manifests": [{"mediaType": manifest["mediaType"], "digest": manifest_digest}]}
+    legacy = [{"Config": f"blobs/sha256/{config_digest[7:]}", "RepoTags": [repo_tag], "Layers": []}]
+    legacy[0]["Layers"] = [f"blobs/sha256/{diff_id[7:]}" for diff_id in diff_ids]
+    members = {f"blobs/sha256/{digest[7:]}": data for digest, data in sorted(blobs.items())}
+    members |= {"index.json": json.dumps(index).encode(), "manifest.json": json.dumps(legacy).encode()}
+    out.write_bytes(tar_bytes([entry_info(name, "file", data) for name, data in members.items()]))
