@@ -113,12 +113,18 @@ def accept(path: str | None = None) -> tuple[socket.socket, dict[str, Any]]:
     return client, metadata
 
 
-def serve(app: Callable[..., Any], path: str | None = None, style: str | None = None) -> None:
+def serve(
+    app: Callable[..., Any], path: str | None = None, style: str | None = None, *, exit_when_done: bool = True
+) -> None:
     """Take connections from faasd and run ``app`` on each request until each client is done.
 
     ``style`` is ``"wsgi"``, ``"asgi"`` or ``"plain"``; left out, it is told from ``app`` itself
     (see ``app_style``). The style is settled and the app started before a connection is taken,
     so a wrong app leaves the client to the daemon's 502 instead of a half-served connection.
+
+    When the last client is done (and an ASGI app's lifespan shutdown has run), serve() ends the
+    process, as ``exit_when_done`` asks: see ``_exit_process``. Otherwise, or when serve() is not
+    on the main thread, or other non-daemon threads still run, it returns.
     """
     style = style or app_style(app)
     if style not in STYLES:
@@ -127,6 +133,8 @@ def serve(app: Callable[..., Any], path: str | None = None, style: str | None = 
         _serve_asgi(app, path)
     else:
         _serve_connections(_plain_as_wsgi(app) if style == "plain" else app, path)
+    if exit_when_done:
+        _exit_process()
 
 
 def app_style(app: Callable[..., Any]) -> str:
@@ -208,6 +216,30 @@ def _serve_connections(app: WSGIApp, path: str | None) -> None:
                 _log(metadata, f"client gone: {exc}")
                 continue
             _linger(client)
+
+
+def _exit_process() -> None:
+    """End the process without the interpreter's teardown, which costs a few ms of CPU in every
+    container: nothing in a container outlives its handler, and the container has no way out but
+    stdout, stderr and the client's socket, closed by now. What a normal exit does that can still
+    matter runs first: atexit callbacks (logging's flush), then stdout and stderr are flushed.
+    Non-daemon threads would be waited for: while one runs, or off the main thread, this returns."""
+    threading = sys.modules.get("threading")  # not imported: no thread was started through it
+    if threading is not None:
+        current = threading.current_thread()
+        if current is not threading.main_thread() or any(
+            thread is not current and not thread.daemon and thread.is_alive() for thread in threading.enumerate()
+        ):
+            return
+    import atexit
+
+    atexit._run_exitfuncs()  # what Py_Finalize calls; exceptions are printed and skipped, as there
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):  # None, a closed pipe, a closed file
+            pass
+    os._exit(0)
 
 
 def _log(metadata: Mapping[str, Any], event: str) -> None:
@@ -515,6 +547,8 @@ def _serve_asgi(app: Callable[..., Any], path: str | None) -> None:
         finally:
             concurrent.futures.wait(bridge.requests)
             bridge.wait(bridge.lifespan.shutdown())
+            if hasattr(loop, "shutdown_default_executor"):  # 3.9+, whose executor threads are not daemons
+                bridge.wait(loop.shutdown_default_executor())
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join()

@@ -38,13 +38,17 @@ HEAVY = {
 }
 
 SERVE_AND_REPORT = """
-import json, sys
+import atexit, json, sys
 sys.path[:0] = [{handlers!r}, {app_dir!r}]
 import faas_handler
 from app import {name} as app
+
+@atexit.register  # serve() ends the process; it runs atexit callbacks first
+def report():
+    with open(sys.argv[1], "w") as out:
+        json.dump(sorted(sys.modules), out)
+
 faas_handler.serve(app)
-with open(sys.argv[1], "w") as out:
-    json.dump(sorted(sys.modules), out)
 """
 
 
