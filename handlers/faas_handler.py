@@ -19,19 +19,23 @@ Events response (``text/event-stream``, one flush per event) for the plain style
 faasd starts one container per TCP connection. The handler connects to ``/control.sock`` and
 receives one message (handler protocol v1): a JSON object with the request's metadata, and the
 client's connected TCP socket attached with SCM_RIGHTS. ``serve`` runs the app for every request
-the client sends on that connection (HTTP/1.1 keep-alive) and returns when the client is done.
-When the daemon reuses containers (``faas new --reuse N``), its message says ``"more": true`` and
-``serve`` comes back to ``/control.sock`` for the next connection. An ASGI app's lifespan startup
-runs before the first connection is taken (a warm container has it done before a client
-arrives), and its shutdown after the last. ``accept()`` gives you the raw socket and the metadata instead, to speak any
-protocol yourself. The metadata is also in the WSGI environ and the ASGI scope as
-``faas.metadata``, and in ``Request.metadata``. ``FAAS_CONTROL_SOCKET`` overrides the control
-socket's path, for tests.
+the client sends on that connection (HTTP/1.1 keep-alive). When the daemon reuses containers
+(``faas new --reuse N``), its message says ``"more": true`` and ``serve`` comes back to
+``/control.sock`` for the next connection. An ASGI app's lifespan startup runs before the first
+connection is taken (a warm container has it done before a client arrives), and its shutdown
+after the last. When the last client is done, ``serve`` ends the process (atexit callbacks run
+and stdout and stderr are flushed, the interpreter's teardown is skipped), unless it runs off the
+main thread, a non-daemon thread still runs, or ``exit_when_done=False``: then it returns.
+``accept()`` gives you the raw socket and the metadata instead, to speak any protocol yourself.
+The metadata is also in the WSGI environ and the ASGI scope as ``faas.metadata``, and in
+``Request.metadata``. ``FAAS_CONTROL_SOCKET`` overrides the control socket's path, for tests.
 
 Every connection pays for this module's import in a fresh container, so it imports only what a
 WSGI or plain app needs: the ASGI bridge's modules (asyncio, threading, ...) are imported when an
 ASGI app is served, inspect only for an app whose style its code object cannot tell, and the
 HTTP/1.1 request parser is this file's own (http.server would bring email, html and socketserver).
+Compile it into the image (``python -m compileall /app``): a read-only rootfs cannot cache its
+bytecode, and compiling this file costs each container more than importing it.
 """
 
 from __future__ import annotations  # annotations stay strings: 3.8 never evaluates dict[...] or X | None
@@ -123,8 +127,8 @@ def serve(
     so a wrong app leaves the client to the daemon's 502 instead of a half-served connection.
 
     When the last client is done (and an ASGI app's lifespan shutdown has run), serve() ends the
-    process, as ``exit_when_done`` asks: see ``_exit_process``. Otherwise, or when serve() is not
-    on the main thread, or other non-daemon threads still run, it returns.
+    process, unless ``exit_when_done`` is False. It returns all the same off the main thread, or
+    while another non-daemon thread runs (see ``_exit_process``).
     """
     style = style or app_style(app)
     if style not in STYLES:
@@ -165,8 +169,8 @@ def _call_shape(app: Any) -> tuple[bool, int, bool]:
     if function is None:
         return _call_shape_by_inspect(app)
     code = function.__code__
-    required = max(code.co_argcount - bound, 0) - len(function.__defaults__ or ())
-    return bool(code.co_flags & _CO_COROUTINE), max(required, 0), bool(code.co_flags & _CO_VARARGS)
+    required = max(code.co_argcount - bound - len(function.__defaults__ or ()), 0)
+    return bool(code.co_flags & _CO_COROUTINE), required, bool(code.co_flags & _CO_VARARGS)
 
 
 def _python_function(app: Any) -> tuple[types.FunctionType | None, int]:
@@ -224,11 +228,11 @@ def _exit_process() -> None:
     stdout, stderr and the client's socket, closed by now. What a normal exit does that can still
     matter runs first: atexit callbacks (logging's flush), then stdout and stderr are flushed.
     Non-daemon threads would be waited for: while one runs, or off the main thread, this returns."""
-    threading = sys.modules.get("threading")  # not imported: no thread was started through it
-    if threading is not None:
-        current = threading.current_thread()
-        if current is not threading.main_thread() or any(
-            thread is not current and not thread.daemon and thread.is_alive() for thread in threading.enumerate()
+    threads = sys.modules.get("threading")  # not imported: no thread was started through it
+    if threads is not None:
+        current = threads.current_thread()
+        if current is not threads.main_thread() or any(
+            thread is not current and not thread.daemon and thread.is_alive() for thread in threads.enumerate()
         ):
             return
     import atexit
@@ -285,9 +289,9 @@ class _Record:
         return f"{type(self).__name__}({fields})"
 
     def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return self._values() == other._values()  # type: ignore[attr-defined]
+        if isinstance(other, _Record) and type(other) is type(self):
+            return self._values() == other._values()
+        return NotImplemented
 
     def __hash__(self) -> int:
         return hash(self._values())
