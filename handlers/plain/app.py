@@ -8,10 +8,13 @@ which serve() turns into a 500, and anything else is a 404 from a ``(status, bod
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from typing import Any
 
 from faas_handler import Request, serve, sse
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing in every container
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 
 def handle(request: Request) -> Any:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +78,12 @@ def in_thread(app: Callable[..., Any], style: str | None = None) -> Start:
     return start
 
 
-def in_process(argv: list[str], env: dict[str, str] | None = None) -> Start:
+def in_process(argv: list[str], env: dict[str, str] | None = None, stdout: Path | None = None) -> Start:
+    """Run ``argv`` as the handler; ``stdout``, if given, is the file its standard output goes to."""
+
     def start(path: str) -> Callable[[], None]:
-        proc = subprocess.Popen(argv, env={**os.environ, **(env or {}), "FAAS_CONTROL_SOCKET": path})
+        with open(stdout, "wb") if stdout else nullcontext(None) as out:
+            proc = subprocess.Popen(argv, env={**os.environ, **(env or {}), "FAAS_CONTROL_SOCKET": path}, stdout=out)
 
         def wait() -> None:
             assert proc.wait(timeout=10) == 0, f"{argv[0]} exited with {proc.returncode}"

@@ -139,3 +139,101 @@ def test_an_app_of_no_known_style_is_refused_before_the_connection_is_taken(app:
         faas_handler.serve(app, str(tmp_path / "never-connected.sock"))
     with pytest.raises(ValueError, match="style must be one of wsgi, asgi, plain, not 'cgi'"):
         faas_handler.serve(lambda request: "", str(tmp_path / "never-connected.sock"), style="cgi")
+
+
+def decorated(app: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(app)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return app(*args, **kwargs)
+
+    return wrapper
+
+
+class Methods:
+    def wsgi(self, environ: Any, start_response: Any) -> Any: ...
+
+    async def asgi(self, scope: Any, receive: Any, send: Any) -> None: ...
+
+    @classmethod
+    def plain(cls, request: Any) -> Any: ...
+
+    @staticmethod
+    def static(environ: Any, start_response: Any) -> Any: ...
+
+
+class ClassAsApp:  # PEP 3333 allows a class: calling it makes the response iterable
+    def __init__(self, environ: Any, start_response: Any) -> None: ...
+
+
+def with_keyword_only(environ: Any, start_response: Any, *, extra: Any) -> Any: ...
+
+
+def plain_function(request: Any) -> Any: ...
+
+
+SHAPES = [
+    plain_function,
+    optional_extra,
+    lambda environ, start_response: [],
+    lambda *args: None,
+    lambda: None,
+    lambda a, b, c: None,
+    lambda a, b=1, c=2: None,
+    with_keyword_only,
+    asgi_function,
+    WsgiApp(),
+    AsgiApp(),
+    Methods().wsgi,
+    Methods().asgi,
+    Methods.plain,
+    Methods.static,
+]
+BY_INSPECT_ONLY = [
+    functools.partial(lambda prefix, environ, start_response: [], "x"),
+    decorated(lambda environ, start_response: []),
+    decorated(asgi_function),
+    ClassAsApp,
+    print,
+]
+
+
+@pytest.mark.parametrize("app", SHAPES)
+def test_the_code_object_tells_what_inspect_would(app: Callable[..., Any]) -> None:
+    assert faas_handler._python_function(app)[0] is not None, "read without importing inspect"
+    assert faas_handler._call_shape(app) == faas_handler._call_shape_by_inspect(app)
+
+
+@pytest.mark.parametrize("app", BY_INSPECT_ONLY)
+def test_what_the_code_object_cannot_tell_is_left_to_inspect(app: Callable[..., Any]) -> None:
+    assert faas_handler._python_function(app) == (None, 0)
+
+
+@pytest.mark.parametrize(
+    ("app", "style"),
+    [
+        (decorated(lambda environ, start_response: []), "wsgi"),
+        (decorated(lambda request: ""), "plain"),
+        (ClassAsApp, "wsgi"),
+    ],
+)
+def test_wrapped_apps_and_classes_get_their_style_from_inspect(app: Callable[..., Any], style: str) -> None:
+    assert faas_handler.app_style(app) == style
+
+
+def test_records_are_frozen_and_compare_by_value() -> None:
+    response = Response("hi", status=201)
+    assert response == Response("hi", 201, (), None) and response != Response("hi") and hash(response)
+    assert repr(response) == "Response(body='hi', status=201, headers=(), content_type=None)"
+    with pytest.raises(AttributeError, match="Response is frozen: cannot set 'status'"):
+        response.status = 500
+    with pytest.raises(AttributeError, match="frozen"):
+        del response.body
+    with pytest.raises(AttributeError):
+        response.other = 1
+    first, second = (Request("GET", "/", {}, None, b"") for _ in range(2))
+    assert first.metadata == {} and first.metadata is not second.metadata
+
+
+def test_a_tuple_keeps_the_responses_own_headers_and_type() -> None:
+    response = faas_handler.as_response((202, Response("x", headers={"A": "1"}, content_type="text/x"), [("B", "2")]))
+    assert response == Response("x", 202, [("A", "1"), ("B", "2")], "text/x")
