@@ -48,7 +48,7 @@ MMDEBSTRAP = [
     "mmdebstrap",
     "--quiet",
     "--variant=minbase",
-    "--include=python3",  # python3-minimal lacks http, email and wsgiref, which faas_handler needs
+    "--include=python3",  # python3-minimal lacks http and wsgiref, which faas_handler needs
     "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
     *(f"--dpkgopt=path-exclude=/usr/share/{part}/*" for part in ("doc", "man", "info", "locale")),
     "--dpkgopt=path-include=/usr/share/doc/*/copyright",
