@@ -141,19 +141,16 @@ class Listener:
     async def _admit_and_dispatch(self, pool: WarmPool, client: socket.socket, peer: tuple[str, int]) -> None:
         function = pool.version.function
         with client:
-            instance = pool.take()
-            path = "cold" if instance is None else "warm"
             try:
-                if instance is None:
-                    await self._admission.acquire(function)
-                    instance = pool.new_instance()
+                instance, ready = await pool.claim()
             except Overloaded as exc:
                 log.warning("refused function=%s peer=%s:%s reason=%s", function, *peer, exc.reason)
                 metrics.REQUESTS.labels(function, str(HTTPStatus.SERVICE_UNAVAILABLE.value)).inc()
                 metrics.ERRORS.labels("overloaded").inc()
                 await send_error(client, HTTPStatus.SERVICE_UNAVAILABLE, exc.reason, retry_after=exc.retry_after)
                 return
-            metrics.CONTAINER_PATH.labels(function, path).inc()  # a refused connection had none
+            # A refused connection had no container.
+            metrics.CONTAINER_PATH.labels(function, "warm" if ready else "cold").inc()
             pool.refill()
             kept = False
             try:

@@ -9,7 +9,8 @@ the seconds a start takes is how many must be starting at any moment to keep up,
 for the next arrival; at most the version's ``warm`` cap. Under ``reuse`` a container comes back
 after each connection, so only the arrivals it cannot absorb ask for new ones. After ``idle_seconds`` without an
 arrival the pool empties, and the next connection takes the cold path. A container that dies
-while it waits is reaped. Each one holds an admission slot, taken only when free.
+while it waits is reaped. Each one holds an admission slot, taken only when free; a connection
+that has to wait for a slot takes the first container of its pool to get ready instead.
 """
 
 from __future__ import annotations
@@ -69,18 +70,47 @@ class WarmPool:
         self._work: set[asyncio.Task[None]] = set()  # starts and watches: cancelled on close
         self._stops: set[asyncio.Task[None]] = set()  # never cancelled: a container must not outlive us
         self._idle_check: asyncio.TimerHandle | None = None
+        self._claims: deque[asyncio.Future[Instance]] = deque()  # connections waiting for a slot
         self._closed = False
 
     @property
     def ready(self) -> int:
         return len(self._ready)
 
-    def take(self) -> Instance | None:
-        """A ready container for a new connection, its slot with it; ``None``: start one cold.
+    async def claim(self) -> tuple[Instance, bool]:
+        """A container for a new connection, its slot with it, and whether it was ready; may
+        raise ``Overloaded``.
 
-        The caller calls ``refill`` once the connection has its container: a cold one's slot
-        comes before any warm start's.
+        A ready container goes first. Without one the connection takes a slot and a container
+        not yet started; when it must wait for the slot, a container that gets ready for this
+        pool meanwhile (one coming back under reuse, or a warm start) is taken instead of
+        starting another. The caller calls ``refill`` once the connection has its container: a
+        cold one's slot comes before any warm start's.
         """
+        instance = self._take_ready()
+        if instance is not None:
+            return instance, True
+        if self._admission.try_acquire(self.version.function):
+            return self.new_instance(), False
+        offered: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
+        self._claims.append(offered)
+        slot = asyncio.ensure_future(self._admission.acquire(self.version.function))
+        either: set[asyncio.Future[Any]] = {offered, slot}
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled: keep neither
+            self._withdraw(offered)
+            self._give_up(slot)
+            raise
+        if offered.done():
+            self._give_up(slot)
+            return offered.result(), True
+        self._withdraw(offered)
+        slot.result()  # raises Overloaded
+        return self.new_instance(), False
+
+    def _take_ready(self) -> Instance | None:
+        """A ready container for a new connection, its slot with it; ``None`` when there is none."""
         now = self._last_arrival = time.monotonic()
         self._arrivals.append(now)
         self._schedule_idle_check()
@@ -99,10 +129,13 @@ class WarmPool:
         It goes first in line, ahead of never-used ones, and is kept even with ``warm`` 0:
         reuse is asked for on its own.
         """
-        if self._closed or not instance.ready or self._admission.queued:
-            self._discard(instance)  # a waiting connection needs its slot more
-            return
-        self._ready.appendleft(instance)  # the watcher from its start still watches it
+        if self._closed or not instance.ready:
+            self._discard(instance)
+        elif not self._hand_to_claim(instance):
+            if self._admission.queued:
+                self._discard(instance)  # another function's waiting connection needs its slot more
+            else:
+                self._ready.appendleft(instance)  # the watcher from its start still watches it
 
     def shed(self) -> bool:
         """Stop one ready container to free its slot for a waiting connection."""
@@ -169,11 +202,15 @@ class WarmPool:
         self._failures = 0
         took = time.monotonic() - began
         self._start_seconds += START_SECONDS_WEIGHT * (took - self._start_seconds)
-        if self._closed or self._admission.queued or len(self._ready) >= self._target(time.monotonic()):
-            self._discard(instance)  # its slot is wanted by a waiting connection, or it is not
+        if self._closed:
+            self._discard(instance)
             return
-        self._ready.append(instance)
-        self._schedule_idle_check()  # one that ran while this started must not leave it behind
+        if not self._hand_to_claim(instance):
+            if self._admission.queued or len(self._ready) >= self._target(time.monotonic()):
+                self._discard(instance)  # its slot is wanted by another function's connection, or it is not
+                return
+            self._ready.append(instance)
+            self._schedule_idle_check()  # one that ran while this started must not leave it behind
         await self._watch(instance)
 
     async def _watch(self, instance: Instance) -> None:
@@ -186,6 +223,30 @@ class WarmPool:
             )
             instance.record(version=self.version.number, outcome="died_waiting", exit=instance.exit_code, warm=True)
             self._discard(instance)
+
+    def _hand_to_claim(self, instance: Instance) -> bool:
+        """Give ready ``instance`` to the connection that has waited longest; False if none waits."""
+        while self._claims:
+            offered = self._claims.popleft()
+            if not offered.done():
+                offered.set_result(instance)
+                return True
+        return False
+
+    def _withdraw(self, offered: asyncio.Future[Instance]) -> None:
+        """Stop waiting for a container; one handed over all the same goes back to the pool."""
+        if offered.done():
+            self.give_back(offered.result())
+        else:
+            self._claims.remove(offered)
+            offered.cancel()
+
+    def _give_up(self, slot: asyncio.Future[None]) -> None:
+        """Let go of a slot asked for and not needed, whether or not it was granted."""
+        if not slot.done():
+            slot.cancel()  # acquire gives back a slot granted meanwhile
+        elif not slot.cancelled() and slot.exception() is None:
+            self._admission.release(self.version.function)
 
     def _discard(self, instance: Instance) -> None:
         """Give back ``instance``'s slot now and end the container in the background."""

@@ -6,6 +6,7 @@ started, the request id the daemon sent, and how many connections that container
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 from collections.abc import Callable
@@ -116,6 +117,29 @@ def test_warm_containers_hold_slots_and_give_them_up_to_a_waiting_connection(
         answers = list(pool.map(lambda ip: visit(ip), [second, second]))
     assert [a["visits"] for a in answers] == [1, 1]
     assert metric(daemon, "faasd_requests_total", function="second", status="503") == 0
+
+
+def test_a_connection_waiting_for_a_slot_takes_the_container_that_comes_back(
+    make_daemon: Callable[..., Daemon], probe_image: Path
+) -> None:
+    daemon = make_daemon(daemon_range(34), "--max-containers", "1")
+    ip = daemon.deploy("one-slot", probe_image, "--reuse", "5", "--warm", "0")
+    first = http.client.HTTPConnection(ip, 80, timeout=30)
+    first.connect()
+    try:
+        # The first connection holds the only slot, its handler waiting for the request...
+        assert eventually(lambda: metric(daemon, "faasd_containers_running") == 1)
+        with ThreadPoolExecutor(1) as pool:
+            second = pool.submit(visit, ip)
+            assert eventually(lambda: metric(daemon, "faasd_queue_depth") == 1)
+            # ...and once it is answered, its container comes back and goes to the one that waits.
+            first.request("GET", "/visit", headers={"Connection": "close"})
+            answer = json.loads(first.getresponse().read())
+            waited = second.result(timeout=30)
+    finally:
+        first.close()
+    assert (answer["visits"], waited["visits"]) == (1, 2) and waited["boot"] == answer["boot"]
+    assert metric(daemon, "faasd_connection_containers_total", function="one-slot", path="cold") == 1
 
 
 def test_reuse_serves_n_connections_per_container_then_starts_afresh(pooled: Daemon, probe_image: Path) -> None:
