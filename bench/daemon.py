@@ -54,6 +54,10 @@ class BenchDaemon:
         ip = subprocess.run([*self._faas, "ip", name], check=True, capture_output=True, text=True).stdout.strip()
         return (ip, 80), seconds
 
+    def remove(self, name: str) -> None:
+        """``faas rm``: its containers, warm ones included, stop and give back their slots."""
+        subprocess.run([*self._faas, "rm", name], check=True, capture_output=True)
+
     @property
     def pid(self) -> int:
         return self._proc.pid
