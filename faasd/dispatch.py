@@ -69,7 +69,7 @@ class Dispatcher:
         return Instance(self.config, self.runc, version, template, function_log)
 
     async def serve(self, instance: Instance, client: socket.socket, peer: tuple[str, int]) -> bool:
-        """Serve ``client`` on ``instance``, started here unless it came ready from a warm pool.
+        """Serve ``client`` on ``instance``, started here unless its pool started it.
 
         True when the container is ready for another connection (``reuse``); otherwise it has
         been stopped and its bundle removed.
@@ -78,7 +78,7 @@ class Dispatcher:
         began = time.monotonic()
         kept = False
         try:
-            outcome = None if instance.started else await instance.start()
+            outcome = instance.start_failure if instance.started else await instance.start()
             if outcome is None:
                 outcome = await instance.serve(client, peer)
             if outcome in REPLIES:

@@ -80,10 +80,8 @@ class Instance:
         self._handler: socket.socket | None = None  # the handler's end while it waits for a connection
         self._proc: asyncio.subprocess.Process | None = None
         self._exited: asyncio.Future[int] | None = None
-
-    @property
-    def started(self) -> bool:
-        return self._proc is not None
+        self.started = False  # ``start`` was called
+        self.start_failure: Outcome | None = None  # why ``start`` could not make it ready
 
     @property
     def ready(self) -> bool:
@@ -104,6 +102,15 @@ class Instance:
 
         A container that could not get ready is left for ``stop`` to end.
         """
+        self.started = True
+        try:
+            self.start_failure = await self._start()
+        except Exception:  # a full disk, no fds left: a failed start all the same, never a hang
+            log.exception("container not started function=%s id=%s", self.version.function, self.id)
+            self.start_failure = Outcome.START_FAILED
+        return self.start_failure
+
+    async def _start(self) -> Outcome | None:
         started = time.monotonic()
         self._bundle.mkdir(mode=0o711)  # the container's root (an unprivileged host uid) binds the control socket
         base = self._config.userns_base

@@ -9,8 +9,12 @@ the seconds a start takes is how many must be starting at any moment to keep up,
 for the next arrival; at most the version's ``warm`` cap. Under ``reuse`` a container comes back
 after each connection, so only the arrivals it cannot absorb ask for new ones. After ``idle_seconds`` without an
 arrival the pool empties, and the next connection takes the cold path. A container that dies
-while it waits is reaped. Each one holds an admission slot, taken only when free; a connection
-that has to wait for a slot takes the first container of its pool to get ready instead.
+while it waits is reaped. Each one holds an admission slot, taken only when free.
+
+A connection that finds no ready container waits in line and, once it has a slot, asks for one
+start of its own (the cold path); it takes the first container of its pool to get ready, which
+need not be that one: a warm start, one coming back under reuse. No connection then waits on a
+slow start while another container is ready, and the start it asked for serves the next in line.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 from faasd.admission import Admission
-from faasd.instance import Instance
+from faasd.instance import Instance, Outcome
 from faasd.registry import Version
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,19 @@ def warm_target(arrivals_per_second: float, start_seconds: float, cap: int, reus
     return min(cap, math.ceil(arrivals_per_second / reuse * start_seconds) + 1)
 
 
+def _new_future() -> asyncio.Future[tuple[Instance, bool]]:
+    return asyncio.get_running_loop().create_future()
+
+
+@dataclass(eq=False)
+class Claim:
+    """A connection waiting for a container of the pool."""
+
+    # The container, and whether it was ready before (warm, or back under reuse) or started for a connection.
+    offered: asyncio.Future[tuple[Instance, bool]] = field(default_factory=_new_future)
+    asked_for_start: bool = False  # it had a slot and a container is starting for it
+
+
 class WarmPool:
     """Ready containers of ``version``, made by ``new_instance``, with slots from ``admission``."""
 
@@ -62,15 +80,17 @@ class WarmPool:
         self._idle_seconds = idle_seconds
         self._ready: deque[Instance] = deque()
         self._starting = 0
+        self._starting_for_claims = 0
         self._arrivals: deque[float] = deque()
         self._last_arrival = 0.0
         self._start_seconds = START_SECONDS_GUESS
         self._failures = 0
         self._paused_until = 0.0
-        self._work: set[asyncio.Task[None]] = set()  # starts and watches: cancelled on close
+        self._work: set[asyncio.Task[None]] = set()  # warm starts and watches: cancelled on close
+        self._claimed_starts: set[asyncio.Task[None]] = set()  # a waiting connection's: awaited on close
         self._stops: set[asyncio.Task[None]] = set()  # never cancelled: a container must not outlive us
         self._idle_check: asyncio.TimerHandle | None = None
-        self._claims: deque[asyncio.Future[Instance]] = deque()  # connections waiting for a slot
+        self._claims: deque[Claim] = deque()  # connections waiting for a container, oldest first
         self._closed = False
 
     @property
@@ -78,36 +98,48 @@ class WarmPool:
         return len(self._ready)
 
     async def claim(self) -> tuple[Instance, bool]:
-        """A container for a new connection, its slot with it, and whether it was ready; may
-        raise ``Overloaded``.
+        """A container for a new connection, its slot with it, and whether it was ready before the
+        connection needed it (a warm one, or one back under reuse); may raise ``Overloaded``.
 
-        A ready container goes first. Without one the connection takes a slot and a container
-        not yet started; when it must wait for the slot, a container that gets ready for this
-        pool meanwhile (one coming back under reuse, or a warm start) is taken instead of
-        starting another. The caller calls ``refill`` once the connection has its container: a
-        cold one's slot comes before any warm start's.
+        A ready container goes first. Without one the connection waits in line for the first to
+        get ready, asking for a start of its own once it has a slot. What it gets may be a
+        container whose start failed (``Instance.start_failure``): the caller answers for that.
+        Once the pool is closed the container comes not yet started, for the caller to start,
+        so that no start outlives ``close``. The caller calls ``refill`` once the connection has
+        its container.
         """
         instance = self._take_ready()
         if instance is not None:
             return instance, True
-        if self._admission.try_acquire(self.version.function):
-            return self.new_instance(), False
-        offered: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
-        self._claims.append(offered)
+        claim = Claim()
+        self._claims.append(claim)
+        try:
+            if self._admission.try_acquire(self.version.function) or await self._slot_unless_offered(claim):
+                if self._closed:
+                    self._withdraw(claim)
+                    return self.new_instance(), False
+                claim.asked_for_start = True
+                self._start(for_claim=True)
+            return await claim.offered
+        except BaseException:  # refused or cancelled: it takes nothing
+            self._withdraw(claim)
+            raise
+
+    async def _slot_unless_offered(self, claim: Claim) -> bool:
+        """Wait for a slot; False if a container was offered to ``claim`` first. May raise
+        ``Overloaded``."""
         slot = asyncio.ensure_future(self._admission.acquire(self.version.function))
-        either: set[asyncio.Future[Any]] = {offered, slot}
+        either: set[asyncio.Future[Any]] = {claim.offered, slot}
         try:
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:  # cancelled: keep neither
-            self._withdraw(offered)
+        except BaseException:
             self._give_up(slot)
             raise
-        if offered.done():
+        if claim.offered.done():
             self._give_up(slot)
-            return offered.result(), True
-        self._withdraw(offered)
+            return False
         slot.result()  # raises Overloaded
-        return self.new_instance(), False
+        return True
 
     def _take_ready(self) -> Instance | None:
         """A ready container for a new connection, its slot with it; ``None`` when there is none."""
@@ -129,13 +161,11 @@ class WarmPool:
         It goes first in line, ahead of never-used ones, and is kept even with ``warm`` 0:
         reuse is asked for on its own.
         """
-        if self._closed or not instance.ready:
-            self._discard(instance)
-        elif not self._hand_to_claim(instance):
-            if self._admission.queued:
-                self._discard(instance)  # another function's waiting connection needs its slot more
-            else:
-                self._ready.appendleft(instance)  # the watcher from its start still watches it
+        claim = self._oldest_claim() if instance.ready else None
+        if claim is not None:
+            self._hand_over(claim, instance, ready=True)
+        else:
+            self._keep_or_discard(instance, first=True)
 
     def shed(self) -> bool:
         """Stop one ready container to free its slot for a waiting connection."""
@@ -153,8 +183,8 @@ class WarmPool:
             self._discard(self._ready.popleft())
         for task in list(self._work):
             task.cancel()
-        while self._work or self._stops:
-            await asyncio.wait(self._work | self._stops)
+        while self._work or self._claimed_starts or self._stops:
+            await asyncio.wait(self._work | self._claimed_starts | self._stops)
 
     def _target(self, now: float) -> int:
         if now - self._last_arrival >= self._idle_seconds:
@@ -172,10 +202,15 @@ class WarmPool:
         while not self._closed and now >= self._paused_until and len(self._ready) + self._starting < target:
             if not self._admission.try_acquire(self.version.function):
                 return
-            self._starting += 1
-            self._spawn(self._work, self._start_one())
+            self._start(for_claim=False)
 
-    async def _start_one(self) -> None:
+    def _start(self, *, for_claim: bool) -> None:
+        """Start a container, its slot already taken: for a waiting connection, or a warm one."""
+        self._starting += 1
+        self._starting_for_claims += for_claim
+        self._spawn(self._claimed_starts if for_claim else self._work, self._start_one(for_claim))
+
+    async def _start_one(self, for_claim: bool) -> None:
         instance = self.new_instance()
         began = time.monotonic()
         try:
@@ -185,33 +220,58 @@ class WarmPool:
             raise
         finally:
             self._starting -= 1
+            self._starting_for_claims -= for_claim
         if failure is not None:
-            self._failures += 1
-            backoff = min(MAX_BACKOFF_SECONDS, 0.5 * 2**self._failures)
-            self._paused_until = time.monotonic() + backoff
-            log.warning(
-                "warm start failed function=%s version=%s outcome=%s backoff_s=%.1f",
-                self.version.function,
-                self.version.number,
-                failure.value,
-                backoff,
-            )
-            instance.record(version=self.version.number, outcome=failure.value, exit=instance.exit_code, warm=True)
-            self._discard(instance)
+            self._start_failed(instance, failure, for_claim)
             return
         self._failures = 0
         took = time.monotonic() - began
         self._start_seconds += START_SECONDS_WEIGHT * (took - self._start_seconds)
-        if self._closed:
-            self._discard(instance)
+        if not self._closed:
+            self._spawn(self._work, self._watch(instance))
+        # A start asked for by a connection goes to one that asked, so each of those has one coming.
+        claim = (for_claim and self._oldest_claim(asked_for_start=True)) or self._oldest_claim()
+        if claim is not None:
+            self._hand_over(claim, instance, ready=not for_claim)
+        else:
+            self._keep_or_discard(instance, first=False)
+
+    def _start_failed(self, instance: Instance, failure: Outcome, for_claim: bool) -> None:
+        """Back off from warm starts; a connection left with no start coming gets the failure."""
+        self._failures += 1
+        backoff = min(MAX_BACKOFF_SECONDS, 0.5 * 2**self._failures)
+        self._paused_until = time.monotonic() + backoff
+        log.warning(
+            "start failed function=%s version=%s outcome=%s backoff_s=%.1f",
+            self.version.function,
+            self.version.number,
+            failure.value,
+            backoff,
+        )
+        asking = sum(claim.asked_for_start for claim in self._claims)
+        claim = self._oldest_claim(asked_for_start=True)
+        if for_claim and claim is not None and asking > self._starting_for_claims:
+            self._hand_over(claim, instance, ready=False)  # its connection answers for it
             return
-        if not self._hand_to_claim(instance):
-            if self._admission.queued or len(self._ready) >= self._target(time.monotonic()):
-                self._discard(instance)  # its slot is wanted by another function's connection, or it is not
-                return
+        instance.record(version=self.version.number, outcome=failure.value, exit=instance.exit_code, warm=not for_claim)
+        self._discard(instance)
+
+    def _keep_or_discard(self, instance: Instance, *, first: bool) -> None:
+        """Keep a ready container no connection waits for, ``first`` in line or last; or stop it
+        when the pool is closed, another function's connection wants its slot, or (a new one)
+        enough are ready already."""
+        if (
+            self._closed
+            or not instance.ready
+            or self._admission.queued
+            or (not first and len(self._ready) >= self._target(time.monotonic()))
+        ):
+            self._discard(instance)
+        elif first:
+            self._ready.appendleft(instance)
+        else:
             self._ready.append(instance)
             self._schedule_idle_check()  # one that ran while this started must not leave it behind
-        await self._watch(instance)
 
     async def _watch(self, instance: Instance) -> None:
         """Reap ``instance`` if it dies while it waits in the pool (taken, given back or not)."""
@@ -224,22 +284,23 @@ class WarmPool:
             instance.record(version=self.version.number, outcome="died_waiting", exit=instance.exit_code, warm=True)
             self._discard(instance)
 
-    def _hand_to_claim(self, instance: Instance) -> bool:
-        """Give ready ``instance`` to the connection that has waited longest; False if none waits."""
-        while self._claims:
-            offered = self._claims.popleft()
-            if not offered.done():
-                offered.set_result(instance)
-                return True
-        return False
+    def _oldest_claim(self, *, asked_for_start: bool = False) -> Claim | None:
+        """The connection that has waited longest (of those that asked for a start, if
+        ``asked_for_start``); ``None`` if none waits. One cancelled a moment ago is not counted."""
+        waiting = (claim for claim in self._claims if not claim.offered.done())
+        return next((claim for claim in waiting if claim.asked_for_start or not asked_for_start), None)
 
-    def _withdraw(self, offered: asyncio.Future[Instance]) -> None:
+    def _hand_over(self, claim: Claim, instance: Instance, *, ready: bool) -> None:
+        self._claims.remove(claim)
+        claim.offered.set_result((instance, ready))
+
+    def _withdraw(self, claim: Claim) -> None:
         """Stop waiting for a container; one handed over all the same goes back to the pool."""
-        if offered.done():
-            self.give_back(offered.result())
-        else:
-            self._claims.remove(offered)
-            offered.cancel()
+        if claim in self._claims:  # its future is cancelled already if its connection was
+            self._claims.remove(claim)
+        if claim.offered.done() and not claim.offered.cancelled():
+            self.give_back(claim.offered.result()[0])
+        claim.offered.cancel()
 
     def _give_up(self, slot: asyncio.Future[None]) -> None:
         """Let go of a slot asked for and not needed, whether or not it was granted."""

@@ -1,0 +1,173 @@
+"""Which waiting connection a pool's containers go to, in what order, and what becomes of the rest.
+
+These are the pool's own decisions, so each start here ends when its test says: the containers
+are stand-ins whose start the test finishes. Real containers take the same paths in
+tests/integration/test_pool.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+
+import pytest
+
+from faasd.admission import Admission, AdmissionLimits
+from faasd.images.archive import ImageConfig
+from faasd.instance import Outcome
+from faasd.limits import Limits
+from faasd.pool import WarmPool
+from faasd.registry import Version
+
+IDS = itertools.count()
+
+
+class Container:
+    """A container whose start ends when its test calls ``ready_now`` or ``fail_now``."""
+
+    def __init__(self, version: Version) -> None:
+        self.version = version
+        self.id = f"c{next(IDS)}"
+        self.started = False
+        self.start_failure: Outcome | None = None
+        self.stopped = False
+        self.exit_code: int | None = None
+        self._start_ends: asyncio.Future[Outcome | None] = asyncio.get_running_loop().create_future()
+        self._exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def ready_now(self) -> None:
+        self._start_ends.set_result(None)
+
+    def fail_now(self) -> None:
+        self.exit_code = 1
+        self._start_ends.set_result(Outcome.START_FAILED)
+
+    @property
+    def ready(self) -> bool:
+        return self._start_ends.done() and self.start_failure is None and not self.stopped
+
+    async def start(self) -> Outcome | None:
+        self.started = True
+        self.start_failure = await self._start_ends
+        return self.start_failure
+
+    async def stop(self) -> None:
+        self.stopped = True
+        if not self._exited.done():
+            self._exited.set_result(None)
+
+    async def wait_exit(self) -> None:
+        await asyncio.shield(self._exited)
+
+    def record(self, **fields: object) -> None:
+        pass
+
+
+def a_version(warm: int, reuse: int = 1) -> Version:
+    config = ImageConfig(entrypoint=(), cmd=("true",), env=(), working_dir="/", user="")
+    return Version("f", 1, "image", "sha256:0", config, 0, 0, 0.0, Limits(warm=warm, reuse=reuse))
+
+
+def a_pool(warm: int = 0, reuse: int = 1, slots: int = 8) -> tuple[WarmPool, list[Container], Admission]:
+    """A pool whose containers are the stand-ins in the list it returns, in the order made."""
+    version = a_version(warm, reuse)
+    made: list[Container] = []
+
+    def new_container() -> Container:
+        made.append(Container(version))
+        return made[-1]
+
+    admission = Admission(AdmissionLimits.derive(total=slots))
+    new_instance: Callable[[], Container] = new_container
+    return WarmPool(version, new_instance, admission, idle_seconds=60), made, admission  # type: ignore[arg-type]
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_connection_takes_the_first_container_to_get_ready_and_its_own_start_serves_the_next() -> None:
+    pool, made, _ = a_pool()
+    first = asyncio.create_task(pool.claim())
+    await settle()
+    second = asyncio.create_task(pool.claim())
+    await settle()
+    assert [c.started for c in made] == [True, True], "each connection asked for a start of its own"
+    made[1].ready_now()  # the second connection's start ends first...
+    await settle()
+    assert first.done() and first.result() == (made[1], False), "...and goes to the one that waited longest"
+    assert not second.done()
+    made[0].ready_now()
+    assert await second == (made[0], False)
+
+
+async def test_a_container_back_under_reuse_goes_to_the_waiting_connection_before_its_start_ends() -> None:
+    pool, made, admission = a_pool(warm=0, reuse=5)
+    first, _ = await start_and_claim(pool, made)
+    waiting = asyncio.create_task(pool.claim())
+    await settle()
+    assert len(made) == 2 and not waiting.done()
+    pool.give_back(first)
+    assert await waiting == (first, True), "it was ready before that connection needed it"
+    made[1].ready_now()
+    await settle()
+    assert made[1].stopped and admission.running == 1, "no one waits and warm 0 keeps none: stopped, slot freed"
+
+
+async def test_a_failed_start_reaches_a_connection_only_when_no_other_start_is_coming_for_it() -> None:
+    pool, made, admission = a_pool(warm=0, reuse=5)
+    back, _ = await start_and_claim(pool, made)
+    one = asyncio.create_task(pool.claim())
+    await settle()
+    two = asyncio.create_task(pool.claim())
+    await settle()
+    pool.give_back(back)  # the first in line takes it: two starts now come for one connection
+    assert await one == (back, True)
+    made[1].fail_now()
+    await settle()
+    assert not two.done() and made[1].stopped, "the other start still comes for it"
+    made[2].fail_now()
+    instance, ready = await two
+    assert (instance, ready, instance.start_failure) == (made[2], False, Outcome.START_FAILED)
+    assert admission.running == 2, "the failed one's slot goes with it to the connection that answers for it"
+
+
+async def test_a_connection_that_gives_up_waiting_leaves_its_start_to_the_next_or_to_nobody() -> None:
+    pool, made, admission = a_pool(warm=0)
+    gone = asyncio.create_task(pool.claim())
+    await settle()
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    later = asyncio.create_task(pool.claim())
+    await settle()
+    made[0].ready_now()
+    assert await later == (made[0], False)
+    made[1].ready_now()
+    await settle()
+    assert made[1].stopped and admission.running == 1
+
+
+async def test_close_waits_for_a_start_a_connection_asked_for_and_that_connection_still_gets_it() -> None:
+    pool, made, admission = a_pool(warm=4)
+    waiting = asyncio.create_task(pool.claim())
+    await settle()
+    closing = asyncio.create_task(pool.close())
+    await settle()
+    assert not closing.done(), "a start a connection waits for is not cut off"
+    made[0].ready_now()
+    assert await waiting == (made[0], False)
+    await closing
+    assert admission.running == 1 and not made[0].stopped
+
+
+async def start_and_claim(pool: WarmPool, made: list[Container]) -> tuple[Container, bool]:
+    """A connection's container, started for it: the pool is empty."""
+    claim = asyncio.create_task(pool.claim())
+    await settle()
+    made[-1].ready_now()
+    instance, ready = await claim
+    assert isinstance(instance, Container)
+    return instance, ready
