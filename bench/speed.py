@@ -7,7 +7,10 @@ over isolation). For each, and for the baseline: connect→first byte and connec
 (p50/p90/p99), requests/s and errors, sequentially (paced, one request every ``--gap`` seconds,
 as a lightly used function sees them) and with 8 and 32 clients back to back; the daemon's own
 CPU time per request and its peak RSS. Then the deploy time of a first and a second function on
-one base. All in one run, because figures from different runs do not compare. As root:
+one base. All in one run, because figures from different runs do not compare; and as the host
+drifts even within a run, each concurrency's rows run together, the baseline both before and
+after faasd's (its figures pool the two). Each faasd row gets a function of its own, deployed
+for it and removed after it. As root:
 
     sudo .venv/bin/python -m bench.speed [--requests 200] [--gap 0.1] [--cache /var/cache/faasd-tests]
 """
@@ -178,7 +181,7 @@ CONCURRENCIES = (1, 8, 32)
 # faasd's modes: the options of their ``faas new``.
 MODES = {"warm": ("--warm", "16"), "cold": ("--warm", "0"), "reuse": ("--reuse", "1000", "--warm", "16")}
 BASELINE = "raw runc"
-BASELINE_ROOTFS = "cold"  # the mode whose rootfs the baseline serves: it keeps no containers
+BASELINE_ROOTFS = "baseline"  # the function whose rootfs the baseline serves: it gets no connections
 
 
 def describe(samples: list[Sample], wall: float) -> dict[str, float]:
@@ -190,11 +193,17 @@ def describe(samples: list[Sample], wall: float) -> dict[str, float]:
     return row
 
 
-def measure(address: tuple[str, int], requests: int, concurrency: int, gap: float) -> dict[str, float]:
+def measure(address: tuple[str, int], requests: int, concurrency: int, gap: float) -> tuple[list[Sample], float]:
     # Steady state: the first connections after a deploy or a change of load pay for cold caches
     # and, in faasd, for pools that have not yet grown to the load.
     run_load(address, concurrency, concurrency, gap)
-    return describe(*run_load(address, requests, concurrency, gap))
+    return run_load(address, requests, concurrency, gap)
+
+
+def table_order(item: tuple[tuple[str, int], dict[str, float]]) -> tuple[int, int]:
+    """faasd's modes first, the baseline last; each by concurrency."""
+    (server, concurrency), _ = item
+    return [*MODES, BASELINE].index(server), concurrency
 
 
 def print_table(results: dict[tuple[str, int], dict[str, float]], requests: int, gap: float) -> None:
@@ -203,7 +212,7 @@ def print_table(results: dict[tuple[str, int], dict[str, float]], requests: int,
         f"{'server':<10}{'c':>3}{'ok':>5}{'err':>4}"
         f"{'first p50':>10}{'p90':>7}{'p99':>7}{'last p50':>10}{'p90':>7}{'p99':>7}{'req/s':>8}{'cpu ms/req':>11}"
     )
-    for (server, concurrency), row in results.items():
+    for (server, concurrency), row in sorted(results.items(), key=table_order):
         cpu = f"{row['cpu_ms']:.2f}" if "cpu_ms" in row else "-"
         print(
             f"{server:<10}{concurrency:>3}{row['ok']:>5.0f}{row['errors']:>4.0f}"
@@ -211,7 +220,7 @@ def print_table(results: dict[tuple[str, int], dict[str, float]], requests: int,
             f"{row['last_p50']:>10.1f}{row['last_p90']:>7.1f}{row['last_p99']:>7.1f}{row['rps']:>8.1f}{cpu:>11}"
         )
     print("ratios to raw runc at the same concurrency (first-byte p50, last-byte p50, req/s):")
-    for (server, concurrency), row in results.items():
+    for (server, concurrency), row in sorted(results.items(), key=table_order):
         raw = results[(BASELINE, concurrency)]
         if server != BASELINE and row["ok"] and raw["ok"]:
             print(
@@ -228,28 +237,36 @@ def main() -> None:
     with example_image(options.cache) as image:
         workdir = image.parent
         results: dict[tuple[str, int], dict[str, float]] = {}
+        (workdir / "raw").mkdir()
         with BenchDaemon(workdir / "faasd") as faasd:
-            for mode, flags in MODES.items():
-                address, _ = faasd.deploy(mode, image, *flags)
-                for concurrency in CONCURRENCIES:
-                    before = faasd.cpu_seconds()
-                    row = measure(address, options.requests, concurrency, options.gap)
-                    row["cpu_ms"] = (faasd.cpu_seconds() - before) * 1000 / max(row["ok"] + row["errors"], 1)
-                    results[(mode, concurrency)] = row
-                if mode != BASELINE_ROOTFS:
-                    faasd.remove(mode)  # each mode's rows run alone, not beside another's warm pool
-            peak_mib = faasd.memory_kib()["VmHWM"] / 1024
-            baseline_dir = workdir / "raw"
-            baseline_dir.mkdir()
+            faasd.deploy(BASELINE_ROOTFS, image, "--warm", "0")
             rootfs = faasd.rootfs(BASELINE_ROOTFS)
-            with RawRuncServer(rootfs, ["python3", "/app/app.py"], ["PATH=/usr/bin:/bin"], baseline_dir):
+            with RawRuncServer(rootfs, ["python3", "/app/app.py"], ["PATH=/usr/bin:/bin"], workdir / "raw"):
                 for concurrency in CONCURRENCIES:
-                    results[(BASELINE, concurrency)] = measure(
-                        BASELINE_ADDRESS, options.requests, concurrency, options.gap
-                    )
+                    # The host drifts: the baseline runs before and after faasd's rows and pools both.
+                    before = measure(BASELINE_ADDRESS, options.requests, concurrency, options.gap)
+                    for mode, flags in MODES.items():
+                        row = measure_mode(faasd, image, mode, flags, options.requests, concurrency, options.gap)
+                        results[(mode, concurrency)] = row
+                    after = measure(BASELINE_ADDRESS, options.requests, concurrency, options.gap)
+                    results[(BASELINE, concurrency)] = describe(before[0] + after[0], before[1] + after[1])
+            peak_mib = faasd.memory_kib()["VmHWM"] / 1024
         print_table(results, options.requests, options.gap)
         print(f"daemon peak RSS over every row: {peak_mib:.1f} MiB (cpu ms/req: the daemon process alone)")
         report_deploys(image, options.cache, workdir / "deploys")
+
+
+def measure_mode(
+    faasd: BenchDaemon, image: Path, mode: str, flags: tuple[str, ...], requests: int, concurrency: int, gap: float
+) -> dict[str, float]:
+    """One row of faasd in ``mode``, deployed for it alone and removed after: no other pool runs beside it."""
+    address, _ = faasd.deploy(mode, image, *flags)
+    before = faasd.cpu_seconds()
+    samples, wall = measure(address, requests, concurrency, gap)
+    row = describe(samples, wall)
+    row["cpu_ms"] = (faasd.cpu_seconds() - before) * 1000 / (len(samples) + concurrency)  # the warm-up's too
+    faasd.remove(mode)
+    return row
 
 
 if __name__ == "__main__":

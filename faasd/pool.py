@@ -14,7 +14,10 @@ while it waits is reaped. Each one holds an admission slot, taken only when free
 A connection that finds no ready container waits in line and, once it has a slot, asks for one
 start of its own (the cold path); it takes the first container of its pool to get ready, which
 need not be that one: a warm start, one coming back under reuse. No connection then waits on a
-slow start while another container is ready, and the start it asked for serves the next in line.
+slow start while another container is ready, and the start it asked for serves the next in line:
+a connection that finds such a start under way, not yet counted on by another, asks for none.
+Under reuse it first waits, as long as a start takes, for a container serving another connection
+to come back: a start per momentarily empty pool would cost more CPU than the reuse saves.
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ class Claim:
 
     # The container, and whether it was ready before (warm, or back under reuse) or started for a connection.
     offered: asyncio.Future[tuple[Instance, bool]] = field(default_factory=_new_future)
-    asked_for_start: bool = False  # it had a slot and a container is starting for it
+    covered: bool = False  # a start asked for by a connection is counted on for it
+    expects_return: bool = False  # it waits a while for a container serving another to come back
 
 
 class WarmPool:
@@ -79,6 +83,7 @@ class WarmPool:
         self._admission = admission
         self._idle_seconds = idle_seconds
         self._ready: deque[Instance] = deque()
+        self._lent: set[Instance] = set()  # serving a connection, to come back under reuse
         self._starting = 0
         self._starting_for_claims = 0
         self._arrivals: deque[float] = deque()
@@ -102,23 +107,40 @@ class WarmPool:
         connection needed it (a warm one, or one back under reuse); may raise ``Overloaded``.
 
         A ready container goes first. Without one the connection waits in line for the first to
-        get ready, asking for a start of its own once it has a slot. What it gets may be a
+        get ready: under reuse, for as long as a start takes, one serving another connection to
+        come back; then counting on a start another connection asked for and no longer needs, or
+        else asking for a start of its own once it has a slot. What it gets may be a
         container whose start failed (``Instance.start_failure``): the caller answers for that.
         Once the pool is closed the container comes not yet started, for the caller to start,
         so that no start outlives ``close``. The caller calls ``refill`` once the connection has
         its container.
         """
+        instance, ready = await self._claim()
+        if instance.ready and instance.served + 1 < self.version.limits.reuse:
+            self._lent.add(instance)
+        return instance, ready
+
+    async def _claim(self) -> tuple[Instance, bool]:
         instance = self._take_ready()
         if instance is not None:
             return instance, True
         claim = Claim()
         self._claims.append(claim)
         try:
-            if self._admission.try_acquire(self.version.function) or await self._slot_unless_offered(claim):
+            if len(self._lent) > sum(c.expects_return for c in self._claims):
+                # Under reuse one of those is likely back sooner than a new one would start.
+                claim.expects_return = True
+                await asyncio.wait({claim.offered}, timeout=self._start_seconds)
+                claim.expects_return = False
+                if claim.offered.done():
+                    return claim.offered.result()
+            if self._starting_for_claims > self._covered():
+                claim.covered = True
+            elif self._admission.try_acquire(self.version.function) or await self._slot_unless_offered(claim):
                 if self._closed:
                     self._withdraw(claim)
                     return self.new_instance(), False
-                claim.asked_for_start = True
+                claim.covered = True
                 self._start(for_claim=True)
             return await claim.offered
         except BaseException:  # refused or cancelled: it takes nothing
@@ -161,6 +183,7 @@ class WarmPool:
         It goes first in line, ahead of never-used ones, and is kept even with ``warm`` 0:
         reuse is asked for on its own.
         """
+        self._lent.discard(instance)
         claim = self._oldest_claim() if instance.ready else None
         if claim is not None:
             self._hand_over(claim, instance, ready=True)
@@ -196,13 +219,17 @@ class WarmPool:
         return warm_target(rate, self._start_seconds, limits.warm, limits.reuse)
 
     def refill(self) -> None:
-        """Start containers until as many are ready or starting as the arrival rate asks for."""
+        """Start containers until as many are ready, starting, or (under reuse) serving a
+        connection to come back, as the arrival rate asks for."""
         now = time.monotonic()
         target = self._target(now)
-        while not self._closed and now >= self._paused_until and len(self._ready) + self._starting < target:
+        while not self._closed and now >= self._paused_until and self._started_or_starting() < target:
             if not self._admission.try_acquire(self.version.function):
                 return
             self._start(for_claim=False)
+
+    def _started_or_starting(self) -> int:
+        return len(self._ready) + self._starting + len(self._lent)
 
     def _start(self, *, for_claim: bool) -> None:
         """Start a container, its slot already taken: for a waiting connection, or a warm one."""
@@ -229,8 +256,8 @@ class WarmPool:
         self._start_seconds += START_SECONDS_WEIGHT * (took - self._start_seconds)
         if not self._closed:
             self._spawn(self._work, self._watch(instance))
-        # A start asked for by a connection goes to one that asked, so each of those has one coming.
-        claim = (for_claim and self._oldest_claim(asked_for_start=True)) or self._oldest_claim()
+        # A start asked for by a connection goes to one counting on such a start, so each has one coming.
+        claim = (for_claim and self._oldest_claim(covered=True)) or self._oldest_claim()
         if claim is not None:
             self._hand_over(claim, instance, ready=not for_claim)
         else:
@@ -248,9 +275,8 @@ class WarmPool:
             failure.value,
             backoff,
         )
-        asking = sum(claim.asked_for_start for claim in self._claims)
-        claim = self._oldest_claim(asked_for_start=True)
-        if for_claim and claim is not None and asking > self._starting_for_claims:
+        claim = self._oldest_claim(covered=True)
+        if for_claim and claim is not None and self._covered() > self._starting_for_claims:
             self._hand_over(claim, instance, ready=False)  # its connection answers for it
             return
         instance.record(version=self.version.number, outcome=failure.value, exit=instance.exit_code, warm=not for_claim)
@@ -276,6 +302,7 @@ class WarmPool:
     async def _watch(self, instance: Instance) -> None:
         """Reap ``instance`` if it dies while it waits in the pool (taken, given back or not)."""
         await instance.wait_exit()
+        self._lent.discard(instance)
         if instance in self._ready:
             self._ready.remove(instance)
             log.warning(
@@ -284,11 +311,16 @@ class WarmPool:
             instance.record(version=self.version.number, outcome="died_waiting", exit=instance.exit_code, warm=True)
             self._discard(instance)
 
-    def _oldest_claim(self, *, asked_for_start: bool = False) -> Claim | None:
-        """The connection that has waited longest (of those that asked for a start, if
-        ``asked_for_start``); ``None`` if none waits. One cancelled a moment ago is not counted."""
+    def _oldest_claim(self, *, covered: bool = False) -> Claim | None:
+        """The connection that has waited longest (of those counting on a start, if ``covered``);
+        ``None`` if none waits. One cancelled a moment ago is not counted."""
         waiting = (claim for claim in self._claims if not claim.offered.done())
-        return next((claim for claim in waiting if claim.asked_for_start or not asked_for_start), None)
+        return next((claim for claim in waiting if claim.covered or not covered), None)
+
+    def _covered(self) -> int:
+        """Waiting connections counting on a start asked for by a connection: never more than
+        there are such starts under way."""
+        return sum(claim.covered and not claim.offered.done() for claim in self._claims)
 
     def _hand_over(self, claim: Claim, instance: Instance, *, ready: bool) -> None:
         self._claims.remove(claim)

@@ -17,7 +17,7 @@ from faasd.admission import Admission, AdmissionLimits
 from faasd.images.archive import ImageConfig
 from faasd.instance import Outcome
 from faasd.limits import Limits
-from faasd.pool import WarmPool
+from faasd.pool import START_SECONDS_GUESS, WarmPool
 from faasd.registry import Version
 
 IDS = itertools.count()
@@ -30,6 +30,7 @@ class Container:
         self.version = version
         self.id = f"c{next(IDS)}"
         self.started = False
+        self.served = 0
         self.start_failure: Outcome | None = None
         self.stopped = False
         self.exit_code: int | None = None
@@ -103,38 +104,42 @@ async def test_a_connection_takes_the_first_container_to_get_ready_and_its_own_s
     assert await second == (made[0], False)
 
 
-async def test_a_container_back_under_reuse_goes_to_the_waiting_connection_before_its_start_ends() -> None:
+async def test_under_reuse_a_connection_waits_as_long_as_a_start_takes_for_a_container_to_come_back() -> None:
     pool, made, admission = a_pool(warm=0, reuse=5)
     first, _ = await start_and_claim(pool, made)
     waiting = asyncio.create_task(pool.claim())
     await settle()
-    assert len(made) == 2 and not waiting.done()
+    assert len(made) == 1, "no start asked for: the one serving is likely back sooner"
     pool.give_back(first)
     assert await waiting == (first, True), "it was ready before that connection needed it"
+    waiting = asyncio.create_task(pool.claim())
+    await asyncio.sleep(START_SECONDS_GUESS * 2)
+    assert len(made) == 2, "none came back within a start's time: it asks for one"
+    pool.give_back(first)
+    assert await waiting == (first, True), "one back all the same goes to it before its start ends"
     made[1].ready_now()
     await settle()
     assert made[1].stopped and admission.running == 1, "no one waits and warm 0 keeps none: stopped, slot freed"
 
 
 async def test_a_failed_start_reaches_a_connection_only_when_no_other_start_is_coming_for_it() -> None:
-    pool, made, admission = a_pool(warm=0, reuse=5)
-    back, _ = await start_and_claim(pool, made)
-    one = asyncio.create_task(pool.claim())
+    pool, made, admission = a_pool(warm=0)
+    gone = asyncio.create_task(pool.claim())
     await settle()
-    two = asyncio.create_task(pool.claim())
+    left = asyncio.create_task(pool.claim())
     await settle()
-    pool.give_back(back)  # the first in line takes it: two starts now come for one connection
-    assert await one == (back, True)
+    gone.cancel()  # two starts now come for one connection
+    await settle()
+    made[0].fail_now()
+    await settle()
+    assert not left.done() and made[0].stopped, "the other start still comes for it"
     made[1].fail_now()
-    await settle()
-    assert not two.done() and made[1].stopped, "the other start still comes for it"
-    made[2].fail_now()
-    instance, ready = await two
-    assert (instance, ready, instance.start_failure) == (made[2], False, Outcome.START_FAILED)
-    assert admission.running == 2, "the failed one's slot goes with it to the connection that answers for it"
+    instance, ready = await left
+    assert (instance, ready, instance.start_failure) == (made[1], False, Outcome.START_FAILED)
+    assert admission.running == 1, "the failed one's slot goes with it to the connection that answers for it"
 
 
-async def test_a_connection_that_gives_up_waiting_leaves_its_start_to_the_next_or_to_nobody() -> None:
+async def test_a_connection_that_gives_up_waiting_leaves_its_start_to_the_next_who_asks_for_none() -> None:
     pool, made, admission = a_pool(warm=0)
     gone = asyncio.create_task(pool.claim())
     await settle()
@@ -143,11 +148,22 @@ async def test_a_connection_that_gives_up_waiting_leaves_its_start_to_the_next_o
         await gone
     later = asyncio.create_task(pool.claim())
     await settle()
+    assert len(made) == 1, "the start under way is counted on instead"
     made[0].ready_now()
     assert await later == (made[0], False)
-    made[1].ready_now()
+    assert admission.running == 1
+
+
+async def test_a_connection_counting_on_another_ones_start_gets_its_failure() -> None:
+    pool, made, _ = a_pool(warm=0)
+    gone = asyncio.create_task(pool.claim())
     await settle()
-    assert made[1].stopped and admission.running == 1
+    gone.cancel()
+    later = asyncio.create_task(pool.claim())
+    await settle()
+    made[0].fail_now()
+    instance, ready = await asyncio.wait_for(later, 1)
+    assert (instance, ready, instance.start_failure) == (made[0], False, Outcome.START_FAILED)
 
 
 async def test_close_waits_for_a_start_a_connection_asked_for_and_that_connection_still_gets_it() -> None:
