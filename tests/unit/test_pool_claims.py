@@ -15,7 +15,7 @@ import pytest
 
 from faasd.admission import Admission, AdmissionLimits
 from faasd.images.archive import ImageConfig
-from faasd.instance import Outcome
+from faasd.instance import Instance, Outcome
 from faasd.limits import Limits
 from faasd.pool import START_SECONDS_GUESS, WarmPool
 from faasd.registry import Version
@@ -89,12 +89,25 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def in_line(pool: WarmPool) -> asyncio.Task[tuple[Instance, bool]]:
+    """A connection asking ``pool`` for a container, once it has asked."""
+    task = asyncio.create_task(pool.claim())
+    await settle()
+    return task
+
+
+async def given_up(pool: WarmPool) -> None:
+    """A connection that asked ``pool`` for a container, then went away."""
+    task = await in_line(pool)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_a_connection_takes_the_first_container_to_get_ready_and_its_own_start_serves_the_next() -> None:
     pool, made, _ = a_pool()
-    first = asyncio.create_task(pool.claim())
-    await settle()
-    second = asyncio.create_task(pool.claim())
-    await settle()
+    first = await in_line(pool)
+    second = await in_line(pool)
     assert [c.started for c in made] == [True, True], "each connection asked for a start of its own"
     made[1].ready_now()  # the second connection's start ends first...
     await settle()
@@ -107,8 +120,7 @@ async def test_a_connection_takes_the_first_container_to_get_ready_and_its_own_s
 async def test_under_reuse_a_connection_waits_as_long_as_a_start_takes_for_a_container_to_come_back() -> None:
     pool, made, admission = a_pool(warm=0, reuse=5)
     first, _ = await start_and_claim(pool, made)
-    waiting = asyncio.create_task(pool.claim())
-    await settle()
+    waiting = await in_line(pool)
     assert len(made) == 1, "no start asked for: the one serving is likely back sooner"
     pool.give_back(first)
     assert await waiting == (first, True), "it was ready before that connection needed it"
@@ -124,10 +136,8 @@ async def test_under_reuse_a_connection_waits_as_long_as_a_start_takes_for_a_con
 
 async def test_a_failed_start_reaches_a_connection_only_when_no_other_start_is_coming_for_it() -> None:
     pool, made, admission = a_pool(warm=0)
-    gone = asyncio.create_task(pool.claim())
-    await settle()
-    left = asyncio.create_task(pool.claim())
-    await settle()
+    gone = await in_line(pool)
+    left = await in_line(pool)
     gone.cancel()  # two starts now come for one connection
     await settle()
     made[0].fail_now()
@@ -141,13 +151,8 @@ async def test_a_failed_start_reaches_a_connection_only_when_no_other_start_is_c
 
 async def test_a_connection_that_gives_up_waiting_leaves_its_start_to_the_next_who_asks_for_none() -> None:
     pool, made, admission = a_pool(warm=0)
-    gone = asyncio.create_task(pool.claim())
-    await settle()
-    gone.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await gone
-    later = asyncio.create_task(pool.claim())
-    await settle()
+    await given_up(pool)
+    later = await in_line(pool)
     assert len(made) == 1, "the start under way is counted on instead"
     made[0].ready_now()
     assert await later == (made[0], False)
@@ -156,11 +161,8 @@ async def test_a_connection_that_gives_up_waiting_leaves_its_start_to_the_next_w
 
 async def test_a_connection_counting_on_another_ones_start_gets_its_failure() -> None:
     pool, made, _ = a_pool(warm=0)
-    gone = asyncio.create_task(pool.claim())
-    await settle()
-    gone.cancel()
-    later = asyncio.create_task(pool.claim())
-    await settle()
+    await given_up(pool)
+    later = await in_line(pool)
     made[0].fail_now()
     instance, ready = await asyncio.wait_for(later, 1)
     assert (instance, ready, instance.start_failure) == (made[0], False, Outcome.START_FAILED)
@@ -168,8 +170,7 @@ async def test_a_connection_counting_on_another_ones_start_gets_its_failure() ->
 
 async def test_close_waits_for_a_start_a_connection_asked_for_and_that_connection_still_gets_it() -> None:
     pool, made, admission = a_pool(warm=4)
-    waiting = asyncio.create_task(pool.claim())
-    await settle()
+    waiting = await in_line(pool)
     closing = asyncio.create_task(pool.close())
     await settle()
     assert not closing.done(), "a start a connection waits for is not cut off"
@@ -181,8 +182,7 @@ async def test_close_waits_for_a_start_a_connection_asked_for_and_that_connectio
 
 async def start_and_claim(pool: WarmPool, made: list[Container]) -> tuple[Container, bool]:
     """A connection's container, started for it: the pool is empty."""
-    claim = asyncio.create_task(pool.claim())
-    await settle()
+    claim = await in_line(pool)
     made[-1].ready_now()
     instance, ready = await claim
     assert isinstance(instance, Container)
