@@ -150,9 +150,10 @@ class Instance:
         }
         if more:
             metadata["more"] = True  # come back to /control.sock for the next connection
-        ControlSocket.hand_over(handler, client, encode_metadata(metadata))
-        if not more:
+        else:
+            # Before the hand-over, not after: the handler may run before this thread does again.
             self._control.close()
+        ControlSocket.hand_over(handler, client, encode_metadata(metadata))
         waited = await self._wait(timeout, for_handler=more)
         answered = bytes_written(client) != 0
         if waited is Waited.TIMED_OUT:
