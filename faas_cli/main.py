@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 from click.exceptions import NoArgsIsHelpError
@@ -47,7 +47,7 @@ def usage_errors_exit_refused() -> Iterator[None]:
     try:
         yield
     except NoArgsIsHelpError as exc:
-        exc.exit_code = EXIT_REFUSED  # plain ``faas``: the help is the answer
+        exc.exit_code = EXIT_REFUSED  # type: ignore[misc]  # plain ``faas``: the help is the answer
         raise
     except click.UsageError as exc:
         path = exc.ctx.command_path if exc.ctx is not None else "faas"
@@ -121,7 +121,7 @@ def complete_function_names(ctx: click.Context, _param: click.Parameter, incompl
     params = ctx.find_root().params
     client = make_client(params.get("socket_path") or DEFAULT_SOCKET, params.get("host"), params.get("token"))
     try:
-        names = [function["name"] for function in client.list()]
+        names = [function["name"] for function in client.functions()]
     except ClientError:
         return []
     return [CompletionItem(name) for name in names if name.startswith(incomplete)]
@@ -261,9 +261,9 @@ def new(
         if tarball is None and image is not None:
             path = find_engine(engine, say=lambda note: click.echo(note, err=True))
             upload = stream_upload(stack.enter_context(saved_image(path, image)), client)
-            source = {"image": image}
+            source: dict[str, str | None] = {"image": image}
         else:
-            tarball = tarball or click.get_binary_stream("stdin")
+            tarball = tarball or cast(io.BufferedReader, sys.stdin.buffer)
             if tarball.isatty():
                 raise click.UsageError(
                     "no image given: name one with -t IMAGE, pipe one in (docker save IMAGE | faas new NAME) "
@@ -272,7 +272,7 @@ def new(
             upload, source = tarball_upload(tarball, client), {"tag": image}
         blocks: Iterable[bytes] = upload.blocks
         if not quiet and sys.stderr.isatty():
-            blocks = Progress(click.get_text_stream("stderr"), upload.size, upload.left_out).track(blocks)
+            blocks = Progress(sys.stderr, upload.size, upload.left_out).track(blocks)
         function = client.deploy(name, blocks, limits=settings, force=force, **source)
     if as_json:
         print_json(function)
@@ -319,7 +319,7 @@ def list_(client: Client, as_json: bool) -> None:
     Example:
       faas list --json | jq -r '.[].ip'
     """
-    functions = client.list()
+    functions = client.functions()
     if as_json:
         print_json(functions)
         return
@@ -396,7 +396,7 @@ def logs(client: Client, name: str, follow: bool, tail: int | None, since: str |
       faas logs hello --tail 20
       faas logs hello -f --since 10m
     """
-    out = click.get_binary_stream("stdout")
+    out = sys.stdout.buffer
     try:
         with contextlib.closing(client.logs(name, tail=tail, since=since, follow=follow)) as chunks:
             for chunk in chunks:

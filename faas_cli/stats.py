@@ -89,7 +89,9 @@ def render(stats: Stats) -> list[str]:
     # Warm containers run too, but serve no one yet: said apart, so an idle host does not look busy.
     serving = f"containers running {running:.0f} ({warm:.0f} warm, waiting for a connection)"
     lines = [f"functions {functions:.0f}   {serving}   queued {queued:.0f}", ""]
-    rows = [("FUNCTION", "REQUESTS", "HANDLER", "502", "503", "504", "MEAN ms", "START p50 ms", "START p99 ms")]
+    rows: list[tuple[str, ...]] = [
+        ("FUNCTION", "REQUESTS", "HANDLER", "502", "503", "504", "MEAN ms", "START p50 ms", "START p99 ms")
+    ]
     for name, f in sorted(stats.functions.items()):
         rows.append(
             (
