@@ -127,8 +127,11 @@ def rollback(client: Client, name: str, version: int | None) -> None:
       faas rollback hello
       faas rollback hello 2
     """
+    before = client.get(name)["version"]
     function = client.rollback(name, version)
-    click.echo(f"Rolled back {function['name']} to version {function['version']} ({printable(function['image'])})")
+    # A move to a newer kept version (after rolling back too far) is no rollback.
+    verb = "Switched" if function["version"] > before else "Rolled back"
+    click.echo(f"{verb} {function['name']} to version {function['version']} ({printable(function['image'])})")
 
 
 @click.command()

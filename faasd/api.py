@@ -1,7 +1,8 @@
 """The control API: aiohttp on a unix socket (and optionally TCP). The only place errors become HTTP statuses.
 
-    POST   /v1/functions/{name}[?tag=T&image=I&memory=M&cpus=C&pids=P&timeout=S&tmp_size=M]
-                                                body: the image tarball (streamed)
+    POST   /v1/functions/{name}[?tag=T&image=I&force=1&memory=M&cpus=C&pids=P&timeout=S&tmp_size=M]
+                                                body: the image tarball (streamed); 201, or 200 with
+                                                "same_as": N when version N, current, has that image
     GET    /v1/functions
     GET    /v1/functions/{name}                   the function, its kept versions, requests served
     DELETE /v1/functions/{name}
@@ -56,7 +57,7 @@ from faasd.errors import (
     InvalidRequest,
     Unauthorized,
 )
-from faasd.functions import Functions
+from faasd.functions import Functions, SameImage
 from faasd.images.archive import DIGEST, check_reference
 from faasd.images.layers import LayerStore
 from faasd.images.upload import UploadWriter, upload_cut, write_failure
@@ -77,7 +78,7 @@ UPLOAD_CHUNK_BYTES = 1 << 20
 SOCKET_MODE = 0o660
 # Members of this group may use the unix socket without sudo, like docker's "docker" group.
 SOCKET_GROUP = "faas"
-DEPLOY_PARAMS = frozenset({"tag", "image", *LIMIT_PARAMETERS})
+DEPLOY_PARAMS = frozenset({"tag", "image", "force", *LIMIT_PARAMETERS})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -248,21 +249,35 @@ async def receive_upload(request: web.Request, function: str) -> Path:
         raise
 
 
+def flag_param(params: dict[str, str], key: str) -> bool:
+    """A yes/no query parameter: ``1`` or ``true``, ``0`` or ``false``; absent is no."""
+    value = params.get(key, "0").lower()
+    if value not in ("0", "1", "false", "true"):
+        raise InvalidRequest(f"the query parameter {key} is {shown(value)}: give 1 or 0")
+    return value in ("1", "true")
+
+
 async def deploy(request: web.Request, name: str, params: dict[str, str]) -> Function:
-    """Import the request body as the next version of ``name`` (already checked by the caller)."""
+    """Import the request body as the next version of ``name`` (already checked by the caller);
+    ``SameImage`` when it is the current version's image (unless ``force``)."""
     tag = reference_param(params, "tag")
     image = reference_param(params, "image") or tag or name
     limits = request.app[CONFIG].limits.with_overrides(params)
+    force = flag_param(params, "force")
     upload = await receive_upload(request, name)
     try:
-        return await request.app[FUNCTIONS].deploy(name, upload, image=image, tag=tag, limits=limits)
+        return await request.app[FUNCTIONS].deploy(name, upload, image=image, tag=tag, limits=limits, force=force)
     finally:
         upload.unlink(missing_ok=True)
 
 
 async def post_function(request: web.Request) -> web.Response:
+    """201 with the new version; 200 with ``same_as`` when the image is the current one's."""
     name = function_name(request)
-    function = await deploy(request, name, query_params(request, DEPLOY_PARAMS))
+    try:
+        function = await deploy(request, name, query_params(request, DEPLOY_PARAMS))
+    except SameImage as same:
+        return web.json_response(function_json(same.function) | {"same_as": same.function.current.number})
     return web.json_response(function_json(function), status=201)
 
 
@@ -380,7 +395,10 @@ async def legacy_new(request: web.Request) -> web.Response:
     name = single_header(request, "X-Image-Name")
     if not name:
         raise InvalidRequest("the X-Image-Name header is missing: it names the function")
-    function = await deploy(request, validate_name(name), query_params(request))
+    try:
+        function = await deploy(request, validate_name(name), query_params(request))
+    except SameImage as same:
+        return web.Response(text=f"{same.function.ip}\n")
     return web.Response(text=f"{function.ip}\n", status=201)
 
 
