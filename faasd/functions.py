@@ -429,6 +429,7 @@ class Functions:
             await self._aliases.remove(function.ip)
             await asyncio.to_thread(self._store.remove_function, name)
             await self._logs.remove(name)
+            metrics.forget(name)  # after the listener closed: no connection of it is left to count
         log.info("removed function=%s ip=%s", name, function.ip)
         return function
 
