@@ -7,6 +7,7 @@ gets a 502; if the deadline comes before the handler wrote anything, a 504.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -15,6 +16,7 @@ from http import HTTPStatus
 
 from faasd import metrics
 from faasd.config import Config
+from faasd.handoff import close_client
 from faasd.images.store import ImageStore
 from faasd.instance import Instance, Outcome
 from faasd.logs import FunctionLog
@@ -85,8 +87,19 @@ class Dispatcher:
                 await send_error(client, *REPLIES[outcome])
             kept = instance.ready
         finally:
-            client.close()
-            if not kept:
+            stopped = False
+            try:
+                if instance.running and not kept:
+                    await instance.stop()  # first: once it is gone, no handler holds the client
+                    stopped = True
+            finally:
+                if instance.running:
+                    # Its handler may hold the socket too and set SO_LINGER again between our
+                    # setsockopt and close: this close may wait, so it waits off the loop.
+                    await asyncio.to_thread(close_client, client)
+                else:
+                    close_client(client)
+            if not kept and not stopped:
                 await instance.stop()
         duration_ms = round((time.monotonic() - began) * 1000, 1)
         count(version.function, outcome, duration_ms / 1000)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -54,3 +55,30 @@ def test_over_the_admission_limits_clients_get_503_with_retry_after(make_daemon,
         assert f'faasd_requests_total{{function="busy",status="{status}"}} {count:.1f}' in counted
     row = next(line for line in daemon.faas("stats").stdout.splitlines() if line.startswith("busy "))
     assert row.split()[1:6] == ["4", "1", "0", "2", "1"]
+
+
+def read_to_eof(address: tuple[str, int], request: bytes) -> bytes:
+    """Send ``request`` and read to EOF; a reset, which can discard an answer, raises."""
+    received = b""
+    with socket.create_connection(address, timeout=30) as client:
+        client.sendall(request)
+        while chunk := client.recv(65536):
+            received += chunk
+    return received
+
+
+def test_every_answer_the_daemon_writes_ends_with_a_fin_not_a_reset(make_daemon, probe_image: Path) -> None:
+    """RFC 9112 §9.6: the request body nobody read is drained after a half-close."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    daemon = make_daemon(daemon_range(40), "--gateway", f"127.0.0.1:{port}")
+    ip = daemon.deploy("quits", probe_image)
+    body = b"x" * 100_000
+    quits = b"POST /exit HTTP/1.1\r\nHost: quits\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    answer = read_to_eof((ip, 80), quits)
+    assert answer.startswith(b"HTTP/1.1 502 ") and answer.endswith(
+        b'"error": "the function\'s handler exited without answering"}\n'
+    )
+    answer = read_to_eof(("127.0.0.1", port), b"GET / HTTP/1.1\r\nHost: nobody.localhost\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 404 ") and answer.endswith(b'"error": "no function named \'nobody\'"}\n')
