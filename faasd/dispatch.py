@@ -18,7 +18,7 @@ from faasd import metrics
 from faasd.config import Config
 from faasd.handoff import close_client
 from faasd.images.store import ImageStore
-from faasd.instance import Instance, Outcome
+from faasd.instance import KILL_GRACE_SECONDS, Instance, Outcome
 from faasd.logs import FunctionLog
 from faasd.registry import Version
 from faasd.replies import send_error
@@ -52,6 +52,11 @@ class Dispatcher:
     config: Config
     runc: Runc
     store: ImageStore
+
+    @property
+    def start_bound(self) -> float:
+        """The longest one container's start may take, from asking for it to its handler waiting."""
+        return self.config.start_timeout_seconds + KILL_GRACE_SECONDS
 
     def template(self, version: Version) -> SpecTemplate:
         """The ``config.json`` every container of ``version`` shares, but for its id."""
