@@ -116,6 +116,7 @@ class Listener:
             lambda: self._dispatcher.instance(version, template, self._function_log),
             self._admission,
             self._warm_idle_seconds,
+            self._dispatcher.start_bound,
         )
 
     def _pool_for(self, version: Version) -> WarmPool:
