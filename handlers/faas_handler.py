@@ -348,7 +348,8 @@ def _serve_as_template(channel: socket.socket, app: WSGIApp | None) -> None:
         if app is None:
             channel.send(b'{"template": "refused", "reason": "an ASGI app cannot be a template"}')
             return
-        tmp_bytes = int(json.loads(header)["tmp_bytes"])
+        sizes = json.loads(header)
+        scratch = (int(sizes["tmp_bytes"]), int(sizes["shm_bytes"]))
         libc = ctypes.CDLL(None, use_errno=True)
         # Orphaned grandchildren (each connection's pid 1) come back here to be reaped.
         _check(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(PR_SET_CHILD_SUBREAPER)")
@@ -359,7 +360,7 @@ def _serve_as_template(channel: socket.socket, app: WSGIApp | None) -> None:
             if not message:
                 break  # the daemon is done with this template
             if len(fds) == _FORK_FDS:
-                _fork_child(libc, channel, (tmp_bytes, bpf), json.loads(message), fds, app)
+                _fork_child(libc, channel, (scratch, bpf), json.loads(message), fds, app)
             for fd in fds:
                 os.close(fd)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -391,10 +392,15 @@ def _reap_children() -> None:
 
 
 def _fork_child(
-    libc: Any, channel: socket.socket, setup: tuple[int, bytes], metadata: dict[str, Any], fds: list[int], app: WSGIApp
+    libc: Any,
+    channel: socket.socket,
+    setup: tuple[tuple[int, int], bytes],
+    metadata: dict[str, Any],
+    fds: list[int],
+    app: WSGIApp,
 ) -> None:
     """Fork the child that serves one connection; the template goes back to its channel."""
-    tmp_bytes, bpf = setup
+    scratch, bpf = setup
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # or the child would write the template's pending output again
     if os.fork() != 0:
@@ -413,7 +419,7 @@ def _fork_child(
             os._exit(0)  # the grandchild is pid 1 of the new pid namespace; the template reaps it
         line = socket.socket(fileno=line_fd)
         line.send(b"started")  # the daemon learns this process's host pid from SO_PASSCRED
-        _make_private_mounts(libc, tmp_bytes)
+        _make_private_mounts(libc, *scratch)
         _loopback_up()
         if line.recv(8) != b"go":  # the daemon has put this process in its connection's cgroups
             os._exit(1)
@@ -462,8 +468,9 @@ def _enter_namespaces(libc: Any) -> None:
             raise OSError(exc.errno, f"writing {text!r} to {name}: {exc.strerror}") from None
 
 
-def _make_private_mounts(libc: Any, tmp_bytes: int) -> None:
-    """A /tmp and /dev/shm of its own, /dev read-only, and /proc holding this process alone.
+def _make_private_mounts(libc: Any, tmp_bytes: int, shm_bytes: int) -> None:
+    """A /tmp and /dev/shm of its own (read-only for a size of 0, as a container's), /dev
+    read-only, and /proc holding this process alone.
 
     A new procfs is refused here (the container's /proc has masked paths over it, which the
     kernel counts as hiding something): /proc is a small tmpfs whose ``self`` is this process's
@@ -471,8 +478,10 @@ def _make_private_mounts(libc: Any, tmp_bytes: int) -> None:
     """
     own = "/proc/" + os.readlink("/proc/self")
     dev_flags = _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _mount_flags("/dev")
-    _mount(libc, "tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={tmp_bytes},mode=1777")
-    _mount(libc, "shm", "/dev/shm", "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, f"size={tmp_bytes},mode=1777")
+    # tmpfs reads size=0 as unlimited: a size of 0 is a small tmpfs, read-only once /proc is made.
+    _mount(libc, "tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={tmp_bytes or 4096},mode=1777")
+    shm_flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC | (0 if shm_bytes else _MS_RDONLY)
+    _mount(libc, "shm", "/dev/shm", "tmpfs", shm_flags, f"size={shm_bytes or 4096},mode=1777")
     staging = "/tmp/.proc"
     os.mkdir(staging)
     _mount(libc, "proc", staging, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "size=4k,mode=555")
@@ -480,6 +489,8 @@ def _make_private_mounts(libc: Any, tmp_bytes: int) -> None:
     _mount(libc, own, staging + "/self", None, _MS_BIND)
     _mount(libc, staging, "/proc", None, _MS_MOVE)
     os.rmdir(staging)
+    if not tmp_bytes:
+        _mount(libc, None, "/tmp", None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
     _mount(libc, None, "/dev", None, dev_flags)  # the container's /dev is shared with the other children
 
 

@@ -21,7 +21,9 @@ import logging
 import socket
 
 from faasd.instance import Instance, Outcome
+from faasd.limits import Limits
 from faasd.registry import Version
+from faasd.sandbox.spec import SHM_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +35,11 @@ FORK_ROOT_UID = 1000
 NOT_A_TEMPLATE = "its handler did not answer as a template: fork mode needs serve() from faas_handler.py"
 
 
-def setup_message(tmp_bytes: int, child_filter: bytes) -> bytes:
-    """The channel's first message: a JSON line, then the child's seccomp filter."""
-    return json.dumps({"tmp_bytes": tmp_bytes}).encode() + b"\n" + child_filter
+def setup_message(limits: Limits, child_filter: bytes) -> bytes:
+    """The channel's first message: a JSON line (the sizes of a child's /tmp and /dev/shm, as a
+    container's, 0 for read-only), then the child's seccomp filter."""
+    sizes = {"tmp_bytes": limits.tmp_bytes, "shm_bytes": min(limits.tmp_bytes, SHM_BYTES)}
+    return json.dumps(sizes).encode() + b"\n" + child_filter
 
 
 def read_reply(reply: bytes) -> str | None:

@@ -6,6 +6,7 @@ Errors are reported by name (``EPERM``), successes as ``"ok"``. Runs as the cont
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import json
@@ -13,6 +14,7 @@ import os
 import resource
 import socket
 import stat
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -172,6 +174,11 @@ def devices(_: dict[str, list[str]]) -> dict[str, str]:
     return found
 
 
+def vsock(_: dict[str, list[str]]) -> Any:
+    """A vsock socket: not network-namespaced, it would reach past the container's lo."""
+    return outcome(lambda: socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM).close())
+
+
 def control(_: dict[str, list[str]]) -> Any:
     """A second connection to the control socket: the daemon hands over one client, once."""
     return outcome(lambda: connect_unix("/control.sock"))
@@ -201,10 +208,11 @@ def spin(_: dict[str, list[str]]) -> None:
         pass
 
 
-def tmp(_: dict[str, list[str]]) -> dict[str, Any]:
+def tmp(query: dict[str, list[str]]) -> dict[str, Any]:
+    """Fill a writable tmpfs (``dir``, /tmp by default) until the kernel says no."""
     written = 0
     try:
-        with open("/tmp/fill", "wb") as f:
+        with open(f"{query.get('dir', ['/tmp'])[0]}/fill", "wb") as f:
             while written < 1 << 30:
                 f.write(b"\0" * 65536)
                 f.flush()
@@ -217,6 +225,24 @@ def tmp(_: dict[str, list[str]]) -> dict[str, Any]:
 def leave(_: dict[str, list[str]]) -> None:
     """Exit without a word, as a crashing handler would."""
     os._exit(3)
+
+
+def linger(query: dict[str, list[str]]) -> None:
+    """Set SO_LINGER (on, ``s`` seconds) on the client's socket, fill its send buffer while the
+    client does not read, and exit: the socket's last close is then the daemon's."""
+    seconds = int(query.get("s", ["30"])[0])
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            client = socket.socket(fileno=os.dup(int(name)))
+        except OSError:
+            continue
+        if client.family == socket.AF_INET and client.type == socket.SOCK_STREAM:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, seconds))
+            client.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    client.send(b"x" * 65536)
+    os._exit(0)
 
 
 def cpu(_: dict[str, list[str]]) -> dict[str, float]:
@@ -259,12 +285,14 @@ PROBES: dict[str, Callable[[dict[str, list[str]]], Any]] = {
     "/files": files,
     "/devices": devices,
     "/control": control,
+    "/vsock": vsock,
     "/memory": memory,
     "/fork": fork,
     "/spin": spin,
     "/tmp": tmp,
     "/cpu": cpu,
     "/exit": leave,
+    "/linger": linger,
 }
 WITH_METADATA: dict[str, Callable[[dict[str, list[str]], dict[str, Any]], Any]] = {"/visit": visit}
 
