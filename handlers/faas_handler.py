@@ -82,6 +82,11 @@ class HandoffError(Exception):
     """The daemon's control message could not be received or did not carry a client socket."""
 
 
+class Retired(HandoffError):
+    """The daemon hung up ``/control.sock`` without handing over a connection: it retires this
+    container (a warm pool emptied, a function removed), which has nothing left to serve."""
+
+
 class LifespanError(Exception):
     """The ASGI app answered ``lifespan.startup`` with ``lifespan.startup.failed``."""
 
@@ -95,8 +100,12 @@ def accept(path: str | None = None) -> tuple[socket.socket, dict[str, Any]]:
             control.connect(path)
             # socket.recv_fds (3.9+) wraps this very call; recvmsg keeps a single path back to 3.8.
             message, ancillary, _flags, _address = control.recvmsg(MAX_MESSAGE_BYTES, socket.CMSG_SPACE(fds.itemsize))
+        except ConnectionResetError as exc:  # the listening socket closed while we waited in its queue
+            raise Retired(f"{path} was closed without a connection") from exc
         except OSError as exc:
             raise HandoffError(f"cannot receive from {path} (is this running under faasd?): {exc}") from exc
+    if not message and not ancillary:  # the end of the stream, not a message
+        raise Retired(f"{path} was closed without a connection")
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
@@ -211,7 +220,10 @@ def _serve_connections(app: WSGIApp, path: str | None) -> None:
     """Serve each connection the daemon hands over: one, or more while its message says so."""
     more = True
     while more:
-        client, metadata = accept(path)
+        try:
+            client, metadata = accept(path)
+        except Retired:  # the daemon's decision, not a failure: nothing to log
+            return
         more = metadata.get("more") is True
         with client:
             try:
@@ -746,7 +758,7 @@ class _Lifespan:
 
 def _http_scope(environ: Mapping[str, Any], state: dict[str, Any]) -> Message:
     """The ASGI HTTP connection scope for one request, from the WSGI environ serve() makes."""
-    raw_path = environ.get("REQUEST_URI", environ.get("PATH_INFO", "/")).partition("?")[0]
+    raw_path = _split_target(environ.get("REQUEST_URI", environ.get("PATH_INFO", "/")))[1]
     headers = _environ_headers(environ)
     return {
         "type": "http",
@@ -830,7 +842,7 @@ def _read_head(rfile: Any) -> _Head | None:
     method, target, major, minor = match.groups()
     if major != "1":
         raise _Refused("505 HTTP Version Not Supported", f"HTTP/{major}.{minor} is not served here, HTTP/1.1 is")
-    fields = []
+    fields: list[tuple[str, str]] = []
     while True:
         line = rfile.readline(MAX_LINE + 1)
         if line in (b"\r\n", b"\n"):
@@ -847,7 +859,24 @@ def _read_head(rfile: Any) -> _Head | None:
             raise _Refused("400 Bad Request", f"Bad header line {text[:80]!r}")
         fields.append((match[1], match[2].rstrip(" \t")))
     # HTTP/1.2 and on would be read as 1.1 (RFC 9110 2.5); 1.0 gets one response, then the close.
-    return _Head(method, target, "HTTP/1.0" if minor == "0" else "HTTP/1.1", fields)
+    head = _Head(method, target, "HTTP/1.0" if minor == "0" else "HTTP/1.1", fields)
+    hosts = len(head.values("Host"))
+    if hosts > 1 or (hosts == 0 and head.version == "HTTP/1.1"):  # RFC 9112 3.2: a MUST, either way
+        raise _Refused("400 Bad Request", f"{hosts} Host fields: an HTTP/1.1 request has one, any request at most one")
+    return head
+
+
+# RFC 9112 3.2.2: the absolute-form, as clients send it to a proxy: scheme "://" authority path ["?" query].
+_ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://([^/?]*)([^?]*)(?:\?(.*))?")
+
+
+def _split_target(target: str) -> tuple[str | None, str, str]:
+    """A request target's authority (of the absolute-form only), path and query, still percent-encoded."""
+    absolute = _ABSOLUTE_FORM.fullmatch(target)
+    if absolute is None:
+        path, _, query = target.partition("?")
+        return None, path, query
+    return absolute[1], absolute[2] or "/", absolute[3] or ""
 
 
 def _line_text(line: bytes) -> str:
@@ -901,9 +930,13 @@ class _Connection:
         def log(status: str, size: int) -> None:
             _log(self.metadata, f'"{head.method} {head.target} {head.version}" {status} {size}')
 
-        response = _Response(body, self.wfile, self._environ(head, length), not keep_alive, log)
+        def last() -> bool:
+            # More body left unread than is worth skipping: the connection ends after this response.
+            return not keep_alive or body.unread > MAX_DRAIN
+
+        response = _Response(body, self.wfile, self._environ(head, length), last, log)
         response.run(self.app)
-        return keep_alive and response.complete and body.drain(MAX_DRAIN)
+        return response.keep_alive and response.complete and body.drain(MAX_DRAIN)
 
     def _request_body(self, head: _Head) -> tuple[_Body, str]:
         """``wsgi.input`` and ``CONTENT_LENGTH`` for this request (RFC 9112 section 6)."""
@@ -939,14 +972,14 @@ class _Connection:
 
     def _environ(self, head: _Head, content_length: str) -> dict[str, Any]:
         """The CGI part of the PEP 3333 environ; wsgiref adds the ``wsgi.*`` keys."""
-        path, _, query = head.target.partition("?")
+        authority, path, query = _split_target(head.target)
         content_types = head.values("Content-Type")
-        environ = {
+        environ: dict[str, Any] = {
             "REQUEST_METHOD": head.method,
             "SCRIPT_NAME": "",
             "PATH_INFO": _unquote(path, "latin-1"),  # PEP 3333: bytes as latin-1, as wsgiref does
             "QUERY_STRING": query,
-            "REQUEST_URI": head.target,  # as sent, still percent-encoded: ASGI's raw_path
+            "REQUEST_URI": head.target,  # as sent, still percent-encoded; its path is ASGI's raw_path
             "SERVER_NAME": str(self.local[0]),
             "SERVER_PORT": str(self.local[1]),
             "SERVER_PROTOCOL": head.version,
@@ -962,45 +995,84 @@ class _Connection:
             if "_" in name or key in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
                 continue  # "X_User" would pose as "X-User" in the environ; dropped, as nginx does
             environ[key] = environ[key] + "," + value if key in environ else value
+        if authority is not None:  # RFC 9112 3.2.2: the target's authority, not the Host field, names the host
+            environ["HTTP_HOST"] = authority
         return environ
 
 
 class _Response(wsgiref.handlers.SimpleHandler):
     """wsgiref's PEP 3333 half (start_response with exc_info, write(), the 500 page, the
-    traceback in the log) with the HTTP/1.1 framing wsgiref lacks: Content-Length for any list
-    or tuple, else chunked (or, for HTTP/1.0, the end of the connection); no body for HEAD."""
+    traceback in the log) with the HTTP/1.1 framing wsgiref lacks: Content-Length for a body
+    known whole (a list or tuple), else chunked (or, for HTTP/1.0, the end of the connection); no
+    body for HEAD, 1xx, 204 and 304, and no length that is forbidden or not known to be true."""
 
     http_version = "1.1"
     server_software = SERVER_SOFTWARE
     os_environ: dict[str, str] = {}  # wsgiref would copy the process environment into each request
+    # What wsgiref's BaseHandler sets per response (typeshed leaves them out).
+    environ: dict[str, Any]
+    status: str | None
+    headers: wsgiref.headers.Headers
+    headers_sent: bool
+    result: Any
+    bytes_sent: int
 
     def __init__(
-        self, body: _Body, wfile: Any, environ: dict[str, Any], closing: bool, log: Callable[..., None]
+        self, body: _Body, wfile: Any, environ: dict[str, Any], last: Callable[[], bool], log: Callable[..., None]
     ) -> None:
         super().__init__(body, wfile, sys.stderr, environ, multithread=False, multiprocess=True)
-        self.closing = closing
+        self.last = last  # asked as the headers leave: must the connection end after this response?
         self.log = log
         self.framing = "length"  # then "chunked", "close" or "none"
         self.in_body = False
+        self.ended = False  # the app's body is over: what was sent is all of it
+        self.keep_alive = False  # the headers left without "Connection: close"
         self.complete = False  # the response ended cleanly: the connection may carry another
 
     def cleanup_headers(self) -> None:
+        assert self.status is not None, "wsgiref sends headers only after start_response"
         code = int(self.status[:3])
-        if code < 200 or code in (204, 304):
+        known = self._known_length()
+        if code < 200 or code == 204:
             self.framing = "none"
+            del self.headers["Content-Length"]  # RFC 9110 8.6: never in a 1xx or 204
+        elif code == 304 or self.environ["REQUEST_METHOD"] == "HEAD":
+            # No body follows. The app's Content-Length is the one GET would have (RFC 9110 8.6,
+            # 9.3.2); else a body the app gave whole tells it, but an empty one may be a HEAD's
+            # body left out (Werkzeug does that) and tells nothing: then no framing is said at all.
+            self.framing = "none"
+            if code != 304 and known and "Content-Length" not in self.headers:
+                self.headers["Content-Length"] = str(known)
         elif "Content-Length" in self.headers:
             pass
-        elif isinstance(self.result, (list, tuple)):
-            self.headers["Content-Length"] = str(sum(len(part) for part in self.result))
+        elif known is not None:
+            self.headers["Content-Length"] = str(known)
         elif self.environ["SERVER_PROTOCOL"] == "HTTP/1.1":
             self.framing = "chunked"
             self.headers["Transfer-Encoding"] = "chunked"
         else:
             self.framing = "close"
-        if self.environ["REQUEST_METHOD"] == "HEAD":
-            self.framing = "none"  # decided last: HEAD answers with the headers GET would have
-        if self.closing or self.framing == "close":
+        self.keep_alive = self.framing != "close" and not self.last()
+        if not self.keep_alive:
             self.headers["Connection"] = "close"
+
+    def _known_length(self) -> int | None:
+        """The body's length, where it is known before the headers leave."""
+        if isinstance(self.result, (list, tuple)):
+            return sum(len(part) for part in self.result)
+        return self.bytes_sent if self.ended else None  # an iterable that ended before its first byte
+
+    def finish_content(self) -> None:
+        self.ended = True
+        if not self.headers_sent:
+            self.send_headers()  # wsgiref's would first add "Content-Length: 0", even where it is forbidden or false
+        if self.framing == "chunked":
+            self.in_body = False
+            self._write(b"0\r\n\r\n")
+        declared = self.headers.get("Content-Length")
+        # A body shorter or longer than its Content-Length leaves the next request unframed.
+        self.complete = self.framing != "close" and (self.framing != "length" or declared == str(self.bytes_sent))
+        self._flush()  # the response leaves before any body the app left unread is drained
 
     def send_headers(self) -> None:
         super().send_headers()
@@ -1013,16 +1085,6 @@ class _Response(wsgiref.handlers.SimpleHandler):
             if self.framing == "chunked":
                 data = b"%x\r\n%s\r\n" % (len(data), data)
         super()._write(data)
-
-    def finish_content(self) -> None:
-        super().finish_content()
-        if self.framing == "chunked":
-            self.in_body = False
-            self._write(b"0\r\n\r\n")
-        declared = self.headers.get("Content-Length")
-        # A body shorter or longer than its Content-Length leaves the next request unframed.
-        self.complete = self.framing != "close" and (self.framing != "length" or declared == str(self.bytes_sent))
-        self._flush()  # the response leaves before any body the app left unread is drained
 
     def close(self) -> None:
         if self.status:  # one log line per response, as http.server writes for its own
@@ -1040,6 +1102,11 @@ class _Body(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
+
+    @property
+    def unread(self) -> int:
+        """Body bytes neither the app nor ``drain`` has read yet."""
+        return self._left
 
     def readinto(self, buffer: Any) -> int:
         data = self._stream.read(min(len(buffer), self._left)) if self._left > 0 else b""
