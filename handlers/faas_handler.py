@@ -842,24 +842,8 @@ def _read_head(rfile: Any) -> _Head | None:
     method, target, major, minor = match.groups()
     if major != "1":
         raise _Refused("505 HTTP Version Not Supported", f"HTTP/{major}.{minor} is not served here, HTTP/1.1 is")
-    fields: list[tuple[str, str]] = []
-    while True:
-        line = rfile.readline(MAX_LINE + 1)
-        if line in (b"\r\n", b"\n"):
-            break
-        if len(line) > MAX_LINE:
-            raise _Refused("431 Request Header Fields Too Large", f"Header line over {MAX_LINE} bytes")
-        if len(fields) == MAX_HEADERS:
-            raise _Refused("431 Request Header Fields Too Large", f"More than {MAX_HEADERS} header fields")
-        text = _line_text(line)
-        if text[:1] in (" ", "\t"):
-            raise _Refused("400 Bad Request", f"Folded header line {text[:80]!r} (obsolete, RFC 9112 5.2)")
-        match = _FIELD_LINE.fullmatch(text)
-        if match is None:
-            raise _Refused("400 Bad Request", f"Bad header line {text[:80]!r}")
-        fields.append((match[1], match[2].rstrip(" \t")))
     # HTTP/1.2 and on would be read as 1.1 (RFC 9110 2.5); 1.0 gets one response, then the close.
-    head = _Head(method, target, "HTTP/1.0" if minor == "0" else "HTTP/1.1", fields)
+    head = _Head(method, target, "HTTP/1.0" if minor == "0" else "HTTP/1.1", _read_fields(rfile, "header"))
     hosts = len(head.values("Host"))
     if hosts > 1 or (hosts == 0 and head.version == "HTTP/1.1"):  # RFC 9112 3.2: a MUST, either way
         raise _Refused("400 Bad Request", f"{hosts} Host fields: an HTTP/1.1 request has one, any request at most one")
@@ -877,6 +861,49 @@ def _split_target(target: str) -> tuple[str | None, str, str]:
         path, _, query = target.partition("?")
         return None, path, query
     return absolute[1], absolute[2] or "/", absolute[3] or ""
+
+
+def _read_fields(rfile: Any, kind: str) -> list[tuple[str, str]]:
+    """Field lines up to the empty line that ends them (RFC 9112 5): a head's header fields, or
+    the trailer fields after a chunked body; ``kind`` ("header", "trailer") names them when refused."""
+    fields: list[tuple[str, str]] = []
+    while True:
+        line = rfile.readline(MAX_LINE + 1)
+        if line in (b"\r\n", b"\n"):
+            return fields
+        if len(line) > MAX_LINE:
+            raise _Refused("431 Request Header Fields Too Large", f"{kind.title()} line over {MAX_LINE} bytes")
+        if len(fields) == MAX_HEADERS:
+            raise _Refused("431 Request Header Fields Too Large", f"More than {MAX_HEADERS} {kind} fields")
+        text = _line_text(line)
+        if text[:1] in (" ", "\t"):
+            raise _Refused("400 Bad Request", f"Folded {kind} line {text[:80]!r} (obsolete, RFC 9112 5.2)")
+        match = _FIELD_LINE.fullmatch(text)
+        if match is None:
+            raise _Refused("400 Bad Request", f"Bad {kind} line {text[:80]!r}")
+        fields.append((match[1], match[2].rstrip(" \t")))
+
+
+def _body_length(head: _Head) -> int | None:
+    """The request body's length, or None for a chunked body (RFC 9112 6.3); what cannot be framed is refused."""
+    codings = head.values("Transfer-Encoding")
+    if codings:
+        if ",".join(codings).strip().lower() != "chunked":
+            raise _Refused("501 Not Implemented", f"Transfer-Encoding {codings!r} is not supported")
+        return None
+    # RFC 9110 8.6: a list of one length repeated ("3, 3", or two fields) is that length.
+    lengths = {item.strip() for value in head.values("Content-Length") for item in value.split(",")}
+    if len(lengths) > 1 or not all(re.fullmatch(r"[0-9]{1,18}", value) for value in lengths):
+        raise _Refused("400 Bad Request", f"Bad Content-Length {head.values('Content-Length')!r}")
+    return int(lengths.pop()) if lengths else 0
+
+
+def _keep_alive(head: _Head) -> bool:
+    """Whether the connection may carry another request after this one, as far as the request goes."""
+    if head.values("Transfer-Encoding") and head.values("Content-Length"):
+        return False  # RFC 9112 6.3: such a message may be smuggling another; close after it
+    # An HTTP/1.0 client needs "Connection: keep-alive" both ways; one request is simpler.
+    return head.version == "HTTP/1.1" and "close" not in head.tokens("Connection")
 
 
 def _line_text(line: bytes) -> str:
@@ -922,10 +949,7 @@ class _Connection:
         except _Refused as refused:
             self._refuse(refused)
             return False
-        # An HTTP/1.0 client needs "Connection: keep-alive" both ways; one request is simpler.
-        keep_alive = head.version == "HTTP/1.1" and "close" not in head.tokens("Connection")
-        if head.values("Transfer-Encoding") and head.values("Content-Length"):
-            keep_alive = False  # RFC 9112 6.1: such a message may be smuggling another
+        keep_alive = _keep_alive(head)
 
         def log(status: str, size: int) -> None:
             _log(self.metadata, f'"{head.method} {head.target} {head.version}" {status} {size}')
@@ -940,18 +964,12 @@ class _Connection:
 
     def _request_body(self, head: _Head) -> tuple[_Body, str]:
         """``wsgi.input`` and ``CONTENT_LENGTH`` for this request (RFC 9112 section 6)."""
-        codings = head.values("Transfer-Encoding")
-        lengths = [value.strip() for value in head.values("Content-Length")]
-        if codings:
-            if ",".join(codings).strip().lower() != "chunked":
-                raise _Refused("501 Not Implemented", f"Transfer-Encoding {codings!r} is not supported")
-            self._continue(head)
+        length = _body_length(head)
+        self._continue(head)
+        if length is None:
             data = _read_chunked(self.rfile)
             return _Body(io.BytesIO(data), len(data)), str(len(data))
-        if len(set(lengths)) > 1 or not all(re.fullmatch(r"[0-9]{1,18}", value) for value in lengths):
-            raise _Refused("400 Bad Request", f"Bad Content-Length {lengths!r}")
-        self._continue(head)
-        return _Body(self.rfile, int(lengths[0]) if lengths else 0), lengths[0] if lengths else ""
+        return _Body(self.rfile, length), str(length) if head.values("Content-Length") else ""
 
     def _continue(self, head: _Head) -> None:
         """Answer ``Expect: 100-continue`` at once: the client waits for it before the body (RFC 9110 10.1.1)."""
@@ -1129,15 +1147,19 @@ class _Body(io.RawIOBase):
         return self._left == 0
 
 
+# RFC 9112 7.1: chunk-size [ BWS ";" chunk-ext ], the size in at most 20 hex digits (2**64 fits).
+_CHUNK_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,20})[ \t]*(?:;[^\n]*)?\r?\n")
+
+
 def _read_chunked(rfile: Any) -> bytes:
     """A whole chunked body (RFC 9112 7.1), read up front so the app sees a plain CONTENT_LENGTH."""
     body = bytearray()
     while True:
         line = rfile.readline(MAX_LINE)
-        size = line.split(b";", 1)[0].strip()
-        if not line.endswith(b"\n") or not re.fullmatch(rb"[0-9A-Fa-f]{1,8}", size):
+        size = _CHUNK_SIZE_LINE.fullmatch(line)
+        if size is None:
             raise _Refused("400 Bad Request", f"Bad chunk size line {line[:40]!r}")
-        length = int(size, 16)
+        length = int(size[1], 16)
         if length == 0:
             break
         if len(body) + length > MAX_CHUNKED_BODY:
@@ -1146,8 +1168,7 @@ def _read_chunked(rfile: Any) -> bytes:
         if len(chunk) < length or rfile.readline(3) not in (b"\r\n", b"\n"):
             raise _Refused("400 Bad Request", "Chunk cut short or not followed by CRLF")
         body += chunk
-    while rfile.readline(MAX_LINE) not in (b"\r\n", b"\n", b""):
-        pass  # trailer fields: nothing in WSGI carries them
+    _read_fields(rfile, "trailer")  # checked as header fields are; nothing in WSGI carries them
     return bytes(body)
 
 
