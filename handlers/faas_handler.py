@@ -71,6 +71,8 @@ CONTROL_SOCKET = "/control.sock"
 MAX_MESSAGE_BYTES = 1024  # protocol v1: the metadata never exceeds this
 MAX_CHUNKED_BODY = 16 * 1024 * 1024  # a chunked request body is read whole, into memory
 MAX_DRAIN = 1024 * 1024  # body bytes the app left unread that are skipped to keep the connection
+DEADLINE_MARGIN = 0.5  # seconds kept free before the daemon's deadline: the last response ends, the process exits
+LINGER = 1.0  # the most seconds a closing connection waits for the client's end (see _linger)
 MAX_LINE = 65536  # the request line, each header line, each chunk size line
 MAX_HEADERS = 100  # header fields in one request
 ASGI_READ = 65536  # the most body bytes one ASGI ``http.request`` message carries
@@ -226,12 +228,13 @@ def _serve_connections(app: WSGIApp, path: str | None) -> None:
             return
         more = metadata.get("more") is True
         with client:
+            connection = _Connection(client, metadata, app)
             try:
-                _Connection(client, metadata, app).serve()
+                connection.serve()
             except ConnectionError as exc:  # the client left mid-request: its business, not a failure
                 _log(metadata, f"client gone: {exc}")
                 continue
-            _linger(client)
+            _linger(client, connection.deadline.bounded(LINGER))
 
 
 def _exit_process() -> None:
@@ -262,7 +265,7 @@ def _log(metadata: Mapping[str, Any], event: str) -> None:
     sys.stderr.write(f"faas_handler id={metadata.get('id', '-')} {event}\n")
 
 
-def _linger(client: socket.socket, seconds: float = 1.0) -> None:
+def _linger(client: socket.socket, seconds: float) -> None:
     """Half-close, then discard what the client still sends, for a moment (RFC 9112 9.6).
 
     Closing with unread input (say, the rest of a refused upload) makes the kernel answer with a
@@ -913,9 +916,49 @@ def _line_text(line: bytes) -> str:
     return line[: -2 if line.endswith(b"\r\n") else -1].decode("latin-1")
 
 
+class _Deadline:
+    """When the daemon kills the container, and what still fits before then.
+
+    The handoff metadata says when (``deadline``, Unix ms); the kill comes then, whatever the
+    container is doing. A request is taken only while one as slow as the slowest so far on this
+    connection can still end DEADLINE_MARGIN before it, so none is cut off mid-way.
+    """
+
+    def __init__(self, at: float | None) -> None:
+        self.at = at  # on time.monotonic()'s clock; None when the daemon gave no deadline
+        self.slowest = 0.0  # seconds, from a request's first byte to its response's end
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> _Deadline:
+        unix_ms = metadata.get("deadline")
+        if isinstance(unix_ms, bool) or not isinstance(unix_ms, (int, float)):
+            return cls(None)
+        return cls(time.monotonic() + unix_ms / 1000 - time.time())
+
+    def room_for_another(self, started: float) -> bool:
+        """Whether, after the request that began at ``started`` (monotonic), another as slow as
+        the slowest so far, or as this one, could still be served in time."""
+        if self.at is None:
+            return True
+        now = time.monotonic()
+        return now + max(self.slowest, now - started) + DEADLINE_MARGIN <= self.at
+
+    def wait_for_request(self) -> float | None:
+        """How long the next request may be waited for: None for ever, 0 or less not at all."""
+        if self.at is None:
+            return None
+        return self.at - DEADLINE_MARGIN - self.slowest - time.monotonic()
+
+    def bounded(self, seconds: float) -> float:
+        """``seconds``, or what is left before the deadline less half the margin: for the close."""
+        if self.at is None:
+            return seconds
+        return max(0.0, min(seconds, self.at - DEADLINE_MARGIN / 2 - time.monotonic()))
+
+
 class _Connection:
     """Reads requests off the client's socket, runs the WSGI app on each and keeps the connection
-    alive (HTTP/1.1) for as long as every response ended cleanly."""
+    alive (HTTP/1.1) for as long as every response ended cleanly and the deadline leaves time."""
 
     def __init__(self, client: socket.socket, metadata: dict[str, Any], app: WSGIApp) -> None:
         self.client = client
@@ -925,13 +968,15 @@ class _Connection:
         self.local = client.getsockname()
         self.rfile = client.makefile("rb")
         self.wfile = client.makefile("wb")  # buffered: status line, headers and a first chunk leave in one segment
+        self.deadline = _Deadline.from_metadata(metadata)
+        self.answered = 0  # responses sent
 
     def serve(self) -> None:
         # Each response is flushed on purpose; Nagle's algorithm would only delay it.
         self.client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
         try:
-            while self._serve_one():
-                pass
+            while self._next_request_in_time() and self._serve_one(time.monotonic()):
+                self.answered += 1
         finally:
             self.rfile.close()
             try:
@@ -939,8 +984,24 @@ class _Connection:
             except OSError:  # the client is gone; what was left to send has nowhere to go
                 pass
 
-    def _serve_one(self) -> bool:
-        """Answer the next request; whether the connection may carry another."""
+    def _next_request_in_time(self) -> bool:
+        """Wait for the next request's first byte (or the end of the stream). On a kept-alive
+        connection, only as long as one as slow as the slowest so far could still be served
+        before the deadline: False then, and the idle connection closes before the kill."""
+        wait = self.deadline.wait_for_request() if self.answered else None
+        if wait is not None and wait <= 0:
+            return False
+        self.client.settimeout(wait)
+        try:
+            self.rfile.peek(1)  # what is buffered already, or one read
+        except socket.timeout:  # noqa: UP041 - TimeoutError is socket.timeout from 3.10 on only
+            return False
+        finally:
+            self.client.settimeout(None)
+        return True
+
+    def _serve_one(self, started: float) -> bool:
+        """Answer the next request, whose first byte came at ``started``; whether the connection may carry another."""
         try:
             head = _read_head(self.rfile)
             if head is None:
@@ -955,11 +1016,13 @@ class _Connection:
             _log(self.metadata, f'"{head.method} {head.target} {head.version}" {status} {size}')
 
         def last() -> bool:
-            # More body left unread than is worth skipping: the connection ends after this response.
-            return not keep_alive or body.unread > MAX_DRAIN
+            # More body left unread than is worth skipping, or no time left for another request:
+            # the connection ends after this response, and the response says so.
+            return not keep_alive or body.unread > MAX_DRAIN or not self.deadline.room_for_another(started)
 
         response = _Response(body, self.wfile, self._environ(head, length), last, log)
         response.run(self.app)
+        self.deadline.slowest = max(self.deadline.slowest, time.monotonic() - started)
         return response.keep_alive and response.complete and body.drain(MAX_DRAIN)
 
     def _request_body(self, head: _Head) -> tuple[_Body, str]:
