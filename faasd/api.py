@@ -1,7 +1,8 @@
 """The control API: aiohttp on a unix socket (and optionally TCP). The only place errors become HTTP statuses.
 
-    POST   /v1/functions/{name}[?tag=T&image=I&memory=M&cpus=C&pids=P&timeout=S&tmp_size=M]
-                                                body: the image tarball (streamed)
+    POST   /v1/functions/{name}[?tag=T&image=I&force=1&memory=M&cpus=C&pids=P&timeout=S&tmp_size=M]
+                                                body: the image tarball (streamed); 201, or 200 with
+                                                "same_as": N when version N, current, has that image
     GET    /v1/functions
     GET    /v1/functions/{name}                   the function, its kept versions, requests served
     DELETE /v1/functions/{name}
@@ -42,6 +43,7 @@ from typing import Any
 
 import prometheus_client
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
 
 from faasd import metrics
 from faasd.auth import bearer_token, exposure_warning, token_matches
@@ -54,7 +56,7 @@ from faasd.errors import (
     InvalidRequest,
     Unauthorized,
 )
-from faasd.functions import Functions
+from faasd.functions import Functions, SameImage
 from faasd.images.archive import DIGEST, check_reference
 from faasd.images.layers import LayerStore
 from faasd.images.upload import UploadWriter
@@ -75,7 +77,7 @@ UPLOAD_CHUNK_BYTES = 1 << 20
 SOCKET_MODE = 0o660
 # Members of this group may use the unix socket without sudo, like docker's "docker" group.
 SOCKET_GROUP = "faas"
-DEPLOY_PARAMS = frozenset({"tag", "image", *LIMIT_PARAMETERS})
+DEPLOY_PARAMS = frozenset({"tag", "image", "force", *LIMIT_PARAMETERS})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -136,7 +138,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return web.json_response({"error": "internal error: see the faasd log"}, status=500)
 
 
-def require_token(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def require_token(token: str) -> Middleware:
     """Middleware of the TCP listener: no handler runs, no body is read, without the token."""
 
     @web.middleware
@@ -239,21 +241,35 @@ async def receive_upload(request: web.Request, function: str) -> Path:
         raise
 
 
+def flag_param(params: dict[str, str], key: str) -> bool:
+    """A yes/no query parameter: ``1`` or ``true``, ``0`` or ``false``; absent is no."""
+    value = params.get(key, "0").lower()
+    if value not in ("0", "1", "false", "true"):
+        raise InvalidRequest(f"the query parameter {key} is {shown(value)}: give 1 or 0")
+    return value in ("1", "true")
+
+
 async def deploy(request: web.Request, name: str, params: dict[str, str]) -> Function:
-    """Import the request body as the next version of ``name`` (already checked by the caller)."""
+    """Import the request body as the next version of ``name`` (already checked by the caller);
+    ``SameImage`` when it is the current version's image (unless ``force``)."""
     tag = reference_param(params, "tag")
     image = reference_param(params, "image") or tag or name
     limits = request.app[CONFIG].limits.with_overrides(params)
+    force = flag_param(params, "force")
     upload = await receive_upload(request, name)
     try:
-        return await request.app[FUNCTIONS].deploy(name, upload, image=image, tag=tag, limits=limits)
+        return await request.app[FUNCTIONS].deploy(name, upload, image=image, tag=tag, limits=limits, force=force)
     finally:
         upload.unlink(missing_ok=True)
 
 
 async def post_function(request: web.Request) -> web.Response:
+    """201 with the new version; 200 with ``same_as`` when the image is the current one's."""
     name = function_name(request)
-    function = await deploy(request, name, query_params(request, DEPLOY_PARAMS))
+    try:
+        function = await deploy(request, name, query_params(request, DEPLOY_PARAMS))
+    except SameImage as same:
+        return web.json_response(function_json(same.function) | {"same_as": same.function.current.number})
     return web.json_response(function_json(function), status=201)
 
 
@@ -283,7 +299,7 @@ async def lookup_layers(request: web.Request) -> web.Response:
 
 async def list_functions(request: web.Request) -> web.Response:
     query_params(request)
-    return web.json_response({"functions": [function_json(f) for f in request.app[FUNCTIONS].list()]})
+    return web.json_response({"functions": [function_json(f) for f in request.app[FUNCTIONS].all()]})
 
 
 async def get_function(request: web.Request) -> web.Response:
@@ -364,14 +380,17 @@ async def end_follows(app: web.Application) -> None:
 
 async def healthz(request: web.Request) -> web.Response:
     query_params(request)
-    return web.json_response({"status": "ok", "functions": len(request.app[FUNCTIONS].list())})
+    return web.json_response({"status": "ok", "functions": len(request.app[FUNCTIONS].all())})
 
 
 async def legacy_new(request: web.Request) -> web.Response:
     name = single_header(request, "X-Image-Name")
     if not name:
         raise InvalidRequest("the X-Image-Name header is missing: it names the function")
-    function = await deploy(request, validate_name(name), query_params(request))
+    try:
+        function = await deploy(request, validate_name(name), query_params(request))
+    except SameImage as same:
+        return web.Response(text=f"{same.function.ip}\n")
     return web.Response(text=f"{function.ip}\n", status=201)
 
 
@@ -383,14 +402,14 @@ async def legacy_ip(request: web.Request) -> web.Response:
 
 async def legacy_list(request: web.Request) -> web.Response:
     query_params(request)
-    return web.json_response([{"name": f.name, "ip": str(f.ip)} for f in request.app[FUNCTIONS].list()])
+    return web.json_response([{"name": f.name, "ip": str(f.ip)} for f in request.app[FUNCTIONS].all()])
 
 
 def make_app(
     config: Config, functions: Functions, logs: Logs, layers: LayerStore, token: str | None = None
 ) -> web.Application:
     """The API; with ``token``, every request must carry it (the TCP listener's app)."""
-    middlewares = [errors_as_json] if token is None else [errors_as_json, require_token(token)]
+    middlewares: list[Middleware] = [errors_as_json] if token is None else [errors_as_json, require_token(token)]
     app = web.Application(middlewares=middlewares)
     app[CONFIG] = config
     app[FUNCTIONS] = functions
