@@ -29,9 +29,12 @@ from faas_cli.client import (
 )
 from faas_cli.engine import find_engine, saved_image
 from faas_cli.progress import Progress
+from faas_cli.pulling import PullProgress, docker_config_path, docker_credentials
 from faas_cli.stats import parse, render, to_json
 from faas_cli.upload import stream_upload, tarball_upload
 from faas_cli.versions import describe, rollback, versions
+from faasd.errors import FaasError as FaasdError
+from faasd.images.reference import Reference
 
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 2
@@ -92,6 +95,17 @@ def parse_image(_ctx: click.Context, _param: click.Parameter, value: str | None)
     if value is not None and value.startswith("-"):
         raise click.BadParameter(f"{value!r} is not an image name: give NAME[:TAG], e.g. hello:1")
     return value
+
+
+def parse_environment(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    """``NAME=VALUE`` pairs as a mapping; the daemon checks names and values."""
+    environment = {}
+    for value in values:
+        name, sep, text = value.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{value!r}: give NAME=VALUE, e.g. GREETING=hello")
+        environment[name] = text
+    return environment
 
 
 def make_client(socket_path: Path, host: HttpEndpoint | None, token: str | None) -> Client:
@@ -198,7 +212,24 @@ def main(ctx: click.Context, socket_path: Path, host: HttpEndpoint | None, token
     metavar="PROGRAM",
     help="What saves -t IMAGE: docker or podman, by name or path.  [default: docker if installed, else podman]",
 )
-@click.option("-q", "--quiet", is_flag=True, help="No upload progress (shown only when stderr is a terminal).")
+@click.option(
+    "--pull",
+    "reference",
+    default=None,
+    callback=parse_image,
+    metavar="REF",
+    help="Have faasd pull this image from its registry instead, e.g. 127.0.0.1:5000/team/app:1.",
+)
+@click.option(
+    "-e",
+    "--env",
+    "environment",
+    multiple=True,
+    callback=parse_environment,
+    metavar="NAME=VALUE",
+    help="Set an environment variable over the image's (repeatable).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress (a pull's shows line by line when not at a terminal).")
 @json_flag
 @click.option("--memory", default=None, help="Memory per container, e.g. 128m.  [default: 256m]")
 @click.option("--cpus", default=None, help="CPUs per container, e.g. 0.5.  [default: 1]")
@@ -218,6 +249,8 @@ def new(
     image: str | None,
     tarball: io.BufferedReader | None,
     engine: str | None,
+    reference: str | None,
+    environment: dict[str, str],
     quiet: bool,
     as_json: bool,
     **limits: str | None,
@@ -225,7 +258,9 @@ def new(
     """Deploy an image as function NAME (again: a new version, same IP).
 
     With -t IMAGE alone, faas runs `docker save IMAGE` (or podman's) and streams the archive
-    to faasd as it is written. A tarball comes from -f FILE or standard input instead.
+    to faasd as it is written. A tarball comes from -f FILE or standard input instead. With
+    --pull REF, faasd pulls the image from its registry itself; pulled again, the same
+    reference makes a new version only if it now names another image (or other settings).
 
     Limits apply to every container of this version; the ones left out take the daemon's
     defaults (shown), not the previous version's.
@@ -235,12 +270,18 @@ def new(
       faas new hello -t hello:latest
       docker save hello | faas new hello
       faas new hello -f both.tar -t hello:2 --memory 64m --timeout 5
+      faas new hello --pull 127.0.0.1:5000/team/hello:1
     """
     settings = {key: value for key, value in limits.items() if value is not None}
+    if reference is not None:
+        if image is not None or tarball is not None:
+            raise click.UsageError("--pull takes the image from a registry: give it without -t or -f")
+        pull_image(client, name, reference, settings, environment, quiet, as_json)
+        return
     with contextlib.ExitStack() as stack:
         if tarball is None and image is not None:
             upload = stream_upload(stack.enter_context(saved_image(find_engine(engine), image)), client)
-            source = {"image": image}
+            tag, saved = None, image
         else:
             tarball = tarball or click.get_binary_stream("stdin")
             if tarball.isatty():
@@ -248,15 +289,85 @@ def new(
                     "no image given: name one with -t IMAGE, pipe one in (docker save IMAGE | faas new NAME) "
                     "or use -f FILE"
                 )
-            upload, source = tarball_upload(tarball, client), {"tag": image}
+            upload, tag, saved = tarball_upload(tarball, client), image, None
         blocks: Iterable[bytes] = upload.blocks
         if not quiet and sys.stderr.isatty():
             blocks = Progress(click.get_text_stream("stderr"), upload.size, upload.left_out).track(blocks)
-        function = client.deploy(name, blocks, limits=settings, **source)
+        function = client.deploy(name, blocks, tag=tag, image=saved, limits=settings, environment=environment)
     if as_json:
         print_json(function)
     else:
         click.echo(f"Deployed {function['name']} at {function['ip']} (version {function['version']})")
+
+
+def pull_image(
+    client: Client,
+    name: str,
+    reference: str,
+    limits: dict[str, str],
+    environment: dict[str, str],
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """``faas new NAME --pull REF``: faasd pulls; its progress is shown on stderr."""
+    try:
+        registry = Reference.parse(reference).registry
+    except FaasdError as exc:
+        raise click.BadParameter(exc.message, param_hint="--pull") from None
+    credentials = docker_credentials(registry, docker_config_path())
+    events: Iterable[dict[str, Any]] = client.pull(name, reference, limits, environment, credentials)
+    if not quiet:
+        stderr = click.get_text_stream("stderr")
+        events = PullProgress(stderr, live=stderr.isatty()).track(events)
+    outcome = list(events)[-1]
+    function = outcome["function"]
+    if as_json:
+        print_json(function | {"changed": outcome["changed"]})
+    elif outcome["changed"]:
+        click.echo(f"Deployed {function['name']} at {function['ip']} (version {function['version']})")
+    else:
+        click.echo(
+            f"Unchanged: {function['name']} version {function['version']} is {reference} as it is now "
+            f"({function['pulled']}), with the same settings: no new version"
+        )
+
+
+@main.command()
+@click.argument("registry")
+@click.option("-u", "--username", prompt=True, help="The user name at the registry.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (for scripts).")
+@click.pass_obj
+def login(client: Client, registry: str, username: str, password_stdin: bool) -> None:
+    """Give faasd a user name and password for REGISTRY (HOST:PORT), for every pull from it.
+
+    faasd checks them with the registry first, then keeps them in a file only root can read
+    (STATE_DIR/registry-logins.json). Credentials in your Docker config.json are sent with
+    each pull instead, and kept nowhere.
+
+    \b
+    Example:
+      faas login 127.0.0.1:5000 -u ci --password-stdin < password.txt
+    """
+    if password_stdin:
+        password = click.get_text_stream("stdin").read().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True)
+    client.login(registry, username, password)
+    click.echo(f"faasd holds a login for {registry} as {username}")
+
+
+@main.command()
+@click.argument("registry")
+@click.pass_obj
+def logout(client: Client, registry: str) -> None:
+    """Have faasd forget its login for REGISTRY.
+
+    \b
+    Example:
+      faas logout 127.0.0.1:5000
+    """
+    client.logout(registry)
+    click.echo(f"faasd forgot its login for {registry}")
 
 
 @main.command()

@@ -14,7 +14,8 @@ import ipaddress
 import logging
 import socket
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 
@@ -22,7 +23,9 @@ from faasd import metrics
 from faasd.admission import Admission, Overloaded
 from faasd.config import Config
 from faasd.dispatch import Dispatcher
+from faasd.environment import with_environment
 from faasd.errors import Conflict, FaasError, NotFound, RuntimeFailure
+from faasd.images.archive import ImageConfig
 from faasd.images.store import ImageStore
 from faasd.limits import Limits
 from faasd.logs import FunctionLog, Logs
@@ -34,6 +37,14 @@ from faasd.replies import send_error
 log = logging.getLogger(__name__)
 
 Adopt = Callable[[socket.socket, tuple[str, int]], None]
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """The function after a deploy, and whether the deploy made a new version of it."""
+
+    function: Function
+    changed: bool
 
 
 async def accept_connections(sock: socket.socket, adopt: Adopt, function: str) -> None:
@@ -304,15 +315,52 @@ class Functions:
             return
         log.info("restored function=%s version=%s ip=%s pinned=true", version.function, version.number, version.ip)
 
-    async def deploy(self, name: str, archive: Path, image: str, tag: str | None, limits: Limits) -> Function:
-        """Import ``archive`` as a new version of ``name``, whose containers get ``limits``,
-        and switch new connections to it."""
+    def unchanged(
+        self, name: str, image: str, digest: str, config: ImageConfig, limits: Limits, pulled: str | None
+    ) -> Function | None:
+        """``name`` as it is, if its current version is this very image with these settings."""
+        try:
+            function = self._registry.get(validate_name(name))
+        except NotFound:
+            return None
+        current = function.current
+        same = (current.image, current.digest, current.config, current.limits, current.pulled) == (
+            image,
+            digest,
+            config,
+            limits,
+            pulled,
+        )
+        return function if same else None
+
+    async def deploy(
+        self,
+        name: str,
+        archive: Path,
+        image: str,
+        tag: str | None,
+        limits: Limits,
+        environment: Mapping[str, str] | None = None,
+        pulled: str | None = None,
+        if_changed: bool = False,
+    ) -> Deployed:
+        """Import ``archive`` as a new version of ``name``, whose containers get ``limits`` and
+        ``environment`` over the image's, and switch new connections to it.
+
+        With ``if_changed``, an image and settings the same as the current version's make no
+        new version: the import is discarded (its layers were held, so it cost little).
+        """
         validate_name(name)
         async with self._locks[name]:
             number = self._registry.next_version(name)
             metrics.IMPORT_BYTES.inc(archive.stat().st_size)
             with metrics.IMPORT_DURATION.time():
                 imported = await asyncio.to_thread(self._store.import_image, archive, name, number, tag)
+            config = with_environment(imported.config, environment or {})
+            if if_changed and (same := self.unchanged(name, image, imported.digest, config, limits, pulled)):
+                await asyncio.to_thread(self._store.remove_version, name, number)
+                log.info("unchanged function=%s version=%s image=%s", name, same.current.number, image)
+                return Deployed(same, changed=False)
             try:
                 function = await asyncio.to_thread(
                     self._registry.add_version,
@@ -320,10 +368,11 @@ class Functions:
                     number,
                     image,
                     imported.digest,
-                    imported.config,
+                    config,
                     imported.uid,
                     imported.gid,
                     limits,
+                    pulled,
                 )
             except BaseException:
                 await asyncio.to_thread(self._store.remove_version, name, number)
@@ -337,7 +386,7 @@ class Functions:
                 raise
             await self._prune(name)
         log.info("deployed function=%s version=%s ip=%s image=%s", name, number, function.ip, image)
-        return function
+        return Deployed(function, changed=True)
 
     async def rollback(self, name: str, number: int | None = None) -> Function:
         """Make kept version ``number`` (by default the highest below the current one) current.
