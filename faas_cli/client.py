@@ -13,7 +13,7 @@ import io
 import json
 import socket
 import ssl
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -170,18 +170,19 @@ class Client:
         tag: str | None = None,
         image: str | None = None,
         limits: dict[str, str] | None = None,
+        force: bool = False,
         environment: dict[str, str] | None = None,
-        if_changed: bool = False,
     ) -> dict[str, Any]:
         """Upload the blocks of ``tarball`` as a new version of ``name``; ``limits`` maps a limit
         (memory, cpus, pids, timeout, tmp_size) to its value as the user wrote it: the daemon
         checks it. An exception from ``tarball`` stops the upload before its end, so the daemon
-        deploys nothing. With ``if_changed``, the same image and settings make no new version."""
+        deploys nothing. The current version's image again is no new version (the answer has
+        ``same_as``) unless ``force``. ``environment`` is set over the image's ``Env``."""
         settings = {
             "tag": tag,
             "image": image,
+            "force": 1 if force else None,
             "env": json.dumps(environment) if environment else None,
-            "if_changed": "1" if if_changed else None,
             **(limits or {}),
         }
         query = urlencode({k: v for k, v in settings.items() if v is not None})
@@ -196,6 +197,7 @@ class Client:
         environment: dict[str, str] | None = None,
         credentials: dict[str, str] | None = None,
         dry_run: bool = False,
+        force: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """Have faasd pull ``reference`` as a new version of ``name``: its events as they come
         (resolved, layer progress, then deployed, unchanged or planned); an error event raises."""
@@ -204,6 +206,8 @@ class Client:
             request["credentials"] = credentials
         if dry_run:
             request["dry_run"] = True
+        if force:
+            request["force"] = True
         path = f"/v1/functions/{quote(name, safe='')}/pull"
         with self._open("POST", path, json.dumps(request).encode()) as response, self._connection_errors():
             while line := response.readline():
@@ -231,7 +235,7 @@ class Client:
                 return set()
             raise
 
-    def list(self) -> list[dict[str, Any]]:
+    def functions(self) -> list[dict[str, Any]]:
         return self._request("GET", "/v1/functions")["functions"]
 
     def get(self, name: str) -> dict[str, Any]:
@@ -259,7 +263,7 @@ class Client:
 
     def logs(
         self, name: str, tail: int | None = None, since: str | None = None, follow: bool = False
-    ) -> Iterator[bytes]:
+    ) -> Generator[bytes]:
         """The function's log lines, in chunks as they arrive; with ``follow``, until closed."""
         params = (("tail", tail), ("since", since), ("follow", 1 if follow else None))
         query = urlencode({key: value for key, value in params if value is not None})

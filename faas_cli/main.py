@@ -14,9 +14,10 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
+from click.exceptions import NoArgsIsHelpError
 from click.shell_completion import CompletionItem
 
 from faas_cli.client import (
@@ -33,7 +34,8 @@ from faas_cli.pulling import PullProgress, docker_config_path, docker_credential
 from faas_cli.stats import parse, render, to_json
 from faas_cli.upload import stream_upload, tarball_upload
 from faas_cli.versions import describe, rollback, versions
-from faasd.errors import FaasError as FaasdError
+from faasd.errors import FaasError
+from faasd.images.archive import check_reference
 from faasd.images.reference import Reference
 
 EXIT_REFUSED = 1
@@ -42,12 +44,19 @@ EXIT_UNREACHABLE = 2
 
 @contextlib.contextmanager
 def usage_errors_exit_refused() -> Iterator[None]:
-    """Click exits 2 on a usage error; here 2 means only that faasd could not be reached."""
+    """A usage error is one line starting ``faas: `` like every other error, and exits 1: click
+    would print its usage block and exit 2, and here 2 means only that faasd could not be reached."""
     try:
         yield
-    except click.UsageError as exc:
-        exc.exit_code = EXIT_REFUSED
+    except NoArgsIsHelpError as exc:
+        exc.exit_code = EXIT_REFUSED  # type: ignore[misc]  # plain ``faas``: the help is the answer
         raise
+    except click.UsageError as exc:
+        path = exc.ctx.command_path if exc.ctx is not None else "faas"
+        message = exc.format_message().rstrip()
+        end = "" if message.endswith((".", "?", "!")) else "."
+        click.echo(f"faas: {message}{end} See '{path} --help'.", err=True)
+        raise click.exceptions.Exit(EXIT_REFUSED) from exc
 
 
 class FaasGroup(click.Group):
@@ -91,9 +100,16 @@ def parse_token(_ctx: click.Context, _param: click.Parameter, value: str | None)
 
 
 def parse_image(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    """An image reference; one starting with '-' would reach ``docker save`` as an option."""
-    if value is not None and value.startswith("-"):
+    """An image reference, checked as faasd will check it, before any engine runs: one starting
+    with '-' would reach ``docker save`` as an option, and a typo would cost a whole save."""
+    if value is None:
+        return None
+    if value.startswith("-"):
         raise click.BadParameter(f"{value!r} is not an image name: give NAME[:TAG], e.g. hello:1")
+    try:
+        check_reference(value, "image")
+    except FaasError as exc:
+        raise click.BadParameter(exc.message) from exc
     return value
 
 
@@ -118,7 +134,7 @@ def complete_function_names(ctx: click.Context, _param: click.Parameter, incompl
     params = ctx.find_root().params
     client = make_client(params.get("socket_path") or DEFAULT_SOCKET, params.get("host"), params.get("token"))
     try:
-        names = [function["name"] for function in client.list()]
+        names = [function["name"] for function in client.functions()]
     except ClientError:
         return []
     return [CompletionItem(name) for name in names if name.startswith(incomplete)]
@@ -230,6 +246,7 @@ def main(ctx: click.Context, socket_path: Path, host: HttpEndpoint | None, token
     help="Set an environment variable over the image's (repeatable).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress (a pull's shows line by line when not at a terminal).")
+@click.option("--force", is_flag=True, help="Add a version even when the image and limits are the current version's.")
 @json_flag
 @click.option("--memory", default=None, help="Memory per container, e.g. 128m.  [default: 256m]")
 @click.option("--cpus", default=None, help="CPUs per container, e.g. 0.5.  [default: 1]")
@@ -252,6 +269,7 @@ def new(
     reference: str | None,
     environment: dict[str, str],
     quiet: bool,
+    force: bool,
     as_json: bool,
     **limits: str | None,
 ) -> None:
@@ -259,43 +277,50 @@ def new(
 
     With -t IMAGE alone, faas runs `docker save IMAGE` (or podman's) and streams the archive
     to faasd as it is written. A tarball comes from -f FILE or standard input instead. With
-    --pull REF, faasd pulls the image from its registry itself; pulled again, the same
-    reference makes a new version only if it now names another image (or other settings).
+    --pull REF, faasd pulls the image from its registry itself.
 
     Limits apply to every container of this version; the ones left out take the daemon's
-    defaults (shown), not the previous version's.
+    defaults (shown), not the previous version's. The current version's image again, with
+    the same limits and variables, adds no version ("same image as version N") unless --force:
+    pulled again, a reference makes a new version only if it names another image now.
 
     \b
     Example:
       faas new hello -t hello:latest
       docker save hello | faas new hello
       faas new hello -f both.tar -t hello:2 --memory 64m --timeout 5
-      faas new hello --pull 127.0.0.1:5000/team/hello:1
+      faas new hello --pull 127.0.0.1:5000/team/hello:1 -e GREETING=hi
     """
     settings = {key: value for key, value in limits.items() if value is not None}
     if reference is not None:
         if image is not None or tarball is not None:
             raise click.UsageError("--pull takes the image from a registry: give it without -t or -f")
-        pull_image(client, name, reference, settings, environment, quiet, as_json)
+        pull_image(client, name, reference, settings, environment, force, quiet, as_json)
         return
     with contextlib.ExitStack() as stack:
         if tarball is None and image is not None:
-            upload = stream_upload(stack.enter_context(saved_image(find_engine(engine), image)), client)
-            tag, saved = None, image
+            path = find_engine(engine, say=lambda note: click.echo(note, err=True))
+            upload = stream_upload(stack.enter_context(saved_image(path, image)), client)
+            source: dict[str, str | None] = {"image": image}
         else:
-            tarball = tarball or click.get_binary_stream("stdin")
+            tarball = tarball or cast(io.BufferedReader, sys.stdin.buffer)
             if tarball.isatty():
                 raise click.UsageError(
                     "no image given: name one with -t IMAGE, pipe one in (docker save IMAGE | faas new NAME) "
                     "or use -f FILE"
                 )
-            upload, tag, saved = tarball_upload(tarball, client), image, None
+            upload, source = tarball_upload(tarball, client), {"tag": image}
         blocks: Iterable[bytes] = upload.blocks
         if not quiet and sys.stderr.isatty():
-            blocks = Progress(click.get_text_stream("stderr"), upload.size, upload.left_out).track(blocks)
-        function = client.deploy(name, blocks, tag=tag, image=saved, limits=settings, environment=environment)
+            blocks = Progress(sys.stderr, upload.size, upload.left_out).track(blocks)
+        function = client.deploy(name, blocks, limits=settings, force=force, environment=environment, **source)
     if as_json:
         print_json(function)
+    elif "same_as" in function:
+        click.echo(
+            f"{function['name']}: same image as version {function['same_as']}, which stays current at "
+            f"{function['ip']} (nothing deployed; --force adds a version)"
+        )
     else:
         click.echo(f"Deployed {function['name']} at {function['ip']} (version {function['version']})")
 
@@ -306,20 +331,22 @@ def pull_image(
     reference: str,
     limits: dict[str, str],
     environment: dict[str, str],
+    force: bool,
     quiet: bool,
     as_json: bool,
 ) -> None:
     """``faas new NAME --pull REF``: faasd pulls; its progress is shown on stderr."""
     try:
         registry = Reference.parse(reference).registry
-    except FaasdError as exc:
+    except FaasError as exc:
         raise click.BadParameter(exc.message, param_hint="--pull") from None
     credentials = docker_credentials(registry, docker_config_path())
-    events: Iterable[dict[str, Any]] = client.pull(name, reference, limits, environment, credentials)
+    events: Iterable[dict[str, Any]] = client.pull(name, reference, limits, environment, credentials, force=force)
     if not quiet:
         stderr = click.get_text_stream("stderr")
         events = PullProgress(stderr, live=stderr.isatty()).track(events)
-    outcome = list(events)[-1]
+    seen = list(events)
+    resolved, outcome = seen[0], seen[-1]
     function = outcome["function"]
     if as_json:
         print_json(function | {"changed": outcome["changed"]})
@@ -327,8 +354,8 @@ def pull_image(
         click.echo(f"Deployed {function['name']} at {function['ip']} (version {function['version']})")
     else:
         click.echo(
-            f"Unchanged: {function['name']} version {function['version']} is {reference} as it is now "
-            f"({function['pulled']}), with the same settings: no new version"
+            f"{function['name']}: same image as version {function['version']}, which stays current at "
+            f"{function['ip']} ({reference} is {resolved['digest']}; nothing deployed, --force adds a version)"
         )
 
 
@@ -404,7 +431,7 @@ def list_(client: Client, as_json: bool) -> None:
     Example:
       faas list --json | jq -r '.[].ip'
     """
-    functions = client.list()
+    functions = client.functions()
     if as_json:
         print_json(functions)
         return
@@ -481,7 +508,7 @@ def logs(client: Client, name: str, follow: bool, tail: int | None, since: str |
       faas logs hello --tail 20
       faas logs hello -f --since 10m
     """
-    out = click.get_binary_stream("stdout")
+    out = sys.stdout.buffer
     try:
         with contextlib.closing(client.logs(name, tail=tail, since=since, follow=follow)) as chunks:
             for chunk in chunks:

@@ -45,7 +45,9 @@ def table(rows: list[tuple[str, ...]]) -> list[str]:
 
 def render_versions(versions: list[dict[str, Any]]) -> list[str]:
     """The lines ``faas versions`` prints: one row per kept version, the current one starred."""
-    rows = [("VERSION", "CURRENT", "IMAGE", "DIGEST", "CREATED", "MEMORY", "CPUS", "PIDS", "TIMEOUT", "IP")]
+    rows: list[tuple[str, ...]] = [
+        ("VERSION", "CURRENT", "IMAGE", "DIGEST", "CREATED", "MEMORY", "CPUS", "PIDS", "TIMEOUT", "IP")
+    ]
     for v in versions:
         limits = v["limits"]
         rows.append(
@@ -123,8 +125,11 @@ def rollback(client: Client, name: str, version: int | None) -> None:
       faas rollback hello
       faas rollback hello 2
     """
+    before = client.get(name)["version"]
     function = client.rollback(name, version)
-    click.echo(f"Rolled back {function['name']} to version {function['version']} ({function['image']})")
+    # A move to a newer kept version (after rolling back too far) is no rollback.
+    verb = "Switched" if function["version"] > before else "Rolled back"
+    click.echo(f"{verb} {function['name']} to version {function['version']} ({function['image']})")
 
 
 @click.command()

@@ -1,7 +1,8 @@
 """The control API: aiohttp on a unix socket (and optionally TCP). The only place errors become HTTP statuses.
 
-    POST   /v1/functions/{name}[?tag=T&image=I&memory=M&cpus=C&pids=P&timeout=S&tmp_size=M]
-                                                body: the image tarball (streamed)
+    POST   /v1/functions/{name}[?tag=T&image=I&force=1&memory=M&cpus=C&pids=P&timeout=S&tmp_size=M]
+                                                body: the image tarball (streamed); 201, or 200 with
+                                                "same_as": N when version N, current, has that image
     GET    /v1/functions
     GET    /v1/functions/{name}                   the function, its kept versions, requests served
     DELETE /v1/functions/{name}
@@ -10,7 +11,7 @@
     PUT    /v1/functions/{name}/versions/{version}/address   idempotent: the version's own address
     GET    /v1/functions/{name}/logs[?tail=N&since=S&follow=1]   -> text lines, chunked
     POST   /v1/functions/{name}/pull              body {"reference", "limits", "environment", "credentials",
-                                                "dry_run"} -> progress as JSON lines, the outcome last
+                                                "dry_run", "force"} -> progress as JSON lines, the outcome last
     POST   /v1/layers/lookup                      body {"diff_ids": [...]} -> {"held": [...]}: read-only
     GET    /v1/registries                         the registries faasd holds a login for
     PUT    /v1/registries/{registry}/login        body {"username", "password"}: checked, then kept
@@ -48,6 +49,7 @@ from typing import Any
 
 import prometheus_client
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
 
 from faasd import metrics
 from faasd.auth import bearer_token, exposure_warning, token_matches
@@ -62,7 +64,7 @@ from faasd.errors import (
     NotFound,
     Unauthorized,
 )
-from faasd.functions import Deployed, Functions
+from faasd.functions import Functions, SameImage
 from faasd.images.archive import DIGEST, check_reference
 from faasd.images.distribution import DistributionClient
 from faasd.images.layers import LayerStore
@@ -89,8 +91,8 @@ UPLOAD_CHUNK_BYTES = 1 << 20
 SOCKET_MODE = 0o660
 # Members of this group may use the unix socket without sudo, like docker's "docker" group.
 SOCKET_GROUP = "faas"
-DEPLOY_PARAMS = frozenset({"tag", "image", "env", "if_changed", *LIMIT_PARAMETERS})
-PULL_FIELDS = frozenset({"reference", "limits", "environment", "credentials", "dry_run"})
+DEPLOY_PARAMS = frozenset({"tag", "image", "force", "env", *LIMIT_PARAMETERS})
+PULL_FIELDS = frozenset({"reference", "limits", "environment", "credentials", "dry_run", "force"})
 MAX_JSON_BODY = 256 << 10
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -155,7 +157,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return web.json_response({"error": "internal error: see the faasd log"}, status=500)
 
 
-def require_token(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def require_token(token: str) -> Middleware:
     """Middleware of the TCP listener: no handler runs, no body is read, without the token."""
 
     @web.middleware
@@ -269,37 +271,39 @@ def environment_param(params: dict[str, str]) -> dict[str, str]:
     return check_environment(value, "the query parameter env")
 
 
-async def deploy(request: web.Request, name: str, params: dict[str, str]) -> Deployed:
-    """Import the request body as the next version of ``name`` (already checked by the caller)."""
+def flag_param(params: dict[str, str], key: str) -> bool:
+    """A yes/no query parameter: ``1`` or ``true``, ``0`` or ``false``; absent is no."""
+    value = params.get(key, "0").lower()
+    if value not in ("0", "1", "false", "true"):
+        raise InvalidRequest(f"the query parameter {key} is {shown(value)}: give 1 or 0")
+    return value in ("1", "true")
+
+
+async def deploy(request: web.Request, name: str, params: dict[str, str]) -> Function:
+    """Import the request body as the next version of ``name`` (already checked by the caller);
+    ``SameImage`` when it is the current version's image (unless ``force``)."""
     tag = reference_param(params, "tag")
     image = reference_param(params, "image") or tag or name
     limits = request.app[CONFIG].limits.with_overrides(params)
+    force = flag_param(params, "force")
     environment = environment_param(params)
-    if_changed = flag_param(params, "if_changed")
     upload = await receive_upload(request, name)
     try:
         return await request.app[FUNCTIONS].deploy(
-            name, upload, image=image, tag=tag, limits=limits, environment=environment, if_changed=if_changed
+            name, upload, image=image, tag=tag, limits=limits, force=force, environment=environment
         )
     finally:
         upload.unlink(missing_ok=True)
 
 
-def flag_param(params: dict[str, str], key: str) -> bool:
-    value = params.get(key, "0")
-    if value not in ("0", "1"):
-        raise InvalidRequest(f"the query parameter {key} is 0 or 1, not {shown(value)}")
-    return value == "1"
-
-
 async def post_function(request: web.Request) -> web.Response:
+    """201 with the new version; 200 with ``same_as`` when the image is the current one's."""
     name = function_name(request)
-    params = query_params(request, DEPLOY_PARAMS)
-    deployed = await deploy(request, name, params)
-    body = function_json(deployed.function)
-    if "if_changed" in params:
-        body["changed"] = deployed.changed
-    return web.json_response(body, status=201 if deployed.changed else 200)
+    try:
+        function = await deploy(request, name, query_params(request, DEPLOY_PARAMS))
+    except SameImage as same:
+        return web.json_response(function_json(same.function) | {"same_as": same.function.current.number})
+    return web.json_response(function_json(function), status=201)
 
 
 async def json_body(request: web.Request, fields: frozenset[str]) -> dict[str, Any]:
@@ -346,9 +350,9 @@ async def post_pull(request: web.Request) -> web.StreamResponse:
     reference = Reference.parse(body["reference"])
     limits = limits_field(config, body.get("limits"))
     environment = check_environment(body.get("environment") or {}, "environment")
-    dry_run = body.get("dry_run", False)
-    if not isinstance(dry_run, bool):
-        raise InvalidRequest("dry_run is true or false")
+    dry_run, force = body.get("dry_run", False), body.get("force", False)
+    if not isinstance(dry_run, bool) or not isinstance(force, bool):
+        raise InvalidRequest("dry_run and force are true or false")
     credentials = None
     if body.get("credentials") is not None:
         credentials = Credentials.from_json(body["credentials"], "credentials")
@@ -359,9 +363,12 @@ async def post_pull(request: web.Request) -> web.StreamResponse:
         client = DistributionClient(session, reference, credentials, reference.registry in config.insecure_registries)
         pull = Pull(client, reference, request.app[LAYERS].holds)
         await pull.resolve()
-        image_config = with_environment(pull.image_config, environment)
         image = str(reference)
-        same = functions.unchanged(name, image, pull.config_digest, image_config, limits, pull.resolved_digest)
+        same = None
+        if not force:
+            same = functions.same_image(
+                name, pull.config_digest, with_environment(pull.image_config, environment), limits
+            )
         response = web.StreamResponse(headers={hdrs.CONTENT_TYPE: "application/x-ndjson"})
         await response.prepare(request)
 
@@ -386,15 +393,14 @@ async def post_pull(request: web.Request) -> web.StreamResponse:
             else:
                 archive = await pull.fetch(config.uploads_dir, config.max_upload_bytes, send)
                 try:
-                    deployed = await functions.deploy(
-                        name, archive, image, None, limits, environment, pull.resolved_digest, if_changed=True
+                    function = await functions.deploy(
+                        name, archive, image, None, limits, force, environment, pull.resolved_digest
                     )
                 finally:
                     archive.unlink(missing_ok=True)
-                outcome = "deployed" if deployed.changed else "unchanged"
-                await send(
-                    {"event": outcome, "changed": deployed.changed, "function": function_json(deployed.function)}
-                )
+                await send({"event": "deployed", "changed": True, "function": function_json(function)})
+        except SameImage as unchanged:  # pushed again, meanwhile, as it was
+            await send({"event": "unchanged", "changed": False, "function": function_json(unchanged.function)})
         except FaasError as exc:
             metrics.ERRORS.labels(type(exc).__name__).inc()
             log.warning("pull failed function=%s reference=%s error=%s", name, image, exc.message)
@@ -467,7 +473,7 @@ async def lookup_layers(request: web.Request) -> web.Response:
 
 async def list_functions(request: web.Request) -> web.Response:
     query_params(request)
-    return web.json_response({"functions": [function_json(f) for f in request.app[FUNCTIONS].list()]})
+    return web.json_response({"functions": [function_json(f) for f in request.app[FUNCTIONS].all()]})
 
 
 async def get_function(request: web.Request) -> web.Response:
@@ -548,15 +554,18 @@ async def end_follows(app: web.Application) -> None:
 
 async def healthz(request: web.Request) -> web.Response:
     query_params(request)
-    return web.json_response({"status": "ok", "functions": len(request.app[FUNCTIONS].list())})
+    return web.json_response({"status": "ok", "functions": len(request.app[FUNCTIONS].all())})
 
 
 async def legacy_new(request: web.Request) -> web.Response:
     name = single_header(request, "X-Image-Name")
     if not name:
         raise InvalidRequest("the X-Image-Name header is missing: it names the function")
-    deployed = await deploy(request, validate_name(name), query_params(request))
-    return web.Response(text=f"{deployed.function.ip}\n", status=201)
+    try:
+        function = await deploy(request, validate_name(name), query_params(request))
+    except SameImage as same:
+        return web.Response(text=f"{same.function.ip}\n")
+    return web.Response(text=f"{function.ip}\n", status=201)
 
 
 async def legacy_ip(request: web.Request) -> web.Response:
@@ -567,14 +576,14 @@ async def legacy_ip(request: web.Request) -> web.Response:
 
 async def legacy_list(request: web.Request) -> web.Response:
     query_params(request)
-    return web.json_response([{"name": f.name, "ip": str(f.ip)} for f in request.app[FUNCTIONS].list()])
+    return web.json_response([{"name": f.name, "ip": str(f.ip)} for f in request.app[FUNCTIONS].all()])
 
 
 def make_app(
     config: Config, functions: Functions, logs: Logs, layers: LayerStore, token: str | None = None
 ) -> web.Application:
     """The API; with ``token``, every request must carry it (the TCP listener's app)."""
-    middlewares = [errors_as_json] if token is None else [errors_as_json, require_token(token)]
+    middlewares: list[Middleware] = [errors_as_json] if token is None else [errors_as_json, require_token(token)]
     app = web.Application(middlewares=middlewares)
     app[CONFIG] = config
     app[FUNCTIONS] = functions

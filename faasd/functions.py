@@ -15,7 +15,6 @@ import logging
 import socket
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 
@@ -39,12 +38,17 @@ log = logging.getLogger(__name__)
 Adopt = Callable[[socket.socket, tuple[str, int]], None]
 
 
-@dataclass(frozen=True)
-class Deployed:
-    """The function after a deploy, and whether the deploy made a new version of it."""
+class SameImage(Conflict):
+    """Raised when a deploy brings the image and limits the current version already has."""
 
-    function: Function
-    changed: bool
+    function: Function  # as it stays
+
+    @classmethod
+    def of(cls, function: Function) -> SameImage:
+        number = function.current.number
+        same = cls(f"same image as version {number}, which stays current: nothing deployed (force=1 adds it)")
+        same.function = function
+        return same
 
 
 async def accept_connections(sock: socket.socket, adopt: Adopt, function: str) -> None:
@@ -102,7 +106,8 @@ class Listener:
 
     def switch(self, version: Version) -> None:
         """Serve new connections with ``version``; the old version's warm containers are stopped."""
-        old, self.pool = self.pool, self._pinned.pop(version.number, None) or self._open_pool(version)
+        pinned = self._pinned.pop(version.number) if version.number in self._pinned else None
+        old, self.pool = self.pool, pinned or self._open_pool(version)
         self._close_in_background(old)
 
     def _open_pool(self, version: Version) -> WarmPool:
@@ -258,8 +263,8 @@ class Functions:
         admission.reclaim = self._shed_warm_container
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
-    def list(self) -> list[Function]:
-        return self._registry.list()
+    def all(self) -> list[Function]:
+        return self._registry.functions()
 
     @property
     def warm(self) -> int:
@@ -287,7 +292,7 @@ class Functions:
 
     async def restore(self) -> None:
         """Bring back the address and listener of every registered function (at start-up)."""
-        for function in self._registry.list():
+        for function in self._registry.functions():
             try:
                 self._store.check_servable(function.name, function.current.number)
                 await self._expose(function)
@@ -315,23 +320,12 @@ class Functions:
             return
         log.info("restored function=%s version=%s ip=%s pinned=true", version.function, version.number, version.ip)
 
-    def unchanged(
-        self, name: str, image: str, digest: str, config: ImageConfig, limits: Limits, pulled: str | None
-    ) -> Function | None:
-        """``name`` as it is, if its current version is this very image with these settings."""
-        try:
-            function = self._registry.get(validate_name(name))
-        except NotFound:
+    def same_image(self, name: str, digest: str, config: ImageConfig, limits: Limits) -> Function | None:
+        """``name`` as it is, if its current version has this image, environment and limits."""
+        current = self._current(name)
+        if current is None or (current.digest, current.config, current.limits) != (digest, config, limits):
             return None
-        current = function.current
-        same = (current.image, current.digest, current.config, current.limits, current.pulled) == (
-            image,
-            digest,
-            config,
-            limits,
-            pulled,
-        )
-        return function if same else None
+        return self._registry.get(name)
 
     async def deploy(
         self,
@@ -340,15 +334,17 @@ class Functions:
         image: str,
         tag: str | None,
         limits: Limits,
+        force: bool = False,
         environment: Mapping[str, str] | None = None,
         pulled: str | None = None,
-        if_changed: bool = False,
-    ) -> Deployed:
+    ) -> Function:
         """Import ``archive`` as a new version of ``name``, whose containers get ``limits`` and
-        ``environment`` over the image's, and switch new connections to it.
+        ``environment`` over the image's own, and switch new connections to it. ``pulled`` is
+        the manifest digest of an image pulled from a registry.
 
-        With ``if_changed``, an image and settings the same as the current version's make no
-        new version: the import is discarded (its layers were held, so it cost little).
+        The image the current version already has, with the same environment and limits, is no
+        new version unless ``force``: it would only push an older, real rollback target out of the
+        kept ones. ``SameImage`` says so, and nothing changes.
         """
         validate_name(name)
         async with self._locks[name]:
@@ -357,10 +353,12 @@ class Functions:
             with metrics.IMPORT_DURATION.time():
                 imported = await asyncio.to_thread(self._store.import_image, archive, name, number, tag)
             config = with_environment(imported.config, environment or {})
-            if if_changed and (same := self.unchanged(name, image, imported.digest, config, limits, pulled)):
+            if not force and (same := self.same_image(name, imported.digest, config, limits)) is not None:
                 await asyncio.to_thread(self._store.remove_version, name, number)
-                log.info("unchanged function=%s version=%s image=%s", name, same.current.number, image)
-                return Deployed(same, changed=False)
+                log.info(
+                    "deploy unchanged function=%s same_as=%s digest=%s", name, same.current.number, imported.digest
+                )
+                raise SameImage.of(same)
             try:
                 function = await asyncio.to_thread(
                     self._registry.add_version,
@@ -386,7 +384,13 @@ class Functions:
                 raise
             await self._prune(name)
         log.info("deployed function=%s version=%s ip=%s image=%s", name, number, function.ip, image)
-        return Deployed(function, changed=True)
+        return function
+
+    def _current(self, name: str) -> Version | None:
+        try:
+            return self._registry.get(name).current
+        except NotFound:
+            return None
 
     async def rollback(self, name: str, number: int | None = None) -> Function:
         """Make kept version ``number`` (by default the highest below the current one) current.

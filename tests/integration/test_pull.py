@@ -71,7 +71,7 @@ def test_pull_deploys_and_the_same_digest_makes_no_new_version(
 
     again = puller.faas("new", "hello", "--pull", reference)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.startswith("Unchanged: hello version 1"), again.stdout
+    assert again.stdout.startswith("hello: same image as version 1, which stays current"), again.stdout
     assert [v["version"] for v in json.loads(puller.faas("versions", "hello", "--json").stdout)["versions"]] == [1]
 
     registry.push_archive(busybox_image("pulled two"), "team/hello", "1")  # the tag moves
