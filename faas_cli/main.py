@@ -343,8 +343,7 @@ def pull_image(
     credentials = docker_credentials(registry, docker_config_path())
     events: Iterable[dict[str, Any]] = client.pull(name, reference, limits, environment, credentials, force=force)
     if not quiet:
-        stderr = click.get_text_stream("stderr")
-        events = PullProgress(stderr, live=stderr.isatty()).track(events)
+        events = PullProgress(sys.stderr, live=sys.stderr.isatty()).track(events)
     seen = list(events)
     resolved, outcome = seen[0], seen[-1]
     function = outcome["function"]
@@ -376,7 +375,7 @@ def login(client: Client, registry: str, username: str, password_stdin: bool) ->
       faas login 127.0.0.1:5000 -u ci --password-stdin < password.txt
     """
     if password_stdin:
-        password = click.get_text_stream("stdin").read().rstrip("\n")
+        password = sys.stdin.read().rstrip("\n")
     else:
         password = click.prompt("Password", hide_input=True)
     client.login(registry, username, password)
