@@ -33,10 +33,11 @@ from faas_cli.progress import Progress
 from faas_cli.pulling import PullProgress, docker_config_path, docker_credentials
 from faas_cli.stats import parse, render, to_json
 from faas_cli.upload import stream_upload, tarball_upload
-from faas_cli.versions import describe, rollback, versions
+from faas_cli.versions import describe, rollback, table, versions
 from faasd.errors import FaasError
 from faasd.images.archive import check_reference
 from faasd.images.reference import Reference
+from faasd.printable import printable, printable_stream
 
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 2
@@ -73,10 +74,10 @@ class FaasGroup(click.Group):
             with usage_errors_exit_refused():
                 return super().invoke(ctx)
         except DaemonUnreachable as exc:
-            click.echo(f"faas: {exc}", err=True)
+            click.echo(f"faas: {printable(str(exc))}", err=True)
             ctx.exit(EXIT_UNREACHABLE)
         except ClientError as exc:
-            click.echo(f"faas: {exc}", err=True)
+            click.echo(f"faas: {printable(str(exc))}", err=True)
             ctx.exit(EXIT_REFUSED)
 
 
@@ -434,12 +435,10 @@ def list_(client: Client, as_json: bool) -> None:
     if as_json:
         print_json(functions)
         return
-    rows = [("NAME", "IP", "VERSION", "CMD")] + [
+    rows: list[tuple[str, ...]] = [("NAME", "IP", "VERSION", "CMD")] + [
         (f["name"], f["ip"], str(f["version"]), " ".join(f["entrypoint"] + f["cmd"])) for f in functions
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3])
+    click.echo("\n".join(table(rows)))
 
 
 @main.command()
@@ -501,6 +500,7 @@ def logs(client: Client, name: str, follow: bool, tail: int | None, since: str |
 
     Each line reads TIME REQUEST-ID STREAM TEXT, where STREAM is stdout, stderr or faasd
     (the daemon's own line on how the connection ended: outcome, exit status, duration).
+    Controls a function printed (escape sequences, CR, BEL) are shown escaped: \\x1b, \\r, \\x07.
 
     \b
     Example:
@@ -510,7 +510,8 @@ def logs(client: Client, name: str, follow: bool, tail: int | None, since: str |
     out = sys.stdout.buffer
     try:
         with contextlib.closing(client.logs(name, tail=tail, since=since, follow=follow)) as chunks:
-            for chunk in chunks:
+            # What the function printed reaches the terminal with its controls escaped.
+            for chunk in printable_stream(chunks):
                 out.write(chunk)
                 out.flush()
     except KeyboardInterrupt:

@@ -49,16 +49,17 @@ from typing import Any
 
 import prometheus_client
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import PayloadEncodingError
 from aiohttp.typedefs import Middleware
 
 from faasd import metrics
 from faasd.auth import bearer_token, exposure_warning, token_matches
 from faasd.config import Config
+from faasd.daemonlog import Throttle, clipped
 from faasd.environment import check_environment, with_environment
 from faasd.errors import (
     FaasError,
     ImageTooLarge,
-    InsufficientStorage,
     InvalidImage,
     InvalidRequest,
     NotFound,
@@ -71,7 +72,7 @@ from faasd.images.layers import LayerStore
 from faasd.images.logins import Credentials, Logins
 from faasd.images.pull import Pull, registry_session
 from faasd.images.reference import Reference
-from faasd.images.upload import UploadWriter
+from faasd.images.upload import UploadWriter, upload_cut, write_failure
 from faasd.limits import PARAMETERS as LIMIT_PARAMETERS
 from faasd.limits import Limits
 from faasd.logs import Logs, parse_query, read_log
@@ -153,12 +154,13 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
             raise
         return web.json_response({"error": exc.reason}, status=exc.status)
     except Exception:
-        log.exception("api error method=%s path=%s", request.method, request.path)
+        log.exception("api error method=%s path=%s", clipped(request.method), clipped(request.path))
         return web.json_response({"error": "internal error: see the faasd log"}, status=500)
 
 
 def require_token(token: str) -> Middleware:
     """Middleware of the TCP listener: no handler runs, no body is read, without the token."""
+    refusals = Throttle(log)  # anyone who reaches the port causes these lines
 
     @web.middleware
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -167,7 +169,9 @@ def require_token(token: str) -> Middleware:
         if presented is not None and token_matches(token, presented):
             return await handler(request)
         reason = "missing_token" if presented is None else "wrong_token"
-        log.warning("api refused reason=%s peer=%s method=%s", reason, request.remote, request.method)
+        refusals.log(
+            logging.WARNING, "api refused reason=%s peer=%s method=%s", reason, request.remote, clipped(request.method)
+        )
         if presented is None:
             raise Unauthorized(
                 "this address needs a token: send 'Authorization: Bearer TOKEN' (faas --token or FAAS_TOKEN); "
@@ -252,9 +256,13 @@ async def receive_upload(request: web.Request, function: str) -> Path:
             summary.skipped_bytes,
         )
         return path
+    except (ConnectionError, PayloadEncodingError) as exc:
+        # The client hung up (aiohttp's ConnectionResetError) or its body's framing broke off.
+        path.unlink(missing_ok=True)
+        raise upload_cut(function, upload.received, exc) from exc
     except OSError as exc:
         path.unlink(missing_ok=True)
-        raise InsufficientStorage(f"cannot store the upload under {config.uploads_dir}: {exc.strerror}") from exc
+        raise write_failure(exc, config.uploads_dir) from exc
     except BaseException:
         path.unlink(missing_ok=True)
         raise
