@@ -47,6 +47,7 @@ class Outcome(Enum):
     NO_ANSWER = "no_answer"  # the handler took the connection and was done without writing a byte
     DEADLINE = "deadline"  # killed at the deadline, after it had started answering
     DEADLINE_SILENT = "deadline_silent"  # killed at the deadline without having written a byte
+    DIED_WAITING = "died_waiting"  # a warm container that exited while it waited for a connection
 
 
 class Waited(Enum):
@@ -87,7 +88,12 @@ class Instance:
     @property
     def ready(self) -> bool:
         """Its handler waits for a connection in a container that still runs."""
-        return self._handler is not None and self._proc is not None and self._proc.returncode is None
+        return self._handler is not None and self.running
+
+    @property
+    def running(self) -> bool:
+        """Its container was started and has not exited."""
+        return self._proc is not None and self._proc.returncode is None
 
     @property
     def exit_code(self) -> int | None:
