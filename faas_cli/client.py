@@ -13,7 +13,7 @@ import io
 import json
 import socket
 import ssl
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -89,12 +89,13 @@ class UnixEndpoint:
     """The daemon's unix socket; its file mode decides who may use it."""
 
     path: Path = DEFAULT_SOCKET
+    timeout: float | None = None  # seconds for each connect, send and receive; None: wait
 
     def __str__(self) -> str:
         return str(self.path)
 
     def connection(self) -> http.client.HTTPConnection:
-        return UnixHTTPConnection(self.path)
+        return UnixHTTPConnection(self.path, self.timeout)
 
     def unreachable(self, exc: Exception) -> DaemonUnreachable:
         if isinstance(exc, FileNotFoundError | ConnectionRefusedError):
@@ -114,6 +115,7 @@ class HttpEndpoint:
     scheme: str
     host: str
     port: int
+    timeout: float | None = None  # seconds for each connect, send and receive; None: wait
 
     @classmethod
     def parse(cls, url: str) -> HttpEndpoint:
@@ -137,9 +139,13 @@ class HttpEndpoint:
     def connection(self) -> http.client.HTTPConnection:
         if self.scheme == "https":
             return http.client.HTTPSConnection(
-                self.host, self.port, context=ssl.create_default_context(), blocksize=UPLOAD_BLOCK_BYTES
+                self.host,
+                self.port,
+                timeout=self.timeout,
+                context=ssl.create_default_context(),
+                blocksize=UPLOAD_BLOCK_BYTES,
             )
-        return http.client.HTTPConnection(self.host, self.port, blocksize=UPLOAD_BLOCK_BYTES)
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout, blocksize=UPLOAD_BLOCK_BYTES)
 
     def unreachable(self, exc: Exception) -> DaemonUnreachable:
         if isinstance(exc, ConnectionRefusedError | socket.gaierror | TimeoutError):
@@ -170,12 +176,14 @@ class Client:
         tag: str | None = None,
         image: str | None = None,
         limits: dict[str, str] | None = None,
+        force: bool = False,
     ) -> dict[str, Any]:
         """Upload the blocks of ``tarball`` as a new version of ``name``; ``limits`` maps a limit
         (memory, cpus, pids, timeout, tmp_size) to its value as the user wrote it: the daemon
         checks it. An exception from ``tarball`` stops the upload before its end, so the daemon
-        deploys nothing."""
-        settings = {"tag": tag, "image": image, **(limits or {})}
+        deploys nothing. The current version's image again is no new version (the answer has
+        ``same_as``) unless ``force``."""
+        settings = {"tag": tag, "image": image, "force": 1 if force else None, **(limits or {})}
         query = urlencode({k: v for k, v in settings.items() if v is not None})
         path = f"/v1/functions/{quote(name, safe='')}" + (f"?{query}" if query else "")
         return self._request("POST", path, body=tarball)
@@ -191,7 +199,7 @@ class Client:
                 return set()
             raise
 
-    def list(self) -> list[dict[str, Any]]:
+    def functions(self) -> list[dict[str, Any]]:
         return self._request("GET", "/v1/functions")["functions"]
 
     def get(self, name: str) -> dict[str, Any]:
@@ -219,7 +227,7 @@ class Client:
 
     def logs(
         self, name: str, tail: int | None = None, since: str | None = None, follow: bool = False
-    ) -> Iterator[bytes]:
+    ) -> Generator[bytes]:
         """The function's log lines, in chunks as they arrive; with ``follow``, until closed."""
         params = (("tail", tail), ("since", since), ("follow", 1 if follow else None))
         query = urlencode({key: value for key, value in params if value is not None})

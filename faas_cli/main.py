@@ -8,15 +8,17 @@ only then, so a script may retry on 2.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
+from click.exceptions import NoArgsIsHelpError
 from click.shell_completion import CompletionItem
 
 from faas_cli.client import (
@@ -31,7 +33,10 @@ from faas_cli.engine import find_engine, saved_image
 from faas_cli.progress import Progress
 from faas_cli.stats import parse, render, to_json
 from faas_cli.upload import stream_upload, tarball_upload
-from faas_cli.versions import describe, rollback, versions
+from faas_cli.versions import describe, rollback, table, versions
+from faasd.errors import FaasError
+from faasd.images.archive import check_reference
+from faasd.printable import printable, printable_stream
 
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 2
@@ -39,12 +44,19 @@ EXIT_UNREACHABLE = 2
 
 @contextlib.contextmanager
 def usage_errors_exit_refused() -> Iterator[None]:
-    """Click exits 2 on a usage error; here 2 means only that faasd could not be reached."""
+    """A usage error is one line starting ``faas: `` like every other error, and exits 1: click
+    would print its usage block and exit 2, and here 2 means only that faasd could not be reached."""
     try:
         yield
-    except click.UsageError as exc:
-        exc.exit_code = EXIT_REFUSED
+    except NoArgsIsHelpError as exc:
+        exc.exit_code = EXIT_REFUSED  # type: ignore[misc]  # plain ``faas``: the help is the answer
         raise
+    except click.UsageError as exc:
+        path = exc.ctx.command_path if exc.ctx is not None else "faas"
+        message = exc.format_message().rstrip()
+        end = "" if message.endswith((".", "?", "!")) else "."
+        click.echo(f"faas: {message}{end} See '{path} --help'.", err=True)
+        raise click.exceptions.Exit(EXIT_REFUSED) from exc
 
 
 class FaasGroup(click.Group):
@@ -61,10 +73,10 @@ class FaasGroup(click.Group):
             with usage_errors_exit_refused():
                 return super().invoke(ctx)
         except DaemonUnreachable as exc:
-            click.echo(f"faas: {exc}", err=True)
+            click.echo(f"faas: {printable(str(exc))}", err=True)
             ctx.exit(EXIT_UNREACHABLE)
         except ClientError as exc:
-            click.echo(f"faas: {exc}", err=True)
+            click.echo(f"faas: {printable(str(exc))}", err=True)
             ctx.exit(EXIT_REFUSED)
 
 
@@ -88,23 +100,42 @@ def parse_token(_ctx: click.Context, _param: click.Parameter, value: str | None)
 
 
 def parse_image(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    """An image reference; one starting with '-' would reach ``docker save`` as an option."""
-    if value is not None and value.startswith("-"):
+    """An image reference, checked as faasd will check it, before any engine runs: one starting
+    with '-' would reach ``docker save`` as an option, and a typo would cost a whole save."""
+    if value is None:
+        return None
+    if value.startswith("-"):
         raise click.BadParameter(f"{value!r} is not an image name: give NAME[:TAG], e.g. hello:1")
+    try:
+        check_reference(value, "image")
+    except FaasError as exc:
+        raise click.BadParameter(exc.message) from exc
     return value
 
 
-def make_client(socket_path: Path, host: HttpEndpoint | None, token: str | None) -> Client:
+# What a shell waits for names to complete, at most, however the daemon behaves.
+COMPLETION_TIMEOUT_SECONDS = 2.0
+
+
+def make_client(
+    socket_path: Path, host: HttpEndpoint | None, token: str | None, timeout: float | None = None
+) -> Client:
     """The client the global options describe: over TCP with --host, else on the unix socket."""
-    return Client(host or UnixEndpoint(socket_path), token)
+    endpoint = dataclasses.replace(host, timeout=timeout) if host else UnixEndpoint(socket_path, timeout)
+    return Client(endpoint, token)
 
 
 def complete_function_names(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """Shell completion of NAME from the daemon's functions; none when it cannot be asked."""
+    """Shell completion of NAME from the daemon's functions; none when it cannot be asked in time."""
     params = ctx.find_root().params
-    client = make_client(params.get("socket_path") or DEFAULT_SOCKET, params.get("host"), params.get("token"))
+    client = make_client(
+        params.get("socket_path") or DEFAULT_SOCKET,
+        params.get("host"),
+        params.get("token"),
+        timeout=COMPLETION_TIMEOUT_SECONDS,
+    )
     try:
-        names = [function["name"] for function in client.list()]
+        names = [function["name"] for function in client.functions()]
     except ClientError:
         return []
     return [CompletionItem(name) for name in names if name.startswith(incomplete)]
@@ -199,6 +230,7 @@ def main(ctx: click.Context, socket_path: Path, host: HttpEndpoint | None, token
     help="What saves -t IMAGE: docker or podman, by name or path.  [default: docker if installed, else podman]",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No upload progress (shown only when stderr is a terminal).")
+@click.option("--force", is_flag=True, help="Add a version even when the image and limits are the current version's.")
 @json_flag
 @click.option("--memory", default=None, help="Memory per container, e.g. 128m.  [default: 256m]")
 @click.option("--cpus", default=None, help="CPUs per container, e.g. 0.5.  [default: 1]")
@@ -219,6 +251,7 @@ def new(
     tarball: io.BufferedReader | None,
     engine: str | None,
     quiet: bool,
+    force: bool,
     as_json: bool,
     **limits: str | None,
 ) -> None:
@@ -228,7 +261,8 @@ def new(
     to faasd as it is written. A tarball comes from -f FILE or standard input instead.
 
     Limits apply to every container of this version; the ones left out take the daemon's
-    defaults (shown), not the previous version's.
+    defaults (shown), not the previous version's. The current version's image again, with
+    the same limits, adds no version ("same image as version N") unless --force.
 
     \b
     Example:
@@ -239,10 +273,11 @@ def new(
     settings = {key: value for key, value in limits.items() if value is not None}
     with contextlib.ExitStack() as stack:
         if tarball is None and image is not None:
-            upload = stream_upload(stack.enter_context(saved_image(find_engine(engine), image)), client)
-            source = {"image": image}
+            path = find_engine(engine, say=lambda note: click.echo(note, err=True))
+            upload = stream_upload(stack.enter_context(saved_image(path, image)), client)
+            source: dict[str, str | None] = {"image": image}
         else:
-            tarball = tarball or click.get_binary_stream("stdin")
+            tarball = tarball or cast(io.BufferedReader, sys.stdin.buffer)
             if tarball.isatty():
                 raise click.UsageError(
                     "no image given: name one with -t IMAGE, pipe one in (docker save IMAGE | faas new NAME) "
@@ -251,10 +286,15 @@ def new(
             upload, source = tarball_upload(tarball, client), {"tag": image}
         blocks: Iterable[bytes] = upload.blocks
         if not quiet and sys.stderr.isatty():
-            blocks = Progress(click.get_text_stream("stderr"), upload.size, upload.left_out).track(blocks)
-        function = client.deploy(name, blocks, limits=settings, **source)
+            blocks = Progress(sys.stderr, upload.size, upload.left_out).track(blocks)
+        function = client.deploy(name, blocks, limits=settings, force=force, **source)
     if as_json:
         print_json(function)
+    elif "same_as" in function:
+        click.echo(
+            f"{function['name']}: same image as version {function['same_as']}, which stays current at "
+            f"{function['ip']} (nothing deployed; --force adds a version)"
+        )
     else:
         click.echo(f"Deployed {function['name']} at {function['ip']} (version {function['version']})")
 
@@ -293,16 +333,14 @@ def list_(client: Client, as_json: bool) -> None:
     Example:
       faas list --json | jq -r '.[].ip'
     """
-    functions = client.list()
+    functions = client.functions()
     if as_json:
         print_json(functions)
         return
-    rows = [("NAME", "IP", "VERSION", "CMD")] + [
+    rows: list[tuple[str, ...]] = [("NAME", "IP", "VERSION", "CMD")] + [
         (f["name"], f["ip"], str(f["version"]), " ".join(f["entrypoint"] + f["cmd"])) for f in functions
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3])
+    click.echo("\n".join(table(rows)))
 
 
 @main.command()
@@ -364,16 +402,18 @@ def logs(client: Client, name: str, follow: bool, tail: int | None, since: str |
 
     Each line reads TIME REQUEST-ID STREAM TEXT, where STREAM is stdout, stderr or faasd
     (the daemon's own line on how the connection ended: outcome, exit status, duration).
+    Controls a function printed (escape sequences, CR, BEL) are shown escaped: \\x1b, \\r, \\x07.
 
     \b
     Example:
       faas logs hello --tail 20
       faas logs hello -f --since 10m
     """
-    out = click.get_binary_stream("stdout")
+    out = sys.stdout.buffer
     try:
         with contextlib.closing(client.logs(name, tail=tail, since=since, follow=follow)) as chunks:
-            for chunk in chunks:
+            # What the function printed reaches the terminal with its controls escaped.
+            for chunk in printable_stream(chunks):
                 out.write(chunk)
                 out.flush()
     except KeyboardInterrupt:

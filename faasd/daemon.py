@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from faasd import metrics
+from faasd import daemonlog, metrics
 from faasd.admission import Admission
 from faasd.api import serve_api
 from faasd.auth import TokenFileError, load_or_create_token
@@ -106,7 +106,7 @@ async def remove_leftovers(
     config: Config, runc: Runc, registry: Registry, store: ImageStore, aliases: Aliases, logs: Logs
 ) -> None:
     """Clear what an earlier faasd left when it died: containers, bundles, uploads, addresses, rootfs, logs."""
-    for container_id in await runc.list():
+    for container_id in await runc.container_ids():
         with contextlib.suppress(RuncError):
             await runc.delete(container_id)
         log.info("removed leftover container id=%s", container_id)
@@ -125,7 +125,7 @@ async def remove_leftovers(
 
 
 def registered_versions(registry: Registry) -> dict[str, set[int]]:
-    return {f.name: {v.number for v in registry.versions(f.name)} for f in registry.list()}
+    return {f.name: {v.number for v in registry.versions(f.name)} for f in registry.functions()}
 
 
 def api_token(config: Config) -> str | None:
@@ -188,7 +188,7 @@ async def serve(config: Config) -> None:
         metrics.CONTAINERS.set_function(lambda: admission.running)
         metrics.QUEUED.set_function(lambda: admission.queued)
         metrics.WARM.set_function(lambda: functions.warm)
-        metrics.FUNCTIONS.set_function(lambda: len(functions.list()))
+        metrics.FUNCTIONS.set_function(lambda: len(functions.all()))
         await functions.restore()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -212,7 +212,7 @@ async def serve(config: Config) -> None:
                     config.listen or "off",
                     config.gateway or "off",
                     config.ip_range,
-                    len(functions.list()),
+                    len(functions.all()),
                 )
                 await stop.wait()
         finally:
@@ -240,7 +240,7 @@ def wait_for_children_by_pidfd() -> None:
 
 def run(config: Config) -> int:
     """Start the daemon and return its exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    daemonlog.configure()
     try:
         check_prerequisites(config)
         raise_fd_limit()

@@ -36,6 +36,19 @@ log = logging.getLogger(__name__)
 Adopt = Callable[[socket.socket, tuple[str, int]], None]
 
 
+class SameImage(Conflict):
+    """Raised when a deploy brings the image and limits the current version already has."""
+
+    function: Function  # as it stays
+
+    @classmethod
+    def of(cls, function: Function) -> SameImage:
+        number = function.current.number
+        same = cls(f"same image as version {number}, which stays current: nothing deployed (force=1 adds it)")
+        same.function = function
+        return same
+
+
 async def accept_connections(sock: socket.socket, adopt: Adopt, function: str) -> None:
     """Accept on ``sock`` until cancelled, handing each connection to ``adopt``."""
     loop = asyncio.get_running_loop()
@@ -91,7 +104,8 @@ class Listener:
 
     def switch(self, version: Version) -> None:
         """Serve new connections with ``version``; the old version's warm containers are stopped."""
-        old, self.pool = self.pool, self._pinned.pop(version.number, None) or self._open_pool(version)
+        pinned = self._pinned.pop(version.number) if version.number in self._pinned else None
+        old, self.pool = self.pool, pinned or self._open_pool(version)
         self._close_in_background(old)
 
     def _open_pool(self, version: Version) -> WarmPool:
@@ -102,6 +116,7 @@ class Listener:
             lambda: self._dispatcher.instance(version, template, self._function_log),
             self._admission,
             self._warm_idle_seconds,
+            self._dispatcher.start_bound,
         )
 
     def _pool_for(self, version: Version) -> WarmPool:
@@ -247,8 +262,8 @@ class Functions:
         admission.reclaim = self._shed_warm_container
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
-    def list(self) -> list[Function]:
-        return self._registry.list()
+    def all(self) -> list[Function]:
+        return self._registry.functions()
 
     @property
     def warm(self) -> int:
@@ -276,7 +291,7 @@ class Functions:
 
     async def restore(self) -> None:
         """Bring back the address and listener of every registered function (at start-up)."""
-        for function in self._registry.list():
+        for function in self._registry.functions():
             try:
                 self._store.check_servable(function.name, function.current.number)
                 await self._expose(function)
@@ -304,15 +319,27 @@ class Functions:
             return
         log.info("restored function=%s version=%s ip=%s pinned=true", version.function, version.number, version.ip)
 
-    async def deploy(self, name: str, archive: Path, image: str, tag: str | None, limits: Limits) -> Function:
+    async def deploy(
+        self, name: str, archive: Path, image: str, tag: str | None, limits: Limits, force: bool = False
+    ) -> Function:
         """Import ``archive`` as a new version of ``name``, whose containers get ``limits``,
-        and switch new connections to it."""
+        and switch new connections to it.
+
+        The image the current version already has, with the same limits, is no new version unless
+        ``force``: it would only push an older, real rollback target out of the kept ones.
+        ``SameImage`` says so, and nothing changes.
+        """
         validate_name(name)
         async with self._locks[name]:
             number = self._registry.next_version(name)
             metrics.IMPORT_BYTES.inc(archive.stat().st_size)
             with metrics.IMPORT_DURATION.time():
                 imported = await asyncio.to_thread(self._store.import_image, archive, name, number, tag)
+            current = self._current(name)
+            if not force and current is not None and (current.digest, current.limits) == (imported.digest, limits):
+                await asyncio.to_thread(self._store.remove_version, name, number)
+                log.info("deploy unchanged function=%s same_as=%s digest=%s", name, current.number, current.digest)
+                raise SameImage.of(self._registry.get(name))
             try:
                 function = await asyncio.to_thread(
                     self._registry.add_version,
@@ -338,6 +365,12 @@ class Functions:
             await self._prune(name)
         log.info("deployed function=%s version=%s ip=%s image=%s", name, number, function.ip, image)
         return function
+
+    def _current(self, name: str) -> Version | None:
+        try:
+            return self._registry.get(name).current
+        except NotFound:
+            return None
 
     async def rollback(self, name: str, number: int | None = None) -> Function:
         """Make kept version ``number`` (by default the highest below the current one) current.
@@ -397,6 +430,7 @@ class Functions:
             await self._aliases.remove(function.ip)
             await asyncio.to_thread(self._store.remove_function, name)
             await self._logs.remove(name)
+            metrics.forget(name)  # after the listener closed: no connection of it is left to count
         log.info("removed function=%s ip=%s", name, function.ip)
         return function
 

@@ -20,6 +20,7 @@ import socket
 import time
 import uuid
 from enum import Enum
+from typing import Any
 
 from faasd import metrics
 from faasd.config import Config
@@ -86,7 +87,12 @@ class Instance:
     @property
     def ready(self) -> bool:
         """Its handler waits for a connection in a container that still runs."""
-        return self._handler is not None and self._proc is not None and self._proc.returncode is None
+        return self._handler is not None and self.running
+
+    @property
+    def running(self) -> bool:
+        """Its container was started and has not exited."""
+        return self._proc is not None and self._proc.returncode is None
 
     @property
     def exit_code(self) -> int | None:
@@ -191,7 +197,8 @@ class Instance:
             return Waited.EXITED
         waiting = asyncio.ensure_future(self._control.wait_for_handler())
         try:
-            done, _ = await asyncio.wait({waiting, self._exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {waiting, self._exited}
+            done, _ = await asyncio.wait(either, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiting.cancel()
         if self._exited in done:

@@ -7,6 +7,7 @@ import ipaddress
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -36,16 +37,11 @@ def first_ip(ip_range: str) -> str:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    reason = None
-    if os.geteuid() != 0:
-        reason = "integration tests run the daemon as root"
-    elif shutil.which("runc") is None:
-        reason = "runc is not installed (./test.sh installs it)"
+    """Every integration test runs the daemon as root with runc: skipped without them, failed in CI."""
     for item in items:
         if "integration" in item.nodeid:
-            item.add_marker(pytest.mark.integration)
-            if reason:
-                item.add_marker(pytest.mark.skip(reason=reason))
+            for marker in (pytest.mark.integration, pytest.mark.needs_root, pytest.mark.needs_runc):
+                item.add_marker(marker)
 
 
 @dataclass
@@ -216,6 +212,13 @@ def http_get(ip: str, path: str = "/", timeout: float = 30) -> tuple[int, bytes]
         return response.status, response.read()
     finally:
         conn.close()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a daemon's --listen or --gateway."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def eventually(condition: Callable[[], bool], seconds: float = 10) -> bool:

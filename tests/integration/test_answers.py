@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +29,12 @@ def test_a_handler_that_exits_without_a_word_gets_its_client_a_502(make_daemon, 
     status, headers, body = answer(ip, "/exit")
     assert status == 502
     assert headers["Connection"] == "close" and headers["Content-Type"] == "application/json"
-    assert body == {"error": "the function's handler exited without answering"}
+    request_id = headers["X-Request-Id"]
+    assert body == {
+        "error": f"the function's handler exited without answering: see `faas logs quitter` (request {request_id})",
+        "request_id": request_id,
+    }
+    assert eventually(lambda: f" {request_id} faasd " in daemon.faas("logs", "quitter").stdout), "the id the log has"
     assert http_get(ip, "/interfaces") == (200, b'["lo"]\n')
 
 
@@ -46,7 +52,9 @@ def test_over_the_admission_limits_clients_get_503_with_retry_after(make_daemon,
         assert "queue is full" in body["error"]
         status, headers, body = waiting.result()
         assert status == 503 and "within 1 s" in body["error"]
-        assert spinner.result()[0] == 504
+        status, headers, body = spinner.result()
+        assert status == 504 and body["request_id"] == headers["X-Request-Id"]
+        assert body["error"].endswith(f": see `faas logs busy` (request {body['request_id']})")
     assert http_get(ip, "/interfaces")[0] == 200, "slots are given back"
 
     counted = daemon.faas("stats", "--raw").stdout
@@ -54,3 +62,30 @@ def test_over_the_admission_limits_clients_get_503_with_retry_after(make_daemon,
         assert f'faasd_requests_total{{function="busy",status="{status}"}} {count:.1f}' in counted
     row = next(line for line in daemon.faas("stats").stdout.splitlines() if line.startswith("busy "))
     assert row.split()[1:6] == ["4", "1", "0", "2", "1"]
+
+
+def read_to_eof(address: tuple[str, int], request: bytes) -> tuple[int, dict[str, str]]:
+    """Send ``request`` and read to EOF; the status and JSON body. A reset, which can discard
+    an answer, raises."""
+    received = b""
+    with socket.create_connection(address, timeout=30) as client:
+        client.sendall(request)
+        while chunk := client.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(body)
+
+
+def test_every_answer_the_daemon_writes_ends_with_a_fin_not_a_reset(make_daemon, probe_image: Path) -> None:
+    """RFC 9112 §9.6: the request body nobody read is drained after a half-close."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    daemon = make_daemon(daemon_range(40), "--gateway", f"127.0.0.1:{port}")
+    ip = daemon.deploy("quits", probe_image)
+    body = b"x" * 100_000
+    quits = b"POST /exit HTTP/1.1\r\nHost: quits\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    status, answer = read_to_eof((ip, 80), quits)
+    assert status == 502 and answer["error"].startswith("the function's handler exited without answering")
+    status, answer = read_to_eof(("127.0.0.1", port), b"GET / HTTP/1.1\r\nHost: nobody.localhost\r\n\r\n")
+    assert (status, answer) == (404, {"error": "no function named 'nobody'"})

@@ -1,11 +1,13 @@
 """The gateway's routing on real sockets: what it peeks, where it sends, what it refuses."""
 
 import asyncio
+import logging
 import socket
 from http import HTTPStatus
 
 import pytest
 
+import faasd.gateway as gateway_module
 from faasd.errors import NotFound
 from faasd.gateway import MAX_HEAD_BYTES, BadHead, Gateway, function_name, host_header, peek_head
 
@@ -123,3 +125,61 @@ async def test_the_gateway_routes_by_host_and_answers_404_for_no_function() -> N
     answer = await exchange(b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 404 ") and b"127.0.0.1:8000" in answer
     await gateway.close()
+
+
+async def test_one_peer_sending_heads_slowly_cannot_have_everyone_else_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gateway_module, "MAX_PENDING", 40)
+    routed: list[str] = []
+
+    def route(name: str, client: socket.socket, peer: tuple[str, int]) -> None:
+        routed.append(peer[0])
+        client.setblocking(True)
+        client.recv(1024)
+        client.close()
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    gateway = Gateway(listener, "localhost", route)
+    loop = asyncio.get_running_loop()
+    slow = []
+    for _ in range(40):
+        sock = socket.create_connection(listener.getsockname())
+        sock.sendall(b"GET / HTTP/1.1\r\n")  # and never the rest
+        slow.append(sock)
+    await asyncio.sleep(0.2)
+    refused = await loop.run_in_executor(None, slow[-1].recv, 4096)
+    assert refused.startswith(b"HTTP/1.1 429 Too Many Requests\r\n")
+
+    with socket.create_connection(listener.getsockname(), source_address=("127.0.0.2", 0)) as other:
+        other.sendall(HEAD)
+        assert await loop.run_in_executor(None, other.recv, 4096) == b""
+    assert routed == ["127.0.0.2"], "another peer is served while the first one's heads wait"
+    for sock in slow:
+        sock.close()
+    await gateway.close()
+
+
+async def test_a_flood_of_unroutable_requests_logs_a_few_short_lines(caplog: pytest.LogCaptureFixture) -> None:
+    def route(name: str, client: socket.socket, peer: tuple[str, int]) -> None:
+        raise NotFound(f"no function named {name!r}")
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(256)
+    listener.setblocking(False)
+    gateway = Gateway(listener, "localhost", route)
+    loop = asyncio.get_running_loop()
+    request = b"GET / HTTP/1.1\r\nHost: \x1b[2J" + b"h" * 8000 + b"\r\n\r\n"
+
+    def refused() -> bytes:
+        with socket.create_connection(listener.getsockname()) as sock:
+            sock.sendall(request)
+            return sock.recv(64)
+
+    caplog.set_level(logging.INFO, logger="faasd.gateway")
+    for _ in range(100):
+        assert (await loop.run_in_executor(None, refused)).startswith(b"HTTP/1.1 404 ")
+    await gateway.close()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("gateway refused")]
+    assert 1 <= len(lines) <= 25, len(lines)
+    assert all(len(line) < 300 for line in lines), lines[0]

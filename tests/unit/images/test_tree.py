@@ -41,7 +41,7 @@ def test_a_missing_tree_is_no_error(tmp_path: Path) -> None:
     remove_entry("missing", os.open(tmp_path, os.O_RDONLY))
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+@pytest.mark.needs_root  # mounting
 def test_a_mount_inside_is_not_entered(tmp_path: Path) -> None:
     mount_point = tmp_path / "top" / "mnt"
     mount_point.mkdir(parents=True)
