@@ -75,6 +75,8 @@ class Config:
     userns_base: int = 2_000_000_000  # host id of container root; rootfs files are owned by shifted ids
     keep_versions: int = 3
     listen: TcpAddress | None = None
+    insecure_registries: frozenset[str] = frozenset()  # host:port pulled from over plain HTTP
+    registry_timeout_seconds: float = 30.0  # to connect to a registry, and between two reads
 
     @property
     def database_path(self) -> Path:
@@ -93,6 +95,11 @@ class Config:
     def token_path(self) -> Path:
         """The bearer token the TCP listener asks for; readable by root only."""
         return self.state_dir / "api.token"
+
+    @property
+    def logins_path(self) -> Path:
+        """Credentials ``faas login`` stored, by registry; readable by root only."""
+        return self.state_dir / "registry-logins.json"
 
     @property
     def lock_path(self) -> Path:

@@ -186,7 +186,9 @@ class WarmPool:
                 instance = candidate
             else:  # hung up /control.sock, or died and its watcher has not run yet
                 log.warning("warm container gone function=%s id=%s", self.version.function, candidate.id)
-                candidate.record(version=self.version.number, outcome="hung_up", exit=candidate.exit_code, warm=True)
+                candidate.record(
+                    version=self.version.number, outcome=Outcome.HUNG_UP.value, exit=candidate.exit_code, warm=True
+                )
                 self._discard(candidate)
         return instance
 
@@ -347,7 +349,9 @@ class WarmPool:
             log.warning(
                 "warm container died function=%s id=%s exit=%s", self.version.function, instance.id, instance.exit_code
             )
-            instance.record(version=self.version.number, outcome="died_waiting", exit=instance.exit_code, warm=True)
+            instance.record(
+                version=self.version.number, outcome=Outcome.DIED_WAITING.value, exit=instance.exit_code, warm=True
+            )
             self._discard(instance)
 
     def _oldest_claim(self, *, covered: bool = False) -> Claim | None:

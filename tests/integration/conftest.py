@@ -7,6 +7,7 @@ import ipaddress
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -99,13 +100,16 @@ class Daemon:
         self.proc = None
         return code
 
-    def faas(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
-        """Run the real ``faas`` CLI against this daemon."""
+    def faas(
+        self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real ``faas`` CLI against this daemon (with ``env`` added to the environment)."""
         result = subprocess.run(
             [str(BIN / "faas"), "--socket", str(self.socket), *args],
             input=input,
             capture_output=True,
             timeout=300,
+            env=None if env is None else {**os.environ, **env},
         )
         return subprocess.CompletedProcess(
             result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
@@ -211,6 +215,13 @@ def http_get(ip: str, path: str = "/", timeout: float = 30) -> tuple[int, bytes]
         return response.status, response.read()
     finally:
         conn.close()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a daemon's --listen or --gateway."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def eventually(condition: Callable[[], bool], seconds: float = 10) -> bool:
