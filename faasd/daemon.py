@@ -260,7 +260,7 @@ def wait_for_children_by_pidfd() -> None:
 
 def run(config: Config) -> int:
     """Start the daemon and return its exit code."""
-    daemonlog.configure()
+    daemonlog.configure(config.log_file)
     try:
         check_prerequisites(config)
         raise_fd_limit()
