@@ -13,6 +13,7 @@ import functools
 import ipaddress
 import logging
 import socket
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
@@ -25,7 +26,7 @@ from faasd.dispatch import Dispatcher
 from faasd.environment import with_environment
 from faasd.errors import Conflict, FaasError, NotFound, RuntimeFailure
 from faasd.images.archive import ImageConfig
-from faasd.images.store import ImageStore
+from faasd.images.store import ImageStore, ImportedImage
 from faasd.instance import Instance
 from faasd.limits import Limits
 from faasd.logs import FunctionLog, Logs
@@ -376,6 +377,8 @@ class Functions:
                 )
                 raise SameImage.of(same)
             try:
+                if limits.sandbox == "fork":
+                    await self._check_template(name, number, image, imported, config, limits)
                 function = await asyncio.to_thread(
                     self._registry.add_version,
                     name,
@@ -401,6 +404,18 @@ class Functions:
             await self._prune(name)
         log.info("deployed function=%s version=%s ip=%s image=%s", name, number, function.ip, image)
         return function
+
+    async def _check_template(
+        self, name: str, number: int, image: str, imported: ImportedImage, config: ImageConfig, limits: Limits
+    ) -> None:
+        """Refuse (``NotATemplate``) a fork-mode version whose handler does not become a template."""
+        version = Version(name, number, image, imported.digest, config, imported.uid, imported.gid, time.time(), limits)
+        try:
+            await self._dispatcher.check_template(version, self._logs.get(name))
+        except BaseException:
+            if self._current(name) is None:  # a first version: no log of a function that never was
+                await self._logs.remove(name)
+            raise
 
     def _current(self, name: str) -> Version | None:
         try:

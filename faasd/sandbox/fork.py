@@ -67,6 +67,11 @@ class ForkConnection:
         self._exited: asyncio.Future[None] | None = None
         self._cgroup: ConnectionCgroup | None = None
 
+    @property
+    def running(self) -> bool:
+        """Its child was let go and has not exited."""
+        return self._exited is not None and not self._exited.done()
+
     async def start(self) -> Outcome | None:
         """Have a ready template; ``None`` then, else why not."""
         self.started = True
