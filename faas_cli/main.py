@@ -21,6 +21,8 @@ import click
 from click.exceptions import NoArgsIsHelpError
 from click.shell_completion import CompletionItem
 
+from faas_cli.apply import apply
+from faas_cli.build import build
 from faas_cli.client import (
     DEFAULT_SOCKET,
     Client,
@@ -301,6 +303,13 @@ def main(ctx: click.Context, socket_path: Path, host: HttpEndpoint | None, token
     default=None,
     help="Connections one container serves one after another: throughput over isolation." + daemon_default("reuse"),
 )
+@click.option(
+    "--sandbox",
+    type=click.Choice(["runc", "fork"]),
+    default=None,
+    help="runc: a container started per connection; fork: a sandbox forked per connection from a template "
+    "that loaded the app once (needs serve() from faas_handler.py).  [default: the daemon's, runc]",
+)
 @click.pass_obj
 def new(
     client: Client,
@@ -562,5 +571,5 @@ def logs(client: Client, name: str, follow: bool, tail: int | None, since: str |
         os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
 
 
-for command in (versions, rollback, describe):
+for command in (versions, rollback, describe, build, apply):
     main.add_command(command)
