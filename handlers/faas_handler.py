@@ -1051,16 +1051,22 @@ class _Refused(Exception):
 class _Head(_Record):
     """A request's line and header fields, as read; ``version`` is ``HTTP/1.0`` or ``HTTP/1.1``."""
 
-    __slots__ = ("method", "target", "version", "fields")
+    __slots__ = ("method", "target", "version", "fields", "by_name")
     method: str
     target: str
     version: str
     fields: list[tuple[str, str]]  # (name, value) as sent, in order
+    by_name: dict[str, list[str]]  # the values of each lower-cased name, in order: each request asks it often
+
+    def __init__(self, method: str, target: str, version: str, fields: list[tuple[str, str]]) -> None:
+        by_name: dict[str, list[str]] = {}
+        for name, value in fields:
+            by_name.setdefault(name.lower(), []).append(value)
+        super().__init__(method, target, version, fields, by_name)
 
     def values(self, name: str) -> list[str]:
         """Each value of the field ``name`` (matched without regard to case), in order."""
-        name = name.lower()
-        return [value for field, value in self.fields if field.lower() == name]
+        return self.by_name.get(name.lower(), [])
 
     def tokens(self, name: str) -> list[str]:
         """A comma-separated field's items, lower-cased: ``Connection: Keep-Alive, Upgrade``."""
@@ -1227,8 +1233,13 @@ class _Connection:
         """Wait for the next request's first byte (or the end of the stream). On a kept-alive
         connection, only as long as one as slow as the slowest so far could still be served
         before the deadline: False then, and the idle connection closes before the kill."""
-        wait = self.deadline.wait_for_request() if self.answered else None
-        if wait is not None and wait <= 0:
+        wait = self.deadline.wait_for_request()
+        if wait is None:
+            return True  # no deadline: reading the request does the waiting
+        if not self.answered:
+            self.rfile.peek(1)  # a first request is waited for as long as the client takes
+            return True
+        if wait <= 0:
             return False
         self.client.settimeout(wait)
         try:
