@@ -167,7 +167,7 @@ class ForkConnection:
         assert self._line is not None
         try:
             self._pidfd = os.pidfd_open(pid)
-            self._cgroup = ConnectionCgroup.create(self.id, self.version.limits)
+            self._cgroup = ConnectionCgroup.create(f"{self.version.function}-{self.id}", self.version.limits)
             self._cgroup.place(pid)
             self._line.send(b"go")
         except OSError as exc:  # it died meanwhile, or the cgroup could not be made: no go
