@@ -29,6 +29,8 @@ from faas_cli.client import (
 )
 from faas_cli.engine import find_engine, saved_image
 from faas_cli.progress import Progress
+from faas_cli.runtimes import runtime
+from faas_cli.source import entry_of, read_code
 from faas_cli.stats import parse, render, to_json
 from faas_cli.upload import stream_upload, tarball_upload
 from faas_cli.versions import describe, rollback, versions
@@ -211,6 +213,24 @@ def main(ctx: click.Context, socket_path: Path, host: HttpEndpoint | None, token
     default=None,
     help="Connections one container serves one after another: throughput over isolation.  [default: 1]",
 )
+@click.option(
+    "--runtime", default=None, metavar="RUNTIME", help="Deploy source code on this runtime (faas runtime list)."
+)
+@click.option(
+    "--code",
+    "code",
+    type=click.Path(exists=True, path_type=Path),
+    multiple=True,
+    metavar="PATH",
+    help="With --runtime: a source file, or a directory of them (repeatable).",
+)
+@click.option("--entry", default=None, metavar="FILE", help="With --runtime: the file the runtime loads.")
+@click.option(
+    "--handler",
+    default=None,
+    metavar="NAME",
+    help="With --runtime: the function the entry exports.  [default: handler]",
+)
 @click.pass_obj
 def new(
     client: Client,
@@ -220,12 +240,17 @@ def new(
     engine: str | None,
     quiet: bool,
     as_json: bool,
+    runtime: str | None,
+    code: tuple[Path, ...],
+    entry: str | None,
+    handler: str | None,
     **limits: str | None,
 ) -> None:
-    """Deploy an image as function NAME (again: a new version, same IP).
+    """Deploy an image, or source code on a runtime, as function NAME (again: a new version, same IP).
 
     With -t IMAGE alone, faas runs `docker save IMAGE` (or podman's) and streams the archive
-    to faasd as it is written. A tarball comes from -f FILE or standard input instead.
+    to faasd as it is written. A tarball comes from -f FILE or standard input instead. With
+    --runtime and --code, the code is checked in a container of the runtime and deployed on it.
 
     Limits apply to every container of this version; the ones left out take the daemon's
     defaults (shown), not the previous version's.
@@ -235,8 +260,20 @@ def new(
       faas new hello -t hello:latest
       docker save hello | faas new hello
       faas new hello -f both.tar -t hello:2 --memory 64m --timeout 5
+      faas new add --runtime python --code handler.py
     """
     settings = {key: value for key, value in limits.items() if value is not None}
+    if runtime is not None or code:
+        if runtime is None or not code or image is not None or tarball is not None:
+            raise click.UsageError("deploy source with --runtime RUNTIME --code PATH, and no image (-t, -f)")
+        files = read_code(code)
+        source = {"runtime": runtime, "files": files, "entry": entry_of(files, entry)}
+        function = client.deploy_source(name, source | ({"handler": handler} if handler else {}), settings)
+        if as_json:
+            print_json(function)
+        else:
+            click.echo(f"Deployed {function['name']} at {function['ip']} (version {function['version']}, {runtime})")
+        return
     with contextlib.ExitStack() as stack:
         if tarball is None and image is not None:
             upload = stream_upload(stack.enter_context(saved_image(find_engine(engine), image)), client)
@@ -383,5 +420,5 @@ def logs(client: Client, name: str, follow: bool, tail: int | None, since: str |
         os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
 
 
-for command in (versions, rollback, describe):
+for command in (versions, rollback, describe, runtime):
     main.add_command(command)

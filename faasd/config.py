@@ -75,6 +75,11 @@ class Config:
     userns_base: int = 2_000_000_000  # host id of container root; rootfs files are owned by shifted ids
     keep_versions: int = 3
     listen: TcpAddress | None = None
+    # Source functions: the runtime wrappers faasd lays into runtimes (handlers/runtimes/<language>/),
+    # the most source one deploy may bring, and how long a deploy-time step (a check) may run.
+    wrappers_dir: Path = Path(__file__).resolve().parent.parent / "handlers"
+    max_source_bytes: int = 1024 * 1024
+    build_timeout_seconds: float = 120.0
 
     @property
     def database_path(self) -> Path:
@@ -88,6 +93,10 @@ class Config:
     def uploads_dir(self) -> Path:
         """Uploads land here, on the same filesystem as the images, so a full disk shows early."""
         return self.state_dir / "uploads"
+
+    @property
+    def runtimes_dir(self) -> Path:
+        return self.state_dir / "runtimes"
 
     @property
     def token_path(self) -> Path:

@@ -6,8 +6,9 @@ answers with and a message that says what to do. Errors are raised deep, chained
 
     FaasError (500)
     ├── InvalidRequest (400)         bad name, bad header, bad query value
-    │   └── InvalidImage (400)       the archive is not a usable image
-    │       └── UnsafeArchive (400)  the archive tries to escape its rootfs
+    │   ├── InvalidImage (400)       the archive is not a usable image
+    │   │   └── UnsafeArchive (400)  the archive tries to escape its rootfs
+    │   └── InvalidCode (400)        source code that cannot serve: a syntax error, no handler
     ├── Unauthorized (401)           the TCP API was called without the right bearer token
     ├── NotFound (404)               no function by that name
     ├── Conflict (409)               the operation collides with current state
@@ -42,6 +43,10 @@ class InvalidRequest(FaasError):
 
 class InvalidImage(InvalidRequest):
     """Raised when an uploaded archive is not a readable docker-save or OCI image."""
+
+
+class InvalidCode(InvalidRequest):
+    """Raised when a function's source cannot be deployed: a syntax error, a missing entry or handler."""
 
 
 class UnsafeArchive(InvalidImage):

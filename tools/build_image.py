@@ -2,6 +2,7 @@
 
     python -m tools.build_image busybox OUT.tar [--body TEXT] [--prelude SHELL] [--oci]
     python -m tools.build_image python OUT.tar [--app DIR] [--package REQ ...] [--cache DIR] [--oci]
+    python -m tools.build_image runtime python OUT.tar [--cache DIR] [--oci]
 
 ``busybox``: Debian's static busybox plus the static C handler (handlers/c/hello.c), one layer;
 builds in about a second. ``python``: a Debian bookworm base with python3 (made once with
@@ -223,6 +224,18 @@ def build_python_image(
         _write(out, [base, layer], config, f"python-{app_dir.name}:latest", oci)
 
 
+def build_runtime_image(out: Path, language: str, cache_dir: Path, oci: bool = False) -> None:
+    """A runtime image: the Debian base with the language's interpreter, nothing else; tag ``<language>-runtime``.
+
+    ``faas runtime add`` lays faasd's wrapper on it; the base is the one the python images use.
+    """
+    if language != "python":
+        raise BuildError(f"no runtime recipe for {language!r}: python")
+    base = debian_python_base(cache_dir)
+    config = {"config": {"Cmd": ["python3"], "Env": [DEFAULT_PATH]}}
+    _write(out, [base], config, f"{language}-runtime:latest", oci)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.build_image", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -239,13 +252,18 @@ def main(argv: list[str] | None = None) -> int:
     python.add_argument(
         "--cache", type=Path, default=Path("/var/cache/faasd"), help="where the base layer and wheels are kept"
     )
-    for kind in (busybox, python):
+    runtime = kinds.add_parser("runtime", help="a runtime image for faas runtime add: Debian and an interpreter")
+    runtime.add_argument("language", choices=["python"], help="the interpreter's language")
+    runtime.add_argument("--cache", type=Path, default=Path("/var/cache/faasd"), help="where the base layer is kept")
+    for kind in (busybox, python, runtime):
         kind.add_argument("out", type=Path, help="the image tarball to write")
         kind.add_argument("--oci", action="store_true", help="write an OCI layout instead of docker save's")
     options = parser.parse_args(argv)
     try:
         if options.kind == "busybox":
             build_busybox_image(options.out, options.body, options.oci, options.prelude)
+        elif options.kind == "runtime":
+            build_runtime_image(options.out, options.language, options.cache, options.oci)
         else:
             build_python_image(options.out, options.cache, options.app, options.package, options.oci)
     except BuildError as exc:
