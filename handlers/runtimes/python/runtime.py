@@ -111,7 +111,7 @@ def script_function(tree: ast.Module, filename: str) -> types.CodeType:
 
 def syntax_message(exc: SyntaxError, entry: str) -> str:
     filename = os.path.relpath(exc.filename, CODE_DIR) if exc.filename and exc.filename.startswith("/") else entry
-    return f"{filename}:{exc.lineno}:{exc.offset}: SyntaxError: {exc.msg}"
+    return f"{filename}:{exc.lineno}:{exc.offset}: {type(exc).__name__}: {exc.msg}"
 
 
 def load(name: str) -> tuple[str, Callable[..., Any]]:
