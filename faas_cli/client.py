@@ -13,7 +13,7 @@ import io
 import json
 import socket
 import ssl
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -211,7 +211,7 @@ class Client:
                 return set()
             raise
 
-    def list(self) -> list[dict[str, Any]]:
+    def functions(self) -> list[dict[str, Any]]:
         return self._request("GET", "/v1/functions")["functions"]
 
     def get(self, name: str) -> dict[str, Any]:
@@ -239,7 +239,7 @@ class Client:
 
     def logs(
         self, name: str, tail: int | None = None, since: str | None = None, follow: bool = False
-    ) -> Iterator[bytes]:
+    ) -> Generator[bytes]:
         """The function's log lines, in chunks as they arrive; with ``follow``, until closed."""
         params = (("tail", tail), ("since", since), ("follow", 1 if follow else None))
         query = urlencode({key: value for key, value in params if value is not None})

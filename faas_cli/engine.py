@@ -9,11 +9,12 @@ end, and nothing is deployed.
 from __future__ import annotations
 
 import contextlib
+import io
 import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
-from typing import IO
+from typing import cast
 
 from faas_cli.client import UPLOAD_BLOCK_BYTES, ClientError
 
@@ -74,8 +75,9 @@ def saved_image(engine: str, image: str) -> Iterator[Iterator[bytes]]:
 def _blocks(
     proc: subprocess.Popen[bytes], argv: list[str], reader: threading.Thread, stderr_tail: bytearray
 ) -> Iterator[bytes]:
-    assert proc.stdout is not None
-    while block := proc.stdout.read1(UPLOAD_BLOCK_BYTES):
+    # Popen's pipes are buffered readers (bufsize -1): read1 gives what one read of the pipe holds.
+    stdout = cast(io.BufferedReader, proc.stdout)
+    while block := stdout.read1(UPLOAD_BLOCK_BYTES):
         yield block
     status = proc.wait()
     reader.join()
@@ -84,7 +86,7 @@ def _blocks(
         raise EngineError(f"{' '.join(argv)} failed with exit status {status}: {detail}")
 
 
-def _keep_tail(stream: IO[bytes], tail: bytearray) -> None:
+def _keep_tail(stream: io.BufferedReader, tail: bytearray) -> None:
     while chunk := stream.read1(STDERR_TAIL_BYTES):
         tail += chunk
         del tail[:-STDERR_TAIL_BYTES]

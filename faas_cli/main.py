@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 from click.shell_completion import CompletionItem
@@ -45,7 +45,7 @@ def usage_errors_exit_refused() -> Iterator[None]:
     try:
         yield
     except click.UsageError as exc:
-        exc.exit_code = EXIT_REFUSED
+        exc.exit_code = EXIT_REFUSED  # type: ignore[misc]  # a ClassVar to click's stubs, read per instance
         raise
 
 
@@ -106,7 +106,7 @@ def complete_function_names(ctx: click.Context, _param: click.Parameter, incompl
     params = ctx.find_root().params
     client = make_client(params.get("socket_path") or DEFAULT_SOCKET, params.get("host"), params.get("token"))
     try:
-        names = [function["name"] for function in client.list()]
+        names = [function["name"] for function in client.functions()]
     except ClientError:
         return []
     return [CompletionItem(name) for name in names if name.startswith(incomplete)]
@@ -277,9 +277,9 @@ def new(
     with contextlib.ExitStack() as stack:
         if tarball is None and image is not None:
             upload = stream_upload(stack.enter_context(saved_image(find_engine(engine), image)), client)
-            source = {"image": image}
+            source: dict[str, str | None] = {"image": image}
         else:
-            tarball = tarball or click.get_binary_stream("stdin")
+            tarball = tarball or cast(io.BufferedReader, sys.stdin.buffer)
             if tarball.isatty():
                 raise click.UsageError(
                     "no image given: name one with -t IMAGE, pipe one in (docker save IMAGE | faas new NAME) "
@@ -288,7 +288,7 @@ def new(
             upload, source = tarball_upload(tarball, client), {"tag": image}
         blocks: Iterable[bytes] = upload.blocks
         if not quiet and sys.stderr.isatty():
-            blocks = Progress(click.get_text_stream("stderr"), upload.size, upload.left_out).track(blocks)
+            blocks = Progress(sys.stderr, upload.size, upload.left_out).track(blocks)
         function = client.deploy(name, blocks, limits=settings, **source)
     if as_json:
         print_json(function)
@@ -330,7 +330,7 @@ def list_(client: Client, as_json: bool) -> None:
     Example:
       faas list --json | jq -r '.[].ip'
     """
-    functions = client.list()
+    functions = client.functions()
     if as_json:
         print_json(functions)
         return
@@ -407,7 +407,7 @@ def logs(client: Client, name: str, follow: bool, tail: int | None, since: str |
       faas logs hello --tail 20
       faas logs hello -f --since 10m
     """
-    out = click.get_binary_stream("stdout")
+    out = sys.stdout.buffer
     try:
         with contextlib.closing(client.logs(name, tail=tail, since=since, follow=follow)) as chunks:
             for chunk in chunks:

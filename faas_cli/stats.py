@@ -86,7 +86,9 @@ def render(stats: Stats) -> list[str]:
         stats.gauges.get(f"faasd_{name}", 0) for name in ("functions", "containers_running", "queue_depth")
     )
     lines = [f"functions {functions:.0f}   containers running {running:.0f}   queued {queued:.0f}", ""]
-    rows = [("FUNCTION", "REQUESTS", "HANDLER", "502", "503", "504", "MEAN ms", "START p50 ms", "START p99 ms")]
+    rows: list[tuple[str, ...]] = [
+        ("FUNCTION", "REQUESTS", "HANDLER", "502", "503", "504", "MEAN ms", "START p50 ms", "START p99 ms")
+    ]
     for name, f in sorted(stats.functions.items()):
         rows.append(
             (

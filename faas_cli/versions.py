@@ -45,7 +45,9 @@ def table(rows: list[tuple[str, ...]]) -> list[str]:
 
 def render_versions(versions: list[dict[str, Any]]) -> list[str]:
     """The lines ``faas versions`` prints: one row per kept version, the current one starred."""
-    rows = [("VERSION", "CURRENT", "IMAGE", "DIGEST", "CREATED", "MEMORY", "CPUS", "PIDS", "TIMEOUT", "IP")]
+    rows: list[tuple[str, ...]] = [
+        ("VERSION", "CURRENT", "IMAGE", "DIGEST", "CREATED", "MEMORY", "CPUS", "PIDS", "TIMEOUT", "IP")
+    ]
     for v in versions:
         limits = v["limits"]
         rows.append(

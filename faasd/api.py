@@ -47,6 +47,7 @@ from typing import Any
 
 import prometheus_client
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
 
 from faasd import metrics
 from faasd.auth import bearer_token, exposure_warning, token_matches
@@ -147,7 +148,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return web.json_response({"error": "internal error: see the faasd log"}, status=500)
 
 
-def require_token(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def require_token(token: str) -> Middleware:
     """Middleware of the TCP listener: no handler runs, no body is read, without the token."""
 
     @web.middleware
@@ -359,7 +360,7 @@ async def lookup_layers(request: web.Request) -> web.Response:
 
 async def list_functions(request: web.Request) -> web.Response:
     query_params(request)
-    return web.json_response({"functions": [function_json(f) for f in request.app[FUNCTIONS].list()]})
+    return web.json_response({"functions": [function_json(f) for f in request.app[FUNCTIONS].all()]})
 
 
 async def get_function(request: web.Request) -> web.Response:
@@ -440,7 +441,7 @@ async def end_follows(app: web.Application) -> None:
 
 async def healthz(request: web.Request) -> web.Response:
     query_params(request)
-    return web.json_response({"status": "ok", "functions": len(request.app[FUNCTIONS].list())})
+    return web.json_response({"status": "ok", "functions": len(request.app[FUNCTIONS].all())})
 
 
 async def legacy_new(request: web.Request) -> web.Response:
@@ -459,7 +460,7 @@ async def legacy_ip(request: web.Request) -> web.Response:
 
 async def legacy_list(request: web.Request) -> web.Response:
     query_params(request)
-    return web.json_response([{"name": f.name, "ip": str(f.ip)} for f in request.app[FUNCTIONS].list()])
+    return web.json_response([{"name": f.name, "ip": str(f.ip)} for f in request.app[FUNCTIONS].all()])
 
 
 def make_app(
@@ -472,7 +473,7 @@ def make_app(
 ) -> web.Application:
     """The API; with ``token``, every request must carry it (the TCP listener's app); with
     ``sources``, functions from source and runtimes too."""
-    middlewares = [errors_as_json] if token is None else [errors_as_json, require_token(token)]
+    middlewares: list[Middleware] = [errors_as_json] if token is None else [errors_as_json, require_token(token)]
     app = web.Application(middlewares=middlewares)
     app[CONFIG] = config
     app[FUNCTIONS] = functions

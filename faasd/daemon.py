@@ -109,7 +109,7 @@ async def remove_leftovers(
     config: Config, runc: Runc, registry: Registry, store: ImageStore, aliases: Aliases, logs: Logs
 ) -> None:
     """Clear what an earlier faasd left when it died: containers, bundles, uploads, addresses, rootfs, logs."""
-    for container_id in await runc.list():
+    for container_id in await runc.container_ids():
         with contextlib.suppress(RuncError):
             await runc.delete(container_id)
         log.info("removed leftover container id=%s", container_id)
@@ -128,7 +128,7 @@ async def remove_leftovers(
 
 
 def registered_versions(registry: Registry) -> dict[str, set[int]]:
-    return {f.name: {v.number for v in registry.versions(f.name)} for f in registry.list()}
+    return {f.name: {v.number for v in registry.versions(f.name)} for f in registry.functions()}
 
 
 def api_token(config: Config) -> str | None:
@@ -201,7 +201,7 @@ async def serve(config: Config) -> None:
         metrics.CONTAINERS.set_function(lambda: admission.running)
         metrics.QUEUED.set_function(lambda: admission.queued)
         metrics.WARM.set_function(lambda: functions.warm)
-        metrics.FUNCTIONS.set_function(lambda: len(functions.list()))
+        metrics.FUNCTIONS.set_function(lambda: len(functions.all()))
         await functions.restore()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -226,7 +226,7 @@ async def serve(config: Config) -> None:
                     config.listen or "off",
                     config.gateway or "off",
                     config.ip_range,
-                    len(functions.list()),
+                    len(functions.all()),
                 )
                 await stop.wait()
         finally:

@@ -91,7 +91,8 @@ class Listener:
 
     def switch(self, version: Version) -> None:
         """Serve new connections with ``version``; the old version's warm containers are stopped."""
-        old, self.pool = self.pool, self._pinned.pop(version.number, None) or self._open_pool(version)
+        pinned = self._pinned.pop(version.number) if version.number in self._pinned else None
+        old, self.pool = self.pool, pinned or self._open_pool(version)
         self._close_in_background(old)
 
     def _open_pool(self, version: Version) -> WarmPool:
@@ -247,8 +248,8 @@ class Functions:
         admission.reclaim = self._shed_warm_container
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
-    def list(self) -> list[Function]:
-        return self._registry.list()
+    def all(self) -> list[Function]:
+        return self._registry.functions()
 
     @property
     def warm(self) -> int:
@@ -276,7 +277,7 @@ class Functions:
 
     async def restore(self) -> None:
         """Bring back the address and listener of every registered function (at start-up)."""
-        for function in self._registry.list():
+        for function in self._registry.functions():
             try:
                 self._store.check_servable(function.name, function.current.number)
                 await self._expose(function)

@@ -20,6 +20,7 @@ import socket
 import time
 import uuid
 from enum import Enum
+from typing import Any
 
 from faasd import metrics
 from faasd.config import Config
@@ -191,7 +192,8 @@ class Instance:
             return Waited.EXITED
         waiting = asyncio.ensure_future(self._control.wait_for_handler())
         try:
-            done, _ = await asyncio.wait({waiting, self._exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {waiting, self._exited}
+            done, _ = await asyncio.wait(either, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiting.cancel()
         if self._exited in done:

@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from faasd.errors import InvalidRequest
 
@@ -45,7 +46,7 @@ class Limits:
 
     def with_overrides(self, settings: Mapping[str, str]) -> Limits:
         """These limits with the user's ``settings`` (API query parameters) parsed and applied."""
-        changes = {}
+        changes: dict[str, Any] = {}
         for name, parse in PARAMETERS.items():
             if name in settings:
                 field, value = parse(name, settings[name])

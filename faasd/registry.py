@@ -181,7 +181,8 @@ class Registry:
         with self._lock:
             return self._get_locked(name)
 
-    def list(self) -> list[Function]:
+    def functions(self) -> list[Function]:
+        """Every registered function, by name."""
         with self._lock:
             names = [r["name"] for r in self._db.execute("SELECT name FROM functions ORDER BY name")]
             return [self._get_locked(n) for n in names]

@@ -26,6 +26,7 @@ import bz2
 import contextlib
 import gzip
 import hashlib
+import io
 import itertools
 import json
 import lzma
@@ -56,7 +57,7 @@ REF_NAME_ANNOTATIONS = ("io.containerd.image.name", "org.opencontainers.image.re
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # What "docker save IMAGE | gzip" and friends produce; tarfile's "r:*" knows the same three.
-ARCHIVE_COMPRESSIONS: dict[bytes, Callable[[IO[bytes]], IO[bytes]]] = {
+ARCHIVE_COMPRESSIONS: dict[bytes, Callable[[IO[bytes]], io.BufferedIOBase]] = {
     GZIP_MAGIC: lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
     b"BZh": lambda raw: bz2.BZ2File(raw, mode="rb"),
     b"\xfd7zXZ\x00": lambda raw: lzma.LZMAFile(raw, mode="rb"),

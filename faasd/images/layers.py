@@ -165,7 +165,7 @@ class LayerSession:
         diff_ids = []
         for number in range(1, archive.layer_count + 1):
             diff_id = archive.diff_id(number)
-            if archive.omitted(number) or (diff_id is not None and self._hold(diff_id)):
+            if diff_id is not None and (archive.omitted(number) or self._hold(diff_id)):
                 self.reused += 1
                 log.debug("layer reused diff_id=%s", diff_id)
             else:

@@ -152,15 +152,18 @@ class TarWalker:
         while len(self._buffer) >= BLOCK:
             block = bytes(self._buffer[:BLOCK])
             if block == bytes(BLOCK):
-                return self._give_up()  # the end-of-archive blocks, and any padding after them
+                self._give_up()  # the end-of-archive blocks, and any padding after them
+                return None
             try:
                 info = tarfile.TarInfo.frombuf(block, ENCODING, ERRORS)
             except tarfile.HeaderError:
-                return self._give_up()
+                self._give_up()
+                return None
             if info.type not in EXTENDED_TYPES:
                 return self._member_header()
             if not 0 <= info.size <= MAX_EXTENDED_HEADER:
-                return self._give_up()
+                self._give_up()
+                return None
             size = BLOCK + padded(info.size)
             if len(self._buffer) < size:
                 return None
@@ -173,7 +176,8 @@ class TarWalker:
         header = bytes(self._headers) + bytes(self._buffer[:BLOCK])
         info = _parse_headers(header)
         if info is None:
-            return self._give_up()
+            self._give_up()
+            return None
         self._take(BLOCK)
         self._headers.clear()
         self._left = data_size(info)
@@ -185,7 +189,6 @@ class TarWalker:
         self._offset -= len(self._headers)
         self._headers.clear()
         self._verbatim = True
-        return None
 
     def _take(self, size: int) -> bytes:
         with memoryview(self._buffer) as view:
@@ -200,7 +203,7 @@ def _parse_headers(header: bytes) -> tarfile.TarInfo | None:
     reads it; None for what the walker does not follow (sparse files, global headers)."""
     try:
         with tarfile.open(fileobj=io.BytesIO(header), mode="r:", encoding=ENCODING, errors=ERRORS) as tar:
-            info = tar.firstmember
+            info = tar.next()  # the member open() read: the header holds no other
     except (tarfile.TarError, UnicodeError, ValueError):
         return None
     if info is None or info.size < 0 or info.type in (tarfile.GNUTYPE_SPARSE, tarfile.XGLTYPE):

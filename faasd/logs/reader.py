@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -149,7 +149,7 @@ class Follower:
         return (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino)
 
 
-async def read_log(function_log: FunctionLog, query: LogQuery) -> AsyncIterator[bytes]:
+async def read_log(function_log: FunctionLog, query: LogQuery) -> AsyncGenerator[bytes]:
     """The lines ``query`` asks for, in chunks; with ``follow``, then new ones until the log ends.
 
     While following, an empty chunk comes at least every ``FOLLOW_IDLE_SECONDS``, so the

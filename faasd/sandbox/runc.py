@@ -60,7 +60,7 @@ class Runc:
     async def delete(self, container_id: str) -> None:
         await self._check("delete", self.delete_args(container_id))
 
-    async def list(self) -> list[str]:
+    async def container_ids(self) -> list[str]:
         """The ids of every container under faasd's runc root."""
         out = await self._check("list", self.list_args())
         return [c["id"] for c in json.loads(out or "null") or []]

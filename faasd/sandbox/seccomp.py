@@ -10,7 +10,11 @@ keep working. What it refuses, and why:
 - the kernel's own state: modules, kexec, reboot, swap, clocks, quotas, accounting, syslog;
 - kernel attack surface that functions do not use: bpf, perf_event_open, userfaultfd,
   io_uring, keyrings (keyctl, add_key, request_key), open_by_handle_at (the "shocker" escape);
-- other processes' memory: ptrace, process_vm_readv/writev, kcmp.
+- other processes' memory: ptrace, process_vm_readv/writev, kcmp;
+- AF_VSOCK sockets: vsock is not network-namespaced, so it would reach the hypervisor and
+  whatever listens on the host's vsock, past the container's lo-only network. socketcall, the
+  32-bit x86 multiplexer, is refused with it: it passes socket()'s family in memory, out of a
+  filter's reach (so a 32-bit x86 program gets no sockets at all).
 
 Refused calls fail with EPERM; clone3 fails with ENOSYS so libc falls back to clone, whose
 flags the filter can read (clone3 passes them in memory, out of a filter's reach).
@@ -23,6 +27,7 @@ import platform
 from typing import Any
 
 CLONE_NEWUSER = 0x10000000
+AF_VSOCK = 40  # linux/socket.h
 
 REFUSED = (
     "acct",
@@ -67,6 +72,7 @@ REFUSED = (
     "reboot",
     "request_key",
     "setns",
+    "socketcall",
     "settimeofday",
     "stime",
     "swapoff",
@@ -108,5 +114,11 @@ def seccomp_profile(machine: str | None = None) -> dict[str, Any]:
                 "args": [{"index": 0, "value": CLONE_NEWUSER, "valueTwo": CLONE_NEWUSER, "op": "SCMP_CMP_MASKED_EQ"}],
             },
             {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS},
+            {
+                "names": ["socket"],
+                "action": "SCMP_ACT_ERRNO",
+                "errnoRet": errno.EPERM,
+                "args": [{"index": 0, "value": AF_VSOCK, "op": "SCMP_CMP_EQ"}],
+            },
         ],
     }

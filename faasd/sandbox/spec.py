@@ -3,7 +3,8 @@
 Defaults follow runtime-spec config.md and config-linux.md, in the spirit of ``runc spec``:
 read-only rootfs, fresh namespaces (network included: the container sees only its own lo;
 user: its root is an unprivileged host uid), no capabilities, ``noNewPrivileges``, a seccomp
-filter, masked /proc paths, a size-limited /tmp, cgroup limits. docs/security.md lists each
+filter, masked /proc paths, a size-limited /tmp and /dev/shm (read-only for a --tmp-size of 0),
+a read-only /dev, cgroup limits. docs/security.md lists each
 one with the test that attacks it.
 """
 
@@ -23,6 +24,12 @@ OCI_VERSION = "1.0.2"
 CONTROL_SOCKET = "/control.sock"
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CPU_PERIOD_US = 100_000
+# /dev/shm is a second writable tmpfs: never larger than /tmp, and at most this.
+SHM_BYTES = 64 * 1024 * 1024
+# /dev holds only the nodes and links runc makes; runc remounts it read-only once they are made.
+DEV_BYTES = 64 * 1024
+# The smallest size a tmpfs takes; a read-only one needs no more (size=0 would mean no limit).
+READ_ONLY_TMPFS = ("ro", "size=4k")
 
 # The mount points runc needs in the rootfs, with their modes; they are made at import time
 # because the rootfs is shared read-only by every container of a version. The mode matters:
@@ -83,6 +90,11 @@ def process_env(image: ImageConfig) -> list[str]:
     return env
 
 
+def scratch_options(size: int) -> list[str]:
+    """A writable tmpfs's size option, or read-only for a size of 0 (tmpfs reads 0 as unlimited)."""
+    return list(READ_ONLY_TMPFS) if size == 0 else [f"size={size}"]
+
+
 def build_spec(
     image: ImageConfig,
     uid: int,
@@ -126,7 +138,7 @@ def build_spec(
                 "destination": "/dev",
                 "type": "tmpfs",
                 "source": "tmpfs",
-                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+                "options": ["nosuid", "strictatime", "mode=755", f"size={DEV_BYTES}", "ro"],
             },
             {
                 "destination": "/dev/pts",
@@ -138,7 +150,13 @@ def build_spec(
                 "destination": "/dev/shm",
                 "type": "tmpfs",
                 "source": "shm",
-                "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+                "options": [
+                    "nosuid",
+                    "noexec",
+                    "nodev",
+                    "mode=1777",
+                    *scratch_options(min(limits.tmp_bytes, SHM_BYTES)),
+                ],
             },
             {
                 "destination": "/sys",
@@ -150,7 +168,7 @@ def build_spec(
                 "destination": "/tmp",
                 "type": "tmpfs",
                 "source": "tmpfs",
-                "options": ["nosuid", "nodev", "mode=1777", f"size={limits.tmp_bytes}"],
+                "options": ["nosuid", "nodev", "mode=1777", *scratch_options(limits.tmp_bytes)],
             },
             {
                 "destination": CONTROL_SOCKET,

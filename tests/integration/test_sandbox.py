@@ -31,13 +31,19 @@ class Sandbox:
     daemon: Daemon
     probe: str
     tight: str
+    bare: str  # --tmp-size 0
 
 
 @pytest.fixture(scope="module")
 def sandbox(daemon_roots: Path, probe_image: Path) -> Iterator[Sandbox]:
     daemon = start_daemon(daemon_roots, daemon_range(4))
     tight_args = [arg for key, value in TIGHT.items() for arg in (f"--{key}", value)]
-    sandbox = Sandbox(daemon, daemon.deploy("probe", probe_image), daemon.deploy("tight", probe_image, *tight_args))
+    sandbox = Sandbox(
+        daemon,
+        daemon.deploy("probe", probe_image),
+        daemon.deploy("tight", probe_image, *tight_args),
+        daemon.deploy("bare", probe_image, "--tmp-size", "0"),
+    )
     yield sandbox
     daemon.stop()
 
@@ -50,7 +56,7 @@ def ask(ip: str, path: str, **query: str | list[str]) -> tuple[int, object]:
 @pytest.fixture(autouse=True)
 def both_still_serve(sandbox: Sandbox) -> Iterator[None]:
     yield
-    for ip in (sandbox.probe, sandbox.tight):
+    for ip in (sandbox.probe, sandbox.tight, sandbox.bare):
         assert ask(ip, "/interfaces")[0] == 200, "an attack must not stop the daemon serving"
 
 
@@ -97,7 +103,7 @@ def test_the_network_is_lo_alone_and_reaches_nothing_on_the_host(sandbox: Sandbo
 def test_proc_sys_and_the_rootfs_are_masked_or_read_only(sandbox: Sandbox) -> None:
     masked = ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug"]
     read_only = ["/proc/sysrq-trigger", "/proc/sys/kernel/hostname", "/sys/kernel/uevent_helper"]
-    read_only += ["/etc/passwd", "/app/app.py", "/new-file"]
+    read_only += ["/etc/passwd", "/app/app.py", "/new-file", "/dev/new-file"]
     status, results = ask(sandbox.probe, "/files", read=masked, write=[*read_only, "/tmp/scratch"])
     assert status == 200
     assert all(results["read"][path] in (0, "EACCES", "ENOENT", "EPERM") for path in masked), results["read"]
@@ -158,6 +164,22 @@ def test_tmp_is_a_small_tmpfs(sandbox: Sandbox) -> None:
     status, result = ask(sandbox.tight, "/tmp")
     assert status == 200
     assert result["error"] == "ENOSPC" and result["written"] <= 1 * MIB
+
+
+def test_dev_shm_is_no_larger_than_tmp(sandbox: Sandbox) -> None:
+    status, result = ask(sandbox.tight, "/tmp", dir="/dev/shm")
+    assert status == 200
+    assert result["error"] == "ENOSPC" and result["written"] <= 1 * MIB
+
+
+def test_a_tmp_size_of_zero_leaves_nothing_writable(sandbox: Sandbox) -> None:
+    for directory in ("/tmp", "/dev/shm"):
+        assert ask(sandbox.bare, "/tmp", dir=directory) == (200, {"written": 0, "error": "EROFS"}), directory
+
+
+def test_vsock_is_refused_by_the_filter(sandbox: Sandbox) -> None:
+    """vsock has no network namespace: it would reach the hypervisor past the container's lo."""
+    assert ask(sandbox.probe, "/vsock") == (200, "EPERM")
 
 
 def test_the_cpu_limit_holds_two_busy_threads_to_a_quarter_cpu(sandbox: Sandbox) -> None:

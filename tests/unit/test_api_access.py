@@ -63,7 +63,7 @@ def functions(config: Config, logs: Logs, store: ImageStore) -> Functions:
 
 def state(config: Config, functions: Functions) -> tuple[list[str], list[Path], list[Path]]:
     """What a refused request must leave unchanged: functions, uploads, rootfs."""
-    return [f.name for f in functions.list()], list(config.uploads_dir.iterdir()), list(config.images_dir.iterdir())
+    return [f.name for f in functions.all()], list(config.uploads_dir.iterdir()), list(config.images_dir.iterdir())
 
 
 @pytest.fixture

@@ -73,7 +73,7 @@ def test_remove_and_forget(registry: Registry) -> None:
     registry.remove("hello")
     with pytest.raises(NotFound, match="no function named 'hello'"):
         registry.get("hello")
-    assert registry.list() == []
+    assert registry.functions() == []
     assert registry.next_version("hello") == 1
 
 

@@ -172,6 +172,11 @@ def devices(_: dict[str, list[str]]) -> dict[str, str]:
     return found
 
 
+def vsock(_: dict[str, list[str]]) -> Any:
+    """A vsock socket: not network-namespaced, it would reach past the container's lo."""
+    return outcome(lambda: socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM).close())
+
+
 def control(_: dict[str, list[str]]) -> Any:
     """A second connection to the control socket: the daemon hands over one client, once."""
     return outcome(lambda: connect_unix("/control.sock"))
@@ -201,10 +206,11 @@ def spin(_: dict[str, list[str]]) -> None:
         pass
 
 
-def tmp(_: dict[str, list[str]]) -> dict[str, Any]:
+def tmp(query: dict[str, list[str]]) -> dict[str, Any]:
+    """Fill a writable tmpfs (``dir``, /tmp by default) until the kernel says no."""
     written = 0
     try:
-        with open("/tmp/fill", "wb") as f:
+        with open(f"{query.get('dir', ['/tmp'])[0]}/fill", "wb") as f:
             while written < 1 << 30:
                 f.write(b"\0" * 65536)
                 f.flush()
@@ -259,6 +265,7 @@ PROBES: dict[str, Callable[[dict[str, list[str]]], Any]] = {
     "/files": files,
     "/devices": devices,
     "/control": control,
+    "/vsock": vsock,
     "/memory": memory,
     "/fork": fork,
     "/spin": spin,

@@ -17,7 +17,7 @@ from faasd.images.unpack import UnpackLimits
 from tests.unit.images.layers import Entry, entry_info, layer_bytes, tar_bytes
 from tools.build_image import write_docker_archive
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="unpacking keeps ownership, which needs root")
+pytestmark = pytest.mark.needs_root  # unpacking keeps ownership
 CONFIG = {"config": {"Cmd": ["/bin/app"], "User": "app"}}
 BASE = 2_000_000_000
 PASSWD = "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/app:/bin/sh\n"

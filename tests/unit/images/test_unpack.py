@@ -19,6 +19,7 @@ import pytest
 from faasd.errors import FaasError, ImageTooLarge, InsufficientStorage, InvalidImage, UnsafeArchive
 from faasd.images.overlay import OPAQUE_XATTR, is_opaque, mount_layers, unmount_below, visible_layers
 from faasd.images.unpack import PATH_MAX, Budget, UnpackLimits, apply_layer, split_name
+from tests.needs import require
 from tests.unit.images.layers import MTIME, Entry, entry_info, open_layer, tar_bytes
 
 LIMITS = UnpackLimits(max_bytes=1 << 20, max_entries=10_000)
@@ -28,8 +29,7 @@ ID_BASE = 0  # owners as in the tar; tests/unit/images/test_store.py covers the 
 @pytest.fixture
 def root(tmp_path: Path) -> Iterator[Path]:
     """The rootfs, with a sentinel directory beside it that no entry may touch."""
-    if os.geteuid() != 0:
-        pytest.skip("unpacking gives the directories it makes to container root (ID_BASE), which needs root")
+    require(root=True)  # unpacking gives the directories it makes to container root (ID_BASE)
     (tmp_path / "outside").mkdir()
     (tmp_path / "outside" / "secret").write_text("untouched")
     (tmp_path / "layers").mkdir()
@@ -99,7 +99,7 @@ def test_set_id_bits_are_kept(root: Path) -> None:
     assert stat.S_IMODE((root / "bin" / "su").stat().st_mode) == 0o6755
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+@pytest.mark.needs_root  # chown to another user
 def test_numeric_ownership_is_kept(root: Path) -> None:
     members = [entry_info("d", "dir"), entry_info("d/f", "file", "x"), entry_info("d/l", "symlink", "f")]
     for info, _ in members:

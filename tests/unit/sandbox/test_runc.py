@@ -1,6 +1,4 @@
 import asyncio
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -30,12 +28,13 @@ def test_kill_delete_list_args() -> None:
     assert RUNC.list_args() == ["runc", "--root", "/run/faasd/runc", "list", "--format", "json"]
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runc") is None, reason="needs root and runc")
+@pytest.mark.needs_root
+@pytest.mark.needs_runc
 def test_real_runc_lists_nothing_and_reports_failures(tmp_path: Path) -> None:
     runc = Runc("runc", tmp_path / "root")
 
     async def scenario() -> None:
-        assert await runc.list() == []
+        assert await runc.container_ids() == []
         with pytest.raises(RuncError) as failure:
             await runc.kill("no-such-container")
         assert failure.value.returncode != 0

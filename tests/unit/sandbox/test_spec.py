@@ -4,10 +4,11 @@ from pathlib import Path
 from faasd.config import USERNS_IDS
 from faasd.images.archive import ImageConfig
 from faasd.limits import Limits
-from faasd.sandbox.seccomp import REFUSED, seccomp_profile
+from faasd.sandbox.seccomp import AF_VSOCK, REFUSED, seccomp_profile
 from faasd.sandbox.spec import (
     CONTROL_SOCKET,
     CONTROL_SOCKET_IN_BUNDLE,
+    SHM_BYTES,
     SpecTemplate,
     build_spec,
     process_args,
@@ -62,6 +63,24 @@ def test_limits_become_cgroup_resources_and_tmpfs_size() -> None:
     assert f"size={1 << 20}" in tmp["options"]
 
 
+def mount_options(config: dict, destination: str) -> list[str]:
+    return next(m["options"] for m in config["mounts"] if m["destination"] == destination)
+
+
+def test_every_writable_tmpfs_is_bounded_by_the_tmp_size() -> None:
+    small = spec(limits=Limits(tmp_bytes=1 << 20))
+    assert f"size={1 << 20}" in mount_options(small, "/dev/shm")
+    assert f"size={SHM_BYTES}" in mount_options(spec(limits=Limits(tmp_bytes=1 << 30)), "/dev/shm")
+    assert "ro" in mount_options(small, "/dev"), "/dev holds runc's nodes only"
+
+
+def test_a_tmp_size_of_zero_is_read_only_not_unlimited() -> None:
+    config = spec(limits=Limits(tmp_bytes=0))
+    for destination in ("/tmp", "/dev/shm"):
+        options = mount_options(config, destination)
+        assert "ro" in options and "size=0" not in options, destination
+
+
 def test_control_socket_is_bind_mounted() -> None:
     mount = next(m for m in spec()["mounts"] if m["destination"] == CONTROL_SOCKET)
     assert mount["source"] == CONTROL_SOCKET_IN_BUNDLE, "relative: runc finds it in each container's bundle"
@@ -84,6 +103,13 @@ def test_seccomp_refuses_the_dangerous_calls_and_new_user_namespaces() -> None:
     assert required <= refused
     clone = next(rule for rule in profile["syscalls"] if rule["names"] == ["clone"])
     assert clone["args"][0]["value"] == 0x10000000 and clone["args"][0]["op"] == "SCMP_CMP_MASKED_EQ"
+
+
+def test_seccomp_refuses_vsock_sockets_and_the_socketcall_that_would_hide_them() -> None:
+    rules = seccomp_profile()["syscalls"]
+    vsock = next(rule for rule in rules if rule["names"] == ["socket"])
+    assert vsock["args"] == [{"index": 0, "value": AF_VSOCK, "op": "SCMP_CMP_EQ"}]
+    assert "socketcall" in REFUSED
 
 
 def test_seccomp_covers_the_compat_architectures() -> None:
