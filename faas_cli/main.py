@@ -267,8 +267,8 @@ def new(
         if runtime is None or not code or image is not None or tarball is not None:
             raise click.UsageError("deploy source with --runtime RUNTIME --code PATH, and no image (-t, -f)")
         files = read_code(code)
-        source = {"runtime": runtime, "files": files, "entry": entry_of(files, entry)}
-        function = client.deploy_source(name, source | ({"handler": handler} if handler else {}), settings)
+        body = {"runtime": runtime, "files": files, "entry": entry_of(files, entry)}
+        function = client.deploy_source(name, body | ({"handler": handler} if handler else {}), settings)
         if as_json:
             print_json(function)
         else:

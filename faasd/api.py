@@ -326,7 +326,7 @@ async def delete_runtime(request: web.Request) -> web.Response:
     def users(runtime: str) -> list[str]:
         return [
             function.name
-            for function in functions.list()
+            for function in functions.all()
             if any(source_fields(v.config).get("runtime") == runtime for v in functions.versions(function.name))
         ]
 
