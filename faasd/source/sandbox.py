@@ -106,7 +106,7 @@ class OneShot:
         )
         spec["mounts"] = [m for m in spec["mounts"] if m["destination"] != CONTROL_SOCKET]
         spec["mounts"] += [mount.spec() for mount in mounts]
-        bundle = self._config.bundles_dir / key
+        bundle = self._config.bundles_dir / container_id
         bundle.mkdir(mode=0o711)
         started = time.monotonic()
         try:
