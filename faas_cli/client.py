@@ -170,19 +170,23 @@ class Client:
         tag: str | None = None,
         image: str | None = None,
         limits: dict[str, str] | None = None,
+        force: bool = False,
     ) -> dict[str, Any]:
         """Upload the blocks of ``tarball`` as a new version of ``name``; ``limits`` maps a limit
         (memory, cpus, pids, timeout, tmp_size) to its value as the user wrote it: the daemon
         checks it. An exception from ``tarball`` stops the upload before its end, so the daemon
-        deploys nothing."""
-        settings = {"tag": tag, "image": image, **(limits or {})}
+        deploys nothing. The current version's image again is no new version (the answer has
+        ``same_as``) unless ``force``."""
+        settings = {"tag": tag, "image": image, "force": 1 if force else None, **(limits or {})}
         query = urlencode({k: v for k, v in settings.items() if v is not None})
         path = f"/v1/functions/{quote(name, safe='')}" + (f"?{query}" if query else "")
         return self._request("POST", path, body=tarball)
 
-    def deploy_source(self, name: str, source: dict[str, Any], limits: dict[str, str] | None = None) -> dict[str, Any]:
+    def deploy_source(
+        self, name: str, source: dict[str, Any], limits: dict[str, str] | None = None, force: bool = False
+    ) -> dict[str, Any]:
         """Deploy ``source`` (``{"runtime", "files", "entry", "handler"}``) as a new version of ``name``."""
-        query = urlencode(limits or {})
+        query = urlencode((limits or {}) | ({"force": "1"} if force else {}))
         path = f"/v1/functions/{quote(name, safe='')}/source" + (f"?{query}" if query else "")
         return self._request("POST", path, body=json.dumps(source).encode())
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import click
+from click.exceptions import NoArgsIsHelpError
 from click.shell_completion import CompletionItem
 
 from faas_cli.client import (
@@ -33,7 +34,10 @@ from faas_cli.runtimes import runtime
 from faas_cli.source import entry_of, read_code
 from faas_cli.stats import parse, render, to_json
 from faas_cli.upload import stream_upload, tarball_upload
-from faas_cli.versions import describe, rollback, versions
+from faas_cli.versions import describe, rollback, table, versions
+from faasd.errors import FaasError
+from faasd.images.archive import check_reference
+from faasd.printable import printable, printable_stream
 
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 2
@@ -41,12 +45,19 @@ EXIT_UNREACHABLE = 2
 
 @contextlib.contextmanager
 def usage_errors_exit_refused() -> Iterator[None]:
-    """Click exits 2 on a usage error; here 2 means only that faasd could not be reached."""
+    """A usage error is one line starting ``faas: `` like every other error, and exits 1: click
+    would print its usage block and exit 2, and here 2 means only that faasd could not be reached."""
     try:
         yield
-    except click.UsageError as exc:
-        exc.exit_code = EXIT_REFUSED  # type: ignore[misc]  # a ClassVar to click's stubs, read per instance
+    except NoArgsIsHelpError as exc:
+        exc.exit_code = EXIT_REFUSED  # type: ignore[misc]  # plain ``faas``: the help is the answer
         raise
+    except click.UsageError as exc:
+        path = exc.ctx.command_path if exc.ctx is not None else "faas"
+        message = exc.format_message().rstrip()
+        end = "" if message.endswith((".", "?", "!")) else "."
+        click.echo(f"faas: {message}{end} See '{path} --help'.", err=True)
+        raise click.exceptions.Exit(EXIT_REFUSED) from exc
 
 
 class FaasGroup(click.Group):
@@ -63,10 +74,10 @@ class FaasGroup(click.Group):
             with usage_errors_exit_refused():
                 return super().invoke(ctx)
         except DaemonUnreachable as exc:
-            click.echo(f"faas: {exc}", err=True)
+            click.echo(f"faas: {printable(str(exc))}", err=True)
             ctx.exit(EXIT_UNREACHABLE)
         except ClientError as exc:
-            click.echo(f"faas: {exc}", err=True)
+            click.echo(f"faas: {printable(str(exc))}", err=True)
             ctx.exit(EXIT_REFUSED)
 
 
@@ -90,9 +101,16 @@ def parse_token(_ctx: click.Context, _param: click.Parameter, value: str | None)
 
 
 def parse_image(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    """An image reference; one starting with '-' would reach ``docker save`` as an option."""
-    if value is not None and value.startswith("-"):
+    """An image reference, checked as faasd will check it, before any engine runs: one starting
+    with '-' would reach ``docker save`` as an option, and a typo would cost a whole save."""
+    if value is None:
+        return None
+    if value.startswith("-"):
         raise click.BadParameter(f"{value!r} is not an image name: give NAME[:TAG], e.g. hello:1")
+    try:
+        check_reference(value, "image")
+    except FaasError as exc:
+        raise click.BadParameter(exc.message) from exc
     return value
 
 
@@ -201,6 +219,7 @@ def main(ctx: click.Context, socket_path: Path, host: HttpEndpoint | None, token
     help="What saves -t IMAGE: docker or podman, by name or path.  [default: docker if installed, else podman]",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No upload progress (shown only when stderr is a terminal).")
+@click.option("--force", is_flag=True, help="Add a version even when the image and limits are the current version's.")
 @json_flag
 @click.option("--memory", default=None, help="Memory per container, e.g. 128m.  [default: 256m]")
 @click.option("--cpus", default=None, help="CPUs per container, e.g. 0.5.  [default: 1]")
@@ -239,6 +258,7 @@ def new(
     tarball: io.BufferedReader | None,
     engine: str | None,
     quiet: bool,
+    force: bool,
     as_json: bool,
     runtime: str | None,
     code: tuple[Path, ...],
@@ -253,7 +273,8 @@ def new(
     --runtime and --code, the code is checked in a container of the runtime and deployed on it.
 
     Limits apply to every container of this version; the ones left out take the daemon's
-    defaults (shown), not the previous version's.
+    defaults (shown), not the previous version's. The current version's image again, with
+    the same limits, adds no version ("same image as version N") unless --force.
 
     \b
     Example:
@@ -268,30 +289,32 @@ def new(
             raise click.UsageError("deploy source with --runtime RUNTIME --code PATH, and no image (-t, -f)")
         files = read_code(code)
         body = {"runtime": runtime, "files": files, "entry": entry_of(files, entry)}
-        function = client.deploy_source(name, body | ({"handler": handler} if handler else {}), settings)
-        if as_json:
-            print_json(function)
-        else:
-            click.echo(f"Deployed {function['name']} at {function['ip']} (version {function['version']}, {runtime})")
-        return
-    with contextlib.ExitStack() as stack:
-        if tarball is None and image is not None:
-            upload = stream_upload(stack.enter_context(saved_image(find_engine(engine), image)), client)
-            source: dict[str, str | None] = {"image": image}
-        else:
-            tarball = tarball or cast(io.BufferedReader, sys.stdin.buffer)
-            if tarball.isatty():
-                raise click.UsageError(
-                    "no image given: name one with -t IMAGE, pipe one in (docker save IMAGE | faas new NAME) "
-                    "or use -f FILE"
-                )
-            upload, source = tarball_upload(tarball, client), {"tag": image}
-        blocks: Iterable[bytes] = upload.blocks
-        if not quiet and sys.stderr.isatty():
-            blocks = Progress(sys.stderr, upload.size, upload.left_out).track(blocks)
-        function = client.deploy(name, blocks, limits=settings, **source)
+        function = client.deploy_source(name, body | ({"handler": handler} if handler else {}), settings, force)
+    else:
+        with contextlib.ExitStack() as stack:
+            if tarball is None and image is not None:
+                path = find_engine(engine, say=lambda note: click.echo(note, err=True))
+                upload = stream_upload(stack.enter_context(saved_image(path, image)), client)
+                source: dict[str, str | None] = {"image": image}
+            else:
+                tarball = tarball or cast(io.BufferedReader, sys.stdin.buffer)
+                if tarball.isatty():
+                    raise click.UsageError(
+                        "no image given: name one with -t IMAGE, pipe one in (docker save IMAGE | faas new NAME) "
+                        "or use -f FILE"
+                    )
+                upload, source = tarball_upload(tarball, client), {"tag": image}
+            blocks: Iterable[bytes] = upload.blocks
+            if not quiet and sys.stderr.isatty():
+                blocks = Progress(sys.stderr, upload.size, upload.left_out).track(blocks)
+            function = client.deploy(name, blocks, limits=settings, force=force, **source)
     if as_json:
         print_json(function)
+    elif "same_as" in function:
+        click.echo(
+            f"{function['name']}: same image as version {function['same_as']}, which stays current at "
+            f"{function['ip']} (nothing deployed; --force adds a version)"
+        )
     else:
         click.echo(f"Deployed {function['name']} at {function['ip']} (version {function['version']})")
 
@@ -334,12 +357,10 @@ def list_(client: Client, as_json: bool) -> None:
     if as_json:
         print_json(functions)
         return
-    rows = [("NAME", "IP", "VERSION", "CMD")] + [
+    rows: list[tuple[str, ...]] = [("NAME", "IP", "VERSION", "CMD")] + [
         (f["name"], f["ip"], str(f["version"]), " ".join(f["entrypoint"] + f["cmd"])) for f in functions
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3])
+    click.echo("\n".join(table(rows)))
 
 
 @main.command()
@@ -401,6 +422,7 @@ def logs(client: Client, name: str, follow: bool, tail: int | None, since: str |
 
     Each line reads TIME REQUEST-ID STREAM TEXT, where STREAM is stdout, stderr or faasd
     (the daemon's own line on how the connection ended: outcome, exit status, duration).
+    Controls a function printed (escape sequences, CR, BEL) are shown escaped: \\x1b, \\r, \\x07.
 
     \b
     Example:
@@ -410,7 +432,8 @@ def logs(client: Client, name: str, follow: bool, tail: int | None, since: str |
     out = sys.stdout.buffer
     try:
         with contextlib.closing(client.logs(name, tail=tail, since=since, follow=follow)) as chunks:
-            for chunk in chunks:
+            # What the function printed reaches the terminal with its controls escaped.
+            for chunk in printable_stream(chunks):
                 out.write(chunk)
                 out.flush()
     except KeyboardInterrupt:

@@ -69,7 +69,7 @@ def parse(text: str) -> Stats:
                     stats.functions[labels["function"]].start_buckets.append((float(labels["le"]), value))
                 case "faasd_errors_total":
                     stats.errors[labels["kind"]] = value
-                case "faasd_containers_running" | "faasd_queue_depth" | "faasd_functions":
+                case "faasd_containers_running" | "faasd_warm_containers" | "faasd_queue_depth" | "faasd_functions":
                     stats.gauges[sample.name] = value
                 case "faasd_import_seconds_count":
                     stats.imports = value
@@ -80,12 +80,15 @@ def parse(text: str) -> Stats:
     return stats
 
 
+GAUGES = ("functions", "containers_running", "warm_containers", "queue_depth")
+
+
 def render(stats: Stats) -> list[str]:
     """The lines ``faas stats`` prints."""
-    functions, running, queued = (
-        stats.gauges.get(f"faasd_{name}", 0) for name in ("functions", "containers_running", "queue_depth")
-    )
-    lines = [f"functions {functions:.0f}   containers running {running:.0f}   queued {queued:.0f}", ""]
+    functions, running, warm, queued = (stats.gauges.get(f"faasd_{name}", 0) for name in GAUGES)
+    # Warm containers run too, but serve no one yet: said apart, so an idle host does not look busy.
+    serving = f"containers running {running:.0f} ({warm:.0f} warm, waiting for a connection)"
+    lines = [f"functions {functions:.0f}   {serving}   queued {queued:.0f}", ""]
     rows: list[tuple[str, ...]] = [
         ("FUNCTION", "REQUESTS", "HANDLER", "502", "503", "504", "MEAN ms", "START p50 ms", "START p99 ms")
     ]
@@ -111,26 +114,41 @@ def render(stats: Stats) -> list[str]:
 
 
 def to_json(stats: Stats) -> dict[str, Any]:
-    """What ``faas stats --json`` prints: the numbers of the table, unrounded; null where none."""
-    functions, running, queued = (
-        stats.gauges.get(f"faasd_{name}", 0) for name in ("functions", "containers_running", "queue_depth")
-    )
+    """What ``faas stats --json`` prints: counts as integers, times in ms to the microsecond; null where none.
+
+    Prometheus text carries every value as a float; a count is a whole number all the same.
+    """
+    functions, running, warm, queued = (round(stats.gauges.get(f"faasd_{name}", 0)) for name in GAUGES)
     return {
         "functions_deployed": functions,
         "containers_running": running,
+        "warm_containers": warm,
         "queue_depth": queued,
         "functions": {
             name: {
-                "requests": dict(f.requests),
-                "mean_ms": f.mean_ms,
-                "start_p50_ms": f.start_quantile_ms(0.5),
-                "start_p99_ms": f.start_quantile_ms(0.99),
+                "requests": _counts(f.requests),
+                "mean_ms": _rounded(f.mean_ms),
+                "start_p50_ms": _rounded(f.start_quantile_ms(0.5)),
+                "start_p99_ms": _rounded(f.start_quantile_ms(0.99)),
             }
             for name, f in sorted(stats.functions.items())
         },
-        "imports": {"count": stats.imports, "bytes": stats.import_bytes, "seconds": stats.import_seconds},
-        "errors": dict(stats.errors),
+        "imports": {
+            "count": round(stats.imports),
+            "bytes": round(stats.import_bytes),
+            "seconds": round(stats.import_seconds, 6),
+        },
+        "errors": _counts(stats.errors),
     }
+
+
+def _counts(values: dict[str, float]) -> dict[str, int]:
+    return {key: round(value) for key, value in values.items()}
+
+
+def _rounded(ms: float | None) -> float | None:
+    """Milliseconds to the microsecond: ``75.00000000000001`` is ``75.0``."""
+    return None if ms is None else round(ms, 3)
 
 
 def _ms(value: float | None) -> str:

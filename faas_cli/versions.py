@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from faas_cli.client import Client
+from faasd.printable import printable
 
 SIZE_UNITS = (("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10))
 DIGEST_CHARS = 12  # as docker shows image ids
@@ -38,7 +39,8 @@ def short_digest(digest: str) -> str:
 
 
 def table(rows: list[tuple[str, ...]]) -> list[str]:
-    """Rows as lines of columns padded to their widest cell."""
+    """Rows as lines of columns padded to their widest cell, every cell's controls escaped."""
+    rows = [tuple(map(printable, row)) for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
 
@@ -86,7 +88,7 @@ def render_describe(function: dict[str, Any]) -> list[str]:
         ("Requests", f"{sum(requests.values())}" + (f" ({by_status})" if by_status else "")),
     ]
     width = max(len(label) for label, _ in fields) + 1
-    return [f"{label + ':':<{width}}  {value}" for label, value in fields] + [
+    return [f"{label + ':':<{width}}  {printable(value)}" for label, value in fields] + [
         "",
         "Versions:",
         *render_versions(function["versions"]),
@@ -126,8 +128,11 @@ def rollback(client: Client, name: str, version: int | None) -> None:
       faas rollback hello
       faas rollback hello 2
     """
+    before = client.get(name)["version"]
     function = client.rollback(name, version)
-    click.echo(f"Rolled back {function['name']} to version {function['version']} ({function['image']})")
+    # A move to a newer kept version (after rolling back too far) is no rollback.
+    verb = "Switched" if function["version"] > before else "Rolled back"
+    click.echo(f"{verb} {function['name']} to version {function['version']} ({printable(function['image'])})")
 
 
 @click.command()

@@ -1,7 +1,8 @@
 """The control API: aiohttp on a unix socket (and optionally TCP). The only place errors become HTTP statuses.
 
-    POST   /v1/functions/{name}[?tag=T&image=I&memory=M&cpus=C&pids=P&timeout=S&tmp_size=M]
-                                                body: the image tarball (streamed)
+    POST   /v1/functions/{name}[?tag=T&image=I&force=1&memory=M&cpus=C&pids=P&timeout=S&tmp_size=M]
+                                                body: the image tarball (streamed); 201, or 200 with
+                                                "same_as": N when version N, current, has that image
     GET    /v1/functions
     GET    /v1/functions/{name}                   the function, its kept versions, requests served
     DELETE /v1/functions/{name}
@@ -47,23 +48,24 @@ from typing import Any
 
 import prometheus_client
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import PayloadEncodingError
 from aiohttp.typedefs import Middleware
 
 from faasd import metrics
 from faasd.auth import bearer_token, exposure_warning, token_matches
 from faasd.config import Config
+from faasd.daemonlog import Throttle, clipped
 from faasd.errors import (
     FaasError,
     ImageTooLarge,
-    InsufficientStorage,
     InvalidImage,
     InvalidRequest,
     Unauthorized,
 )
-from faasd.functions import Functions
+from faasd.functions import Functions, SameImage
 from faasd.images.archive import DIGEST, check_reference
 from faasd.images.layers import LayerStore
-from faasd.images.upload import UploadWriter
+from faasd.images.upload import UploadWriter, upload_cut, write_failure
 from faasd.limits import PARAMETERS as LIMIT_PARAMETERS
 from faasd.logs import Logs, parse_query, read_log
 from faasd.registry import Function, Version, validate_name
@@ -85,7 +87,7 @@ UPLOAD_CHUNK_BYTES = 1 << 20
 SOCKET_MODE = 0o660
 # Members of this group may use the unix socket without sudo, like docker's "docker" group.
 SOCKET_GROUP = "faas"
-DEPLOY_PARAMS = frozenset({"tag", "image", *LIMIT_PARAMETERS})
+DEPLOY_PARAMS = frozenset({"tag", "image", "force", *LIMIT_PARAMETERS})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -144,12 +146,13 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
             raise
         return web.json_response({"error": exc.reason}, status=exc.status)
     except Exception:
-        log.exception("api error method=%s path=%s", request.method, request.path)
+        log.exception("api error method=%s path=%s", clipped(request.method), clipped(request.path))
         return web.json_response({"error": "internal error: see the faasd log"}, status=500)
 
 
 def require_token(token: str) -> Middleware:
     """Middleware of the TCP listener: no handler runs, no body is read, without the token."""
+    refusals = Throttle(log)  # anyone who reaches the port causes these lines
 
     @web.middleware
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -158,7 +161,9 @@ def require_token(token: str) -> Middleware:
         if presented is not None and token_matches(token, presented):
             return await handler(request)
         reason = "missing_token" if presented is None else "wrong_token"
-        log.warning("api refused reason=%s peer=%s method=%s", reason, request.remote, request.method)
+        refusals.log(
+            logging.WARNING, "api refused reason=%s peer=%s method=%s", reason, request.remote, clipped(request.method)
+        )
         if presented is None:
             raise Unauthorized(
                 "this address needs a token: send 'Authorization: Bearer TOKEN' (faas --token or FAAS_TOKEN); "
@@ -243,29 +248,47 @@ async def receive_upload(request: web.Request, function: str) -> Path:
             summary.skipped_bytes,
         )
         return path
+    except (ConnectionError, PayloadEncodingError) as exc:
+        # The client hung up (aiohttp's ConnectionResetError) or its body's framing broke off.
+        path.unlink(missing_ok=True)
+        raise upload_cut(function, upload.received, exc) from exc
     except OSError as exc:
         path.unlink(missing_ok=True)
-        raise InsufficientStorage(f"cannot store the upload under {config.uploads_dir}: {exc.strerror}") from exc
+        raise write_failure(exc, config.uploads_dir) from exc
     except BaseException:
         path.unlink(missing_ok=True)
         raise
 
 
+def flag_param(params: dict[str, str], key: str) -> bool:
+    """A yes/no query parameter: ``1`` or ``true``, ``0`` or ``false``; absent is no."""
+    value = params.get(key, "0").lower()
+    if value not in ("0", "1", "false", "true"):
+        raise InvalidRequest(f"the query parameter {key} is {shown(value)}: give 1 or 0")
+    return value in ("1", "true")
+
+
 async def deploy(request: web.Request, name: str, params: dict[str, str]) -> Function:
-    """Import the request body as the next version of ``name`` (already checked by the caller)."""
+    """Import the request body as the next version of ``name`` (already checked by the caller);
+    ``SameImage`` when it is the current version's image (unless ``force``)."""
     tag = reference_param(params, "tag")
     image = reference_param(params, "image") or tag or name
     limits = request.app[CONFIG].limits.with_overrides(params)
+    force = flag_param(params, "force")
     upload = await receive_upload(request, name)
     try:
-        return await request.app[FUNCTIONS].deploy(name, upload, image=image, tag=tag, limits=limits)
+        return await request.app[FUNCTIONS].deploy(name, upload, image=image, tag=tag, limits=limits, force=force)
     finally:
         upload.unlink(missing_ok=True)
 
 
 async def post_function(request: web.Request) -> web.Response:
+    """201 with the new version; 200 with ``same_as`` when the image is the current one's."""
     name = function_name(request)
-    function = await deploy(request, name, query_params(request, DEPLOY_PARAMS))
+    try:
+        function = await deploy(request, name, query_params(request, DEPLOY_PARAMS))
+    except SameImage as same:
+        return web.json_response(function_json(same.function) | {"same_as": same.function.current.number})
     return web.json_response(function_json(function), status=201)
 
 
@@ -275,12 +298,16 @@ MAX_SOURCE_BODY_FACTOR = 2  # JSON escapes may double the source's bytes on the 
 async def post_source_function(request: web.Request) -> web.Response:
     """Deploy the function's code, checked in a container of its runtime, as its next version."""
     name = function_name(request)
-    params = query_params(request, frozenset(LIMIT_PARAMETERS))
+    params = query_params(request, frozenset({*LIMIT_PARAMETERS, "force"}))
     config = request.app[CONFIG]
     limits = config.limits.with_overrides(params)
+    force = flag_param(params, "force")
     body = await json_body(request, MAX_SOURCE_BODY_FACTOR * config.max_source_bytes + 65536)
     sources = request.app[SOURCES]
-    function = await sources.deploy(name, sources.parse(body), limits)
+    try:
+        function = await sources.deploy(name, sources.parse(body), limits, force)
+    except SameImage as same:
+        return web.json_response(function_json(same.function) | {"same_as": same.function.current.number})
     return web.json_response(function_json(function), status=201)
 
 
@@ -448,7 +475,10 @@ async def legacy_new(request: web.Request) -> web.Response:
     name = single_header(request, "X-Image-Name")
     if not name:
         raise InvalidRequest("the X-Image-Name header is missing: it names the function")
-    function = await deploy(request, validate_name(name), query_params(request))
+    try:
+        function = await deploy(request, validate_name(name), query_params(request))
+    except SameImage as same:
+        return web.Response(text=f"{same.function.ip}\n")
     return web.Response(text=f"{function.ip}\n", status=201)
 
 

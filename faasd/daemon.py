@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from faasd import metrics
+from faasd import daemonlog, metrics
 from faasd.admission import Admission
 from faasd.api import serve_api
 from faasd.auth import TokenFileError, load_or_create_token
@@ -255,7 +255,7 @@ def wait_for_children_by_pidfd() -> None:
 
 def run(config: Config) -> int:
     """Start the daemon and return its exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    daemonlog.configure()
     try:
         check_prerequisites(config)
         raise_fd_limit()

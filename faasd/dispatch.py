@@ -82,7 +82,10 @@ class Dispatcher:
             if outcome is None:
                 outcome = await instance.serve(client, peer)
             if outcome in REPLIES:
-                await send_error(client, *REPLIES[outcome])
+                status, message = REPLIES[outcome]
+                # The id its lines carry in the function's log, where the reason is.
+                hint = f"{message}: see `faas logs {version.function}` (request {instance.id})"
+                await send_error(client, status, hint, request_id=instance.id)
             kept = instance.ready
         finally:
             client.close()

@@ -8,7 +8,8 @@ answers with and a message that says what to do. Errors are raised deep, chained
     ├── InvalidRequest (400)         bad name, bad header, bad query value
     │   ├── InvalidImage (400)       the archive is not a usable image
     │   │   └── UnsafeArchive (400)  the archive tries to escape its rootfs
-    │   └── InvalidCode (400)        source code that cannot serve: a syntax error, no handler
+    │   ├── InvalidCode (400)        source code that cannot serve: a syntax error, no handler
+    │   └── UploadCut (400)          the client hung up before the upload ended
     ├── Unauthorized (401)           the TCP API was called without the right bearer token
     ├── NotFound (404)               no function by that name
     ├── Conflict (409)               the operation collides with current state
@@ -53,6 +54,10 @@ class UnsafeArchive(InvalidImage):
     """Raised when an archive entry would land outside the rootfs or write through a link."""
 
 
+class UploadCut(InvalidRequest):
+    """Raised when the client hangs up, or breaks the body's framing, before its upload ends."""
+
+
 class Unauthorized(FaasError):
     """Raised when a request on the TCP listener lacks the bearer token or carries a wrong one."""
 
@@ -78,7 +83,7 @@ class ImageTooLarge(FaasError):
 
 
 class InsufficientStorage(FaasError):
-    """Raised when the state directory's filesystem runs out of space."""
+    """Raised when the state directory's filesystem runs out of space or quota (ENOSPC, EDQUOT)."""
 
     status = 507
 

@@ -36,6 +36,19 @@ log = logging.getLogger(__name__)
 Adopt = Callable[[socket.socket, tuple[str, int]], None]
 
 
+class SameImage(Conflict):
+    """Raised when a deploy brings the image and limits the current version already has."""
+
+    function: Function  # as it stays
+
+    @classmethod
+    def of(cls, function: Function) -> SameImage:
+        number = function.current.number
+        same = cls(f"same image as version {number}, which stays current: nothing deployed (force=1 adds it)")
+        same.function = function
+        return same
+
+
 async def accept_connections(sock: socket.socket, adopt: Adopt, function: str) -> None:
     """Accept on ``sock`` until cancelled, handing each connection to ``adopt``."""
     loop = asyncio.get_running_loop()
@@ -305,15 +318,27 @@ class Functions:
             return
         log.info("restored function=%s version=%s ip=%s pinned=true", version.function, version.number, version.ip)
 
-    async def deploy(self, name: str, archive: Path, image: str, tag: str | None, limits: Limits) -> Function:
+    async def deploy(
+        self, name: str, archive: Path, image: str, tag: str | None, limits: Limits, force: bool = False
+    ) -> Function:
         """Import ``archive`` as a new version of ``name``, whose containers get ``limits``,
-        and switch new connections to it."""
+        and switch new connections to it.
+
+        The image the current version already has, with the same limits, is no new version unless
+        ``force``: it would only push an older, real rollback target out of the kept ones.
+        ``SameImage`` says so, and nothing changes.
+        """
         validate_name(name)
         async with self._locks[name]:
             number = self._registry.next_version(name)
             metrics.IMPORT_BYTES.inc(archive.stat().st_size)
             with metrics.IMPORT_DURATION.time():
                 imported = await asyncio.to_thread(self._store.import_image, archive, name, number, tag)
+            current = self._current(name)
+            if not force and current is not None and (current.digest, current.limits) == (imported.digest, limits):
+                await asyncio.to_thread(self._store.remove_version, name, number)
+                log.info("deploy unchanged function=%s same_as=%s digest=%s", name, current.number, current.digest)
+                raise SameImage.of(self._registry.get(name))
             try:
                 function = await asyncio.to_thread(
                     self._registry.add_version,
@@ -339,6 +364,12 @@ class Functions:
             await self._prune(name)
         log.info("deployed function=%s version=%s ip=%s image=%s", name, number, function.ip, image)
         return function
+
+    def _current(self, name: str) -> Version | None:
+        try:
+            return self._registry.get(name).current
+        except NotFound:
+            return None
 
     async def rollback(self, name: str, number: int | None = None) -> Function:
         """Make kept version ``number`` (by default the highest below the current one) current.

@@ -13,6 +13,7 @@ import socket
 from collections.abc import Callable
 from http import HTTPStatus
 
+from faasd.daemonlog import Throttle, clipped
 from faasd.errors import FaasError
 from faasd.registry import NAME_PATTERN
 from faasd.replies import send_error
@@ -112,6 +113,8 @@ class Gateway:
         self._domain = domain
         self._route = route
         self._pending: set[asyncio.Task[None]] = set()
+        # Anyone who can connect causes these lines: the log grows no faster than the throttle.
+        self._refusals = Throttle(log)
         self._accepting = asyncio.create_task(self._accept_loop())
 
     async def _accept_loop(self) -> None:
@@ -147,14 +150,16 @@ class Gateway:
         except FaasError as exc:
             await self._refuse(client, peer, HTTPStatus(exc.status), exc.message)
         except OSError as exc:
-            log.info("gateway connection lost peer=%s:%s error=%s", *peer, exc)
+            self._refusals.log(logging.INFO, "gateway connection lost peer=%s:%s error=%s", *peer, exc)
             client.close()
         except BaseException:
             client.close()
             raise
 
     async def _refuse(self, client: socket.socket, peer: tuple[str, int], status: HTTPStatus, message: str) -> None:
-        log.info("gateway refused peer=%s:%s status=%d reason=%s", *peer, status.value, message)
+        self._refusals.log(
+            logging.INFO, "gateway refused peer=%s:%s status=%d reason=%s", *peer, status.value, clipped(message)
+        )
         with client:
             await send_error(client, status, message)
 

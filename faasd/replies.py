@@ -12,9 +12,17 @@ from http import HTTPStatus
 SEND_TIMEOUT_SECONDS = 1.0
 
 
-def error_response(status: HTTPStatus, message: str, retry_after: int | None = None) -> bytes:
-    """A complete HTTP/1.1 answer with a short JSON body that closes the connection."""
-    body = json.dumps({"error": message}).encode() + b"\n"
+# The header that names the connection's request id, as its lines in ``faas logs`` do.
+REQUEST_ID_HEADER = "X-Request-Id"
+
+
+def error_response(
+    status: HTTPStatus, message: str, retry_after: int | None = None, request_id: str | None = None
+) -> bytes:
+    """A complete HTTP/1.1 answer with a short JSON body that closes the connection; with
+    ``request_id``, in the body and a header, so a client can find its lines in the log."""
+    fields = {"error": message} if request_id is None else {"error": message, "request_id": request_id}
+    body = json.dumps(fields).encode() + b"\n"
     headers = [
         f"HTTP/1.1 {status.value} {status.phrase}",
         "Content-Type: application/json",
@@ -23,13 +31,21 @@ def error_response(status: HTTPStatus, message: str, retry_after: int | None = N
     ]
     if retry_after is not None:
         headers.append(f"Retry-After: {retry_after}")
+    if request_id is not None:
+        headers.append(f"{REQUEST_ID_HEADER}: {request_id}")
     return ("\r\n".join(headers) + "\r\n\r\n").encode() + body
 
 
-async def send_error(client: socket.socket, status: HTTPStatus, message: str, retry_after: int | None = None) -> None:
+async def send_error(
+    client: socket.socket,
+    status: HTTPStatus,
+    message: str,
+    retry_after: int | None = None,
+    request_id: str | None = None,
+) -> None:
     """Send ``error_response`` to ``client``; a client that went away is no error."""
     loop = asyncio.get_running_loop()
     client.setblocking(False)
     with contextlib.suppress(OSError, TimeoutError):
-        data = error_response(status, message, retry_after)
+        data = error_response(status, message, retry_after, request_id)
         await asyncio.wait_for(loop.sock_sendall(client, data), SEND_TIMEOUT_SECONDS)

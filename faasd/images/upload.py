@@ -8,12 +8,22 @@ import takes from the store. One that can only be known by its hash (the legacy
 
 from __future__ import annotations
 
+import errno
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
+from faasd.daemonlog import clipped
+from faasd.errors import FaasError, InsufficientStorage, RuntimeFailure, UploadCut
 from faasd.images.layers import LayerStore
 from faasd.images.thin import LayerStripper, Rewind
+
+log = logging.getLogger(__name__)
+
+# A full disk, or the state dir's owner over quota: the only failures to write that free space cures.
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -57,3 +67,17 @@ class UploadWriter:
                 self._out.write(piece.data)
             else:
                 self._out.write(piece)
+
+
+def write_failure(exc: OSError, directory: Path) -> FaasError:
+    """What a failure to write an upload under ``directory`` is: a full disk (507) only for
+    ENOSPC and EDQUOT, anything else (EIO, EROFS, ...) the host's fault (500)."""
+    if exc.errno in FULL_DISK:
+        return InsufficientStorage(f"cannot store the upload under {directory}: {exc.strerror}")
+    return RuntimeFailure(f"cannot write the upload under {directory}: {exc.strerror or exc}")
+
+
+def upload_cut(function: str, received: int, exc: Exception) -> UploadCut:
+    """A client that hung up mid-upload, logged: nothing of it is kept, and the disk is not to blame."""
+    log.warning("upload cut function=%s bytes=%d error=%s", function, received, clipped(exc))
+    return UploadCut(f"the upload ended after {received} bytes, before the end of its body: {exc}")

@@ -128,8 +128,9 @@ class SourceFunctions:
     def parse(self, body: Any) -> Source:
         return parse_source(body, self._config.max_source_bytes)
 
-    async def deploy(self, name: str, source: Source, limits: Limits) -> Function:
-        """Check ``source`` on its runtime, then deploy it as the next version of ``name``."""
+    async def deploy(self, name: str, source: Source, limits: Limits, force: bool = False) -> Function:
+        """Check ``source`` on its runtime, then deploy it as the next version of ``name``
+        (``SameImage`` when the code, runtime and limits are the current version's, unless ``force``)."""
         runtime = self.runtimes.get(source.runtime)
         await self.check(runtime, source, limits)
         layer = files_layer(source.files, CODE_DIR.lstrip("/"))
@@ -141,7 +142,9 @@ class SourceFunctions:
         }
         with composed_archive(self._config.uploads_dir) as archive:
             await asyncio.to_thread(write_archive, archive, list(runtime.layers), [layer], config, f"{name}:source")
-            return await self._functions.deploy(name, archive, image=f"runtime/{runtime.name}", tag=None, limits=limits)
+            return await self._functions.deploy(
+                name, archive, image=f"runtime/{runtime.name}", tag=None, limits=limits, force=force
+            )
 
     async def check(self, runtime: Runtime, source: Source, limits: Limits) -> str:
         """Load the code in a container of ``runtime`` as a request's would; its style, or a 400 saying why not."""

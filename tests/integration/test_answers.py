@@ -28,7 +28,12 @@ def test_a_handler_that_exits_without_a_word_gets_its_client_a_502(make_daemon, 
     status, headers, body = answer(ip, "/exit")
     assert status == 502
     assert headers["Connection"] == "close" and headers["Content-Type"] == "application/json"
-    assert body == {"error": "the function's handler exited without answering"}
+    request_id = headers["X-Request-Id"]
+    assert body == {
+        "error": f"the function's handler exited without answering: see `faas logs quitter` (request {request_id})",
+        "request_id": request_id,
+    }
+    assert eventually(lambda: f" {request_id} faasd " in daemon.faas("logs", "quitter").stdout), "the id the log has"
     assert http_get(ip, "/interfaces") == (200, b'["lo"]\n')
 
 
@@ -46,7 +51,9 @@ def test_over_the_admission_limits_clients_get_503_with_retry_after(make_daemon,
         assert "queue is full" in body["error"]
         status, headers, body = waiting.result()
         assert status == 503 and "within 1 s" in body["error"]
-        assert spinner.result()[0] == 504
+        status, headers, body = spinner.result()
+        assert status == 504 and body["request_id"] == headers["X-Request-Id"]
+        assert body["error"].endswith(f": see `faas logs busy` (request {body['request_id']})")
     assert http_get(ip, "/interfaces")[0] == 200, "slots are given back"
 
     counted = daemon.faas("stats", "--raw").stdout

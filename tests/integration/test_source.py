@@ -106,6 +106,8 @@ def test_script_body_style_versions_and_rollback(daemon: Daemon, tmp_path: Path)
     v2 = write(tmp_path, "double.py", "return f\"{event['a'] * 2} (v2)\"\n")
     assert deploy(daemon, "double", "--code", str(v2)) == ip
     assert post_json(ip, {"a": 2})[::2] == (200, b"4 (v2)")
+    again = daemon.faas("new", "double", "--runtime", "python", "--code", str(v2))
+    assert again.returncode == 0 and "same image as version 2" in again.stdout, "the same code is no new version"
 
     listing = json.loads(daemon.faas("versions", "double", "--json").stdout)
     assert [(v["version"], v["runtime"], v["entry"]) for v in listing["versions"]] == [

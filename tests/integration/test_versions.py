@@ -67,7 +67,8 @@ def test_rollback_version_addresses_pruning_restart_and_rm(make_daemon, busybox_
     unknown = daemon.faas("rollback", "hello", "9")
     assert unknown.returncode == 1 and "'hello' has no version 9: the versions kept are 1, 2, 3" in unknown.stderr
     assert versions(daemon, "hello")["current"] == 1, "a refused rollback changes nothing"
-    assert daemon.faas("rollback", "hello", "3").returncode == 0
+    forward = daemon.faas("rollback", "hello", "3")
+    assert (forward.returncode, forward.stdout) == (0, "Switched hello to version 3 (hello)\n"), "forward: no rollback"
 
     # A version's own address serves that version, while the function's serves the current one.
     v1_ip = daemon.faas("ip", "hello", "--version", "1").stdout.strip()
@@ -143,3 +144,25 @@ def test_keep_versions_prunes_a_versions_address_but_not_its_running_connection(
         assert answer.result() == (200, b"still version one\n")
     assert eventually(lambda: not first_rootfs.exists()), "and goes when that connection ends"
     assert http_get(first_ip(daemon_range(31))) == (200, b"version two\n")
+
+
+def test_the_current_image_again_is_no_new_version_unless_forced(make_daemon, busybox_image) -> None:
+    daemon = make_daemon(daemon_range(70))
+    ip = first_ip(daemon_range(70))
+    for number in (1, 2):
+        new(daemon, "hello", busybox_image(f"v{number}"))
+    again = daemon.faas("new", "hello", "-f", str(busybox_image("v2")))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == (
+        f"hello: same image as version 2, which stays current at {ip} (nothing deployed; --force adds a version)\n"
+    )
+    listing = versions(daemon, "hello")
+    assert (listing["current"], [v["version"] for v in listing["versions"]]) == (2, [1, 2]), "version 1 still kept"
+    assert sorted(p.name for p in (daemon.state_dir / "images" / "hello").iterdir()) == ["1", "2"]
+    assert http_get(ip) == (200, b"v2\n")
+
+    other_limits = daemon.faas("new", "hello", "-f", str(busybox_image("v2")), "--memory", "64m")
+    assert other_limits.returncode == 0 and "Deployed hello" in other_limits.stdout, "new limits: a new version"
+    forced = daemon.faas("new", "hello", "-f", str(busybox_image("v2")), "--memory", "64m", "--force")
+    assert forced.returncode == 0 and "(version 4)" in forced.stdout
+    assert versions(daemon, "hello")["current"] == 4

@@ -1,5 +1,8 @@
 """The real aiohttp app over a real loopback socket: who may call it, and what input it refuses."""
 
+import asyncio
+import errno
+import functools
 import grp
 import ipaddress
 import os
@@ -9,15 +12,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import REGISTRY
 
 from faasd.admission import Admission
-from faasd.api import bind_unix_socket, make_app, socket_gid
+from faasd.api import bind_unix_socket, make_app, running, socket_gid
 from faasd.config import Config
 from faasd.dispatch import Dispatcher
 from faasd.functions import Functions
 from faasd.images.store import ImageStore
 from faasd.images.unpack import UnpackLimits
+from faasd.images.upload import write_failure
 from faasd.logs import Logs
 from faasd.network import Aliases
 from faasd.registry import Registry
@@ -255,3 +261,52 @@ async def test_metrics_are_served_in_prometheus_text(unix_api: TestClient) -> No
     response = await unix_api.get("/metrics")
     assert response.status == 200 and response.content_type == "text/plain"
     assert "# TYPE faasd_requests_total counter" in await response.text()
+
+
+def error_count(kind: str) -> float:
+    return REGISTRY.get_sample_value("faasd_errors_total", {"kind": kind}) or 0.0
+
+
+async def test_a_client_hanging_up_mid_upload_is_a_cut_upload_not_a_full_disk(
+    config: Config, functions: Functions, logs: Logs, store: ImageStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Served as faasd serves it (aiohttp's test server would cancel the handler instead)."""
+    before = {kind: error_count(kind) for kind in ("UploadCut", "InsufficientStorage")}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    site = functools.partial(web.TCPSite, host="127.0.0.1", port=port)
+    async with running(make_app(config, functions, logs, store.layers), site):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /v1/functions/hello HTTP/1.1\r\nHost: faasd\r\nContent-Length: 4000\r\n\r\n" + b"x" * 1000)
+        await writer.drain()
+        while not list(config.uploads_dir.iterdir()):
+            await asyncio.sleep(0.01)  # the upload is being written
+        writer.close()  # the client is gone 1000 bytes into a body of 4000
+        await writer.wait_closed()
+        while error_count("UploadCut") == before["UploadCut"]:
+            await asyncio.sleep(0.01)
+    assert error_count("UploadCut") == before["UploadCut"] + 1
+    assert error_count("InsufficientStorage") == before["InsufficientStorage"]
+    assert "upload cut function=hello bytes=1000" in caplog.text
+    assert state(config, functions) == ([], [], [])
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [(errno.ENOSPC, 507), (errno.EDQUOT, 507), (errno.EIO, 500), (errno.EROFS, 500), (errno.EBADF, 500)],
+)
+def test_only_a_full_disk_or_quota_is_insufficient_storage(tmp_path: Path, code: int, status: int) -> None:
+    error = write_failure(OSError(code, os.strerror(code)), tmp_path)
+    assert error.status == status and os.strerror(code) in error.message
+
+
+async def test_a_flood_of_refused_requests_logs_a_few_short_lines(
+    tcp_api: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    for _ in range(200):
+        response = await tcp_api.request("PURGE", "/v1/functions")
+        assert response.status == 401
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("api refused")]
+    assert 1 <= len(lines) <= 25, len(lines)
+    assert all(len(line) < 200 for line in lines)

@@ -1,6 +1,7 @@
 """The gateway's routing on real sockets: what it peeks, where it sends, what it refuses."""
 
 import asyncio
+import logging
 import socket
 from http import HTTPStatus
 
@@ -123,3 +124,29 @@ async def test_the_gateway_routes_by_host_and_answers_404_for_no_function() -> N
     answer = await exchange(b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 404 ") and b"127.0.0.1:8000" in answer
     await gateway.close()
+
+
+async def test_a_flood_of_unroutable_requests_logs_a_few_short_lines(caplog: pytest.LogCaptureFixture) -> None:
+    def route(name: str, client: socket.socket, peer: tuple[str, int]) -> None:
+        raise NotFound(f"no function named {name!r}")
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(256)
+    listener.setblocking(False)
+    gateway = Gateway(listener, "localhost", route)
+    loop = asyncio.get_running_loop()
+    request = b"GET / HTTP/1.1\r\nHost: \x1b[2J" + b"h" * 8000 + b"\r\n\r\n"
+
+    def refused() -> bytes:
+        with socket.create_connection(listener.getsockname()) as sock:
+            sock.sendall(request)
+            return sock.recv(64)
+
+    caplog.set_level(logging.INFO, logger="faasd.gateway")
+    for _ in range(100):
+        assert (await loop.run_in_executor(None, refused)).startswith(b"HTTP/1.1 404 ")
+    await gateway.close()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("gateway refused")]
+    assert 1 <= len(lines) <= 25, len(lines)
+    assert all(len(line) < 300 for line in lines), lines[0]

@@ -92,3 +92,39 @@ def test_an_engine_that_cannot_run_is_an_engine_error(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match=rf"cannot run {broken} save hello: Exec format error"):
         with saved_image(str(broken), "hello"):
             pass
+
+
+DOCKER_WITHOUT_DAEMON = """
+if sys.argv[1] == "version":
+    sys.exit("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?")
+"""
+
+
+def test_docker_without_its_daemon_gives_way_to_podman(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine(tmp_path, "docker", DOCKER_WITHOUT_DAEMON)
+    podman = engine(tmp_path, "podman", "")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    notes: list[str] = []
+    assert find_engine(None, say=notes.append) == str(podman)
+    assert notes == [
+        "faas: docker cannot reach its daemon: Cannot connect to the Docker daemon at unix:///var/run/docker.sock."
+        " Is the docker daemon running?; saving with podman instead"
+    ]
+
+
+def test_docker_named_without_its_daemon_says_how_to_name_podman(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine(tmp_path, "docker", DOCKER_WITHOUT_DAEMON)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert find_engine("docker") == str(tmp_path / "docker"), "no podman: docker's own error will say why"
+    engine(tmp_path, "podman", "")
+    with pytest.raises(EngineError, match=r"podman is installed: use --engine podman or FAAS_ENGINE=podman$"):
+        find_engine("docker")
+
+
+def test_docker_alone_is_not_asked_anything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    docker = engine(tmp_path, "docker", "sys.exit('asked ' + ' '.join(sys.argv[1:]))")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    notes: list[str] = []
+    assert find_engine(None, say=notes.append) == str(docker) and notes == []

@@ -200,3 +200,35 @@ def test_an_image_that_looks_like_an_option_is_refused_before_any_engine_runs() 
     result = CliRunner().invoke(main, ["new", "x", "-t", "--output=/etc/passwd"])
     assert result.exit_code == 1
     assert "'--output=/etc/passwd' is not an image name: give NAME[:TAG]" in result.output
+
+
+def test_a_malformed_image_reference_is_refused_before_any_engine_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = tmp_path / "ran"
+    docker = tmp_path / "docker"
+    docker.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    docker.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    result = CliRunner().invoke(main, ["new", "x", "-t", "Hello World"])
+    assert result.exit_code == 1 and not marker.exists()
+    assert "the image 'Hello World' is not an image reference: use NAME[:TAG]" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "first_line"),
+    [
+        (["--bogus"], "faas: No such option '--bogus'. Did you mean '--host'? See 'faas --help'."),
+        (["new"], "faas: Missing argument 'NAME'. See 'faas new --help'."),
+        (["nope"], "faas: No such command 'nope'. See 'faas --help'."),
+        (["stats", "--raw", "--json"], "faas: --raw and --json are two formats: give one. See 'faas stats --help'."),
+    ],
+)
+def test_usage_errors_are_one_line_starting_like_every_error(args: list[str], first_line: str) -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "faas"), "--socket", "/nonexistent/faasd.sock", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1 and result.stderr == first_line + "\n" and result.stdout == ""

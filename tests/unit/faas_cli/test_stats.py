@@ -11,6 +11,7 @@ def exposition() -> str:
     start = Histogram("faasd_container_start_seconds", "", ["function"], buckets=(0.1, 0.2, 0.4), registry=registry)
     duration = Histogram("faasd_request_duration_seconds", "", ["function"], registry=registry)
     Gauge("faasd_containers_running", "", registry=registry).set(3)
+    Gauge("faasd_warm_containers", "", registry=registry).set(2)
     Counter("faasd_errors", "", ["kind"], registry=registry).labels("no_answer").inc(2)
     requests.labels("hello", "handler").inc(8)
     requests.labels("hello", "502").inc(2)
@@ -30,7 +31,7 @@ def test_metrics_are_summed_up_per_function() -> None:
     assert stats.gauges["faasd_containers_running"] == 3
     assert stats.errors == {"no_answer": 2}
     lines = render(stats)
-    assert lines[0].startswith("functions 0   containers running 3")
+    assert lines[0].startswith("functions 0   containers running 3 (2 warm, waiting for a connection)")
     assert lines[2].startswith("FUNCTION  REQUESTS  HANDLER  502  503  504  MEAN ms") and "START p99 ms" in lines[2]
     assert lines[3].split()[:6] == ["hello", "10", "8", "2", "0", "0"]
     assert lines[-1] == "errors no_answer 2"
@@ -53,3 +54,18 @@ def test_json_has_the_numbers_of_the_table() -> None:
     assert hello["requests"] == {"handler": 8, "502": 2}
     assert hello["mean_ms"] == pytest.approx(200) and hello["start_p50_ms"] == pytest.approx(150)
     assert summary["imports"] == {"count": 0, "bytes": 0, "seconds": 0}
+
+
+def test_json_counts_are_integers_and_times_are_rounded() -> None:
+    registry = CollectorRegistry()
+    duration = Histogram("faasd_request_duration_seconds", "", ["function"], registry=registry)
+    Counter("faasd_requests", "", ["function", "status"], registry=registry).labels("hello", "handler").inc()
+    for seconds in (0.05, 0.1):  # a mean of 75 ms, which floats make 75.00000000000001
+        duration.labels("hello").observe(seconds)
+    summary = to_json(parse(generate_latest(registry).decode()))
+    hello = summary["functions"]["hello"]
+    assert hello["requests"] == {"handler": 1} and type(hello["requests"]["handler"]) is int
+    assert repr(hello["mean_ms"]) == "75.0"
+    for key in ("functions_deployed", "containers_running", "warm_containers", "queue_depth"):
+        assert type(summary[key]) is int, key
+    assert all(type(summary["imports"][key]) is int for key in ("count", "bytes"))
