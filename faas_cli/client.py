@@ -89,12 +89,13 @@ class UnixEndpoint:
     """The daemon's unix socket; its file mode decides who may use it."""
 
     path: Path = DEFAULT_SOCKET
+    timeout: float | None = None  # seconds for each connect, send and receive; None: wait
 
     def __str__(self) -> str:
         return str(self.path)
 
     def connection(self) -> http.client.HTTPConnection:
-        return UnixHTTPConnection(self.path)
+        return UnixHTTPConnection(self.path, self.timeout)
 
     def unreachable(self, exc: Exception) -> DaemonUnreachable:
         if isinstance(exc, FileNotFoundError | ConnectionRefusedError):
@@ -114,6 +115,7 @@ class HttpEndpoint:
     scheme: str
     host: str
     port: int
+    timeout: float | None = None  # seconds for each connect, send and receive; None: wait
 
     @classmethod
     def parse(cls, url: str) -> HttpEndpoint:
@@ -137,9 +139,13 @@ class HttpEndpoint:
     def connection(self) -> http.client.HTTPConnection:
         if self.scheme == "https":
             return http.client.HTTPSConnection(
-                self.host, self.port, context=ssl.create_default_context(), blocksize=UPLOAD_BLOCK_BYTES
+                self.host,
+                self.port,
+                timeout=self.timeout,
+                context=ssl.create_default_context(),
+                blocksize=UPLOAD_BLOCK_BYTES,
             )
-        return http.client.HTTPConnection(self.host, self.port, blocksize=UPLOAD_BLOCK_BYTES)
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout, blocksize=UPLOAD_BLOCK_BYTES)
 
     def unreachable(self, exc: Exception) -> DaemonUnreachable:
         if isinstance(exc, ConnectionRefusedError | socket.gaierror | TimeoutError):

@@ -8,6 +8,7 @@ only then, so a script may retry on 2.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -114,15 +115,27 @@ def parse_image(_ctx: click.Context, _param: click.Parameter, value: str | None)
     return value
 
 
-def make_client(socket_path: Path, host: HttpEndpoint | None, token: str | None) -> Client:
+# What a shell waits for names to complete, at most, however the daemon behaves.
+COMPLETION_TIMEOUT_SECONDS = 2.0
+
+
+def make_client(
+    socket_path: Path, host: HttpEndpoint | None, token: str | None, timeout: float | None = None
+) -> Client:
     """The client the global options describe: over TCP with --host, else on the unix socket."""
-    return Client(host or UnixEndpoint(socket_path), token)
+    endpoint = dataclasses.replace(host, timeout=timeout) if host else UnixEndpoint(socket_path, timeout)
+    return Client(endpoint, token)
 
 
 def complete_function_names(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """Shell completion of NAME from the daemon's functions; none when it cannot be asked."""
+    """Shell completion of NAME from the daemon's functions; none when it cannot be asked in time."""
     params = ctx.find_root().params
-    client = make_client(params.get("socket_path") or DEFAULT_SOCKET, params.get("host"), params.get("token"))
+    client = make_client(
+        params.get("socket_path") or DEFAULT_SOCKET,
+        params.get("host"),
+        params.get("token"),
+        timeout=COMPLETION_TIMEOUT_SECONDS,
+    )
     try:
         names = [function["name"] for function in client.functions()]
     except ClientError:

@@ -26,7 +26,8 @@ and the original wire API, kept for existing clients:
 
 Every input is checked here before anything is read or changed: names, query parameters
 (unknown or repeated ones are refused, so a typo fails loudly), headers, the declared body
-size. On the TCP listener a bearer token is checked first of all (see ``faasd.auth``).
+size. On the TCP listener a bearer token is checked first of all (see ``faasd.auth``), or the
+session cookie of the web page the TCP listener also serves (see ``faasd.web``).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ from faasd.logs import Logs, parse_query, read_log
 from faasd.registry import Function, Version, validate_name
 from faasd.source.functions import SourceFunctions
 from faasd.source.runtimes import Runtimes, source_fields
+from faasd.web import routes, session
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,16 @@ def function_json(function: Function) -> dict[str, Any]:
         "updated": version.created,
         **source_fields(version.config),
     }
+
+
+def gateway_json(config: Config, name: str) -> dict[str, str] | None:
+    """Where the gateway reaches ``name``, when one runs: the URL, and the address to send
+    ``Host: NAME`` to (a ``NAME.localhost`` URL reaches only a gateway on loopback's 127.0.0.1)."""
+    if config.gateway is None:
+        return None
+    host = f"{name}.{config.gateway_domain}" if config.gateway_domain else name
+    port = "" if config.gateway.port == 80 else f":{config.gateway.port}"
+    return {"url": f"http://{host}{port}/", "host": host, "address": str(config.gateway)}
 
 
 def version_json(version: Version, current: int) -> dict[str, Any]:
@@ -156,6 +168,8 @@ def require_token(token: str) -> Middleware:
 
     @web.middleware
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if session.is_public(request) or session.has_session(request, token):
+            return await handler(request)  # the web page's, and requests it makes (faasd.web)
         values = request.headers.getall(hdrs.AUTHORIZATION, [])
         presented = bearer_token(values[0]) if len(values) == 1 else None
         if presented is not None and token_matches(token, presented):
@@ -387,7 +401,9 @@ async def lookup_layers(request: web.Request) -> web.Response:
 
 async def list_functions(request: web.Request) -> web.Response:
     query_params(request)
-    return web.json_response({"functions": [function_json(f) for f in request.app[FUNCTIONS].all()]})
+    config = request.app[CONFIG]
+    listed = [function_json(f) | {"gateway": gateway_json(config, f.name)} for f in request.app[FUNCTIONS].all()]
+    return web.json_response({"functions": listed})
 
 
 async def get_function(request: web.Request) -> web.Response:
@@ -398,6 +414,7 @@ async def get_function(request: web.Request) -> web.Response:
     function = functions.get(name)
     described = function_json(function) | versions_json(function, functions.versions(name))
     described["requests"] = metrics.requests_by_status(name)
+    described["gateway"] = gateway_json(request.app[CONFIG], name)
     return web.json_response(described)
 
 
@@ -510,6 +527,8 @@ def make_app(
     app[LOGS] = logs
     app[LAYERS] = layers
     app.on_shutdown.append(end_follows)
+    if token is not None:
+        routes.attach(app, token, functions, config.port)
     app.add_routes(
         [
             web.post("/v1/functions/{name}", post_function),

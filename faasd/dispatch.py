@@ -7,6 +7,7 @@ gets a 502; if the deadline comes before the handler wrote anything, a 504.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -15,8 +16,9 @@ from http import HTTPStatus
 
 from faasd import metrics
 from faasd.config import Config
+from faasd.handoff import close_client
 from faasd.images.store import ImageStore
-from faasd.instance import Instance, Outcome
+from faasd.instance import KILL_GRACE_SECONDS, Instance, Outcome
 from faasd.logs import FunctionLog
 from faasd.registry import Version
 from faasd.replies import send_error
@@ -50,6 +52,11 @@ class Dispatcher:
     config: Config
     runc: Runc
     store: ImageStore
+
+    @property
+    def start_bound(self) -> float:
+        """The longest one container's start may take, from asking for it to its handler waiting."""
+        return self.config.start_timeout_seconds + KILL_GRACE_SECONDS
 
     def template(self, version: Version) -> SpecTemplate:
         """The ``config.json`` every container of ``version`` shares, but for its id."""
@@ -88,8 +95,19 @@ class Dispatcher:
                 await send_error(client, status, hint, request_id=instance.id)
             kept = instance.ready
         finally:
-            client.close()
-            if not kept:
+            stopped = False
+            try:
+                if instance.running and not kept:
+                    await instance.stop()  # first: once it is gone, no handler holds the client
+                    stopped = True
+            finally:
+                if instance.running:
+                    # Its handler may hold the socket too and set SO_LINGER again between our
+                    # setsockopt and close: this close may wait, so it waits off the loop.
+                    await asyncio.to_thread(close_client, client)
+                else:
+                    close_client(client)
+            if not kept and not stopped:
                 await instance.stop()
         duration_ms = round((time.monotonic() - began) * 1000, 1)
         count(version.function, outcome, duration_ms / 1000)

@@ -116,6 +116,7 @@ class Listener:
             lambda: self._dispatcher.instance(version, template, self._function_log),
             self._admission,
             self._warm_idle_seconds,
+            self._dispatcher.start_bound,
         )
 
     def _pool_for(self, version: Version) -> WarmPool:
@@ -429,6 +430,7 @@ class Functions:
             await self._aliases.remove(function.ip)
             await asyncio.to_thread(self._store.remove_function, name)
             await self._logs.remove(name)
+            metrics.forget(name)  # after the listener closed: no connection of it is left to count
         log.info("removed function=%s ip=%s", name, function.ip)
         return function
 

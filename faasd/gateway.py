@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections import Counter
 from collections.abc import Callable
 from http import HTTPStatus
 
@@ -22,8 +23,10 @@ log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 16 * 1024
 HEAD_TIMEOUT_SECONDS = 10.0
-# Connections still sending their head at once; more are refused rather than held.
+# Connections still sending their head at once; more are refused rather than held. One peer
+# may hold only a few of them, so that a slow sender cannot have everyone else refused.
 MAX_PENDING = 1024
+MAX_PENDING_PER_PEER = 32
 
 
 class BadHead(Exception):
@@ -113,6 +116,7 @@ class Gateway:
         self._domain = domain
         self._route = route
         self._pending: set[asyncio.Task[None]] = set()
+        self._heads_by_peer: Counter[str] = Counter()  # connections still sending their head, by address
         # Anyone who can connect causes these lines: the log grows no faster than the throttle.
         self._refusals = Throttle(log)
         self._accepting = asyncio.create_task(self._accept_loop())
@@ -133,13 +137,7 @@ class Gateway:
     async def _admit(self, client: socket.socket, peer: tuple[str, int]) -> None:
         """Read the head and route the connection, or answer why not; the client is closed unless routed."""
         try:
-            if len(self._pending) > MAX_PENDING:
-                raise BadHead(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections are still sending their request")
-            try:
-                async with asyncio.timeout(HEAD_TIMEOUT_SECONDS):
-                    head = await peek_head(client)
-            except TimeoutError:
-                raise BadHead(HTTPStatus.REQUEST_TIMEOUT, "the request head did not arrive in time") from None
+            head = await self._head(client, peer[0])
             host = host_header(head)
             name = function_name(host, self._domain)
             if name is None:
@@ -155,6 +153,24 @@ class Gateway:
         except BaseException:
             client.close()
             raise
+
+    async def _head(self, client: socket.socket, address: str) -> bytes:
+        """The request head, once whole; at most ``MAX_PENDING`` wait at once, ``MAX_PENDING_PER_PEER``
+        of them from one address."""
+        if self._heads_by_peer.total() >= MAX_PENDING:
+            raise BadHead(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections are still sending their request")
+        if self._heads_by_peer[address] >= MAX_PENDING_PER_PEER:
+            raise BadHead(HTTPStatus.TOO_MANY_REQUESTS, "too many of your connections are still sending their request")
+        self._heads_by_peer[address] += 1
+        try:
+            async with asyncio.timeout(HEAD_TIMEOUT_SECONDS):
+                return await peek_head(client)
+        except TimeoutError:
+            raise BadHead(HTTPStatus.REQUEST_TIMEOUT, "the request head did not arrive in time") from None
+        finally:
+            self._heads_by_peer[address] -= 1
+            if not self._heads_by_peer[address]:
+                del self._heads_by_peer[address]
 
     async def _refuse(self, client: socket.socket, peer: tuple[str, int], status: HTTPStatus, message: str) -> None:
         self._refusals.log(

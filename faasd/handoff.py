@@ -10,9 +10,11 @@ that may serve more (``reuse``) is told so in the metadata (``"more": true``) an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,20 @@ def encode_metadata(metadata: dict[str, Any]) -> bytes:
     if len(payload) > MAX_MESSAGE_BYTES:
         raise FaasError(f"handoff metadata is {len(payload)} bytes, over {MAX_MESSAGE_BYTES}")
     return payload
+
+
+def close_client(client: socket.socket) -> None:
+    """Close the daemon's copy of a client socket a handler was given, never waiting.
+
+    ``SO_LINGER`` belongs to the socket, not to one fd: a handler may set it (on, N s) and fill
+    the send buffer, and the last ``close`` of the socket would then wait up to N s for unsent
+    bytes. Lingering is turned off first, so the close returns at once and the kernel still
+    sends what is queued. A handler that still runs could set it again in between: the caller
+    closes off the loop then (see ``dispatch``).
+    """
+    with contextlib.suppress(OSError):
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 0, 0))
+    client.close()
 
 
 def decode_metadata(payload: bytes) -> dict[str, Any]:

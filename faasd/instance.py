@@ -87,7 +87,12 @@ class Instance:
     @property
     def ready(self) -> bool:
         """Its handler waits for a connection in a container that still runs."""
-        return self._handler is not None and self._proc is not None and self._proc.returncode is None
+        return self._handler is not None and self.running
+
+    @property
+    def running(self) -> bool:
+        """Its container was started and has not exited."""
+        return self._proc is not None and self._proc.returncode is None
 
     @property
     def exit_code(self) -> int | None:

@@ -44,6 +44,14 @@ IMPORT_DURATION = Histogram(
     buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
 IMPORT_BYTES = Counter("faasd_import_bytes", "Bytes of image archives uploaded for import.")
+# Every metric with a function label: a removed function's series go with it.
+PER_FUNCTION = (REQUESTS, CONTAINER_START, REQUEST_DURATION, CONTAINER_PATH)
+
+
+def forget(function: str) -> None:
+    """Drop ``function``'s series (at ``faas rm``): one deployed later under its name starts from zero."""
+    for metric in PER_FUNCTION:
+        metric.remove_by_labels({"function": function})
 
 
 def requests_by_status(function: str) -> dict[str, int]:

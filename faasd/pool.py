@@ -31,7 +31,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from faasd.admission import Admission
+from faasd.admission import Admission, Overloaded
 from faasd.instance import Instance, Outcome
 from faasd.registry import Version
 
@@ -77,11 +77,14 @@ class WarmPool:
         new_instance: Callable[[], Instance],
         admission: Admission,
         idle_seconds: float,
+        start_bound: float,
     ) -> None:
+        """``start_bound``: the longest one start may take, its wait for a turn included."""
         self.version = version
         self.new_instance = new_instance
         self._admission = admission
         self._idle_seconds = idle_seconds
+        self._start_bound = start_bound
         self._ready: deque[Instance] = deque()
         self._lent: set[Instance] = set()  # serving a connection, to come back under reuse
         self._starting = 0
@@ -142,10 +145,18 @@ class WarmPool:
                     return self.new_instance(), False
                 claim.covered = True
                 self._start(for_claim=True)
-            return await claim.offered
+            return await self._offered(claim)
         except BaseException:  # refused or cancelled: it takes nothing
             self._withdraw(claim)
             raise
+
+    async def _offered(self, claim: Claim) -> tuple[Instance, bool]:
+        """The container offered to ``claim``, which counts on a start under way: within the
+        time one start may take, or ``Overloaded``."""
+        try:
+            return await asyncio.wait_for(claim.offered, self._start_bound)
+        except TimeoutError:
+            raise Overloaded(f"no container got ready within {self._start_bound:g} s", retry_after=1) from None
 
     async def _slot_unless_offered(self, claim: Claim) -> bool:
         """Wait for a slot; False if a container was offered to ``claim`` first. May raise
@@ -238,16 +249,21 @@ class WarmPool:
         self._spawn(self._claimed_starts if for_claim else self._work, self._start_one(for_claim))
 
     async def _start_one(self, for_claim: bool) -> None:
-        instance = self.new_instance()
         began = time.monotonic()
+        try:
+            instance = self.new_instance()
+        except Exception as exc:  # out of fds for its pipes, say: the start never began
+            self._start_ended(for_claim)
+            self._admission.release(self.version.function)
+            self._not_begun(exc, for_claim)
+            return
         try:
             failure = await instance.start()
         except BaseException:
             self._discard(instance)
             raise
         finally:
-            self._starting -= 1
-            self._starting_for_claims -= for_claim
+            self._start_ended(for_claim)
         if failure is not None:
             self._start_failed(instance, failure, for_claim)
             return
@@ -263,11 +279,13 @@ class WarmPool:
         else:
             self._keep_or_discard(instance, first=False)
 
+    def _start_ended(self, for_claim: bool) -> None:
+        self._starting -= 1
+        self._starting_for_claims -= for_claim
+
     def _start_failed(self, instance: Instance, failure: Outcome, for_claim: bool) -> None:
         """Back off from warm starts; a connection left with no start coming gets the failure."""
-        self._failures += 1
-        backoff = min(MAX_BACKOFF_SECONDS, 0.5 * 2**self._failures)
-        self._paused_until = time.monotonic() + backoff
+        backoff = self._back_off()
         log.warning(
             "start failed function=%s version=%s outcome=%s backoff_s=%.1f",
             self.version.function,
@@ -281,6 +299,25 @@ class WarmPool:
             return
         instance.record(version=self.version.number, outcome=failure.value, exit=instance.exit_code, warm=not for_claim)
         self._discard(instance)
+
+    def _back_off(self) -> float:
+        """Pause warm starts after a failed one, longer after each in a row; the pause, in seconds."""
+        self._failures += 1
+        backoff = min(MAX_BACKOFF_SECONDS, 0.5 * 2**self._failures)
+        self._paused_until = time.monotonic() + backoff
+        return backoff
+
+    def _not_begun(self, error: Exception, for_claim: bool) -> None:
+        """A start that failed before its container began: back off from warm starts, and refuse
+        a connection left with no start coming for it."""
+        self._back_off()
+        log.error(
+            "container not started function=%s version=%s error=%s", self.version.function, self.version.number, error
+        )
+        claim = self._oldest_claim(covered=True)
+        if for_claim and claim is not None and self._covered() > self._starting_for_claims:
+            self._claims.remove(claim)
+            claim.offered.set_exception(Overloaded(f"no container could be started: {error}", retry_after=1))
 
     def _keep_or_discard(self, instance: Instance, *, first: bool) -> None:
         """Keep a ready container no connection waits for, ``first`` in line or last; or stop it
@@ -330,7 +367,7 @@ class WarmPool:
         """Stop waiting for a container; one handed over all the same goes back to the pool."""
         if claim in self._claims:  # its future is cancelled already if its connection was
             self._claims.remove(claim)
-        if claim.offered.done() and not claim.offered.cancelled():
+        if claim.offered.done() and not claim.offered.cancelled() and claim.offered.exception() is None:
             self.give_back(claim.offered.result()[0])
         claim.offered.cancel()
 

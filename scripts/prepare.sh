@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs what faasd needs on Debian 12 (as root), idempotently: runc and the tools that build
-# test images offline, then a virtualenv in .venv with faasd and its test extra.
+# Installs what faasd needs on Debian 12 (as root), idempotently: runc, the tools that build
+# test images offline, the headless browser the web page's tests drive (Debian's chromium and its
+# chromedriver), then a virtualenv in .venv with faasd and its test extra.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(runc mmdebstrap busybox-static gcc libc6-dev python3-venv ca-certificates)
+packages=(runc mmdebstrap busybox-static gcc libc6-dev python3-venv ca-certificates chromium chromium-driver)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -7,6 +7,7 @@ import ipaddress
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -211,6 +212,13 @@ def http_get(ip: str, path: str = "/", timeout: float = 30) -> tuple[int, bytes]
         return response.status, response.read()
     finally:
         conn.close()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a daemon's --listen or --gateway."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def eventually(condition: Callable[[], bool], seconds: float = 10) -> bool:

@@ -14,13 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import BIN, Daemon, daemon_range, http_get, new_daemon
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.integration.conftest import BIN, Daemon, daemon_range, free_port, http_get, new_daemon
 
 
 def faas_over_tcp(url: str, token: str | None, *args: str) -> subprocess.CompletedProcess[str]:

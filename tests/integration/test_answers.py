@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -61,3 +62,30 @@ def test_over_the_admission_limits_clients_get_503_with_retry_after(make_daemon,
         assert f'faasd_requests_total{{function="busy",status="{status}"}} {count:.1f}' in counted
     row = next(line for line in daemon.faas("stats").stdout.splitlines() if line.startswith("busy "))
     assert row.split()[1:6] == ["4", "1", "0", "2", "1"]
+
+
+def read_to_eof(address: tuple[str, int], request: bytes) -> tuple[int, dict[str, str]]:
+    """Send ``request`` and read to EOF; the status and JSON body. A reset, which can discard
+    an answer, raises."""
+    received = b""
+    with socket.create_connection(address, timeout=30) as client:
+        client.sendall(request)
+        while chunk := client.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(body)
+
+
+def test_every_answer_the_daemon_writes_ends_with_a_fin_not_a_reset(make_daemon, probe_image: Path) -> None:
+    """RFC 9112 §9.6: the request body nobody read is drained after a half-close."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    daemon = make_daemon(daemon_range(40), "--gateway", f"127.0.0.1:{port}")
+    ip = daemon.deploy("quits", probe_image)
+    body = b"x" * 100_000
+    quits = b"POST /exit HTTP/1.1\r\nHost: quits\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    status, answer = read_to_eof((ip, 80), quits)
+    assert status == 502 and answer["error"].startswith("the function's handler exited without answering")
+    status, answer = read_to_eof(("127.0.0.1", port), b"GET / HTTP/1.1\r\nHost: nobody.localhost\r\n\r\n")
+    assert (status, answer) == (404, {"error": "no function named 'nobody'"})

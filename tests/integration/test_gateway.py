@@ -7,13 +7,7 @@ import socket
 
 import pytest
 
-from tests.integration.conftest import daemon_range
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.integration.conftest import daemon_range, free_port
 
 
 def get(port: int, host: str) -> tuple[int, bytes]:

@@ -114,3 +114,16 @@ def test_several_images_in_one_archive_need_a_tag(daemon: Daemon, tmp_path: Path
     assert "holds 2 images (first:1, second:1); choose one with --tag" in untagged.stderr
     ip = daemon.deploy("pick", combined, "--tag", "second:1")
     assert http_get(ip) == (200, b"second\n")
+
+
+def test_a_function_deployed_again_after_rm_starts_its_counts_from_zero(daemon: Daemon, busybox_image) -> None:
+    address = daemon.deploy("counted", busybox_image("counted"))
+    for _ in range(3):
+        assert http_get(address) == (200, b"counted\n")
+    assert json.loads(daemon.faas("describe", "counted", "--json").stdout)["requests"] == {"handler": 3}
+    assert daemon.faas("rm", "counted").returncode == 0
+    assert 'function="counted"' not in daemon.faas("stats", "--raw").stdout
+    address = daemon.deploy("counted", busybox_image("counted"))
+    assert json.loads(daemon.faas("describe", "counted", "--json").stdout)["requests"] == {}
+    assert http_get(address) == (200, b"counted\n")
+    assert json.loads(daemon.faas("describe", "counted", "--json").stdout)["requests"] == {"handler": 1}

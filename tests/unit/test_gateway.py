@@ -7,6 +7,7 @@ from http import HTTPStatus
 
 import pytest
 
+import faasd.gateway as gateway_module
 from faasd.errors import NotFound
 from faasd.gateway import MAX_HEAD_BYTES, BadHead, Gateway, function_name, host_header, peek_head
 
@@ -123,6 +124,38 @@ async def test_the_gateway_routes_by_host_and_answers_404_for_no_function() -> N
     assert answer.startswith(b"HTTP/1.1 404 Not Found\r\n") and b"no function named 'nobody'" in answer
     answer = await exchange(b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 404 ") and b"127.0.0.1:8000" in answer
+    await gateway.close()
+
+
+async def test_one_peer_sending_heads_slowly_cannot_have_everyone_else_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gateway_module, "MAX_PENDING", 40)
+    routed: list[str] = []
+
+    def route(name: str, client: socket.socket, peer: tuple[str, int]) -> None:
+        routed.append(peer[0])
+        client.setblocking(True)
+        client.recv(1024)
+        client.close()
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    gateway = Gateway(listener, "localhost", route)
+    loop = asyncio.get_running_loop()
+    slow = []
+    for _ in range(40):
+        sock = socket.create_connection(listener.getsockname())
+        sock.sendall(b"GET / HTTP/1.1\r\n")  # and never the rest
+        slow.append(sock)
+    await asyncio.sleep(0.2)
+    refused = await loop.run_in_executor(None, slow[-1].recv, 4096)
+    assert refused.startswith(b"HTTP/1.1 429 Too Many Requests\r\n")
+
+    with socket.create_connection(listener.getsockname(), source_address=("127.0.0.2", 0)) as other:
+        other.sendall(HEAD)
+        assert await loop.run_in_executor(None, other.recv, 4096) == b""
+    assert routed == ["127.0.0.2"], "another peer is served while the first one's heads wait"
+    for sock in slow:
+        sock.close()
     await gateway.close()
 
 

@@ -2,12 +2,14 @@ import asyncio
 import json
 import os
 import socket
+import struct
+import threading
 from pathlib import Path
 
 import pytest
 
 from faasd.errors import FaasError
-from faasd.handoff import MAX_MESSAGE_BYTES, ControlSocket, decode_metadata, encode_metadata
+from faasd.handoff import MAX_MESSAGE_BYTES, ControlSocket, close_client, decode_metadata, encode_metadata
 
 
 def test_codec_round_trip_is_compact_json_v1() -> None:
@@ -78,3 +80,24 @@ def test_the_handed_socket_arrives_blocking(tmp_path: Path) -> None:
             s.close()
 
     asyncio.run(scenario())
+
+
+LINGER_SECONDS = 8
+
+
+def test_a_linger_the_handler_set_never_makes_the_daemons_close_wait() -> None:
+    """The handler sets SO_LINGER (on, 8 s), fills the send buffer of a client that does not
+    read, and is gone: the daemon's close, the socket's last, must not wait for those bytes."""
+    with socket.create_server(("127.0.0.1", 0)) as server, socket.create_connection(server.getsockname()) as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        daemons, _ = server.accept()
+        with socket.socket(fileno=os.dup(daemons.fileno())) as handlers:  # the copy sent over SCM_RIGHTS
+            handlers.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, LINGER_SECONDS))
+            handlers.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                while True:
+                    handlers.send(b"x" * 65536)
+        closing = threading.Thread(target=close_client, args=(daemons,), daemon=True)
+        closing.start()
+        closing.join(LINGER_SECONDS / 2)
+        assert not closing.is_alive(), "the close waited for the client to read"

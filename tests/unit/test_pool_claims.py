@@ -8,12 +8,13 @@ tests/integration/test_pool.py.
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 from collections.abc import Callable
 
 import pytest
 
-from faasd.admission import Admission, AdmissionLimits
+from faasd.admission import Admission, AdmissionLimits, Overloaded
 from faasd.images.archive import ImageConfig
 from faasd.instance import Instance, Outcome
 from faasd.limits import Limits
@@ -70,18 +71,25 @@ def a_version(warm: int, reuse: int = 1) -> Version:
     return Version("f", 1, "image", "sha256:0", config, 0, 0, 0.0, Limits(warm=warm, reuse=reuse))
 
 
-def a_pool(warm: int = 0, reuse: int = 1, slots: int = 8) -> tuple[WarmPool, list[Container], Admission]:
-    """A pool whose containers are the stand-ins in the list it returns, in the order made."""
+def a_pool(
+    warm: int = 0, reuse: int = 1, slots: int = 8, start_bound: float = 60, fails: int = 0
+) -> tuple[WarmPool, list[Container], Admission]:
+    """A pool whose containers are the stand-ins in the list it returns, in the order made; its
+    first ``fails`` containers cannot be made (no fds left for their pipes)."""
     version = a_version(warm, reuse)
     made: list[Container] = []
+    failures = itertools.count()
 
     def new_container() -> Container:
+        if next(failures) < fails:
+            raise OSError(errno.EMFILE, "Too many open files")
         made.append(Container(version))
         return made[-1]
 
     admission = Admission(AdmissionLimits.derive(total=slots))
     new_instance: Callable[[], Container] = new_container
-    return WarmPool(version, new_instance, admission, idle_seconds=60), made, admission  # type: ignore[arg-type]
+    pool = WarmPool(version, new_instance, admission, idle_seconds=60, start_bound=start_bound)  # type: ignore[arg-type]
+    return pool, made, admission
 
 
 async def settle() -> None:
@@ -178,6 +186,26 @@ async def test_close_waits_for_a_start_a_connection_asked_for_and_that_connectio
     assert await waiting == (made[0], False)
     await closing
     assert admission.running == 1 and not made[0].stopped
+
+
+async def test_a_start_that_cannot_begin_gives_back_its_slot_and_refuses_the_connection_counting_on_it() -> None:
+    pool, made, admission = a_pool(warm=4, fails=1)
+    with pytest.raises(Overloaded, match="no container could be started: .*Too many open files"):
+        await asyncio.wait_for(pool.claim(), 1)
+    await settle()
+    assert admission.running == 0 and not made, "no slot is held for a start that never began"
+    second = await in_line(pool)
+    made[0].ready_now()
+    assert await asyncio.wait_for(second, 1) == (made[0], False), "the next connection starts one as usual"
+
+
+async def test_a_start_that_never_gets_ready_refuses_its_connection_within_the_bound() -> None:
+    pool, made, admission = a_pool(start_bound=0.2)
+    with pytest.raises(Overloaded, match="no container got ready within 0.2 s"):
+        await asyncio.wait_for(pool.claim(), 5)
+    made[0].ready_now()  # the start ends after all, with no one waiting and nothing to keep warm
+    await settle()
+    assert made[0].stopped and admission.running == 0
 
 
 async def start_and_claim(pool: WarmPool, made: list[Container]) -> tuple[Container, bool]:

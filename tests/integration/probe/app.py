@@ -6,6 +6,7 @@ Errors are reported by name (``EPERM``), successes as ``"ok"``. Runs as the cont
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import json
@@ -13,6 +14,7 @@ import os
 import resource
 import socket
 import stat
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -225,6 +227,24 @@ def leave(_: dict[str, list[str]]) -> None:
     os._exit(3)
 
 
+def linger(query: dict[str, list[str]]) -> None:
+    """Set SO_LINGER (on, ``s`` seconds) on the client's socket, fill its send buffer while the
+    client does not read, and exit: the socket's last close is then the daemon's."""
+    seconds = int(query.get("s", ["30"])[0])
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            client = socket.socket(fileno=os.dup(int(name)))
+        except OSError:
+            continue
+        if client.family == socket.AF_INET and client.type == socket.SOCK_STREAM:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, seconds))
+            client.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    client.send(b"x" * 65536)
+    os._exit(0)
+
+
 def cpu(_: dict[str, list[str]]) -> dict[str, float]:
     """Busy threads for one wall-clock second: the CPU time they get shows the CPU limit."""
     stop = time.monotonic() + 1.0
@@ -272,6 +292,7 @@ PROBES: dict[str, Callable[[dict[str, list[str]]], Any]] = {
     "/tmp": tmp,
     "/cpu": cpu,
     "/exit": leave,
+    "/linger": linger,
 }
 WITH_METADATA: dict[str, Callable[[dict[str, list[str]], dict[str, Any]], Any]] = {"/visit": visit}
 
