@@ -35,9 +35,10 @@ from faas_cli.runtimes import runtime
 from faas_cli.source import entry_of, read_code
 from faas_cli.stats import parse, render, to_json
 from faas_cli.upload import stream_upload, tarball_upload
-from faas_cli.versions import describe, rollback, table, versions
+from faas_cli.versions import describe, format_size, rollback, table, versions
 from faasd.errors import FaasError
 from faasd.images.archive import check_reference
+from faasd.limits import Limits
 from faasd.printable import printable, printable_stream
 
 EXIT_REFUSED = 1
@@ -144,6 +145,25 @@ def complete_function_names(ctx: click.Context, _param: click.Parameter, incompl
 
 
 function_name = click.argument("name", shell_complete=complete_function_names)
+
+# faas new's limits as faasd ships them; the daemon decides, and faasd --timeout and --warm change two.
+SHIPPED_LIMITS = {
+    "memory": format_size(Limits.memory_bytes),
+    "cpus": f"{Limits.cpus:g}",
+    "pids": str(Limits.pids),
+    "timeout": f"{Limits.timeout_seconds:g}",
+    "tmp_size": format_size(Limits.tmp_bytes),
+    "warm": str(Limits.warm),
+    "reuse": str(Limits.reuse),
+}
+
+
+def daemon_default(limit: str, daemon_flag: str | None = None) -> str:
+    """How ``faas new --help`` shows a limit left out: the daemon's to choose, not a fixed value."""
+    setting = f"faasd {daemon_flag}, " if daemon_flag else ""
+    return f"  [default: the daemon's: {setting}{SHIPPED_LIMITS[limit]} as shipped]"
+
+
 json_flag = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
@@ -234,16 +254,24 @@ def main(ctx: click.Context, socket_path: Path, host: HttpEndpoint | None, token
 @click.option("-q", "--quiet", is_flag=True, help="No upload progress (shown only when stderr is a terminal).")
 @click.option("--force", is_flag=True, help="Add a version even when the image and limits are the current version's.")
 @json_flag
-@click.option("--memory", default=None, help="Memory per container, e.g. 128m.  [default: 256m]")
-@click.option("--cpus", default=None, help="CPUs per container, e.g. 0.5.  [default: 1]")
-@click.option("--pids", default=None, help="Processes and threads per container.  [default: 128]")
-@click.option("--timeout", default=None, help="Seconds a connection's container may run.  [default: 30]")
-@click.option("--tmp-size", default=None, help="Size of the container's /tmp (in memory), e.g. 16m.  [default: 64m]")
-@click.option("--warm", default=None, help="Containers kept started ahead of demand, at most; 0: none.  [default: 4]")
+@click.option("--memory", default=None, help="Memory per container, e.g. 128m." + daemon_default("memory"))
+@click.option("--cpus", default=None, help="CPUs per container, e.g. 0.5." + daemon_default("cpus"))
+@click.option("--pids", default=None, help="Processes and threads per container." + daemon_default("pids"))
+@click.option(
+    "--timeout", default=None, help="Seconds a connection's container may run." + daemon_default("timeout", "--timeout")
+)
+@click.option(
+    "--tmp-size", default=None, help="Size of the container's /tmp (in memory), e.g. 16m." + daemon_default("tmp_size")
+)
+@click.option(
+    "--warm",
+    default=None,
+    help="Containers kept started ahead of demand, at most; 0: none." + daemon_default("warm", "--warm"),
+)
 @click.option(
     "--reuse",
     default=None,
-    help="Connections one container serves one after another: throughput over isolation.  [default: 1]",
+    help="Connections one container serves one after another: throughput over isolation." + daemon_default("reuse"),
 )
 @click.option(
     "--runtime", default=None, metavar="RUNTIME", help="Deploy source code on this runtime (faas runtime list)."
@@ -286,7 +314,7 @@ def new(
     --runtime and --code, the code is checked in a container of the runtime and deployed on it.
 
     Limits apply to every container of this version; the ones left out take the daemon's
-    defaults (shown), not the previous version's. The current version's image again, with
+    defaults (shown as faasd ships them), not the previous version's. The current version's image again, with
     the same limits, adds no version ("same image as version N") unless --force.
 
     \b

@@ -47,6 +47,7 @@ class Outcome(Enum):
     NO_ANSWER = "no_answer"  # the handler took the connection and was done without writing a byte
     DEADLINE = "deadline"  # killed at the deadline, after it had started answering
     DEADLINE_SILENT = "deadline_silent"  # killed at the deadline without having written a byte
+    DIED_WAITING = "died_waiting"  # a warm container that exited while it waited for a connection
 
 
 class Waited(Enum):

@@ -345,7 +345,9 @@ class WarmPool:
             log.warning(
                 "warm container died function=%s id=%s exit=%s", self.version.function, instance.id, instance.exit_code
             )
-            instance.record(version=self.version.number, outcome="died_waiting", exit=instance.exit_code, warm=True)
+            instance.record(
+                version=self.version.number, outcome=Outcome.DIED_WAITING.value, exit=instance.exit_code, warm=True
+            )
             self._discard(instance)
 
     def _oldest_claim(self, *, covered: bool = False) -> Claim | None:
