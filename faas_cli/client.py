@@ -177,13 +177,20 @@ class Client:
         image: str | None = None,
         limits: dict[str, str] | None = None,
         force: bool = False,
+        environment: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Upload the blocks of ``tarball`` as a new version of ``name``; ``limits`` maps a limit
         (memory, cpus, pids, timeout, tmp_size) to its value as the user wrote it: the daemon
         checks it. An exception from ``tarball`` stops the upload before its end, so the daemon
         deploys nothing. The current version's image again is no new version (the answer has
-        ``same_as``) unless ``force``."""
-        settings = {"tag": tag, "image": image, "force": 1 if force else None, **(limits or {})}
+        ``same_as``) unless ``force``. ``environment`` is set over the image's ``Env``."""
+        settings = {
+            "tag": tag,
+            "image": image,
+            "force": 1 if force else None,
+            "env": json.dumps(environment) if environment else None,
+            **(limits or {}),
+        }
         query = urlencode({k: v for k, v in settings.items() if v is not None})
         path = f"/v1/functions/{quote(name, safe='')}" + (f"?{query}" if query else "")
         return self._request("POST", path, body=tarball)
@@ -209,6 +216,41 @@ class Client:
 
     def remove_runtime(self, name: str) -> dict[str, Any]:
         return self._request("DELETE", f"/v1/runtimes/{quote(name, safe='')}")
+
+    def pull(
+        self,
+        name: str,
+        reference: str,
+        limits: dict[str, str] | None = None,
+        environment: dict[str, str] | None = None,
+        credentials: dict[str, str] | None = None,
+        dry_run: bool = False,
+        force: bool = False,
+    ) -> Iterator[dict[str, Any]]:
+        """Have faasd pull ``reference`` as a new version of ``name``: its events as they come
+        (resolved, layer progress, then deployed, unchanged or planned); an error event raises."""
+        request: dict[str, Any] = {"reference": reference, "limits": limits or {}, "environment": environment or {}}
+        if credentials is not None:
+            request["credentials"] = credentials
+        if dry_run:
+            request["dry_run"] = True
+        if force:
+            request["force"] = True
+        path = f"/v1/functions/{quote(name, safe='')}/pull"
+        with self._open("POST", path, json.dumps(request).encode()) as response, self._connection_errors():
+            while line := response.readline():
+                event = json.loads(line)
+                if event.get("event") == "error":
+                    raise error_from_response(int(event["status"]), json.dumps(event).encode())
+                yield event
+
+    def login(self, registry: str, username: str, password: str) -> dict[str, Any]:
+        """Have faasd check these credentials with ``registry`` and keep them for its pulls."""
+        body = json.dumps({"username": username, "password": password}).encode()
+        return self._request("PUT", f"/v1/registries/{quote(registry, safe='')}/login", body=body)
+
+    def logout(self, registry: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/v1/registries/{quote(registry, safe='')}/login")
 
     def held_layers(self, diff_ids: list[str]) -> set[str]:
         """Which of the layers ``diff_ids`` faasd holds, so an upload may leave them out. A faasd

@@ -31,6 +31,7 @@ from faas_cli.client import (
 )
 from faas_cli.engine import find_engine, saved_image
 from faas_cli.progress import Progress
+from faas_cli.pulling import PullProgress, docker_config_path, docker_credentials
 from faas_cli.runtimes import runtime
 from faas_cli.source import entry_of, read_code
 from faas_cli.stats import parse, render, to_json
@@ -38,6 +39,7 @@ from faas_cli.upload import stream_upload, tarball_upload
 from faas_cli.versions import describe, format_size, rollback, table, versions
 from faasd.errors import FaasError
 from faasd.images.archive import check_reference
+from faasd.images.reference import Reference
 from faasd.limits import Limits
 from faasd.printable import printable, printable_stream
 
@@ -114,6 +116,17 @@ def parse_image(_ctx: click.Context, _param: click.Parameter, value: str | None)
     except FaasError as exc:
         raise click.BadParameter(exc.message) from exc
     return value
+
+
+def parse_environment(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    """``NAME=VALUE`` pairs as a mapping; the daemon checks names and values."""
+    environment = {}
+    for value in values:
+        name, sep, text = value.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{value!r}: give NAME=VALUE, e.g. GREETING=hello")
+        environment[name] = text
+    return environment
 
 
 # What a shell waits for names to complete, at most, however the daemon behaves.
@@ -251,7 +264,24 @@ def main(ctx: click.Context, socket_path: Path, host: HttpEndpoint | None, token
     metavar="PROGRAM",
     help="What saves -t IMAGE: docker or podman, by name or path.  [default: docker if installed, else podman]",
 )
-@click.option("-q", "--quiet", is_flag=True, help="No upload progress (shown only when stderr is a terminal).")
+@click.option(
+    "--pull",
+    "reference",
+    default=None,
+    callback=parse_image,
+    metavar="REF",
+    help="Have faasd pull this image from its registry instead, e.g. 127.0.0.1:5000/team/app:1.",
+)
+@click.option(
+    "-e",
+    "--env",
+    "environment",
+    multiple=True,
+    callback=parse_environment,
+    metavar="NAME=VALUE",
+    help="Set an environment variable over the image's (repeatable).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress (a pull's shows line by line when not at a terminal).")
 @click.option("--force", is_flag=True, help="Add a version even when the image and limits are the current version's.")
 @json_flag
 @click.option("--memory", default=None, help="Memory per container, e.g. 128m." + daemon_default("memory"))
@@ -298,6 +328,8 @@ def new(
     image: str | None,
     tarball: io.BufferedReader | None,
     engine: str | None,
+    reference: str | None,
+    environment: dict[str, str],
     quiet: bool,
     force: bool,
     as_json: bool,
@@ -312,10 +344,12 @@ def new(
     With -t IMAGE alone, faas runs `docker save IMAGE` (or podman's) and streams the archive
     to faasd as it is written. A tarball comes from -f FILE or standard input instead. With
     --runtime and --code, the code is checked in a container of the runtime and deployed on it.
+    With --pull REF, faasd pulls the image from its registry itself.
 
     Limits apply to every container of this version; the ones left out take the daemon's
     defaults (shown as faasd ships them), not the previous version's. The current version's image again, with
-    the same limits, adds no version ("same image as version N") unless --force.
+    the same limits and variables, adds no version ("same image as version N") unless --force:
+    pulled again, a reference makes a new version only if it names another image now.
 
     \b
     Example:
@@ -323,32 +357,42 @@ def new(
       docker save hello | faas new hello
       faas new hello -f both.tar -t hello:2 --memory 64m --timeout 5
       faas new add --runtime python --code handler.py
+      faas new hello --pull 127.0.0.1:5000/team/hello:1 -e GREETING=hi
     """
     settings = {key: value for key, value in limits.items() if value is not None}
+    if reference is not None:
+        if image is not None or tarball is not None:
+            raise click.UsageError("--pull takes the image from a registry: give it without -t or -f")
+        pull_image(client, name, reference, settings, environment, force, quiet, as_json)
+        return
     if runtime is not None or code:
-        if runtime is None or not code or image is not None or tarball is not None:
-            raise click.UsageError("deploy source with --runtime RUNTIME --code PATH, and no image (-t, -f)")
-        files = read_code(code)
-        body = {"runtime": runtime, "files": files, "entry": entry_of(files, entry)}
-        function = client.deploy_source(name, body | ({"handler": handler} if handler else {}), settings, force)
-    else:
-        with contextlib.ExitStack() as stack:
-            if tarball is None and image is not None:
-                path = find_engine(engine, say=lambda note: click.echo(note, err=True))
-                upload = stream_upload(stack.enter_context(saved_image(path, image)), client)
-                source: dict[str, str | None] = {"image": image}
-            else:
-                tarball = tarball or cast(io.BufferedReader, sys.stdin.buffer)
-                if tarball.isatty():
-                    raise click.UsageError(
-                        "no image given: name one with -t IMAGE, pipe one in (docker save IMAGE | faas new NAME) "
-                        "or use -f FILE"
-                    )
-                upload, source = tarball_upload(tarball, client), {"tag": image}
-            blocks: Iterable[bytes] = upload.blocks
-            if not quiet and sys.stderr.isatty():
-                blocks = Progress(sys.stderr, upload.size, upload.left_out).track(blocks)
-            function = client.deploy(name, blocks, limits=settings, force=force, **source)
+        if runtime is None or not code or image is not None or tarball is not None or environment:
+            raise click.UsageError("deploy source with --runtime RUNTIME --code PATH, and no image (-t, -f) or -e")
+        function = deploy_code(client, name, runtime, code, entry, handler, settings, force)
+        print_deployed(function, as_json)
+        return
+    with contextlib.ExitStack() as stack:
+        if tarball is None and image is not None:
+            path = find_engine(engine, say=lambda note: click.echo(note, err=True))
+            upload = stream_upload(stack.enter_context(saved_image(path, image)), client)
+            source: dict[str, str | None] = {"image": image}
+        else:
+            tarball = tarball or cast(io.BufferedReader, sys.stdin.buffer)
+            if tarball.isatty():
+                raise click.UsageError(
+                    "no image given: name one with -t IMAGE, pipe one in (docker save IMAGE | faas new NAME) "
+                    "or use -f FILE"
+                )
+            upload, source = tarball_upload(tarball, client), {"tag": image}
+        blocks: Iterable[bytes] = upload.blocks
+        if not quiet and sys.stderr.isatty():
+            blocks = Progress(sys.stderr, upload.size, upload.left_out).track(blocks)
+        function = client.deploy(name, blocks, limits=settings, force=force, environment=environment, **source)
+    print_deployed(function, as_json)
+
+
+def print_deployed(function: dict[str, Any], as_json: bool) -> None:
+    """What ``faas new`` says of the function it deployed, or of the version that stays."""
     if as_json:
         print_json(function)
     elif "same_as" in function:
@@ -358,6 +402,93 @@ def new(
         )
     else:
         click.echo(f"Deployed {function['name']} at {function['ip']} (version {function['version']})")
+
+
+def deploy_code(
+    client: Client,
+    name: str,
+    runtime: str,
+    code: tuple[Path, ...],
+    entry: str | None,
+    handler: str | None,
+    limits: dict[str, str],
+    force: bool,
+) -> dict[str, Any]:
+    """``faas new NAME --runtime R --code PATH``: the files read here, checked and deployed by faasd."""
+    files = read_code(code)
+    body = {"runtime": runtime, "files": files, "entry": entry_of(files, entry)}
+    return client.deploy_source(name, body | ({"handler": handler} if handler else {}), limits, force)
+
+
+def pull_image(
+    client: Client,
+    name: str,
+    reference: str,
+    limits: dict[str, str],
+    environment: dict[str, str],
+    force: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """``faas new NAME --pull REF``: faasd pulls; its progress is shown on stderr."""
+    try:
+        registry = Reference.parse(reference).registry
+    except FaasError as exc:
+        raise click.BadParameter(exc.message, param_hint="--pull") from None
+    credentials = docker_credentials(registry, docker_config_path())
+    events: Iterable[dict[str, Any]] = client.pull(name, reference, limits, environment, credentials, force=force)
+    if not quiet:
+        events = PullProgress(sys.stderr, live=sys.stderr.isatty()).track(events)
+    seen = list(events)
+    resolved, outcome = seen[0], seen[-1]
+    function = outcome["function"]
+    if as_json:
+        print_json(function | {"changed": outcome["changed"]})
+    elif outcome["changed"]:
+        click.echo(f"Deployed {function['name']} at {function['ip']} (version {function['version']})")
+    else:
+        click.echo(
+            f"{function['name']}: same image as version {function['version']}, which stays current at "
+            f"{function['ip']} ({reference} is {resolved['digest']}; nothing deployed, --force adds a version)"
+        )
+
+
+@main.command()
+@click.argument("registry")
+@click.option("-u", "--username", prompt=True, help="The user name at the registry.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (for scripts).")
+@click.pass_obj
+def login(client: Client, registry: str, username: str, password_stdin: bool) -> None:
+    """Give faasd a user name and password for REGISTRY (HOST:PORT), for every pull from it.
+
+    faasd checks them with the registry first, then keeps them in a file only root can read
+    (STATE_DIR/registry-logins.json). Credentials in your Docker config.json are sent with
+    each pull instead, and kept nowhere.
+
+    \b
+    Example:
+      faas login 127.0.0.1:5000 -u ci --password-stdin < password.txt
+    """
+    if password_stdin:
+        password = sys.stdin.read().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True)
+    client.login(registry, username, password)
+    click.echo(f"faasd holds a login for {registry} as {username}")
+
+
+@main.command()
+@click.argument("registry")
+@click.pass_obj
+def logout(client: Client, registry: str) -> None:
+    """Have faasd forget its login for REGISTRY.
+
+    \b
+    Example:
+      faas logout 127.0.0.1:5000
+    """
+    client.logout(registry)
+    click.echo(f"faasd forgot its login for {registry}")
 
 
 @main.command()

@@ -10,11 +10,16 @@
     POST   /v1/functions/{name}/rollback[?version=N]
     PUT    /v1/functions/{name}/versions/{version}/address   idempotent: the version's own address
     GET    /v1/functions/{name}/logs[?tail=N&since=S&follow=1]   -> text lines, chunked
+    POST   /v1/functions/{name}/pull              body {"reference", "limits", "environment", "credentials",
+                                                "dry_run", "force"} -> progress as JSON lines, the outcome last
     POST   /v1/layers/lookup                      body {"diff_ids": [...]} -> {"held": [...]}: read-only
     POST   /v1/functions/{name}/source[?memory=M...]   body {"runtime", "files", "entry", "handler"}
     POST   /v1/runtimes/{name}[?language=L&tag=T]      body: the image tarball (streamed)
     GET    /v1/runtimes
     DELETE /v1/runtimes/{name}                    refused while a function's kept version uses it
+    GET    /v1/registries                         the registries faasd holds a login for
+    PUT    /v1/registries/{registry}/login        body {"username", "password"}: checked, then kept
+    DELETE /v1/registries/{registry}/login
     GET    /healthz
     GET    /metrics                               Prometheus exposition
 
@@ -56,18 +61,25 @@ from faasd import metrics
 from faasd.auth import bearer_token, exposure_warning, token_matches
 from faasd.config import Config
 from faasd.daemonlog import Throttle, clipped
+from faasd.environment import check_environment, with_environment
 from faasd.errors import (
     FaasError,
     ImageTooLarge,
     InvalidImage,
     InvalidRequest,
+    NotFound,
     Unauthorized,
 )
 from faasd.functions import Functions, SameImage
 from faasd.images.archive import DIGEST, check_reference
+from faasd.images.distribution import DistributionClient
 from faasd.images.layers import LayerStore
+from faasd.images.logins import Credentials, Logins
+from faasd.images.pull import Pull, registry_session
+from faasd.images.reference import Reference
 from faasd.images.upload import UploadWriter, upload_cut, write_failure
 from faasd.limits import PARAMETERS as LIMIT_PARAMETERS
+from faasd.limits import Limits
 from faasd.logs import Logs, parse_query, read_log
 from faasd.registry import Function, Version, validate_name
 from faasd.source.functions import SourceFunctions
@@ -82,6 +94,7 @@ LOGS = web.AppKey("logs", Logs)
 LAYERS = web.AppKey("layers", LayerStore)
 RUNTIMES = web.AppKey("runtimes", Runtimes)
 SOURCES = web.AppKey("sources", SourceFunctions)
+LOGINS = web.AppKey("logins", Logins)
 # A lookup names the layers of one image: Docker caps an image at 127, overlayfs at about 500.
 MAX_LOOKUP_DIFF_IDS = 1000
 MAX_LOOKUP_BYTES = 128 << 10
@@ -89,7 +102,9 @@ UPLOAD_CHUNK_BYTES = 1 << 20
 SOCKET_MODE = 0o660
 # Members of this group may use the unix socket without sudo, like docker's "docker" group.
 SOCKET_GROUP = "faas"
-DEPLOY_PARAMS = frozenset({"tag", "image", "force", *LIMIT_PARAMETERS})
+DEPLOY_PARAMS = frozenset({"tag", "image", "force", "env", *LIMIT_PARAMETERS})
+PULL_FIELDS = frozenset({"reference", "limits", "environment", "credentials", "dry_run", "force"})
+MAX_JSON_BODY = 256 << 10
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -101,8 +116,10 @@ def function_json(function: Function) -> dict[str, Any]:
         "version": version.number,
         "image": version.image,
         "digest": version.digest,
+        "pulled": version.pulled,
         "entrypoint": list(version.config.entrypoint),
         "cmd": list(version.config.cmd),
+        "env": list(version.config.env),
         "limits": dataclasses.asdict(version.limits),
         "created": function.created,
         "updated": version.created,
@@ -126,6 +143,7 @@ def version_json(version: Version, current: int) -> dict[str, Any]:
         "current": version.number == current,
         "image": version.image,
         "digest": version.digest,
+        "pulled": version.pulled,
         "entrypoint": list(version.config.entrypoint),
         "cmd": list(version.config.cmd),
         "limits": dataclasses.asdict(version.limits),
@@ -274,6 +292,17 @@ async def receive_upload(request: web.Request, function: str) -> Path:
         raise
 
 
+def environment_param(params: dict[str, str]) -> dict[str, str]:
+    """The ``env`` query parameter: a JSON object of NAME: value strings."""
+    if "env" not in params:
+        return {}
+    try:
+        value = json.loads(params["env"])
+    except ValueError as exc:
+        raise InvalidRequest(f"the query parameter env is not JSON: {exc}") from exc
+    return check_environment(value, "the query parameter env")
+
+
 def flag_param(params: dict[str, str], key: str) -> bool:
     """A yes/no query parameter: ``1`` or ``true``, ``0`` or ``false``; absent is no."""
     value = params.get(key, "0").lower()
@@ -289,9 +318,12 @@ async def deploy(request: web.Request, name: str, params: dict[str, str]) -> Fun
     image = reference_param(params, "image") or tag or name
     limits = request.app[CONFIG].limits.with_overrides(params)
     force = flag_param(params, "force")
+    environment = environment_param(params)
     upload = await receive_upload(request, name)
     try:
-        return await request.app[FUNCTIONS].deploy(name, upload, image=image, tag=tag, limits=limits, force=force)
+        return await request.app[FUNCTIONS].deploy(
+            name, upload, image=image, tag=tag, limits=limits, force=force, environment=environment
+        )
     finally:
         upload.unlink(missing_ok=True)
 
@@ -316,7 +348,7 @@ async def post_source_function(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     limits = config.limits.with_overrides(params)
     force = flag_param(params, "force")
-    body = await json_body(request, MAX_SOURCE_BODY_FACTOR * config.max_source_bytes + 65536)
+    body = await read_json(request, MAX_SOURCE_BODY_FACTOR * config.max_source_bytes + 65536)
     sources = request.app[SOURCES]
     try:
         function = await sources.deploy(name, sources.parse(body), limits, force)
@@ -325,8 +357,8 @@ async def post_source_function(request: web.Request) -> web.Response:
     return web.json_response(function_json(function), status=201)
 
 
-async def json_body(request: web.Request, max_bytes: int) -> Any:
-    """The request's JSON body, refused when over ``max_bytes`` or not JSON."""
+async def read_json(request: web.Request, max_bytes: int) -> Any:
+    """The request's JSON body, read as it streams and refused once over ``max_bytes`` or not JSON."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise InvalidRequest(f"the body declares {request.content_length} bytes, over the {max_bytes} byte limit")
     data = bytearray()
@@ -373,6 +405,144 @@ async def delete_runtime(request: web.Request) -> web.Response:
 
     runtime = await request.app[RUNTIMES].remove(name, users)
     return web.json_response({"removed": runtime.name})
+
+
+async def json_body(request: web.Request, fields: frozenset[str]) -> dict[str, Any]:
+    """The request's JSON object, bounded, with no field the route does not know."""
+    if request.content_length is None or request.content_length > MAX_JSON_BODY:
+        raise InvalidRequest(f"send a JSON object of at most {MAX_JSON_BODY} bytes, with its length")
+    body = await read_json(request, MAX_JSON_BODY)
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    unknown = sorted(set(body) - fields)
+    if unknown:
+        raise InvalidRequest(f"unknown field {shown(unknown[0])}: {request.path} takes {', '.join(sorted(fields))}")
+    return body
+
+
+def limits_field(config: Config, value: object) -> Limits:
+    """A pull's ``limits``: the same names and values as the deploy's query parameters."""
+    if value is None:
+        return config.limits
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise InvalidRequest('limits must be an object of NAME: value strings, e.g. {"memory": "128m"}')
+    unknown = sorted(set(value) - set(LIMIT_PARAMETERS))
+    if unknown:
+        raise InvalidRequest(f"unknown limit {shown(unknown[0])}: the limits are {', '.join(LIMIT_PARAMETERS)}")
+    return config.limits.with_overrides(value)
+
+
+async def post_pull(request: web.Request) -> web.StreamResponse:
+    """Pull an image from its registry as the next version of ``name``, and stream the progress.
+
+    Everything up to the manifest and config (the reference, the credentials, the platform) is
+    answered with its own status; from the first layer on, the answer is 200 and JSON lines, the
+    last of which says how it ended (``deployed``, ``unchanged``, ``planned`` or ``error``).
+    """
+    name = function_name(request)
+    query_params(request)
+    config = request.app[CONFIG]
+    body = await json_body(request, PULL_FIELDS)
+    if not isinstance(body.get("reference"), str):
+        raise InvalidRequest("the body names the image to pull in 'reference', e.g. 127.0.0.1:5000/team/app:1")
+    reference = Reference.parse(body["reference"])
+    limits = limits_field(config, body.get("limits"))
+    environment = check_environment(body.get("environment") or {}, "environment")
+    dry_run, force = body.get("dry_run", False), body.get("force", False)
+    if not isinstance(dry_run, bool) or not isinstance(force, bool):
+        raise InvalidRequest("dry_run and force are true or false")
+    credentials = None
+    if body.get("credentials") is not None:
+        credentials = Credentials.from_json(body["credentials"], "credentials")
+    else:
+        credentials = await asyncio.to_thread(request.app[LOGINS].get, reference.registry)
+    functions = request.app[FUNCTIONS]
+    async with registry_session(config.registry_timeout_seconds) as session:
+        client = DistributionClient(session, reference, credentials, reference.registry in config.insecure_registries)
+        pull = Pull(client, reference, request.app[LAYERS].holds)
+        await pull.resolve()
+        image = str(reference)
+        same = None
+        if not force:
+            same = functions.same_image(
+                name, pull.config_digest, with_environment(pull.image_config, environment), limits
+            )
+        response = web.StreamResponse(headers={hdrs.CONTENT_TYPE: "application/x-ndjson"})
+        await response.prepare(request)
+
+        async def send(event: dict[str, Any]) -> None:
+            await response.write(json.dumps(event).encode() + b"\n")
+
+        await send(
+            {
+                "event": "resolved",
+                "reference": image,
+                "digest": pull.resolved_digest,
+                "image_id": pull.config_digest,
+                "changed": same is None,
+                "layers": [layer.to_json() for layer in pull.layers],
+            }
+        )
+        try:
+            if dry_run:
+                await send({"event": "planned", "changed": same is None})
+            elif same is not None:
+                await send({"event": "unchanged", "changed": False, "function": function_json(same)})
+            else:
+                archive = await pull.fetch(config.uploads_dir, config.max_upload_bytes, send)
+                try:
+                    function = await functions.deploy(
+                        name, archive, image, None, limits, force, environment, pull.resolved_digest
+                    )
+                finally:
+                    archive.unlink(missing_ok=True)
+                await send({"event": "deployed", "changed": True, "function": function_json(function)})
+        except SameImage as unchanged:  # pushed again, meanwhile, as it was
+            await send({"event": "unchanged", "changed": False, "function": function_json(unchanged.function)})
+        except FaasError as exc:
+            metrics.ERRORS.labels(type(exc).__name__).inc()
+            log.warning("pull failed function=%s reference=%s error=%s", name, image, exc.message)
+            await send({"event": "error", "status": exc.status, "error": exc.message})
+    await response.write_eof()
+    return response
+
+
+def registry_param(request: web.Request) -> str:
+    """The ``{registry}`` of the route: host[:port], as an image reference names it."""
+    registry = request.match_info["registry"]
+    parsed = Reference.parse(f"{registry}/login-check")
+    if parsed.registry != registry:
+        raise InvalidRequest(f"{shown(registry)} is not a registry: give HOST:PORT, e.g. 127.0.0.1:5000")
+    return registry
+
+
+async def put_login(request: web.Request) -> web.Response:
+    """Check the credentials against the registry (as docker login does), then keep them."""
+    registry = registry_param(request)
+    query_params(request)
+    config = request.app[CONFIG]
+    credentials = Credentials.from_json(await json_body(request, frozenset({"username", "password"})), "the body")
+    reference = Reference.parse(f"{registry}/login-check")
+    async with registry_session(config.registry_timeout_seconds) as session:
+        client = DistributionClient(session, reference, credentials, registry in config.insecure_registries)
+        await client.check_login()
+    await asyncio.to_thread(request.app[LOGINS].put, registry, credentials)
+    log.info("registry login registry=%s username=%s", registry, credentials.username)
+    return web.json_response({"registry": registry, "username": credentials.username})
+
+
+async def delete_login(request: web.Request) -> web.Response:
+    registry = registry_param(request)
+    query_params(request)
+    if not await asyncio.to_thread(request.app[LOGINS].remove, registry):
+        raise NotFound(f"faasd holds no login for {registry}")
+    log.info("registry logout registry=%s", registry)
+    return web.json_response({"registry": registry})
+
+
+async def list_logins(request: web.Request) -> web.Response:
+    query_params(request)
+    return web.json_response({"registries": await asyncio.to_thread(request.app[LOGINS].registries)})
 
 
 async def lookup_layers(request: web.Request) -> web.Response:
@@ -526,6 +696,7 @@ def make_app(
     app[FUNCTIONS] = functions
     app[LOGS] = logs
     app[LAYERS] = layers
+    app[LOGINS] = Logins(config.logins_path)
     app.on_shutdown.append(end_follows)
     if token is not None:
         routes.attach(app, token, functions, config.port)
@@ -539,7 +710,11 @@ def make_app(
             web.get("/v1/functions/{name}/versions", get_versions),
             web.post("/v1/functions/{name}/rollback", post_rollback),
             web.put("/v1/functions/{name}/versions/{version}/address", put_version_address),
+            web.post("/v1/functions/{name}/pull", post_pull),
             web.post("/v1/layers/lookup", lookup_layers),
+            web.get("/v1/registries", list_logins),
+            web.put("/v1/registries/{registry}/login", put_login),
+            web.delete("/v1/registries/{registry}/login", delete_login),
             web.get("/healthz", healthz),
             web.get("/metrics", get_metrics),
             web.post("/api/new", legacy_new),

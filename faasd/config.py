@@ -80,6 +80,8 @@ class Config:
     wrappers_dir: Path = Path(__file__).resolve().parent.parent / "handlers"
     max_source_bytes: int = 1024 * 1024
     build_timeout_seconds: float = 120.0
+    insecure_registries: frozenset[str] = frozenset()  # host:port pulled from over plain HTTP
+    registry_timeout_seconds: float = 30.0  # to connect to a registry, and between two reads
 
     @property
     def database_path(self) -> Path:
@@ -102,6 +104,11 @@ class Config:
     def token_path(self) -> Path:
         """The bearer token the TCP listener asks for; readable by root only."""
         return self.state_dir / "api.token"
+
+    @property
+    def logins_path(self) -> Path:
+        """Credentials ``faas login`` stored, by registry; readable by root only."""
+        return self.state_dir / "registry-logins.json"
 
     @property
     def lock_path(self) -> Path:

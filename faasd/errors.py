@@ -11,10 +11,12 @@ answers with and a message that says what to do. Errors are raised deep, chained
     │   ├── InvalidCode (400)        source code that cannot serve: a syntax error, no handler
     │   └── UploadCut (400)          the client hung up before the upload ended
     ├── Unauthorized (401)           the TCP API was called without the right bearer token
+    ├── RegistryDenied (403)         an image registry refused the credentials, or asks for some
     ├── NotFound (404)               no function by that name
     ├── Conflict (409)               the operation collides with current state
     ├── ImageTooLarge (413)          the upload or its unpacked size is over the limit
     ├── InsufficientStorage (507)    the disk filled up during an import
+    ├── RegistryUnavailable (502)    an image registry is down, slow, or answered out of protocol
     └── RuntimeFailure (500)         runc or the kernel refused an operation
         └── RuncError (500)          runc exited non-zero (status and stderr attached)
 """
@@ -62,6 +64,22 @@ class Unauthorized(FaasError):
     """Raised when a request on the TCP listener lacks the bearer token or carries a wrong one."""
 
     status = 401
+
+
+class RegistryDenied(FaasError):
+    """Raised when an image registry refuses a pull or a login: no credentials, or wrong ones.
+
+    Not 401: that status belongs to faasd's own token, and faas reads it so.
+    """
+
+    status = 403
+
+
+class RegistryUnavailable(FaasError):
+    """Raised when an image registry cannot be reached, does not answer in time, or answers
+    with something the distribution API does not allow."""
+
+    status = 502
 
 
 class NotFound(FaasError):

@@ -14,7 +14,7 @@ import ipaddress
 import logging
 import socket
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from pathlib import Path
 
@@ -22,7 +22,9 @@ from faasd import metrics
 from faasd.admission import Admission, Overloaded
 from faasd.config import Config
 from faasd.dispatch import Dispatcher
+from faasd.environment import with_environment
 from faasd.errors import Conflict, FaasError, NotFound, RuntimeFailure
+from faasd.images.archive import ImageConfig
 from faasd.images.store import ImageStore
 from faasd.limits import Limits
 from faasd.logs import FunctionLog, Logs
@@ -319,15 +321,31 @@ class Functions:
             return
         log.info("restored function=%s version=%s ip=%s pinned=true", version.function, version.number, version.ip)
 
-    async def deploy(
-        self, name: str, archive: Path, image: str, tag: str | None, limits: Limits, force: bool = False
-    ) -> Function:
-        """Import ``archive`` as a new version of ``name``, whose containers get ``limits``,
-        and switch new connections to it.
+    def same_image(self, name: str, digest: str, config: ImageConfig, limits: Limits) -> Function | None:
+        """``name`` as it is, if its current version has this image, environment and limits."""
+        current = self._current(name)
+        if current is None or (current.digest, current.config, current.limits) != (digest, config, limits):
+            return None
+        return self._registry.get(name)
 
-        The image the current version already has, with the same limits, is no new version unless
-        ``force``: it would only push an older, real rollback target out of the kept ones.
-        ``SameImage`` says so, and nothing changes.
+    async def deploy(
+        self,
+        name: str,
+        archive: Path,
+        image: str,
+        tag: str | None,
+        limits: Limits,
+        force: bool = False,
+        environment: Mapping[str, str] | None = None,
+        pulled: str | None = None,
+    ) -> Function:
+        """Import ``archive`` as a new version of ``name``, whose containers get ``limits`` and
+        ``environment`` over the image's own, and switch new connections to it. ``pulled`` is
+        the manifest digest of an image pulled from a registry.
+
+        The image the current version already has, with the same environment and limits, is no
+        new version unless ``force``: it would only push an older, real rollback target out of the
+        kept ones. ``SameImage`` says so, and nothing changes.
         """
         validate_name(name)
         async with self._locks[name]:
@@ -335,11 +353,13 @@ class Functions:
             metrics.IMPORT_BYTES.inc(archive.stat().st_size)
             with metrics.IMPORT_DURATION.time():
                 imported = await asyncio.to_thread(self._store.import_image, archive, name, number, tag)
-            current = self._current(name)
-            if not force and current is not None and (current.digest, current.limits) == (imported.digest, limits):
+            config = with_environment(imported.config, environment or {})
+            if not force and (same := self.same_image(name, imported.digest, config, limits)) is not None:
                 await asyncio.to_thread(self._store.remove_version, name, number)
-                log.info("deploy unchanged function=%s same_as=%s digest=%s", name, current.number, current.digest)
-                raise SameImage.of(self._registry.get(name))
+                log.info(
+                    "deploy unchanged function=%s same_as=%s digest=%s", name, same.current.number, imported.digest
+                )
+                raise SameImage.of(same)
             try:
                 function = await asyncio.to_thread(
                     self._registry.add_version,
@@ -347,10 +367,11 @@ class Functions:
                     number,
                     image,
                     imported.digest,
-                    imported.config,
+                    config,
                     imported.uid,
                     imported.gid,
                     limits,
+                    pulled,
                 )
             except BaseException:
                 await asyncio.to_thread(self._store.remove_version, name, number)

@@ -14,6 +14,7 @@ from faasd.admission import CONTAINERS_PER_CPU, DEFAULT_QUEUE_TIMEOUT, QUEUE_PER
 from faasd.config import Config, LogLimits, TcpAddress
 from faasd.limits import Limits, parse_size
 
+REGISTRY_PATTERN = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:]+\](:[0-9]{1,5})?")
 DOMAIN_PATTERN = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
 
@@ -53,6 +54,14 @@ def parse_byte_size(_ctx: click.Context, _param: click.Parameter, value: str | i
     if size < 1:
         raise click.BadParameter("the size must be at least 1 byte")
     return size
+
+
+def parse_registries(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> frozenset[str]:
+    """Registries named as a reference names them: HOST:PORT (or HOST), no scheme nor path."""
+    for value in values:
+        if not REGISTRY_PATTERN.fullmatch(value):
+            raise click.BadParameter(f"{value!r}: give HOST:PORT as image references write it, e.g. 127.0.0.1:5000")
+    return frozenset(values)
 
 
 @click.command(context_settings={"auto_envvar_prefix": "FAASD", "show_default": True})
@@ -181,6 +190,20 @@ def parse_byte_size(_ctx: click.Context, _param: click.Parameter, value: str | i
     type=click.IntRange(min=1),
     help="Versions kept per function for rollback, the current one included; older rootfs are removed.",
 )
+@click.option(
+    "--insecure-registry",
+    "insecure_registries",
+    multiple=True,
+    callback=parse_registries,
+    metavar="HOST:PORT",
+    help="Pull from this registry over plain HTTP, without TLS (repeatable).  [default: none]",
+)
+@click.option(
+    "--registry-timeout",
+    default=Config.registry_timeout_seconds,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a registry may take to accept a connection, or between two reads, during a pull.",
+)
 @click.version_option(package_name="faasd")
 def main(
     state_dir: Path,
@@ -206,6 +229,8 @@ def main(
     max_image_size: int,
     max_image_entries: int,
     keep_versions: int,
+    insecure_registries: frozenset[str],
+    registry_timeout: float,
 ) -> None:
     """Run every TCP connection to a function in a fresh runc container.
 
@@ -235,5 +260,7 @@ def main(
         max_image_bytes=max_image_size,
         max_image_entries=max_image_entries,
         keep_versions=keep_versions,
+        insecure_registries=insecure_registries,
+        registry_timeout_seconds=registry_timeout,
     )
     sys.exit(daemon.run(config))

@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS versions (
     created  REAL NOT NULL,
     limits   TEXT NOT NULL DEFAULT '{}',
     ip       TEXT,
+    pulled   TEXT,
     PRIMARY KEY (function, version)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS versions_ip ON versions(ip);
@@ -49,6 +50,8 @@ MIGRATIONS = {
     # A version's own address, given on first ask (``faas ip NAME --version V``); NULL until then.
     2: "ALTER TABLE versions ADD COLUMN ip TEXT",
     3: "CREATE UNIQUE INDEX IF NOT EXISTS versions_ip ON versions(ip)",
+    # The manifest digest a pulled version's reference resolved to; NULL for an upload.
+    4: "ALTER TABLE versions ADD COLUMN pulled TEXT",
 }
 
 
@@ -76,6 +79,7 @@ class Version:
     created: float
     limits: Limits
     ip: ipaddress.IPv4Address | None = None  # its own address, serving only this version, once asked for
+    pulled: str | None = None  # pulled from a registry: the manifest digest ``image`` resolved to
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,16 @@ class Registry:
         self._db.close()
 
     def add_version(
-        self, name: str, number: int, image: str, digest: str, config: ImageConfig, uid: int, gid: int, limits: Limits
+        self,
+        name: str,
+        number: int,
+        image: str,
+        digest: str,
+        config: ImageConfig,
+        uid: int,
+        gid: int,
+        limits: Limits,
+        pulled: str | None = None,
     ) -> Function:
         """Register version ``number`` of ``name`` and make it current, creating the function
         (with a fresh address from the range) if it did not exist."""
@@ -159,9 +172,9 @@ class Registry:
                 else:
                     self._db.execute("UPDATE functions SET current_version = ? WHERE name = ?", (number, name))
                 self._db.execute(
-                    "INSERT INTO versions (function, version, image, digest, config, uid, gid, created, limits)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (name, number, image, digest, config.to_json(), uid, gid, now, limits.to_json()),
+                    "INSERT INTO versions (function, version, image, digest, config, uid, gid, created, limits, pulled)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (name, number, image, digest, config.to_json(), uid, gid, now, limits.to_json(), pulled),
                 )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -304,4 +317,5 @@ def _version(row: sqlite3.Row) -> Version:
         created=row["created"],
         limits=Limits.from_json(row["limits"]),
         ip=None if row["ip"] is None else ipaddress.IPv4Address(row["ip"]),
+        pulled=row["pulled"],
     )

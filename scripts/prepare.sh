@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(runc mmdebstrap busybox-static gcc libc6-dev python3-venv ca-certificates chromium chromium-driver)
+# docker-registry, skopeo, apache2-utils (htpasswd) and haproxy run the multi-node recipe in the tests;
+# podman is the baseline of bench/pull.py.
+packages=(runc mmdebstrap busybox-static gcc libc6-dev python3-venv ca-certificates chromium chromium-driver
+    docker-registry skopeo apache2-utils haproxy podman)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -405,7 +405,7 @@ class ImageArchive:
     # -- docker save: manifest.json, <config>.json, <id>/layer.tar (or blobs/sha256/<hex>) --
 
     def _read_legacy(self) -> None:
-        manifest = _parse_json(self._read_member("manifest.json"), "manifest.json")
+        manifest = parse_json(self._read_member("manifest.json"), "manifest.json")
         if not isinstance(manifest, list) or not manifest or not all(isinstance(e, dict) for e in manifest):
             raise InvalidImage("manifest.json is not a non-empty list of images")
         entry = self._choose([(e, _tags(e.get("RepoTags"))) for e in manifest])
@@ -417,12 +417,12 @@ class ImageArchive:
         config_bytes = self._read_member(config_name)
         self.digest = f"sha256:{_sha256(config_bytes)}"
         # Docker >= 25 names layers blobs/sha256/<hex>: such a name is a digest to check too.
-        self._set_config(_parse_json(config_bytes, config_name), [(layer, digest_from_name(layer)) for layer in layers])
+        self._set_config(parse_json(config_bytes, config_name), [(layer, digest_from_name(layer)) for layer in layers])
 
     # -- OCI image layout: oci-layout, index.json, blobs/sha256/<hex> --
 
     def _read_oci(self) -> None:
-        index = _parse_json(self._read_member("index.json"), "index.json")
+        index = parse_json(self._read_member("index.json"), "index.json")
         manifests = index.get("manifests") if isinstance(index, dict) else None
         if not isinstance(manifests, list) or not manifests:
             raise InvalidImage("index.json lists no manifests")
@@ -437,7 +437,7 @@ class ImageArchive:
         config_bytes = self._blob(config)
         self.digest = str(config["digest"])
         self._set_config(
-            _parse_json(config_bytes, f"config {_abbreviate(self.digest)}"),
+            parse_json(config_bytes, f"config {_abbreviate(self.digest)}"),
             [(_blob_member(d), str(d["digest"])) for d in layers],
         )
 
@@ -445,12 +445,12 @@ class ImageArchive:
         """Follow nested indexes (multi-platform images) down to one image manifest."""
         for _ in range(MAX_INDEX_DEPTH):
             name = f"manifest {_abbreviate(str(descriptor.get('digest')))}"
-            document = _parse_json(self._blob(descriptor), name)
+            document = parse_json(self._blob(descriptor), name)
             if not isinstance(document, dict):
                 raise InvalidImage(f"{name} is not a JSON object")
             media_type = descriptor.get("mediaType") or document.get("mediaType")
             if media_type in INDEX_TYPES or (media_type is None and "manifests" in document):
-                descriptor = _pick_platform(document.get("manifests"))
+                descriptor = pick_platform(document.get("manifests"))
                 continue
             if media_type is not None and media_type not in MANIFEST_TYPES:
                 raise InvalidImage(f"{name}: unsupported media type {media_type!r}")
@@ -566,7 +566,7 @@ def clean_name(name: str) -> str:
     return posixpath.normpath(name.lstrip("/"))
 
 
-def _parse_json(data: bytes, what: str) -> Any:
+def parse_json(data: bytes, what: str) -> Any:
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -645,7 +645,7 @@ def _platform_fits(descriptor: dict[str, Any], required: bool) -> bool:
     return f"{wanted.get('os')}/{wanted.get('architecture')}" == _host_platform()
 
 
-def _pick_platform(manifests: Any) -> dict[str, Any]:
+def pick_platform(manifests: Any) -> dict[str, Any]:
     """The manifest for linux on this machine's architecture, from a multi-platform index.
 
     Entries for other platforms, and buildx's attestation manifests ("unknown/unknown"), are

@@ -100,13 +100,16 @@ class Daemon:
         self.proc = None
         return code
 
-    def faas(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
-        """Run the real ``faas`` CLI against this daemon."""
+    def faas(
+        self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real ``faas`` CLI against this daemon (with ``env`` added to the environment)."""
         result = subprocess.run(
             [str(BIN / "faas"), "--socket", str(self.socket), *args],
             input=input,
             capture_output=True,
             timeout=300,
+            env=None if env is None else {**os.environ, **env},
         )
         return subprocess.CompletedProcess(
             result.args, result.returncode, result.stdout.decode(), result.stderr.decode()

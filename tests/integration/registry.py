@@ -1,0 +1,146 @@
+"""A real image registry for the tests: Debian's docker-registry on loopback, htpasswd basic auth.
+
+Images get there as users put them: ``skopeo copy`` from an archive, or, for what skopeo will
+not write (an index for another platform, an uncompressed layer), the distribution API's own
+upload calls.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import json
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+USER, PASSWORD = "alice", "correct horse"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LocalRegistry:
+    """docker-registry serving ``root`` on 127.0.0.1:``port``; ``start``/``stop`` may repeat."""
+
+    root: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        if not (self.root / "htpasswd").exists():
+            htpasswd = subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], check=True, capture_output=True)
+            (self.root / "htpasswd").write_bytes(htpasswd.stdout)
+        config = {
+            "version": 0.1,
+            "log": {"level": "error", "accesslog": {"disabled": True}},
+            "storage": {"filesystem": {"rootdirectory": str(self.root / "data")}},
+            "http": {"addr": self.host},
+            "auth": {"htpasswd": {"realm": "faasd-tests", "path": str(self.root / "htpasswd")}},
+        }
+        (self.root / "config.yml").write_text(json.dumps(config))  # YAML reads JSON
+        with open(self.root / "registry.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                ["docker-registry", "serve", str(self.root / "config.yml")], stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if self.request("GET", "/v2/")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"docker-registry did not start:\n{(self.root / 'registry.log').read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+            self.proc = None
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers={"Authorization": f"Basic {auth}", **(headers or {})})
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            conn.close()
+
+    def push_archive(self, archive: Path, repository: str, tag: str) -> str:
+        """``skopeo copy`` a docker-save archive here; the reference it is pulled by."""
+        reference = f"{self.host}/{repository}:{tag}"
+        subprocess.run(
+            [
+                "skopeo",
+                "copy",
+                "--quiet",
+                "--dest-tls-verify=false",
+                "--dest-creds",
+                f"{USER}:{PASSWORD}",
+                f"docker-archive:{archive}",
+                f"docker://{reference}",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return reference
+
+    def put_blob(self, repository: str, data: bytes) -> str:
+        """Upload ``data`` as a blob (a monolithic upload: POST, then PUT with the digest)."""
+        digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+        status, headers, _ = self.request("POST", f"/v2/{repository}/blobs/uploads/")
+        assert status == 202, status
+        location = headers["Location"]
+        separator = "&" if "?" in location else "?"
+        path = location.split(self.host, 1)[-1] + f"{separator}digest={digest}"
+        status, _, body = self.request("PUT", path, data, {"Content-Type": "application/octet-stream"})
+        assert status == 201, (status, body)
+        return digest
+
+    def manifest(self, repository: str, reference: str) -> tuple[bytes, str]:
+        accept = f"{OCI_MANIFEST}, application/vnd.docker.distribution.manifest.v2+json"
+        status, headers, body = self.request(
+            "GET", f"/v2/{repository}/manifests/{reference}", headers={"Accept": accept}
+        )
+        assert status == 200, status
+        return body, headers["Content-Type"]
+
+    def put_manifest(self, repository: str, reference: str, document: dict[str, object], media_type: str) -> str:
+        data = json.dumps(document).encode()
+        status, _, body = self.request(
+            "PUT", f"/v2/{repository}/manifests/{reference}", data, {"Content-Type": media_type}
+        )
+        assert status == 201, (status, body)
+        return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+    def blob_file(self, digest: str) -> Path:
+        """Where the registry keeps blob ``digest`` on disk (distribution's filesystem driver)."""
+        hexdigest = digest.removeprefix("sha256:")
+        return self.root / "data/docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
+
+
+def start_registry(root: Path) -> LocalRegistry:
+    if shutil.which("docker-registry") is None:
+        raise RuntimeError("docker-registry is not installed: scripts/prepare.sh installs it")
+    root.mkdir(parents=True, exist_ok=True)
+    registry = LocalRegistry(root, free_port())
+    registry.start()
+    return registry
