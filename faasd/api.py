@@ -722,17 +722,17 @@ def make_app(
             web.get("/api/list", legacy_list),
         ]
     )
-    if sources is not None:
+    if sources is not None:  # the daemon always gives them; a test of other routes may not
         app[SOURCES] = sources
         app[RUNTIMES] = sources.runtimes
-        app.add_routes(
-            [
-                web.post("/v1/functions/{name}/source", post_source_function),
-                web.post("/v1/runtimes/{name}", post_runtime),
-                web.get("/v1/runtimes", list_runtimes),
-                web.delete("/v1/runtimes/{name}", delete_runtime),
-            ]
-        )
+    app.add_routes(
+        [
+            web.post("/v1/functions/{name}/source", post_source_function),
+            web.post("/v1/runtimes/{name}", post_runtime),
+            web.get("/v1/runtimes", list_runtimes),
+            web.delete("/v1/runtimes/{name}", delete_runtime),
+        ]
+    )
     return app
 
 
