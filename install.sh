@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Quick start on Debian 12, as root: installs faasd, starts it in the background, deploys the
-# example Python handler as "hello", and prints the curl to try.
-#   FAASD_LOG    where the daemon logs           (default /var/log/faasd.log)
+# Quick start on Debian 12, as root: installs faasd, starts it (under systemd when systemd runs,
+# else in the background with packaging/faasd-background), deploys the example Python handler as
+# "hello", and prints the curl to try. Settings in /etc/default/faasd are honoured either way.
+#   FAASD_LOG    where a background faasd logs         (default /var/log/faasd.log)
 #   FAAS_CACHE   where the example's Debian base is cached (default /var/cache/faasd)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -13,15 +14,22 @@ fi
 scripts/prepare.sh
 ln -sf "$PWD/.venv/bin/faasd" /usr/local/bin/faasd
 ln -sf "$PWD/.venv/bin/faas" /usr/local/bin/faas
+ln -sf "$PWD/packaging/faasd-background" /usr/local/bin/faasd-background
 
-log="${FAASD_LOG:-/var/log/faasd.log}"
-if ! faas list >/dev/null 2>&1; then
-    nohup faasd >>"$log" 2>&1 &
+if faas list >/dev/null 2>&1; then
+    echo "install.sh: faasd already runs"
+elif [ -d /run/systemd/system ]; then
+    cp packaging/faasd.service /etc/systemd/system/faasd.service
+    systemctl daemon-reload
+    systemctl enable --now faasd
     for _ in $(seq 100); do
         faas list >/dev/null 2>&1 && break
         sleep 0.1
     done
-    faas list >/dev/null || { echo "install.sh: faasd did not start; see $log" >&2; exit 1; }
+    faas list >/dev/null || { echo "install.sh: faasd did not start; see journalctl -u faasd" >&2; exit 1; }
+    echo "faasd runs under systemd: systemctl status faasd, journalctl -u faasd, systemctl stop faasd"
+else
+    faasd-background start
 fi
 
 image="$(mktemp --suffix=.tar)"
@@ -30,5 +38,5 @@ echo "install.sh: building the example image (the first time takes a minute or t
 .venv/bin/python -m tools.build_image python "$image" --cache "${FAAS_CACHE:-/var/cache/faasd}"
 faas new hello -f "$image"
 echo
-echo "faasd is running (log: $log). Try:"
+echo "Try:"
 echo "  curl http://\$(faas ip hello)/"

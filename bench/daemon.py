@@ -54,6 +54,11 @@ class BenchDaemon:
         ip = subprocess.run([*self._faas, "ip", name], check=True, capture_output=True, text=True).stdout.strip()
         return (ip, 80), seconds
 
+    def try_deploy(self, name: str, image: Path) -> str:
+        """Deploy ``image`` as ``name``; what ``faas new`` said when it refused, "" when it deployed."""
+        result = subprocess.run([*self._faas, "new", name, "-f", str(image)], capture_output=True, text=True)
+        return result.stderr.strip() if result.returncode else ""
+
     def remove(self, name: str) -> None:
         """``faas rm``: its containers, warm ones included, stop and give back their slots."""
         subprocess.run([*self._faas, "rm", name], check=True, capture_output=True)

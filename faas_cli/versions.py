@@ -69,6 +69,14 @@ def render_versions(versions: list[dict[str, Any]]) -> list[str]:
     return table(rows)
 
 
+def gateway_field(function: dict[str, Any]) -> list[tuple[str, str]]:
+    """The Gateway line of ``faas describe``, when a gateway runs (a faasd without one sends null)."""
+    gateway = function.get("gateway")
+    if not gateway:
+        return []
+    return [("Gateway", f"{gateway['url']}  (curl -H 'Host: {function['name']}' http://{gateway['address']}/)")]
+
+
 def render_describe(function: dict[str, Any]) -> list[str]:
     """The lines ``faas describe`` prints: the function as it serves now, then its versions."""
     requests = function["requests"]
@@ -77,6 +85,7 @@ def render_describe(function: dict[str, Any]) -> list[str]:
     fields = [
         ("Name", function["name"]),
         ("IP", function["ip"]),
+        *gateway_field(function),
         ("Version", f"{function['version']} (kept: {kept})"),
         ("Image", function["image"]),
         *([("Runtime", function["runtime"]), ("Entry", function["entry"])] if "runtime" in function else []),

@@ -141,18 +141,27 @@ class Gateway:
             host = host_header(head)
             name = function_name(host, self._domain)
             if name is None:
-                raise BadHead(HTTPStatus.NOT_FOUND, f"no function is reached as {host!r}")
+                raise BadHead(HTTPStatus.NOT_FOUND, f"no function is reached as {host!r}: {self._host_forms()}")
             self._route(name, client, peer)
         except BadHead as exc:
             await self._refuse(client, peer, exc.status, exc.message)
         except FaasError as exc:
-            await self._refuse(client, peer, HTTPStatus(exc.status), exc.message)
+            message = f"{exc.message}: {self._host_forms()}" if exc.status == HTTPStatus.NOT_FOUND else exc.message
+            await self._refuse(client, peer, HTTPStatus(exc.status), message)
         except OSError as exc:
             self._refusals.log(logging.INFO, "gateway connection lost peer=%s:%s error=%s", *peer, exc)
             client.close()
         except BaseException:
             client.close()
             raise
+
+    def _host_forms(self) -> str:
+        """The Host values the gateway routes, with this gateway's own address in the examples."""
+        host, port = self._sock.getsockname()[:2]
+        return (
+            f"the Host header names a function as NAME.{self._domain} or NAME (a port after either is ignored), "
+            f"e.g. curl http://NAME.{self._domain}:{port}/ or curl -H 'Host: NAME' http://{host}:{port}/"
+        )
 
     async def _head(self, client: socket.socket, address: str) -> bytes:
         """The request head, once whole; at most ``MAX_PENDING`` wait at once, ``MAX_PENDING_PER_PEER``

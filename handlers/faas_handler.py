@@ -71,6 +71,8 @@ CONTROL_SOCKET = "/control.sock"
 MAX_MESSAGE_BYTES = 1024  # protocol v1: the metadata never exceeds this
 MAX_CHUNKED_BODY = 16 * 1024 * 1024  # a chunked request body is read whole, into memory
 MAX_DRAIN = 1024 * 1024  # body bytes the app left unread that are skipped to keep the connection
+DEADLINE_MARGIN = 0.5  # seconds kept free before the daemon's deadline: the last response ends, the process exits
+LINGER = 1.0  # the most seconds a closing connection waits for the client's end (see _linger)
 MAX_LINE = 65536  # the request line, each header line, each chunk size line
 MAX_HEADERS = 100  # header fields in one request
 ASGI_READ = 65536  # the most body bytes one ASGI ``http.request`` message carries
@@ -80,6 +82,11 @@ STYLES = ("wsgi", "asgi", "plain")
 
 class HandoffError(Exception):
     """The daemon's control message could not be received or did not carry a client socket."""
+
+
+class Retired(HandoffError):
+    """The daemon hung up ``/control.sock`` without handing over a connection: it retires this
+    container (a warm pool emptied, a function removed), which has nothing left to serve."""
 
 
 class LifespanError(Exception):
@@ -95,8 +102,12 @@ def accept(path: str | None = None) -> tuple[socket.socket, dict[str, Any]]:
             control.connect(path)
             # socket.recv_fds (3.9+) wraps this very call; recvmsg keeps a single path back to 3.8.
             message, ancillary, _flags, _address = control.recvmsg(MAX_MESSAGE_BYTES, socket.CMSG_SPACE(fds.itemsize))
+        except ConnectionResetError as exc:  # the listening socket closed while we waited in its queue
+            raise Retired(f"{path} was closed without a connection") from exc
         except OSError as exc:
             raise HandoffError(f"cannot receive from {path} (is this running under faasd?): {exc}") from exc
+    if not message and not ancillary:  # the end of the stream, not a message
+        raise Retired(f"{path} was closed without a connection")
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
@@ -211,15 +222,19 @@ def _serve_connections(app: WSGIApp, path: str | None) -> None:
     """Serve each connection the daemon hands over: one, or more while its message says so."""
     more = True
     while more:
-        client, metadata = accept(path)
+        try:
+            client, metadata = accept(path)
+        except Retired:  # the daemon's decision, not a failure: nothing to log
+            return
         more = metadata.get("more") is True
         with client:
+            connection = _Connection(client, metadata, app)
             try:
-                _Connection(client, metadata, app).serve()
+                connection.serve()
             except ConnectionError as exc:  # the client left mid-request: its business, not a failure
                 _log(metadata, f"client gone: {exc}")
                 continue
-            _linger(client)
+            _linger(client, connection.deadline.bounded(LINGER))
 
 
 def _exit_process() -> None:
@@ -250,7 +265,7 @@ def _log(metadata: Mapping[str, Any], event: str) -> None:
     sys.stderr.write(f"faas_handler id={metadata.get('id', '-')} {event}\n")
 
 
-def _linger(client: socket.socket, seconds: float = 1.0) -> None:
+def _linger(client: socket.socket, seconds: float) -> None:
     """Half-close, then discard what the client still sends, for a moment (RFC 9112 9.6).
 
     Closing with unread input (say, the rest of a refused upload) makes the kernel answer with a
@@ -746,7 +761,7 @@ class _Lifespan:
 
 def _http_scope(environ: Mapping[str, Any], state: dict[str, Any]) -> Message:
     """The ASGI HTTP connection scope for one request, from the WSGI environ serve() makes."""
-    raw_path = environ.get("REQUEST_URI", environ.get("PATH_INFO", "/")).partition("?")[0]
+    raw_path = _split_target(environ.get("REQUEST_URI", environ.get("PATH_INFO", "/")))[1]
     headers = _environ_headers(environ)
     return {
         "type": "http",
@@ -830,24 +845,68 @@ def _read_head(rfile: Any) -> _Head | None:
     method, target, major, minor = match.groups()
     if major != "1":
         raise _Refused("505 HTTP Version Not Supported", f"HTTP/{major}.{minor} is not served here, HTTP/1.1 is")
-    fields = []
+    # HTTP/1.2 and on would be read as 1.1 (RFC 9110 2.5); 1.0 gets one response, then the close.
+    head = _Head(method, target, "HTTP/1.0" if minor == "0" else "HTTP/1.1", _read_fields(rfile, "header"))
+    hosts = len(head.values("Host"))
+    if hosts > 1 or (hosts == 0 and head.version == "HTTP/1.1"):  # RFC 9112 3.2: a MUST, either way
+        raise _Refused("400 Bad Request", f"{hosts} Host fields: an HTTP/1.1 request has one, any request at most one")
+    return head
+
+
+# RFC 9112 3.2.2: the absolute-form, as clients send it to a proxy: scheme "://" authority path ["?" query].
+_ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://([^/?]*)([^?]*)(?:\?(.*))?")
+
+
+def _split_target(target: str) -> tuple[str | None, str, str]:
+    """A request target's authority (of the absolute-form only), path and query, still percent-encoded."""
+    absolute = _ABSOLUTE_FORM.fullmatch(target)
+    if absolute is None:
+        path, _, query = target.partition("?")
+        return None, path, query
+    return absolute[1], absolute[2] or "/", absolute[3] or ""
+
+
+def _read_fields(rfile: Any, kind: str) -> list[tuple[str, str]]:
+    """Field lines up to the empty line that ends them (RFC 9112 5): a head's header fields, or
+    the trailer fields after a chunked body; ``kind`` ("header", "trailer") names them when refused."""
+    fields: list[tuple[str, str]] = []
     while True:
         line = rfile.readline(MAX_LINE + 1)
         if line in (b"\r\n", b"\n"):
-            break
+            return fields
         if len(line) > MAX_LINE:
-            raise _Refused("431 Request Header Fields Too Large", f"Header line over {MAX_LINE} bytes")
+            raise _Refused("431 Request Header Fields Too Large", f"{kind.title()} line over {MAX_LINE} bytes")
         if len(fields) == MAX_HEADERS:
-            raise _Refused("431 Request Header Fields Too Large", f"More than {MAX_HEADERS} header fields")
+            raise _Refused("431 Request Header Fields Too Large", f"More than {MAX_HEADERS} {kind} fields")
         text = _line_text(line)
         if text[:1] in (" ", "\t"):
-            raise _Refused("400 Bad Request", f"Folded header line {text[:80]!r} (obsolete, RFC 9112 5.2)")
+            raise _Refused("400 Bad Request", f"Folded {kind} line {text[:80]!r} (obsolete, RFC 9112 5.2)")
         match = _FIELD_LINE.fullmatch(text)
         if match is None:
-            raise _Refused("400 Bad Request", f"Bad header line {text[:80]!r}")
+            raise _Refused("400 Bad Request", f"Bad {kind} line {text[:80]!r}")
         fields.append((match[1], match[2].rstrip(" \t")))
-    # HTTP/1.2 and on would be read as 1.1 (RFC 9110 2.5); 1.0 gets one response, then the close.
-    return _Head(method, target, "HTTP/1.0" if minor == "0" else "HTTP/1.1", fields)
+
+
+def _body_length(head: _Head) -> int | None:
+    """The request body's length, or None for a chunked body (RFC 9112 6.3); what cannot be framed is refused."""
+    codings = head.values("Transfer-Encoding")
+    if codings:
+        if ",".join(codings).strip().lower() != "chunked":
+            raise _Refused("501 Not Implemented", f"Transfer-Encoding {codings!r} is not supported")
+        return None
+    # RFC 9110 8.6: a list of one length repeated ("3, 3", or two fields) is that length.
+    lengths = {item.strip() for value in head.values("Content-Length") for item in value.split(",")}
+    if len(lengths) > 1 or not all(re.fullmatch(r"[0-9]{1,18}", value) for value in lengths):
+        raise _Refused("400 Bad Request", f"Bad Content-Length {head.values('Content-Length')!r}")
+    return int(lengths.pop()) if lengths else 0
+
+
+def _keep_alive(head: _Head) -> bool:
+    """Whether the connection may carry another request after this one, as far as the request goes."""
+    if head.values("Transfer-Encoding") and head.values("Content-Length"):
+        return False  # RFC 9112 6.3: such a message may be smuggling another; close after it
+    # An HTTP/1.0 client needs "Connection: keep-alive" both ways; one request is simpler.
+    return head.version == "HTTP/1.1" and "close" not in head.tokens("Connection")
 
 
 def _line_text(line: bytes) -> str:
@@ -857,9 +916,49 @@ def _line_text(line: bytes) -> str:
     return line[: -2 if line.endswith(b"\r\n") else -1].decode("latin-1")
 
 
+class _Deadline:
+    """When the daemon kills the container, and what still fits before then.
+
+    The handoff metadata says when (``deadline``, Unix ms); the kill comes then, whatever the
+    container is doing. A request is taken only while one as slow as the slowest so far on this
+    connection can still end DEADLINE_MARGIN before it, so none is cut off mid-way.
+    """
+
+    def __init__(self, at: float | None) -> None:
+        self.at = at  # on time.monotonic()'s clock; None when the daemon gave no deadline
+        self.slowest = 0.0  # seconds, from a request's first byte to its response's end
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> _Deadline:
+        unix_ms = metadata.get("deadline")
+        if isinstance(unix_ms, bool) or not isinstance(unix_ms, (int, float)):
+            return cls(None)
+        return cls(time.monotonic() + unix_ms / 1000 - time.time())
+
+    def room_for_another(self, started: float) -> bool:
+        """Whether, after the request that began at ``started`` (monotonic), another as slow as
+        the slowest so far, or as this one, could still be served in time."""
+        if self.at is None:
+            return True
+        now = time.monotonic()
+        return now + max(self.slowest, now - started) + DEADLINE_MARGIN <= self.at
+
+    def wait_for_request(self) -> float | None:
+        """How long the next request may be waited for: None for ever, 0 or less not at all."""
+        if self.at is None:
+            return None
+        return self.at - DEADLINE_MARGIN - self.slowest - time.monotonic()
+
+    def bounded(self, seconds: float) -> float:
+        """``seconds``, or what is left before the deadline less half the margin: for the close."""
+        if self.at is None:
+            return seconds
+        return max(0.0, min(seconds, self.at - DEADLINE_MARGIN / 2 - time.monotonic()))
+
+
 class _Connection:
     """Reads requests off the client's socket, runs the WSGI app on each and keeps the connection
-    alive (HTTP/1.1) for as long as every response ended cleanly."""
+    alive (HTTP/1.1) for as long as every response ended cleanly and the deadline leaves time."""
 
     def __init__(self, client: socket.socket, metadata: dict[str, Any], app: WSGIApp) -> None:
         self.client = client
@@ -869,13 +968,15 @@ class _Connection:
         self.local = client.getsockname()
         self.rfile = client.makefile("rb")
         self.wfile = client.makefile("wb")  # buffered: status line, headers and a first chunk leave in one segment
+        self.deadline = _Deadline.from_metadata(metadata)
+        self.answered = 0  # responses sent
 
     def serve(self) -> None:
         # Each response is flushed on purpose; Nagle's algorithm would only delay it.
         self.client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
         try:
-            while self._serve_one():
-                pass
+            while self._next_request_in_time() and self._serve_one(time.monotonic()):
+                self.answered += 1
         finally:
             self.rfile.close()
             try:
@@ -883,8 +984,24 @@ class _Connection:
             except OSError:  # the client is gone; what was left to send has nowhere to go
                 pass
 
-    def _serve_one(self) -> bool:
-        """Answer the next request; whether the connection may carry another."""
+    def _next_request_in_time(self) -> bool:
+        """Wait for the next request's first byte (or the end of the stream). On a kept-alive
+        connection, only as long as one as slow as the slowest so far could still be served
+        before the deadline: False then, and the idle connection closes before the kill."""
+        wait = self.deadline.wait_for_request() if self.answered else None
+        if wait is not None and wait <= 0:
+            return False
+        self.client.settimeout(wait)
+        try:
+            self.rfile.peek(1)  # what is buffered already, or one read
+        except socket.timeout:  # noqa: UP041 - TimeoutError is socket.timeout from 3.10 on only
+            return False
+        finally:
+            self.client.settimeout(None)
+        return True
+
+    def _serve_one(self, started: float) -> bool:
+        """Answer the next request, whose first byte came at ``started``; whether the connection may carry another."""
         try:
             head = _read_head(self.rfile)
             if head is None:
@@ -893,32 +1010,29 @@ class _Connection:
         except _Refused as refused:
             self._refuse(refused)
             return False
-        # An HTTP/1.0 client needs "Connection: keep-alive" both ways; one request is simpler.
-        keep_alive = head.version == "HTTP/1.1" and "close" not in head.tokens("Connection")
-        if head.values("Transfer-Encoding") and head.values("Content-Length"):
-            keep_alive = False  # RFC 9112 6.1: such a message may be smuggling another
+        keep_alive = _keep_alive(head)
 
         def log(status: str, size: int) -> None:
             _log(self.metadata, f'"{head.method} {head.target} {head.version}" {status} {size}')
 
-        response = _Response(body, self.wfile, self._environ(head, length), not keep_alive, log)
+        def last() -> bool:
+            # More body left unread than is worth skipping, or no time left for another request:
+            # the connection ends after this response, and the response says so.
+            return not keep_alive or body.unread > MAX_DRAIN or not self.deadline.room_for_another(started)
+
+        response = _Response(body, self.wfile, self._environ(head, length), last, log)
         response.run(self.app)
-        return keep_alive and response.complete and body.drain(MAX_DRAIN)
+        self.deadline.slowest = max(self.deadline.slowest, time.monotonic() - started)
+        return response.keep_alive and response.complete and body.drain(MAX_DRAIN)
 
     def _request_body(self, head: _Head) -> tuple[_Body, str]:
         """``wsgi.input`` and ``CONTENT_LENGTH`` for this request (RFC 9112 section 6)."""
-        codings = head.values("Transfer-Encoding")
-        lengths = [value.strip() for value in head.values("Content-Length")]
-        if codings:
-            if ",".join(codings).strip().lower() != "chunked":
-                raise _Refused("501 Not Implemented", f"Transfer-Encoding {codings!r} is not supported")
-            self._continue(head)
+        length = _body_length(head)
+        self._continue(head)
+        if length is None:
             data = _read_chunked(self.rfile)
             return _Body(io.BytesIO(data), len(data)), str(len(data))
-        if len(set(lengths)) > 1 or not all(re.fullmatch(r"[0-9]{1,18}", value) for value in lengths):
-            raise _Refused("400 Bad Request", f"Bad Content-Length {lengths!r}")
-        self._continue(head)
-        return _Body(self.rfile, int(lengths[0]) if lengths else 0), lengths[0] if lengths else ""
+        return _Body(self.rfile, length), str(length) if head.values("Content-Length") else ""
 
     def _continue(self, head: _Head) -> None:
         """Answer ``Expect: 100-continue`` at once: the client waits for it before the body (RFC 9110 10.1.1)."""
@@ -939,14 +1053,14 @@ class _Connection:
 
     def _environ(self, head: _Head, content_length: str) -> dict[str, Any]:
         """The CGI part of the PEP 3333 environ; wsgiref adds the ``wsgi.*`` keys."""
-        path, _, query = head.target.partition("?")
+        authority, path, query = _split_target(head.target)
         content_types = head.values("Content-Type")
-        environ = {
+        environ: dict[str, Any] = {
             "REQUEST_METHOD": head.method,
             "SCRIPT_NAME": "",
             "PATH_INFO": _unquote(path, "latin-1"),  # PEP 3333: bytes as latin-1, as wsgiref does
             "QUERY_STRING": query,
-            "REQUEST_URI": head.target,  # as sent, still percent-encoded: ASGI's raw_path
+            "REQUEST_URI": head.target,  # as sent, still percent-encoded; its path is ASGI's raw_path
             "SERVER_NAME": str(self.local[0]),
             "SERVER_PORT": str(self.local[1]),
             "SERVER_PROTOCOL": head.version,
@@ -962,45 +1076,84 @@ class _Connection:
             if "_" in name or key in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
                 continue  # "X_User" would pose as "X-User" in the environ; dropped, as nginx does
             environ[key] = environ[key] + "," + value if key in environ else value
+        if authority is not None:  # RFC 9112 3.2.2: the target's authority, not the Host field, names the host
+            environ["HTTP_HOST"] = authority
         return environ
 
 
 class _Response(wsgiref.handlers.SimpleHandler):
     """wsgiref's PEP 3333 half (start_response with exc_info, write(), the 500 page, the
-    traceback in the log) with the HTTP/1.1 framing wsgiref lacks: Content-Length for any list
-    or tuple, else chunked (or, for HTTP/1.0, the end of the connection); no body for HEAD."""
+    traceback in the log) with the HTTP/1.1 framing wsgiref lacks: Content-Length for a body
+    known whole (a list or tuple), else chunked (or, for HTTP/1.0, the end of the connection); no
+    body for HEAD, 1xx, 204 and 304, and no length that is forbidden or not known to be true."""
 
     http_version = "1.1"
     server_software = SERVER_SOFTWARE
     os_environ: dict[str, str] = {}  # wsgiref would copy the process environment into each request
+    # What wsgiref's BaseHandler sets per response (typeshed leaves them out).
+    environ: dict[str, Any]
+    status: str | None
+    headers: wsgiref.headers.Headers
+    headers_sent: bool
+    result: Any
+    bytes_sent: int
 
     def __init__(
-        self, body: _Body, wfile: Any, environ: dict[str, Any], closing: bool, log: Callable[..., None]
+        self, body: _Body, wfile: Any, environ: dict[str, Any], last: Callable[[], bool], log: Callable[..., None]
     ) -> None:
         super().__init__(body, wfile, sys.stderr, environ, multithread=False, multiprocess=True)
-        self.closing = closing
+        self.last = last  # asked as the headers leave: must the connection end after this response?
         self.log = log
         self.framing = "length"  # then "chunked", "close" or "none"
         self.in_body = False
+        self.ended = False  # the app's body is over: what was sent is all of it
+        self.keep_alive = False  # the headers left without "Connection: close"
         self.complete = False  # the response ended cleanly: the connection may carry another
 
     def cleanup_headers(self) -> None:
+        assert self.status is not None, "wsgiref sends headers only after start_response"
         code = int(self.status[:3])
-        if code < 200 or code in (204, 304):
+        known = self._known_length()
+        if code < 200 or code == 204:
             self.framing = "none"
+            del self.headers["Content-Length"]  # RFC 9110 8.6: never in a 1xx or 204
+        elif code == 304 or self.environ["REQUEST_METHOD"] == "HEAD":
+            # No body follows. The app's Content-Length is the one GET would have (RFC 9110 8.6,
+            # 9.3.2); else a body the app gave whole tells it, but an empty one may be a HEAD's
+            # body left out (Werkzeug does that) and tells nothing: then no framing is said at all.
+            self.framing = "none"
+            if code != 304 and known and "Content-Length" not in self.headers:
+                self.headers["Content-Length"] = str(known)
         elif "Content-Length" in self.headers:
             pass
-        elif isinstance(self.result, (list, tuple)):
-            self.headers["Content-Length"] = str(sum(len(part) for part in self.result))
+        elif known is not None:
+            self.headers["Content-Length"] = str(known)
         elif self.environ["SERVER_PROTOCOL"] == "HTTP/1.1":
             self.framing = "chunked"
             self.headers["Transfer-Encoding"] = "chunked"
         else:
             self.framing = "close"
-        if self.environ["REQUEST_METHOD"] == "HEAD":
-            self.framing = "none"  # decided last: HEAD answers with the headers GET would have
-        if self.closing or self.framing == "close":
+        self.keep_alive = self.framing != "close" and not self.last()
+        if not self.keep_alive:
             self.headers["Connection"] = "close"
+
+    def _known_length(self) -> int | None:
+        """The body's length, where it is known before the headers leave."""
+        if isinstance(self.result, (list, tuple)):
+            return sum(len(part) for part in self.result)
+        return self.bytes_sent if self.ended else None  # an iterable that ended before its first byte
+
+    def finish_content(self) -> None:
+        self.ended = True
+        if not self.headers_sent:
+            self.send_headers()  # wsgiref's would first add "Content-Length: 0", even where it is forbidden or false
+        if self.framing == "chunked":
+            self.in_body = False
+            self._write(b"0\r\n\r\n")
+        declared = self.headers.get("Content-Length")
+        # A body shorter or longer than its Content-Length leaves the next request unframed.
+        self.complete = self.framing != "close" and (self.framing != "length" or declared == str(self.bytes_sent))
+        self._flush()  # the response leaves before any body the app left unread is drained
 
     def send_headers(self) -> None:
         super().send_headers()
@@ -1013,16 +1166,6 @@ class _Response(wsgiref.handlers.SimpleHandler):
             if self.framing == "chunked":
                 data = b"%x\r\n%s\r\n" % (len(data), data)
         super()._write(data)
-
-    def finish_content(self) -> None:
-        super().finish_content()
-        if self.framing == "chunked":
-            self.in_body = False
-            self._write(b"0\r\n\r\n")
-        declared = self.headers.get("Content-Length")
-        # A body shorter or longer than its Content-Length leaves the next request unframed.
-        self.complete = self.framing != "close" and (self.framing != "length" or declared == str(self.bytes_sent))
-        self._flush()  # the response leaves before any body the app left unread is drained
 
     def close(self) -> None:
         if self.status:  # one log line per response, as http.server writes for its own
@@ -1040,6 +1183,11 @@ class _Body(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
+
+    @property
+    def unread(self) -> int:
+        """Body bytes neither the app nor ``drain`` has read yet."""
+        return self._left
 
     def readinto(self, buffer: Any) -> int:
         data = self._stream.read(min(len(buffer), self._left)) if self._left > 0 else b""
@@ -1062,15 +1210,19 @@ class _Body(io.RawIOBase):
         return self._left == 0
 
 
+# RFC 9112 7.1: chunk-size [ BWS ";" chunk-ext ], the size in at most 20 hex digits (2**64 fits).
+_CHUNK_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,20})[ \t]*(?:;[^\n]*)?\r?\n")
+
+
 def _read_chunked(rfile: Any) -> bytes:
     """A whole chunked body (RFC 9112 7.1), read up front so the app sees a plain CONTENT_LENGTH."""
     body = bytearray()
     while True:
         line = rfile.readline(MAX_LINE)
-        size = line.split(b";", 1)[0].strip()
-        if not line.endswith(b"\n") or not re.fullmatch(rb"[0-9A-Fa-f]{1,8}", size):
+        size = _CHUNK_SIZE_LINE.fullmatch(line)
+        if size is None:
             raise _Refused("400 Bad Request", f"Bad chunk size line {line[:40]!r}")
-        length = int(size, 16)
+        length = int(size[1], 16)
         if length == 0:
             break
         if len(body) + length > MAX_CHUNKED_BODY:
@@ -1079,8 +1231,7 @@ def _read_chunked(rfile: Any) -> bytes:
         if len(chunk) < length or rfile.readline(3) not in (b"\r\n", b"\n"):
             raise _Refused("400 Bad Request", "Chunk cut short or not followed by CRLF")
         body += chunk
-    while rfile.readline(MAX_LINE) not in (b"\r\n", b"\n", b""):
-        pass  # trailer fields: nothing in WSGI carries them
+    _read_fields(rfile, "trailer")  # checked as header fields are; nothing in WSGI carries them
     return bytes(body)
 
 

@@ -16,8 +16,10 @@ decides its compression, never its name or media type.
 Everything an archive could make the daemon do is bounded: a compressed archive is decompressed
 once, to at most ``max_bytes``, into an unnamed temporary file beside it; the archive holds at
 most ``MAX_MEMBERS`` members, each name at most once; the layers together uncompress to at most
-``max_bytes`` (a gzip bomb stops there); and no tar header may carry more than
-``MAX_EXTENDED_HEADER`` bytes of PAX records or GNU long names, which tarfile would read whole.
+``max_bytes`` (a gzip bomb stops there); no tar header may carry more than
+``MAX_EXTENDED_HEADER`` bytes of PAX records or GNU long names, which tarfile would read whole;
+no manifest, index or config, read whole too, more than ``MAX_DOCUMENT``; and the image's
+command line and environment no more than execve would take (``ImageConfig.check``).
 """
 
 from __future__ import annotations
@@ -70,6 +72,16 @@ MAX_LINK_HOPS = 8
 MAX_MEMBERS = 100_000
 # PAX records of two PATH_MAX names and a few xattrs fit many times over.
 MAX_EXTENDED_HEADER = 1 << 20
+# Manifests, indexes and image configs are read whole, and parsed: real ones are a few KiB, and
+# the manifest.json of a docker save of a hundred images of a hundred layers is under 1 MiB.
+MAX_DOCUMENT = 1 << 20
+# What the kernel's execve takes (linux/binfmts.h MAX_ARG_STRLEN: 32 pages, the NUL included),
+# and a bound on argv and envp together, strings and pointers, well under the 2 MiB an 8 MiB
+# stack allows: a config past either can never start.
+MAX_ARG_STRLEN = 32 * 4096
+MAX_EXEC_BYTES = 1 << 20
+POINTER_BYTES = 8
+PATH_MAX = 4096  # linux/limits.h, the NUL included
 EXTENDED_HEADER_TYPES = (
     tarfile.XHDTYPE,
     tarfile.XGLTYPE,
@@ -106,17 +118,55 @@ class ImageConfig:
 
     @classmethod
     def from_image_config(cls, document: dict[str, Any]) -> ImageConfig:
-        """Take the ``config`` object of an image config (image-spec config.md); null is empty."""
+        """Take the ``config`` object of an image config (image-spec config.md); null is empty.
+
+        A config that could never start a process is refused here, at deploy, rather than by
+        runc at the first request: NUL bytes (no C string holds one), an Env entry that is not
+        NAME=VALUE, a WorkingDir that is relative or climbs, a command line or environment the
+        kernel's execve would refuse as too long.
+        """
         config = document.get("config") or {}
         if not isinstance(config, dict):
             raise InvalidImage("the image config's 'config' is not an object")
-        return cls(
+        image = cls(
             entrypoint=_strings(config, "Entrypoint"),
             cmd=_strings(config, "Cmd"),
             env=_strings(config, "Env"),
             working_dir=_string(config, "WorkingDir"),
             user=_string(config, "User"),
         )
+        image.check()
+        return image
+
+    def check(self) -> None:
+        """Refuse what no container could start with (see ``from_image_config``)."""
+        lists = {"Entrypoint": self.entrypoint, "Cmd": self.cmd, "Env": self.env}
+        strings = [*((key, item) for key, items in lists.items() for item in items)]
+        strings += [("WorkingDir", self.working_dir), ("User", self.user)]
+        sizes = {}
+        for key, value in strings:
+            if "\0" in value:
+                raise InvalidImage(f"the image config's {key} holds a NUL byte, which no program can be given")
+            try:
+                size = sizes[value] = len(value.encode())
+            except UnicodeEncodeError:
+                raise InvalidImage(f"the image config's {key} holds a lone surrogate, which is no UTF-8") from None
+            if size >= MAX_ARG_STRLEN:
+                raise ImageTooLarge(
+                    f"the image config's {key} holds a string of {size} bytes: the kernel gives no program "
+                    f"one of {MAX_ARG_STRLEN} or more (MAX_ARG_STRLEN)"
+                )
+        exec_bytes = sum(sizes[item] + 1 + POINTER_BYTES for items in lists.values() for item in items)
+        if exec_bytes > MAX_EXEC_BYTES:
+            raise ImageTooLarge(
+                f"the image's command line and environment (Entrypoint, Cmd, Env) take {exec_bytes} bytes: "
+                f"at most {MAX_EXEC_BYTES} are accepted"
+            )
+        for item in self.env:
+            name, equals, _ = item.partition("=")
+            if not (name and equals):
+                raise InvalidImage(f"the image config's Env entry {_shorten(item)!r} is not NAME=VALUE")
+        check_working_dir(self.working_dir)
 
     def to_json(self) -> str:
         """The form stored in the registry."""
@@ -140,6 +190,23 @@ class ImageConfig:
             working_dir=data["working_dir"],
             user=data["user"],
         )
+
+
+def check_working_dir(path: str) -> None:
+    """An image's WorkingDir, if set, is absolute and never climbs (``..``); that it is a directory
+    of the image is checked once its rootfs is mounted (``faasd.images.store``)."""
+    if not path:
+        return
+    if not path.startswith("/"):
+        raise InvalidImage(f"the image config's WorkingDir {_shorten(path)!r} is not an absolute path")
+    if ".." in path.split("/"):
+        raise InvalidImage(f"the image config's WorkingDir {_shorten(path)!r} climbs with '..'")
+    if len(path.encode()) >= PATH_MAX:
+        raise InvalidImage(f"the image config's WorkingDir is longer than PATH_MAX ({PATH_MAX} bytes)")
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= 64 else text[:64] + "..."
 
 
 def _strings(config: dict[str, Any], key: str) -> tuple[str, ...]:
@@ -536,10 +603,17 @@ class ImageArchive:
         return stream
 
     def _read_member(self, name: str) -> bytes:
-        if OMITTED_LAYER in self._resolve(name).pax_headers:
+        """A document member (manifest, index, config), read whole: at most ``MAX_DOCUMENT`` bytes."""
+        member = self._resolve(name)
+        if OMITTED_LAYER in member.pax_headers:
             raise InvalidImage(f"the archive member {name!r} was left out of the upload, but only layers may be")
+        if member.size > MAX_DOCUMENT:
+            raise ImageTooLarge(
+                f"the archive member {_abbreviate(name)!r} is {member.size} bytes: manifests, indexes and image "
+                f"configs may be at most {MAX_DOCUMENT}"
+            )
         with self._open_member(name) as stream:
-            return stream.read()
+            return stream.read(MAX_DOCUMENT)
 
 
 def check_reference(value: str, what: str = "tag") -> None:

@@ -23,7 +23,6 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 import tempfile
 import threading
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 
 from faasd.errors import Conflict, FaasError, InvalidImage
 from faasd.images.archive import ImageArchive
+from faasd.images.tree import remove_or_log
 from faasd.images.unpack import Budget, apply_layer
 
 log = logging.getLogger(__name__)
@@ -83,17 +83,16 @@ class LayerStore:
                     removed[layer] = layer.rename(self.directory / f"{TEMP_PREFIX}gone-{uuid.uuid4().hex}")
                     log.info("layer removed diff_id=sha256:%s", layer.name)
         for doomed in removed.values():
-            shutil.rmtree(doomed, ignore_errors=True)
+            remove_or_log(doomed)  # what stays is the next start-up's sweep's
         return list(removed)
 
     def sweep(self) -> list[Path]:
-        """Remove what a crash left: half-unpacked and half-removed layers. Only at start-up."""
+        """Remove what a crash left: half-unpacked and half-removed layers; what went. Only at
+        start-up; what cannot be removed is logged and left."""
         if not self.directory.is_dir():
             return []
         doomed = [path for path in self.directory.iterdir() if path.name.startswith(TEMP_PREFIX)]
-        for path in doomed:
-            shutil.rmtree(path, ignore_errors=True)
-        return doomed
+        return [path for path in doomed if remove_or_log(path)]
 
     def holds(self, diff_id: str) -> bool:
         """Whether the store holds the layer ``diff_id`` (a malformed one it cannot hold)."""
@@ -137,7 +136,7 @@ class LayerStore:
             return diff_id
         finally:
             if work.exists():
-                shutil.rmtree(work, ignore_errors=True)
+                remove_or_log(work)
 
 
 class LayerSession:

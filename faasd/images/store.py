@@ -25,7 +25,6 @@ import contextlib
 import errno
 import logging
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -35,6 +34,8 @@ from faasd.errors import InsufficientStorage, InvalidImage, RuntimeFailure
 from faasd.images import overlay
 from faasd.images.archive import ImageArchive, ImageConfig
 from faasd.images.layers import LayerStore, fsync_path
+from faasd.images.runnable import check_working_dir, resolve_user
+from faasd.images.tree import remove_or_log
 from faasd.images.unpack import Budget, UnpackLimits
 from faasd.sandbox.spec import CONTROL_SOCKET, MOUNT_POINTS
 
@@ -44,6 +45,7 @@ TEMP_PREFIX = ".tmp-"
 TRAVERSE_ONLY = 0o711
 LAYER_LIST = "layers"
 TOP_LAYER = "top"
+EMPTY_LAYER = "empty"
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,9 @@ class ImageStore:
                 (work / "rootfs").mkdir(mode=TRAVERSE_ONLY)
                 self._mount(work)
                 uid, gid = resolve_user(work / "rootfs", config.user)
-                if final.exists():
-                    discard(final)
+                check_working_dir(work / "rootfs", config.working_dir)
+                if final.exists() and not discard(final):
+                    raise RuntimeFailure(f"{final} is left from before and cannot be removed: see the daemon's log")
                 work.rename(final)  # the mount on rootfs moves with it
                 # The registry is told next, durably: the rename must not be lost in a crash after it.
                 fsync_path(parent)
@@ -154,18 +157,20 @@ class ImageStore:
 
     def sweep(self, known: dict[str, set[int]]) -> list[Path]:
         """Remove half-imported and unregistered versions (left by a crash), their mounts, half
-        layers and the layers no version lists; return what went. At start-up, before ``mount_all``."""
+        layers and the layers no version lists; return what went. At start-up, before ``mount_all``.
+
+        What cannot be removed is logged and left: the daemon serves the functions it can.
+        """
         doomed: list[Path] = []
         if self.images_dir.is_dir():
             for function_dir in self.images_dir.iterdir():
                 versions = known.get(function_dir.name)
-                if versions is None:
+                if versions is None or not function_dir.is_dir():
                     doomed.append(function_dir)
                 else:
                     doomed += [v for v in function_dir.iterdir() if not v.name.isdigit() or int(v.name) not in versions]
-        for path in doomed:
-            discard(path)
-        return doomed + self.layers.sweep() + self._collect()
+        gone = [path for path in doomed if discard(path)]
+        return gone + self.layers.sweep() + self._collect()
 
     def mount_all(self, known: dict[str, set[int]]) -> None:
         """Mount the rootfs of every version in ``known`` that has layers and is not mounted yet.
@@ -191,9 +196,17 @@ class ImageStore:
             overlay.unmount_below(self.images_dir)
 
     def _mount(self, directory: Path) -> None:
-        """Mount ``directory``'s rootfs from its top layer and the layers its list names."""
+        """Mount ``directory``'s rootfs from its top layer and the layers its list names.
+
+        overlayfs mounts no fewer than two lower layers without an upper one: an image of no
+        layers (or whose bottom layer hides nothing) gets an empty one under its top layer.
+        """
         lower = [self.layers.path(diff_id) for diff_id in reversed(read_layer_list(directory / LAYER_LIST))]
-        overlay.mount_layers(directory / "rootfs", overlay.visible_layers([directory / TOP_LAYER, *lower]))
+        layers = overlay.visible_layers([directory / TOP_LAYER, *lower])
+        if len(layers) == 1:
+            (directory / EMPTY_LAYER).mkdir(exist_ok=True)
+            layers.append(directory / EMPTY_LAYER)
+        overlay.mount_layers(directory / "rootfs", layers)
 
     def _collect(self) -> list[Path]:
         return self.layers.collect(self._referenced)
@@ -209,10 +222,11 @@ class ImageStore:
         }
 
 
-def discard(directory: Path) -> None:
-    """Remove a version or function dir: its mounts first, so nothing reaches into a layer."""
+def discard(directory: Path) -> bool:
+    """Remove a version or function dir, its mounts first, so nothing reaches into a layer; whether
+    it is gone (what cannot be removed is logged, and left for the next start-up's sweep)."""
     overlay.unmount_below(directory)
-    shutil.rmtree(directory, ignore_errors=True)
+    return remove_or_log(directory)
 
 
 def make_top_layer(top: Path, owner: int) -> None:
@@ -264,42 +278,3 @@ def make_mount_points(rootfs: Path, owner: int) -> None:
         os.chown(control, owner, owner, dir_fd=root_fd, follow_symlinks=False)
     finally:
         os.close(root_fd)
-
-
-def resolve_user(rootfs: Path, user: str) -> tuple[int, int]:
-    """The numeric uid and gid for an image's ``User`` ("name", "uid", "name:group", "uid:gid").
-
-    Names are looked up in the image's own /etc/passwd and /etc/group, read without
-    following symlinks: the rootfs came from an untrusted archive.
-    """
-    name, _, group = user.partition(":")
-    if not name:
-        return 0, 0
-    if name.isdigit():
-        uid, gid = int(name), 0
-    else:
-        entry = _lookup(rootfs, "passwd", name)
-        uid, gid = int(entry[2]), int(entry[3])
-    if group:
-        gid = int(group) if group.isdigit() else int(_lookup(rootfs, "group", group)[2])
-    return uid, gid
-
-
-def _lookup(rootfs: Path, database: str, key: str) -> list[str]:
-    root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        etc_fd = os.open("etc", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root_fd)
-        try:
-            fd = os.open(database, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=etc_fd)
-        finally:
-            os.close(etc_fd)
-    except OSError as exc:
-        raise InvalidImage(f"the image's User names {key!r} but /etc/{database} cannot be read") from exc
-    finally:
-        os.close(root_fd)
-    with os.fdopen(fd, encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            fields = line.rstrip("\n").split(":")
-            if len(fields) >= 4 and fields[0] == key and fields[2].isdigit():
-                return fields
-    raise InvalidImage(f"the image's User names {key!r}, which is not in its /etc/{database}")

@@ -39,6 +39,7 @@ from typing import Any
 
 from faasd.images.archive import (
     DIGEST,
+    MAX_DOCUMENT,
     MAX_EXTENDED_HEADER,
     OMITTED_LAYER,
     blob_member,
@@ -51,8 +52,8 @@ ENCODING, ERRORS = "utf-8", "surrogateescape"  # what tarfile uses to read names
 EXTENDED_TYPES = (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 # A marker costs three blocks, and a question to the daemon: smaller members are not worth leaving out.
 MIN_LEFT_OUT = 64 << 10
-# Metadata members are kept in memory until the layers they describe pass: this much at most.
-MAX_METADATA_MEMBER = 1 << 20
+# Metadata members are kept in memory until the layers they describe pass: this much at most
+# (each no larger than the import reads: MAX_DOCUMENT).
 MAX_METADATA = 8 << 20
 MAX_INDEX_DEPTH = 4
 
@@ -224,7 +225,7 @@ class LayerIndex:
     def wants(self, info: tarfile.TarInfo) -> bool:
         """Whether ``info`` may be metadata worth keeping: a small .json file or blob."""
         name = clean_name(info.name)
-        small = info.size <= MAX_METADATA_MEMBER and self._size + info.size <= MAX_METADATA
+        small = info.size <= MAX_DOCUMENT and self._size + info.size <= MAX_METADATA
         return info.isreg() and small and (name.endswith(".json") or name.startswith("blobs/"))
 
     def add(self, name: str, data: bytes) -> None:

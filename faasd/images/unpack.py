@@ -23,7 +23,7 @@ so the entry is refused (as rootless Docker and podman do) rather than squashed 
 
 An entry name that appears twice in one layer is refused: which copy wins is the kind of
 ambiguity a scanner and a runtime can disagree on. Names must fit in ``PATH_MAX`` once they are
-absolute inside the container.
+absolute inside the container, and be at most ``MAX_DEPTH`` components deep.
 
 Deliberately not unpacked:
 
@@ -52,6 +52,7 @@ from pathlib import Path
 from faasd.config import USERNS_IDS
 from faasd.errors import FaasError, ImageTooLarge, InsufficientStorage, InvalidImage, UnsafeArchive
 from faasd.images.overlay import is_whiteout, make_opaque, make_whiteout
+from faasd.images.tree import remove_entry
 
 # image-spec layer.md, "Whiteouts": an entry named .wh.NAME deletes NAME from lower layers;
 # .wh..wh..opq makes its directory opaque: everything lower layers put in it is hidden.
@@ -66,6 +67,8 @@ LIST_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 COPY_CHUNK = 1 << 20
 PATH_MAX = 4096  # linux/limits.h, the terminating NUL included
+# Real images nest a few dozen directories deep; PATH_MAX alone would allow 2 048.
+MAX_DEPTH = 256
 SHOWN_NAME_CHARS = 160
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -127,6 +130,8 @@ def split_name(name: str) -> list[str]:
         raise UnsafeArchive("has an absolute name: layer entries are named relative to the image's root")
     if len(os.fsencode("/" + "/".join(parts))) >= PATH_MAX:
         raise InvalidImage(f"has a name longer than PATH_MAX ({PATH_MAX} bytes) in the container")
+    if len(parts) > MAX_DEPTH:
+        raise InvalidImage(f"is {len(parts)} levels deep: at most {MAX_DEPTH} are unpacked")
     return parts
 
 
@@ -341,12 +346,8 @@ def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
 
 def _remove(name: str, dir_fd: int, existing: os.stat_result | None) -> None:
     """Remove ``name`` (a whole tree if it is a directory) without following any link."""
-    if existing is None:
-        return
-    if stat.S_ISDIR(existing.st_mode):
-        shutil.rmtree(name, dir_fd=dir_fd)  # fd-based: never follows a symlink inside the tree
-    else:
-        os.unlink(name, dir_fd=dir_fd)
+    if existing is not None:
+        remove_entry(name, dir_fd)
 
 
 def _set_metadata(member: tarfile.TarInfo, owner: tuple[int, int], base: str, parent: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 
 import pytest
@@ -28,7 +29,15 @@ def test_the_gateway_routes_by_host_to_the_same_handoff(make_daemon, busybox_ima
     assert get(port, f"hello.fn.test:{port}") == (200, b"hello via the gateway\n")
     assert get(port, "other") == (200, b"the other one\n")
     status, body = get(port, "nobody.fn.test")
-    assert status == 404 and b"no function named 'nobody'" in body
+    assert status == 404 and json.loads(body)["error"] == (
+        "no function named 'nobody': the Host header names a function as NAME.fn.test or NAME (a port after either "
+        f"is ignored), e.g. curl http://NAME.fn.test:{port}/ or curl -H 'Host: NAME' http://127.0.0.1:{port}/"
+    )
+    status, body = get(port, "Not a name!")
+    assert status == 404 and json.loads(body)["error"].startswith("no function is reached as 'Not a name!': the Host")
+
+    described = daemon.faas("describe", "hello").stdout
+    assert f"Gateway:   http://hello.fn.test:{port}/  (curl -H 'Host: hello' http://127.0.0.1:{port}/)" in described
 
     daemon.faas("rm", "other")
     assert get(port, "other")[0] == 404, "a removed function is gone from the gateway too"

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from faasd.config import Config
+from faasd.images.unpack import MAX_DEPTH
 from tests.integration.conftest import Daemon, daemon_range, http_get, start_daemon
 from tests.unit.images.layers import Entry, entry_info, layer_bytes, tar_bytes
 from tools.build_image import write_docker_archive, write_oci_archive
@@ -31,6 +32,8 @@ MAX_IMAGE_SIZE = 8 << 20
 MAX_IMAGE_ENTRIES = 1000
 CONFIG = {"config": {"Cmd": ["/bin/hello"]}}
 KEEPER_BODY = "still serving"
+PASSWD = "root:x:0:0::/:/bin/sh\napp:x:1000:1000::/:/bin/sh\n"
+GROUP = "root:x:0:\napp:x:1000:\n"
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class Setting:
         return "../" * 40 + str(self.sentinel / name).lstrip("/")
 
 
-def docker_image(setting: Setting, *layers: list[Entry] | bytes) -> Path:
+def docker_image(setting: Setting, *layers: list[Entry] | bytes, config: dict[str, Any] = CONFIG) -> Path:
     """A docker-save archive of ``layers`` (entry lists, or raw layer tars), with true diff_ids."""
     paths = []
     for number, layer in enumerate(layers):
@@ -53,7 +56,7 @@ def docker_image(setting: Setting, *layers: list[Entry] | bytes) -> Path:
         path.write_bytes(layer if isinstance(layer, bytes) else layer_bytes(layer))
         paths.append(path)
     out = setting.scratch / "image.tar"
-    write_docker_archive(out, paths, CONFIG, "hostile:1")
+    write_docker_archive(out, paths, config, "hostile:1")
     return out
 
 
@@ -151,6 +154,55 @@ def invalid_manifest(setting: Setting) -> Path:
     return rewrite(image, lambda name, data: b"[{not json" if name == "manifest.json" else data)
 
 
+def configured(**config: Any) -> Callable[[Setting], Path]:
+    """An image of one small layer (with an /etc/passwd and /etc/group) whose config sets ``config``."""
+    entries: list[Entry] = [("bin/hello", "file", "x"), ("etc/passwd", "file", PASSWD), ("etc/group", "file", GROUP)]
+    return lambda setting: docker_image(setting, entries, config={"config": {"Cmd": ["/bin/hello"], **config}})
+
+
+def accounts(passwd: bytes, user: str = "app") -> Callable[[Setting], Path]:
+    """An image whose ``User`` is looked up in the given /etc/passwd."""
+    entries: list[Entry] = [("bin/hello", "file", "x"), ("etc/passwd", "file", passwd)]
+    return lambda setting: docker_image(setting, entries, config={"config": {"Cmd": ["/bin/hello"], "User": user}})
+
+
+def padded_member(member: str, size: int) -> Callable[[Setting], Path]:
+    """An archive whose JSON ``member`` ("manifest.json", "config") is padded with spaces to ``size`` bytes."""
+
+    def build(setting: Setting) -> Path:
+        image = docker_image(setting, [("bin/hello", "file", "x")])
+        with tarfile.open(image) as tar:
+            config = json.loads(tar.extractfile("manifest.json").read())[0]["Config"]  # type: ignore[union-attr]
+        target = config if member == "config" else member
+        return rewrite(image, lambda name, data: data + b" " * (size - len(data)) if name == target else data)
+
+    return build
+
+
+def padded_oci_index(setting: Setting) -> Path:
+    layer = setting.scratch / "layer.tar"
+    layer.write_bytes(layer_bytes([("bin/hello", "file", "x")]))
+    out = setting.scratch / "image.tar"
+    write_oci_archive(out, [layer], CONFIG, "padded:1")
+    return rewrite(out, lambda name, data: data + b" " * (2 << 20) if name == "index.json" else data)
+
+
+def deep_tree_with_wrong_diff_id(setting: Setting) -> Path:
+    """A layer 1 500 directories deep whose config states another diff_id."""
+    image = docker_image(setting, [("d/" * 1500 + "f", "file", "x")])
+    with tarfile.open(image) as tar:
+        config = json.loads(tar.extractfile("manifest.json").read())[0]["Config"]  # type: ignore[union-attr]
+
+    def wrong_diff_id(name: str, data: bytes) -> bytes:
+        if name != config:
+            return data
+        document = json.loads(data)
+        document["rootfs"]["diff_ids"] = ["sha256:" + "0" * 64]
+        return json.dumps(document).encode()
+
+    return rewrite(image, wrong_diff_id)
+
+
 @dataclass(frozen=True)
 class Case:
     """One crafted archive and how the daemon must answer it."""
@@ -240,6 +292,48 @@ CASES = [
         "malformed-tag", layers([("bin/hello", "file", "x")]), 400, "the tag '../x' is not an image reference", "../x"
     ),
     Case("not-a-tar", lambda s: _write(s.scratch / "junk", b"<html>not a tarball</html>" * 50), 400, "not a tar"),
+    # Trees no removal may trip over.
+    Case(
+        "deeper-than-the-depth-limit",
+        layers([("d/" * MAX_DEPTH + "f", "file", "x")]),
+        400,
+        f"is {MAX_DEPTH + 1} levels deep: at most {MAX_DEPTH} are unpacked",
+    ),
+    Case("deep-tree-and-a-wrong-diff-id", deep_tree_with_wrong_diff_id, 400, "levels deep"),
+    # Members read whole, and what they hold, are bounded.
+    Case("manifest-over-the-document-limit", padded_member("manifest.json", 2 << 20), 413, "manifest.json' is 2097152"),
+    Case("config-over-the-document-limit", padded_member("config", 2 << 20), 413, r"\.json' is 2097152 bytes"),
+    Case("oci-index-over-the-document-limit", padded_oci_index, 413, "index.json' is 2097\\d{3} bytes"),
+    Case("env-value-over-max-arg-strlen", configured(Env=["X=" + "x" * 200_000]), 413, "MAX_ARG_STRLEN"),
+    Case("cmd-over-the-exec-limit", configured(Cmd=["x"] * 120_000), 413, "command line and environment"),
+    Case("passwd-over-its-limit", accounts(bytes(5 << 20)), 413, "/etc/passwd is larger than"),
+    Case("passwd-line-over-its-limit", accounts(b"x" * (100 << 10) + b"\n"), 413, "/etc/passwd has a line longer"),
+    # Configs that could never run.
+    Case("uid-out-of-range", configured(User="65536"), 400, "uid 65536 .*outside"),
+    Case("gid-out-of-range", configured(User="0:4294967296"), 400, "gid 4294967296, outside"),
+    Case("unknown-user", configured(User="nobody"), 400, "'nobody', which is not in its /etc/passwd"),
+    Case("unknown-group", configured(User="app:staff"), 400, "'staff', which is not in its /etc/group"),
+    Case("non-ascii-digits-as-uid", configured(User="\u00b2"), 400, "not in its /etc/passwd"),
+    Case("passwd-entry-without-a-numeric-gid", accounts(b"app:x:1000:abc::/:/bin/sh\n"), 400, "not in its /etc/passwd"),
+    Case("nul-in-env", configured(Env=["A=b\u0000c"]), 400, "Env holds a NUL byte"),
+    Case("nul-in-cmd", configured(Cmd=["/bin/hello\u0000"]), 400, "Cmd holds a NUL byte"),
+    Case("env-without-a-name", configured(Env=["=x"]), 400, "Env entry '=x' is not NAME=VALUE"),
+    Case("env-without-a-value", configured(Env=["JUSTKEY"]), 400, "Env entry 'JUSTKEY' is not NAME=VALUE"),
+    Case("relative-working-dir", configured(WorkingDir="app"), 400, "WorkingDir 'app' is not an absolute path"),
+    Case("climbing-working-dir", configured(WorkingDir="/../../etc"), 400, "WorkingDir '/../../etc' climbs"),
+    Case("missing-working-dir", configured(WorkingDir="/nowhere"), 400, "WorkingDir '/nowhere' is no directory"),
+    Case("working-dir-is-a-file", configured(WorkingDir="/bin/hello"), 400, "is no directory in the image"),
+    Case(
+        "working-dir-through-a-symlink-out",
+        lambda s: docker_image(
+            s,
+            [("bin/hello", "file", "x"), ("app", "symlink", str(s.sentinel))],
+            config={"config": {"Cmd": ["/bin/hello"], "WorkingDir": "/app"}},
+        ),
+        400,
+        "WorkingDir '/app' is no directory in the image",
+    ),
+    Case("working-dir-in-proc", configured(WorkingDir="/proc/self/fd/3"), 400, "is no directory in the image"),
 ]
 
 

@@ -178,3 +178,16 @@ def test_a_layer_left_out_but_freed_before_the_import_is_refused_and_leaves_noth
     assert layer_count(daemon) == 0 and list((daemon.state_dir / "uploads").iterdir()) == []
     assert "second" not in daemon.faas("list").stdout
     assert daemon.faas("new", "second", "-f", str(image)).returncode == 0, "deploying again sends it"
+
+
+def test_an_image_of_no_layers_deploys(make_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+    """Its rootfs is the version's own layer alone (mount points, the control socket), over an empty one."""
+    daemon = make_daemon(daemon_range(37))
+    image = tmp_path / "bare.tar"
+    write_docker_archive(image, [], {"config": {"Cmd": ["/bin/hello"]}}, "bare:1")
+    ip = daemon.deploy("bare", image)
+    rootfs = daemon.state_dir / "images" / "bare" / "1" / "rootfs"
+    assert rootfs in mounts_below(rootfs) and {"proc", "tmp", "control.sock"} <= {p.name for p in rootfs.iterdir()}
+    assert http_get(ip)[0] == 502, "there is nothing to run, and the client hears so"
+    assert daemon.faas("rm", "bare").returncode == 0
+    assert mounts_below(daemon.state_dir) == []

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
@@ -28,12 +29,18 @@ sys.modules["faas_handler"] = faas_handler  # dataclasses look their module up t
 _spec.loader.exec_module(faas_handler)
 
 Start = Callable[[str], Callable[[], None]]  # starts a handler on a control socket; returns "wait for its end"
-METADATA = {"v": 1, "id": "req-1", "function": "fn", "version": 3, "deadline": 0}
+METADATA = {"v": 1, "id": "req-1", "function": "fn", "version": 3}
+DEADLINE_SECONDS = 60  # the handed-over connection's deadline, unless a test gives its own
 
 
 @contextmanager
-def handed_over(tmp_path: Path, start: Start) -> Iterator[socket.socket]:
-    """Start a handler, give it a fresh TCP connection, yield our (client) end; then wait for its exit."""
+def handed_over(tmp_path: Path, start: Start, *, retire: bool = False, **metadata: Any) -> Iterator[socket.socket]:
+    """Start a handler, give it a fresh TCP connection, yield our (client) end; then wait for its exit.
+
+    ``metadata`` adds to (or replaces) the keys of the message that hands the connection over.
+    With ``retire``, the handler that comes back for another connection (``more=True``) is hung
+    up on, as the daemon retires a container: its control connection closes without a message.
+    """
     control_path = str(tmp_path / "control.sock")
     with socket.socket(socket.AF_UNIX) as control, socket.create_server(("127.0.0.1", 0)) as listener:
         control.bind(control_path)
@@ -44,13 +51,17 @@ def handed_over(tmp_path: Path, start: Start) -> Iterator[socket.socket]:
         wait = start(control_path)
         with accepted, control.accept()[0] as conn:
             accepted.setblocking(False)  # as the daemon's asyncio loop leaves it
-            payload = json.dumps({**METADATA, "peer": f"{peer[0]}:{peer[1]}"}).encode()
+            deadline = int((time.time() + DEADLINE_SECONDS) * 1000)
+            message = {**METADATA, "deadline": deadline, "peer": f"{peer[0]}:{peer[1]}", **metadata}
+            payload = json.dumps(message).encode()
             socket.send_fds(conn, [payload], [accepted.fileno()])
         with client:
             yield client
             # An unread http.client response still holds the socket: close() alone may not end it.
             with suppress(OSError):  # unless http.client closed it already
                 client.shutdown(socket.SHUT_RDWR)
+        if retire:
+            control.accept()[0].close()
         wait()
 
 
@@ -78,12 +89,18 @@ def in_thread(app: Callable[..., Any], style: str | None = None) -> Start:
     return start
 
 
-def in_process(argv: list[str], env: dict[str, str] | None = None, stdout: Path | None = None) -> Start:
-    """Run ``argv`` as the handler; ``stdout``, if given, is the file its standard output goes to."""
+def in_process(
+    argv: list[str], env: dict[str, str] | None = None, stdout: Path | None = None, stderr: Path | None = None
+) -> Start:
+    """Run ``argv`` as the handler; ``stdout`` and ``stderr``, if given, are the files its output goes to."""
 
     def start(path: str) -> Callable[[], None]:
-        with open(stdout, "wb") if stdout else nullcontext(None) as out:
-            proc = subprocess.Popen(argv, env={**os.environ, **(env or {}), "FAAS_CONTROL_SOCKET": path}, stdout=out)
+        with (
+            open(stdout, "wb") if stdout else nullcontext(None) as out,
+            open(stderr, "wb") if stderr else nullcontext(None) as err,
+        ):
+            environment = {**os.environ, **(env or {}), "FAAS_CONTROL_SOCKET": path}
+            proc = subprocess.Popen(argv, env=environment, stdout=out, stderr=err)
 
         def wait() -> None:
             assert proc.wait(timeout=10) == 0, f"{argv[0]} exited with {proc.returncode}"

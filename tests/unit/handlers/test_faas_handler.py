@@ -186,7 +186,7 @@ def test_refused_upload_still_gets_its_answer(tmp_path: Path, monkeypatch: pytes
     chunk = b"%x\r\n%s\r\n" % (1000, b"x" * 1000)
     with handed_over(tmp_path, in_thread(echo)) as sock:
         # Refused at 10 kB, while 2 MB more are on their way: they must not turn into a reset.
-        sock.sendall(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 2000)
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 2000)
         sock.shutdown(socket.SHUT_WR)
         assert read_to_eof(sock).startswith(b"HTTP/1.1 413 ")
 
@@ -196,15 +196,15 @@ def test_refused_upload_still_gets_its_answer(tmp_path: Path, monkeypatch: pytes
     [
         (b"NONSENSE\r\n\r\n", 400),
         (b"GET / HTTP/9.x\r\n\r\n", 400),
-        (b"POST / HTTP/1.1\r\nContent-Length: 12abc\r\n\r\n", 400),
-        (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
-        (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nnot-hex\r\n", 400),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", 400),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n", 400),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
-        (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
-        (b"GET / HTTP/1.1\r\n" + b"X-Many: 1\r\n" * 101 + b"\r\n", 431),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12abc\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nnot-hex\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Many: 1\r\n" * 100 + b"\r\n", 431),
         (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),
     ],
 )
@@ -237,7 +237,8 @@ def test_accept_returns_a_blocking_socket_and_the_metadata(tmp_path: Path) -> No
     ("send", "error"),
     [
         (lambda conn: conn.sendall(b'{"v": 1}'), "carried no file descriptor"),
-        (lambda conn: None, r"carried no file descriptor \(0 bytes"),
+        (lambda conn: conn.send(b"{}"), r"carried no file descriptor \(2 bytes"),
+        (lambda conn: None, "closed without a connection"),  # a retired container: Retired, which serve() ends on
         (lambda conn: socket.send_fds(conn, [b"not json"], [conn.fileno()]), "not protocol v1 metadata"),
     ],
 )
@@ -256,9 +257,10 @@ def test_accept_without_a_socket_is_a_clear_error(
 
         thread = threading.Thread(target=daemon)
         thread.start()
-        with pytest.raises(faas_handler.HandoffError, match=error):
+        with pytest.raises(faas_handler.HandoffError, match=error) as raised:
             faas_handler.accept(path)
         thread.join(10)
+    assert isinstance(raised.value, faas_handler.Retired) == ("closed without" in error)
 
 
 def test_accept_outside_faasd_says_so(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ framework; the Starlette example runs on the real library in tests/integration/t
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import socket
 import threading
@@ -80,6 +81,16 @@ def test_scope_and_a_body_in_several_messages(tmp_path: Path) -> None:
     assert (seen["client"], seen["server"]) == ([client[0], client[1]], [server[0], server[1]])
     assert seen["asgi"] == {"version": "3.0", "spec_version": "2.4"}
     assert seen["faas.metadata"]["id"] == "req-1"
+
+
+def test_an_absolute_form_target_gives_the_scope_its_path_and_host(tmp_path: Path) -> None:
+    with handed_over(tmp_path, in_thread(echo)) as sock:
+        sock.sendall(b"GET http://fn:8080/a%20b?x=1 HTTP/1.1\r\nHost: sent\r\n\r\n")
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        seen = json.loads(response.read())
+    assert (seen["path"], seen["raw_path"], seen["query_string"]) == ("/a b", "/a%20b", "x=1")
+    assert ["host", "fn:8080"] in seen["headers"] and ["host", "sent"] not in seen["headers"]
 
 
 def test_lifespan_runs_once_around_the_connection_and_shares_its_state(tmp_path: Path) -> None:

@@ -3,7 +3,12 @@ and only where that loses nothing: each case runs a real handler process (see ha
 
 from __future__ import annotations
 
+import re
+import select
+import socket
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -81,3 +86,61 @@ def test_an_asgi_app_has_its_lifespan_shutdown_before_the_end(tmp_path: Path) ->
         conn.request("GET", "/")
         assert conn.getresponse().read() == b"ok"
     assert stdout.read_text() == "lifespan shutdown\n"
+
+
+RETIRED = f"""
+import sys
+sys.path.insert(0, {str(HANDLERS)!r})
+from faas_handler import serve
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+serve(app)
+print("never here: serve() ends the process")
+"""
+
+
+def hang_up_accepted(control: socket.socket) -> None:
+    control.accept()[0].close()  # the daemon's Instance.stop() on a waiting handler
+
+
+def hang_up_queued(control: socket.socket) -> None:
+    # The listening socket closes with the handler's connection still in its queue: a retirement
+    # that came before the daemon accepted the handler.
+    assert select.select([control], [], [], 10)[0], "the handler connects"
+    control.close()
+
+
+@pytest.mark.parametrize("hang_up", [hang_up_accepted, hang_up_queued])
+def test_a_container_retired_before_any_connection_exits_quietly(
+    tmp_path: Path, hang_up: Callable[[socket.socket], None]
+) -> None:
+    script, out = tmp_path / "handler.py", tmp_path / "out"
+    script.write_text(RETIRED)
+    with socket.socket(socket.AF_UNIX) as control:
+        control.bind(str(tmp_path / "control.sock"))
+        control.listen(1)
+        control.settimeout(10)
+        with open(out, "wb") as output:
+            handler = subprocess.Popen(
+                [sys.executable, "-I", str(script)],
+                env={"FAAS_CONTROL_SOCKET": str(tmp_path / "control.sock")},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        hang_up(control)
+        assert handler.wait(timeout=10) == 0
+    assert out.read_text() == "", "nothing in the function's log: no HandoffError, no traceback"
+
+
+def test_a_reused_container_retired_between_connections_exits_quietly(tmp_path: Path) -> None:
+    script, out = tmp_path / "handler.py", tmp_path / "out"
+    script.write_text(RETIRED)
+    start = in_process([sys.executable, "-I", str(script)], stderr=out)
+    with handed_over(tmp_path, start, retire=True, more=True) as sock:
+        conn = http_on(sock)
+        conn.request("GET", "/")
+        assert conn.getresponse().read() == b"ok"
+    assert re.fullmatch(r'faas_handler id=req-1 "GET / HTTP/1.1" 200 2\n', out.read_text())

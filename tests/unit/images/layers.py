@@ -83,3 +83,17 @@ def write_blobs_first_archive(out: Path, layers: list[Path], config: dict[str, A
     members = {f"blobs/sha256/{digest[7:]}": data for digest, data in sorted(blobs.items())}
     members |= {"index.json": json.dumps(index).encode(), "manifest.json": json.dumps(legacy).encode()}
     out.write_bytes(tar_bytes([entry_info(name, "file", data) for name, data in members.items()]))
+
+
+def make_deep_tree(top: Path, depth: int) -> None:
+    """A chain of ``depth`` directories below ``top``, a file at each level, made without recursion."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+            child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    finally:
+        os.close(fd)

@@ -428,6 +428,36 @@ def test_image_config_round_trips_through_json() -> None:
 
 
 @pytest.mark.parametrize(
+    "config, error, message",
+    [
+        ({"Env": ["A=b\0c"]}, InvalidImage, "Env holds a NUL byte"),
+        ({"Entrypoint": ["/bin/\0sh"]}, InvalidImage, "Entrypoint holds a NUL byte"),
+        ({"User": "app\0"}, InvalidImage, "User holds a NUL byte"),
+        ({"Cmd": ["\ud800"]}, InvalidImage, "lone surrogate"),
+        ({"Env": ["JUSTKEY"]}, InvalidImage, "Env entry 'JUSTKEY' is not NAME=VALUE"),
+        ({"Env": ["=x"]}, InvalidImage, "Env entry '=x' is not NAME=VALUE"),
+        ({"WorkingDir": "app"}, InvalidImage, "WorkingDir 'app' is not an absolute path"),
+        ({"WorkingDir": "/app/../.."}, InvalidImage, "climbs"),
+        ({"WorkingDir": "/" + "d/" * 2048}, InvalidImage, "longer than PATH_MAX"),
+        ({"Env": ["X=" + "x" * archive_module.MAX_ARG_STRLEN]}, ImageTooLarge, "MAX_ARG_STRLEN"),
+        ({"Cmd": ["x"] * 110_000}, ImageTooLarge, "take 1100000 bytes: at most 1048576"),
+    ],
+)
+def test_a_config_no_process_could_start_with_is_refused(config: dict[str, Any], error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        ImageConfig.from_image_config({"config": config})
+
+
+@pytest.mark.parametrize("member", ["manifest.json", "config", "index.json"])
+def test_documents_over_the_limit_are_refused_unread(tmp_path: Path, member: str) -> None:
+    members = oci_layout(LAYERS) if member == "index.json" else docker_save(LAYERS)
+    name = next(n for n in members if n.endswith(".json") and n != "manifest.json") if member == "config" else member
+    members[name] += b" " * archive_module.MAX_DOCUMENT
+    with pytest.raises(ImageTooLarge, match=f"may be at most {archive_module.MAX_DOCUMENT}"):
+        read(write_tar(tmp_path / "image.tar", members))
+
+
+@pytest.mark.parametrize(
     "tag",
     ["demo", "demo:1", "localhost:5000/team/demo:v1.2-rc_3", "docker.io/library/demo:latest", "a__b/c-d", "1", "v1.0"],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +13,9 @@ import pytest
 
 from faasd.errors import InvalidImage, RuntimeFailure, UnsafeArchive
 from faasd.images import overlay
-from faasd.images.store import ImageStore, resolve_user
+from faasd.images.store import ImageStore
 from faasd.images.unpack import UnpackLimits
-from tests.unit.images.layers import Entry, entry_info, layer_bytes, tar_bytes
+from tests.unit.images.layers import Entry, entry_info, layer_bytes, make_deep_tree, tar_bytes
 from tools.build_image import write_docker_archive
 
 pytestmark = pytest.mark.needs_root  # unpacking keeps ownership
@@ -117,6 +118,34 @@ def test_sweep_removes_half_imports_and_unknown_versions(tmp_path: Path, store: 
     assert (tmp_path / "images" / "fn" / "1").is_dir()
 
 
+def test_the_sweep_logs_what_it_cannot_remove_and_goes_on(
+    tmp_path: Path, store: ImageStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    stuck = tmp_path / "layers" / ".tmp-gone-stuck"
+    (stuck / "sub").mkdir(parents=True)
+    (stuck / "sub" / "immutable").write_text("x")
+    subprocess.run(["chattr", "+i", str(stuck / "sub" / "immutable")], check=True)
+    deep = tmp_path / "images" / "unknown" / "1" / "top"
+    deep.mkdir(parents=True)
+    make_deep_tree(deep, 1500)
+    try:
+        removed = store.sweep({})
+        assert removed == [tmp_path / "images" / "unknown"], "the deep tree went, the immutable file stayed"
+        assert stuck.exists()
+        assert f"cannot remove path={stuck} error=Operation not permitted" in caplog.text
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck / "sub" / "immutable")], check=True)
+
+
+def test_an_image_of_no_layers_mounts(tmp_path: Path, store: ImageStore) -> None:
+    """overlayfs takes no fewer than two lower layers without an upper one."""
+    store.import_image(image(tmp_path, config={"config": {"Cmd": ["/control.sock"]}}), "bare", 1, None)
+    store.check_servable("bare", 1)
+    assert {"proc", "dev", "sys", "tmp", "control.sock"} <= set(os.listdir(store.rootfs("bare", 1)))
+    store.remove_function("bare")
+    assert overlay.mounts_below(tmp_path) == []
+
+
 def test_a_second_image_on_the_same_base_unpacks_only_its_own_layer(tmp_path: Path, store: ImageStore) -> None:
     store.import_image(image(tmp_path, BASE_LAYER, [("bin/app", "file", "one")], name="one"), "one", 1, None)
     before = {path: path.stat().st_ino for path in layer_dirs(tmp_path)}
@@ -202,28 +231,3 @@ def test_two_imports_of_one_new_layer_at_once_keep_one_copy(tmp_path: Path, stor
     for number in range(2):
         assert len(os.listdir(store.rootfs(f"fn{number}", 1) / "lib")) == 300
     assert [p.name for p in (tmp_path / "layers").iterdir()] == ["sha256"], "the loser's copy is gone"
-
-
-@pytest.mark.parametrize(
-    "user, expected",
-    [("", (0, 0)), ("1000", (1000, 0)), ("1000:7", (1000, 7)), ("app", (1000, 1001)), ("app:staff", (1000, 50))],
-)
-def test_resolve_user(tmp_path: Path, user: str, expected: tuple[int, int]) -> None:
-    (tmp_path / "etc").mkdir()
-    (tmp_path / "etc" / "passwd").write_text(PASSWD)
-    (tmp_path / "etc" / "group").write_text("root:x:0:\nstaff:x:50:\n")
-    assert resolve_user(tmp_path, user) == expected
-
-
-def test_resolve_user_never_follows_a_symlinked_passwd(tmp_path: Path) -> None:
-    (tmp_path / "etc").mkdir()
-    (tmp_path / "etc" / "passwd").symlink_to("/etc/passwd")
-    with pytest.raises(InvalidImage, match="cannot be read"):
-        resolve_user(tmp_path, "root")
-
-
-def test_unknown_user_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "etc").mkdir()
-    (tmp_path / "etc" / "passwd").write_text(PASSWD)
-    with pytest.raises(InvalidImage, match="'nobody', which is not in its /etc/passwd"):
-        resolve_user(tmp_path, "nobody")

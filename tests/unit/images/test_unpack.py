@@ -18,7 +18,7 @@ import pytest
 
 from faasd.errors import FaasError, ImageTooLarge, InsufficientStorage, InvalidImage, UnsafeArchive
 from faasd.images.overlay import OPAQUE_XATTR, is_opaque, mount_layers, unmount_below, visible_layers
-from faasd.images.unpack import PATH_MAX, Budget, UnpackLimits, apply_layer, split_name
+from faasd.images.unpack import MAX_DEPTH, PATH_MAX, Budget, UnpackLimits, apply_layer, split_name
 from tests.needs import require
 from tests.unit.images.layers import MTIME, Entry, entry_info, open_layer, tar_bytes
 
@@ -338,6 +338,8 @@ HOSTILE: list[tuple[str, list[list[Entry]], Refused | Lands]] = [
     ),
     ("name over NAME_MAX", [[("a" * 300, "file", "x")]], Refused(InvalidImage, "File name too long")),
     ("name over PATH_MAX", [[("a/" * 2048, "dir", "")]], Refused(InvalidImage, "longer than PATH_MAX")),
+    ("name over MAX_DEPTH", [[("a/" * MAX_DEPTH + "f", "file", "")]], Refused(InvalidImage, "levels deep")),
+    ("hard link over MAX_DEPTH", [[("l", "hardlink", "a/" * MAX_DEPTH + "f")]], Refused(InvalidImage, "levels deep")),
     (
         "same file twice in a layer",
         [[("f", "file", "scanned"), ("f", "file", "run")]],
