@@ -36,7 +36,7 @@ fi
 image="$(mktemp --suffix=.tar)"
 trap 'rm -f "$image"' EXIT
 echo "install.sh: building the example image (the first time takes a minute or two)"
-.venv/bin/python -m tools.build_image python "$image" --cache "${FAAS_CACHE:-/var/cache/faasd}"
+faas build handlers/hello -o "$image" --cache "${FAAS_CACHE:-/var/cache/faasd}"
 faas new hello -f "$image"
 echo
 echo "Try:"

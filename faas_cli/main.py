@@ -21,6 +21,8 @@ import click
 from click.exceptions import NoArgsIsHelpError
 from click.shell_completion import CompletionItem
 
+from faas_cli.apply import apply
+from faas_cli.build import build
 from faas_cli.client import (
     DEFAULT_SOCKET,
     Client,
@@ -615,5 +617,5 @@ def logs(client: Client, name: str, follow: bool, tail: int | None, since: str |
         os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
 
 
-for command in (versions, rollback, describe, runtime):
+for command in (versions, rollback, describe, build, apply, runtime):
     main.add_command(command)

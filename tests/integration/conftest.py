@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.registry import LocalRegistry, start_registry
 from tools.build_image import build_busybox_image, build_python_image, build_runtime_image
 
 BIN = Path(sys.executable).parent
@@ -204,6 +205,20 @@ def probe_image(images: Path) -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     build_python_image(out, cache_dir=CACHE, app_dir=Path(__file__).parent / "probe")
     return out
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    """Debian's docker-registry on loopback with htpasswd basic auth (tests/integration/registry.py)."""
+    registry = start_registry(tmp_path_factory.mktemp("registry"))
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture
+def puller(make_daemon: Callable[..., Daemon], registry: LocalRegistry) -> Daemon:
+    """A daemon that may pull from the test registry over plain HTTP, and gives up on it soon."""
+    return make_daemon(daemon_range(0), "--insecure-registry", registry.host, "--registry-timeout", "2")
 
 
 def http_get(ip: str, path: str = "/", timeout: float = 30) -> tuple[int, bytes]:
