@@ -306,6 +306,13 @@ def main(ctx: click.Context, socket_path: Path, host: HttpEndpoint | None, token
     help="Connections one container serves one after another: throughput over isolation." + daemon_default("reuse"),
 )
 @click.option(
+    "--sandbox",
+    type=click.Choice(["runc", "fork"]),
+    default=None,
+    help="runc: a container started per connection; fork: a sandbox forked per connection from a template "
+    "that loaded the app once (needs serve() from faas_handler.py).  [default: the daemon's, runc]",
+)
+@click.option(
     "--runtime", default=None, metavar="RUNTIME", help="Deploy source code on this runtime (faas runtime list)."
 )
 @click.option(
