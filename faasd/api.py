@@ -47,6 +47,7 @@ import logging
 import os
 import socket
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -489,7 +490,17 @@ async def post_pull(request: web.Request) -> web.StreamResponse:
             elif same is not None:
                 await send({"event": "unchanged", "changed": False, "function": function_json(same)})
             else:
+                started = time.monotonic()
                 archive = await pull.fetch(config.uploads_dir, config.max_upload_bytes, send)
+                log.info(
+                    "image pulled function=%s reference=%s digest=%s fetched_bytes=%d layers_held=%d seconds=%.3f",
+                    name,
+                    image,
+                    pull.resolved_digest,
+                    pull.missing_bytes,
+                    sum(layer.held for layer in pull.layers),
+                    time.monotonic() - started,
+                )
                 try:
                     function = await functions.deploy(
                         name, archive, image, None, limits, force, environment, pull.resolved_digest

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.registry import LocalRegistry, start_registry
 from tools.build_image import build_busybox_image, build_python_image, build_runtime_image
+from tools.local_registry import LocalRegistry, start_registry
 
 BIN = Path(sys.executable).parent
 CACHE = Path(os.environ.get("FAAS_TEST_CACHE", "/var/cache/faasd-tests"))
@@ -209,7 +209,7 @@ def probe_image(images: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
-    """Debian's docker-registry on loopback with htpasswd basic auth (tests/integration/registry.py)."""
+    """Debian's docker-registry on loopback with htpasswd basic auth (tools/local_registry.py)."""
     registry = start_registry(tmp_path_factory.mktemp("registry"))
     yield registry
     registry.stop()

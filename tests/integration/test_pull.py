@@ -17,9 +17,9 @@ import pytest
 from faasd.images.archive import ARCH_NAMES
 from tests.integration.conftest import Daemon, http_get
 from tests.integration.faulty import deployed
-from tests.integration.registry import OCI_INDEX, OCI_MANIFEST, PASSWORD, USER, LocalRegistry
 from tests.integration.test_layers import app_image, base_layer  # noqa: F401  # base_layer: a fixture
 from tools.build_image import DEFAULT_PATH
+from tools.local_registry import OCI_INDEX, OCI_MANIFEST, PASSWORD, USER, LocalRegistry
 
 
 def answer(ip: str) -> str:

@@ -1,4 +1,4 @@
-"""A real image registry for the tests: Debian's docker-registry on loopback, htpasswd basic auth.
+"""A real image registry for tests and benchmarks: Debian's docker-registry on loopback, htpasswd basic auth.
 
 Images get there as users put them: ``skopeo copy`` from an archive, or, for what skopeo will
 not write (an index for another platform, an uncompressed layer), the distribution API's own
