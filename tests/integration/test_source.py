@@ -221,3 +221,11 @@ def test_runtimes_and_source_functions_survive_a_restart(
         assert again.returncode == 0, again.stderr
     finally:
         daemon.stop()
+
+
+def test_the_readme_examples_answer_as_shown(daemon: Daemon) -> None:
+    examples = Path(__file__).resolve().parents[2] / "handlers" / "source"
+    add = deploy(daemon, "readme-add", "--code", str(examples / "add.py"))
+    assert post_json(add, {"a": 1, "b": 2})[::2] == (200, b'{"sum": 3}')
+    double = deploy(daemon, "readme-double", "--code", str(examples / "double.py"))
+    assert post_json(double, {"n": 21})[::2] == (200, b'{"double": 42}')
