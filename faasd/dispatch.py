@@ -19,6 +19,7 @@ from typing import Any
 from faasd import metrics
 from faasd.admission import Starts
 from faasd.config import Config
+from faasd.daemonlog import Throttle
 from faasd.handoff import close_client
 from faasd.images.store import ImageStore
 from faasd.instance import KILL_GRACE_SECONDS, Instance, Outcome
@@ -33,6 +34,7 @@ from faasd.sandbox.spec import SpecTemplate, build_spec
 from faasd.sandbox.template import Template, setup_message, template_version
 
 log = logging.getLogger(__name__)
+FAILED_CONNECTIONS = Throttle(log)
 
 # What the client is told when the handler could not answer it.
 REPLIES = {
@@ -145,8 +147,10 @@ class Dispatcher:
         duration_ms = round((time.monotonic() - began) * 1000, 1)
         count(version.function, outcome, duration_ms / 1000)
         instance.record(version=version.number, outcome=outcome.value, exit=instance.exit_code, duration_ms=duration_ms)
-        # Every connection is in its function's log; the daemon's own log keeps the ones that failed.
-        log.log(
+        # Every connection is in its function's log; the daemon's own log keeps the ones that failed,
+        # at the throttle's rate: any client can make a broken function fail again and again.
+        emit = log.log if outcome is Outcome.SERVED else FAILED_CONNECTIONS.log
+        emit(
             logging.DEBUG if outcome is Outcome.SERVED else logging.INFO,
             "connection function=%s version=%s id=%s peer=%s:%s outcome=%s exit=%s duration_ms=%.1f",
             version.function,

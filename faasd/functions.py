@@ -21,6 +21,7 @@ from pathlib import Path
 from faasd import metrics
 from faasd.admission import Admission, Overloaded
 from faasd.config import Config
+from faasd.daemonlog import Throttle
 from faasd.dispatch import Dispatcher
 from faasd.environment import with_environment
 from faasd.errors import Conflict, FaasError, NotFound, RuntimeFailure
@@ -36,6 +37,8 @@ from faasd.replies import send_error
 from faasd.sandbox.fork import TemplatePool
 
 log = logging.getLogger(__name__)
+# Any client can make a busy daemon refuse connection after connection: the log gets a few lines.
+REFUSALS = Throttle(log)
 
 Adopt = Callable[[socket.socket, tuple[str, int]], None]
 Pool = WarmPool | TemplatePool  # a version's runc containers, or its fork-mode template
@@ -173,7 +176,7 @@ class Listener:
             try:
                 instance, ready = await pool.claim()
             except Overloaded as exc:
-                log.warning("refused function=%s peer=%s:%s reason=%s", function, *peer, exc.reason)
+                REFUSALS.log(logging.WARNING, "refused function=%s peer=%s:%s reason=%s", function, *peer, exc.reason)
                 metrics.REQUESTS.labels(function, str(HTTPStatus.SERVICE_UNAVAILABLE.value)).inc()
                 metrics.ERRORS.labels("overloaded").inc()
                 await send_error(client, HTTPStatus.SERVICE_UNAVAILABLE, exc.reason, retry_after=exc.retry_after)

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.integration.conftest import Daemon
-from tests.integration.registry import LocalRegistry
 from tests.integration.test_pull import answer, login
+from tools.local_registry import LocalRegistry
 
 
 def versions(daemon: Daemon) -> dict[str, int]:

@@ -24,8 +24,8 @@ import pytest
 
 from tests.integration.conftest import Daemon, daemon_range, eventually
 from tests.integration.faulty import busybox_variant
-from tests.integration.registry import LocalRegistry, free_port
 from tests.integration.test_pull import login
+from tools.local_registry import LocalRegistry, free_port
 
 RECIPE = Path(__file__).parents[2] / "docs" / "scale"
 DOMAIN = "localhost"
