@@ -288,3 +288,59 @@ def test_go_faas_upload_run_now_and_its_path_names(daemon: Daemon) -> None:
     assert status == 500 and failed["error"] == "KeyError: 'x'"
     status, refused = post_control(daemon, "/upload", upload | {"language": "cobol"})
     assert status == 400 and "unknown language 'cobol'" in refused["error"]
+
+
+def sse_events(ip: str, headers: dict[str, str] | None = None) -> list[tuple[float, str, str]]:
+    """Each event of an SSE response as (arrival time, event name, data), read as it arrives."""
+    conn = http.client.HTTPConnection(ip, 80, timeout=30)
+    conn.request("GET", "/", headers=headers or {})
+    response = conn.getresponse()
+    assert response.status == 200 and response.getheader("Content-Type") == "text/event-stream"
+    events, name, data = [], "message", []
+    while line := response.readline():
+        text = line.decode().rstrip("\n")
+        if text.startswith("event: "):
+            name = text[len("event: ") :]
+        elif text.startswith("data: "):
+            data.append(text[len("data: ") :])
+        elif not text and data:
+            events.append((time.time(), name, "\n".join(data)))
+            name, data = "message", []
+    conn.close()
+    return events
+
+
+def test_a_generator_streams_each_item_the_moment_it_is_yielded(daemon: Daemon, tmp_path: Path) -> None:
+    code = (
+        "import time\ndef handler(event, context):\n    for i in range(3):\n"
+        "        yield {'i': i, 't': time.time()}\n        time.sleep(0.5)\n    return 'done'\n"
+    )
+    ip = deploy(daemon, "stream", "--code", str(write(tmp_path, "gen.py", code)))
+    http_get(ip)  # a first connection, so the next one finds its container warm
+    events = sse_events(ip)
+    assert [(name, json.loads(data)["i"]) for _, name, data in events[:3]] == [("message", i) for i in range(3)]
+    assert events[3][1:] == ("result", "done")
+    delays = [arrived - json.loads(data)["t"] for arrived, _, data in events[:3]]
+    print("SSE delays from yield to arrival (ms):", [round(d * 1000, 2) for d in delays])
+    assert all(delay < 0.5 for delay in delays), "each item arrives before the next is made: nothing is held back"
+
+
+def test_accept_event_stream_streams_what_the_code_prints(daemon: Daemon, tmp_path: Path) -> None:
+    code = "import time\nfor i in range(3):\n    print(f'step {i}')\n    time.sleep(0.3)\nreturn {'done': True}\n"
+    ip = deploy(daemon, "printer", "--code", str(write(tmp_path, "p.py", code)))
+    events = sse_events(ip, {"Accept": "text/event-stream"})
+    assert [(name, data) for _, name, data in events] == [
+        ("message", "step 0"),
+        ("message", "step 1"),
+        ("message", "step 2"),
+        ("result", '{"done": true}'),
+    ]
+    assert events[1][0] - events[0][0] > 0.2, "each line is sent as it is printed, not at the end"
+    assert http_get(ip) == (200, b'{"done": true}'), "without the Accept header, the return value alone"
+    assert eventually(lambda: "stdout step 2" in daemon.faas("logs", "printer").stdout), "the lines reach the log too"
+
+    failing = "def handler(event, context):\n    yield 1\n    raise ValueError('mid-stream')\n"
+    ip = deploy(daemon, "streamfail", "--code", str(write(tmp_path, "f.py", failing)))
+    events = sse_events(ip)
+    assert events[0][1:] == ("message", "1") and events[1][1] == "error"
+    assert json.loads(events[1][2])["error"] == "ValueError: mid-stream"

@@ -208,15 +208,103 @@ def print_user_traceback(exc: BaseException) -> None:
     sys.stderr.flush()
 
 
+CO_GENERATOR, CO_ASYNC_GENERATOR = 0x20, 0x200  # code object flags (inspect.CO_*), without importing inspect
+
+
+def is_generator(function: Callable[..., Any]) -> bool:
+    """Whether calling ``function`` makes a generator or an async generator: it streams."""
+    code = getattr(function, "__code__", None)
+    return code is not None and bool(code.co_flags & (CO_GENERATOR | CO_ASYNC_GENERATOR))
+
+
+class LineEvents:
+    """``sys.stdout`` while a call streams: each whole line printed is queued as an event, and
+    still written to the log."""
+
+    def __init__(self, events: Any, log: Any) -> None:
+        self._events = events
+        self._log = log
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self._log.write(text)
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._events.put(("line", line))
+        return len(text)
+
+    def flush(self) -> None:
+        self._log.flush()
+
+
+def produce(function: Callable[..., Any], event: Any, context: Context, events: Any) -> None:
+    """Call ``function`` and queue what it yields, then its return value (or its error)."""
+    try:
+        result = function(event, context)
+        if hasattr(result, "__anext__"):
+            import asyncio
+
+            async def drain() -> None:
+                async for item in result:
+                    events.put(("item", jsonable(item)))
+
+            asyncio.run(drain())
+            value = None
+        elif hasattr(result, "__next__") and hasattr(result, "throw"):
+            while True:
+                try:
+                    events.put(("item", jsonable(next(result))))
+                except StopIteration as stop:
+                    value = stop.value
+                    break
+        else:
+            value = call(lambda *_: result, event, context)
+        events.put(("result", jsonable(value)))
+    except Exception as exc:
+        print_user_traceback(exc)
+        events.put(("error", {"error": f"{type(exc).__name__}: {exc}", "request_id": context.request_id}))
+
+
+def stream(function: Callable[..., Any], event: Any, context: Context) -> Any:
+    """Server-Sent Events of one call: each item it yields and each line it prints as a ``data:``
+    event, sent the moment it comes, then ``event: result`` with its return value (or ``event:
+    error``). The call runs on a thread, so a line is sent while the code still runs."""
+    import queue
+    import threading
+
+    import faas_handler
+
+    events: Any = queue.Queue()
+    log = sys.stdout
+    sys.stdout = LineEvents(events, log)
+    sys.setswitchinterval(0.0005)  # hand the GIL over soon after an event is queued
+    threading.Thread(target=produce, args=(function, event, context, events), daemon=True).start()
+    try:
+        while True:
+            kind, value = events.get()
+            if kind in ("item", "line"):
+                yield faas_handler.Event(value)
+            else:
+                yield faas_handler.Event(value, event=kind)
+                return
+    finally:
+        sys.stdout = log
+
+
 def make_handle(function: Callable[..., Any]) -> Callable[[Any], Any]:
     """The plain faas_handler app that runs ``function`` for each request."""
     import faas_handler
+
+    generates = is_generator(function)
 
     def handle(request: Any) -> Any:
         headers = {name.lower(): value for name, value in request.headers.items()}
         context = Context(request.metadata, request.method, request.path, headers)
         try:
             event = parse_event(request.method, request.body, request.query)
+            if generates or "text/event-stream" in headers.get("accept", ""):
+                return faas_handler.sse(stream(function, event, context))
             status, pairs, data, implied = response_parts(call(function, event, context))
         except Exception as exc:
             print_user_traceback(exc)
