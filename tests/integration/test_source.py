@@ -16,19 +16,21 @@ from tests.integration.conftest import (
     daemon_range,
     eventually,
     first_ip,
+    free_port,
     http_get,
     http_request,
     start_daemon,
 )
 
 SOURCE = Path(__file__).parent / "source"
-RANGE = daemon_range(40)
+RANGE = daemon_range(50)
+GATEWAY_PORT = free_port()
 
 
 @pytest.fixture(scope="module")
 def daemon(daemon_roots: Path, python_runtime_image: Path) -> Iterator[Daemon]:
     """One daemon for the module, with the python runtime added once."""
-    daemon = start_daemon(daemon_roots, RANGE)
+    daemon = start_daemon(daemon_roots, RANGE, "--gateway", f"127.0.0.1:{GATEWAY_PORT}")
     try:
         added = daemon.faas("runtime", "add", "python", "-f", str(python_runtime_image))
         assert added.returncode == 0, added.stderr
@@ -212,7 +214,7 @@ def test_runtime_rm_is_refused_while_used_and_a_runtime_needs_its_interpreter(
 def test_runtimes_and_source_functions_survive_a_restart(
     daemon_roots: Path, python_runtime_image: Path, tmp_path: Path
 ) -> None:
-    daemon = start_daemon(daemon_roots, daemon_range(41))
+    daemon = start_daemon(daemon_roots, daemon_range(51))
     try:
         assert daemon.faas("runtime", "add", "python", "-f", str(python_runtime_image)).returncode == 0
         assert (
@@ -226,7 +228,7 @@ def test_runtimes_and_source_functions_survive_a_restart(
         half = daemon.state_dir / "runtimes" / "half" / "2"
         half.mkdir(parents=True)
         daemon.start()
-        assert http_get(first_ip(daemon_range(41))) == (200, b"kept")
+        assert http_get(first_ip(daemon_range(51))) == (200, b"kept")
         assert not half.parent.exists()
         assert [r["name"] for r in json.loads(daemon.faas("runtime", "list", "--json").stdout)] == ["python"]
         again = daemon.faas(
@@ -344,3 +346,40 @@ def test_accept_event_stream_streams_what_the_code_prints(daemon: Daemon, tmp_pa
     events = sse_events(ip)
     assert events[0][1:] == ("message", "1") and events[1][1] == "error"
     assert json.loads(events[1][2])["error"] == "ValueError: mid-stream"
+
+
+def gateway(method: str, path: str, body: bytes | None = None, host: str = "127.0.0.1") -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", GATEWAY_PORT, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers={"Host": host, "Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_the_gateway_routes_by_path_and_the_function_sees_the_path_after_it(daemon: Daemon, tmp_path: Path) -> None:
+    code = "def handler(event, context):\n    return {'path': context.path, 'event': event}\n"
+    deploy(daemon, "paths", "--code", str(write(tmp_path, "paths.py", code)))
+    status, body = gateway("POST", "/function/paths/a/b?x=1", b'{"k": 1}')
+    assert status == 200 and json.loads(body) == {"path": "/a/b", "event": {"k": 1}}
+    assert json.loads(gateway("POST", "/function/paths", b"{}")[1])["path"] == "/"
+    # GraalFaaS: POST /invoke/{id} with the event as the body, and GET /health.
+    assert json.loads(gateway("POST", "/invoke/paths", b'{"name": "World"}')[1]) == {
+        "path": "/",
+        "event": {"name": "World"},
+    }
+    assert gateway("GET", "/health") == (200, b'{"status": "UP"}')
+    # Host routing still wins: a function reached by its name keeps every path of its own.
+    assert json.loads(gateway("POST", "/function/other/x", b"{}", host="paths")[1])["path"] == "/function/other/x"
+    status, body = gateway("GET", "/function/nosuch/")
+    assert status == 404 and b"no function named 'nosuch'" in body
+
+
+def test_go_faas_run_by_path_on_the_gateway(daemon: Daemon) -> None:
+    upload = {"path": "calc/mul", "language": "python", "code": 'return {"result": event["a"] * event["b"]}'}
+    assert post_control(daemon, "/upload", upload)[0] == 200
+    status, body = gateway("POST", "/run/calc/mul", json.dumps({"input": {"a": 10, "b": 5}}).encode())
+    assert (status, json.loads(body)) == (200, {"data": {"result": 50}, "type": "json"})
+    status, body = gateway("POST", "/run/calc/mul", json.dumps({"input": '{"a": 2, "b": 3}'}).encode())
+    assert json.loads(body) == {"data": {"result": 6}, "type": "json"}, "input as JSON text, as go-faas takes it"

@@ -28,6 +28,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -208,6 +209,31 @@ def print_user_traceback(exc: BaseException) -> None:
     sys.stderr.flush()
 
 
+def own_path(path: str, function: str) -> tuple[str, bool]:
+    """The path after the gateway's prefix (``/function/NAME``, ``/invoke/NAME``), and whether the
+    request came by go-faas's ``/run/PATH``, whose body is ``{"input", "stream"}``."""
+    for prefix in (f"/function/{function}", f"/invoke/{function}"):
+        if path == prefix or path.startswith(prefix + "/"):
+            return path[len(prefix) :] or "/", False
+    if path.startswith("/run/"):
+        named = re.sub(r"[^a-z0-9]+", "-", path[len("/run/") :].lower()).strip("-")[:63].rstrip("-")
+        return path, bool(function) and named == function
+    return path, False
+
+
+def go_faas_event(body: Any) -> tuple[Any, bool]:
+    """The event and stream flag of go-faas's ``{"input", "stream"}``; ``input`` may be JSON text."""
+    if not isinstance(body, dict):
+        return body, False
+    event = body.get("input")
+    if isinstance(event, str):
+        try:
+            event = json.loads(event)
+        except ValueError:
+            pass
+    return event, body.get("stream") is True
+
+
 CO_GENERATOR, CO_ASYNC_GENERATOR = 0x20, 0x200  # code object flags (inspect.CO_*), without importing inspect
 
 
@@ -300,12 +326,19 @@ def make_handle(function: Callable[..., Any]) -> Callable[[Any], Any]:
 
     def handle(request: Any) -> Any:
         headers = {name.lower(): value for name, value in request.headers.items()}
-        context = Context(request.metadata, request.method, request.path, headers)
+        path, go_faas = own_path(request.path, str(request.metadata.get("function", "")))
+        context = Context(request.metadata, request.method, path, headers)
         try:
             event = parse_event(request.method, request.body, request.query)
-            if generates or "text/event-stream" in headers.get("accept", ""):
+            wants_stream = "text/event-stream" in headers.get("accept", "")
+            if go_faas:
+                event, wants_stream = go_faas_event(event)
+            if generates or wants_stream:
                 return faas_handler.sse(stream(function, event, context))
-            status, pairs, data, implied = response_parts(call(function, event, context))
+            result = call(function, event, context)
+            if go_faas:
+                result = {"data": jsonable(result), "type": "text" if isinstance(result, str) else "json"}
+            status, pairs, data, implied = response_parts(result)
         except Exception as exc:
             print_user_traceback(exc)
             error = {"error": f"{type(exc).__name__}: {exc}", "request_id": context.request_id}
