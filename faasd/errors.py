@@ -15,6 +15,7 @@ answers with and a message that says what to do. Errors are raised deep, chained
     ├── RegistryDenied (403)         an image registry refused the credentials, or asks for some
     ├── NotFound (404)               no function by that name
     ├── Conflict (409)               the operation collides with current state
+    ├── CheckFailed (422)            faas new --check: the new version's handler never got ready
     ├── ImageTooLarge (413)          the upload or its unpacked size is over the limit
     ├── InsufficientStorage (507)    the disk filled up during an import
     ├── RegistryUnavailable (502)    an image registry is down, slow, or answered out of protocol
@@ -100,6 +101,12 @@ class Conflict(FaasError):
     """Raised when the request collides with the current state (e.g. the IP range is full)."""
 
     status = 409
+
+
+class CheckFailed(FaasError):
+    """Raised when a deploy's check finds that the new version's handler exits or never connects."""
+
+    status = 422
 
 
 class ImageTooLarge(FaasError):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from faasd import metrics
 from faasd.admission import Admission, Overloaded
+from faasd.check import check_handler
 from faasd.config import Config
 from faasd.daemonlog import Throttle
 from faasd.dispatch import Dispatcher
@@ -357,6 +358,7 @@ class Functions:
         force: bool = False,
         environment: Mapping[str, str] | None = None,
         pulled: str | None = None,
+        check: bool = False,
     ) -> Function:
         """Import ``archive`` as a new version of ``name``, whose containers get ``limits`` and
         ``environment`` over the image's own, and switch new connections to it. ``pulled`` is
@@ -365,6 +367,9 @@ class Functions:
         The image the current version already has, with the same environment and limits, is no
         new version unless ``force``: it would only push an older, real rollback target out of the
         kept ones. ``SameImage`` says so, and nothing changes.
+
+        With ``check``, one container of the new version must get ready before it is registered
+        (``faasd.check``): ``CheckFailed`` otherwise, and nothing changes either.
         """
         validate_name(name)
         async with self._locks[name]:
@@ -379,6 +384,19 @@ class Functions:
                     "deploy unchanged function=%s same_as=%s digest=%s", name, same.current.number, imported.digest
                 )
                 raise SameImage.of(same)
+            if check:
+                candidate = Version(
+                    name, number, image, imported.digest, config, imported.uid, imported.gid, time.time(), limits
+                )
+                try:
+                    await check_handler(self._dispatcher, candidate, self._logs.get(name))
+                except BaseException:
+                    if number == 1:  # no function: no rootfs dir and no log (the refusal quotes it)
+                        await asyncio.to_thread(self._store.remove_function, name)
+                        await self._logs.remove(name)
+                    else:
+                        await asyncio.to_thread(self._store.remove_version, name, number)
+                    raise
             try:
                 if limits.sandbox == "fork":
                     await self._check_template(name, number, image, imported, config, limits)
