@@ -174,6 +174,7 @@ async def serve(config: Config) -> None:
     )
     for directory in (config.run_dir, config.runc_root, config.images_dir):
         directory.mkdir(parents=True, exist_ok=True, mode=0o711)
+    store.prepare()
     registry = Registry(config.database_path, config.ip_range)
     aliases = Aliases()
     logs = Logs(config.logs_dir, config.logs)
