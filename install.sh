@@ -2,7 +2,8 @@
 # Quick start on Debian 12, as root: installs faasd, starts it (under systemd when systemd runs,
 # else in the background with packaging/faasd-background), deploys the example Python handler as
 # "hello", and prints the curl to try. Settings in /etc/default/faasd are honoured either way.
-#   FAASD_LOG    where a background faasd logs         (default /var/log/faasd.log)
+#   FAASD_LOG    where a background faasd logs         (default /var/log/faasd.log; faasd rotates it
+#                at 10 MiB and keeps 5; under systemd the log goes to the journal, which rotates it)
 #   FAAS_CACHE   where the example's Debian base is cached (default /var/cache/faasd)
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -1,11 +1,14 @@
-"""Sustained load on one function: many clients at once, each request on a new TCP connection.
+"""Sustained load: many clients at once, each request on a new TCP connection.
 
-The example Python handler is deployed on a fresh faasd; ``--concurrency`` asyncio clients send
-GETs back to back for ``--seconds``. The script prints the answers by status (and connection
-errors by kind), latency from connect to the last byte (p50, p99), requests/s, and the daemon's
-peak RSS and peak open fds, sampled from /proc while the load runs. Run it as root:
+Two apps, each deployed on a fresh faasd: the light one (the example Python handler) and the
+heavy one (the Flask example, whose every start imports Flask). For each, and each
+``--concurrency``, asyncio clients send GETs back to back for ``--seconds``. The script prints
+the answers by status (and connection errors by kind), latency from connect to the last byte
+(p50, p99), requests/s, and the daemon's peak RSS and peak open fds, sampled from /proc while
+the load runs; then each app's requests/s at every concurrency as a ratio to its lowest one.
+Run it as root:
 
-    sudo .venv/bin/python -m bench.load [--concurrency 64] [--seconds 30] [--cache /var/cache/faasd-tests]
+    sudo .venv/bin/python -m bench.load [--concurrency 4 64] [--seconds 20] [--app light heavy]
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.daemon import BenchDaemon, bench_parser, example_image
+from tools.build_image import HANDLERS, build_python_image
 
+# The light app starts in tens of ms; the heavy one imports Flask on every start.
+APPS = {"light": HANDLERS / "hello", "heavy": HANDLERS / "flask"}
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
 REQUEST_TIMEOUT_SECONDS = 60.0
 SAMPLE_EVERY_SECONDS = 0.1
@@ -115,13 +121,30 @@ def report(tally: Tally, peaks: Peaks, wall: float, concurrency: int) -> None:
 
 def main() -> None:
     parser = bench_parser(__doc__)
-    parser.add_argument("--concurrency", type=int, default=64, help="clients sending at once")
-    parser.add_argument("--seconds", type=float, default=30.0, help="how long clients start new requests")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[4, 64], help="clients sending at once")
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long clients start new requests")
+    parser.add_argument("--app", nargs="+", choices=list(APPS), default=list(APPS), help="which apps to load")
     options = parser.parse_args()
-    with example_image(options.cache) as image, BenchDaemon(image.parent / "faasd") as faasd:
-        address, _ = faasd.deploy("hello", image)
-        tally, peaks, wall = asyncio.run(run_load(address, faasd.pid, options.concurrency, options.seconds))
-    report(tally, peaks, wall, options.concurrency)
+    throughput: dict[str, dict[int, float]] = {}
+    with example_image(options.cache) as light:
+        for app in options.app:
+            image = light if app == "light" else light.with_name(f"{app}.tar")
+            if image != light:
+                build_python_image(image, cache_dir=options.cache, app_dir=APPS[app])
+            throughput[app] = {}
+            for concurrency in options.concurrency:
+                # A fresh daemon each: no warm pool or arrival rate carries over from the run before.
+                with BenchDaemon(light.parent / f"faasd-{app}-{concurrency}") as faasd:
+                    address, _ = faasd.deploy(app, image)
+                    tally, peaks, wall = asyncio.run(run_load(address, faasd.pid, concurrency, options.seconds))
+                print(f"== {app} app ({APPS[app].name}) ==")
+                report(tally, peaks, wall, concurrency)
+                throughput[app][concurrency] = tally.outcomes["200"] / wall
+    print("== answered 200 per second, and as a ratio to the lowest concurrency ==")
+    for app, by_concurrency in throughput.items():
+        base = by_concurrency[min(by_concurrency)]
+        cells = [f"c={c}: {rate:.1f}/s ({rate / base:.2f}x)" for c, rate in sorted(by_concurrency.items())]
+        print(f"{app:6} " + "  ".join(cells))
 
 
 if __name__ == "__main__":

@@ -7,17 +7,24 @@ that find none wait in one first-come queue of at most ``queue`` connections, fo
 
 Warm containers (``faasd.pool``) hold slots too, taken only when free (``try_acquire``); when a
 connection has to wait, ``reclaim`` is asked to give one back by stopping an idle warm container.
+
+Apart from the slots, ``Starts`` bounds how many containers *start* at once: a start is CPU
+work (runc, then the handler's imports), and many at once only share the CPUs, each taking
+longer, until all of them pass the start timeout and every one is wasted. The rest wait for a
+turn, in arrival order, and a start's timeout runs from its turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections import Counter, deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 
 CONTAINERS_PER_CPU = 16
+STARTS_PER_CPU = 2
 QUEUE_PER_SLOT = 4
 DEFAULT_QUEUE_TIMEOUT = 10.0
 
@@ -25,6 +32,11 @@ DEFAULT_QUEUE_TIMEOUT = 10.0
 def default_total() -> int:
     """Containers the machine runs at once by default: starting one costs CPU, waiting costs little."""
     return CONTAINERS_PER_CPU * (os.cpu_count() or 1)
+
+
+def default_starting() -> int:
+    """Containers that start at once by default: about what the CPUs can run side by side."""
+    return STARTS_PER_CPU * (os.cpu_count() or 1)
 
 
 class Overloaded(Exception):
@@ -44,6 +56,7 @@ class AdmissionLimits:
     per_function: int
     queue: int
     queue_timeout: float
+    starting: int = field(default_factory=default_starting)
 
     @classmethod
     def derive(
@@ -52,6 +65,7 @@ class AdmissionLimits:
         per_function: int | None = None,
         queue: int | None = None,
         queue_timeout: float = DEFAULT_QUEUE_TIMEOUT,
+        starting: int | None = None,
     ) -> AdmissionLimits:
         """The bounds given, the others derived: from the machine, then from each other."""
         total = total or default_total()
@@ -60,6 +74,7 @@ class AdmissionLimits:
             per_function=min(per_function or total, total),
             queue=QUEUE_PER_SLOT * total if queue is None else queue,
             queue_timeout=queue_timeout,
+            starting=min(starting or default_starting(), total),
         )
 
 
@@ -147,3 +162,29 @@ class Admission:
     def _retry_after(self) -> int:
         """Seconds a refused client should wait: about one queue timeout, at least one."""
         return max(1, round(self.limits.queue_timeout))
+
+
+class Starts:
+    """Turns to start a container: ``limit`` at once, the others wait in arrival order."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._turns = asyncio.Semaphore(limit)
+        self._waiting = 0
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Hold one of the turns while the block runs; wait for it first if all are taken."""
+        self._waiting += 1
+        try:
+            await self._turns.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._turns.release()

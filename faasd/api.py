@@ -545,6 +545,7 @@ async def delete_function(request: web.Request) -> web.Response:
 
 async def get_metrics(request: web.Request) -> web.Response:
     query_params(request)
+    metrics.sample()
     body = await asyncio.to_thread(prometheus_client.generate_latest)
     return web.Response(body=body, headers={hdrs.CONTENT_TYPE: prometheus_client.CONTENT_TYPE_LATEST})
 

@@ -63,6 +63,7 @@ class Config:
     port: int = 80
     limits: Limits = field(default_factory=Limits)  # for functions deployed without their own
     logs: LogLimits = field(default_factory=LogLimits)
+    log_file: Path | None = None  # the daemon's own log, rotated; None: stderr (journald under systemd)
     admission: AdmissionLimits = field(default_factory=AdmissionLimits.derive)
     gateway: TcpAddress | None = None  # one port for every function, routed by Host header
     gateway_domain: str = "localhost"  # NAME.<domain> reaches function NAME through the gateway

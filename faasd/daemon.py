@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from faasd import daemonlog, metrics
-from faasd.admission import Admission
+from faasd.admission import Admission, Starts
 from faasd.api import serve_api
 from faasd.auth import TokenFileError, load_or_create_token
 from faasd.config import Config
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_STARTUP_FAILED = 3
+EXIT_DRAIN_CUT = 4  # a second signal: connections were cut and nothing was cleaned up
 
 
 class StartupError(Exception):
@@ -164,6 +165,24 @@ async def open_gateway(stack: contextlib.AsyncExitStack, config: Config, functio
     stack.push_async_callback(Gateway(sock, config.gateway_domain, functions.route).close)
 
 
+def stop_on_signals(drain_seconds: float) -> asyncio.Event:
+    """An event set by the first SIGTERM or SIGINT; a second one exits at once, non-zero."""
+    stop = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second signal=%s: exiting without drain", signal.Signals(signum).name)
+            logging.shutdown()
+            os._exit(EXIT_DRAIN_CUT)
+        log.info("stopping signal=%s drain_seconds=%s", signal.Signals(signum).name, drain_seconds)
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    return stop
+
+
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT; a second signal skips the drain."""
     runc = Runc(config.runc_binary, config.runc_root)
@@ -178,6 +197,8 @@ async def serve(config: Config) -> None:
     registry = Registry(config.database_path, config.ip_range)
     aliases = Aliases()
     logs = Logs(config.logs_dir, config.logs)
+    # First: a signal during the clean-up below then stops the daemon in order, not half-way.
+    stop = stop_on_signals(config.drain_seconds)
     try:
         await aliases.open()
         await remove_leftovers(config, runc, registry, store, aliases, logs)
@@ -185,27 +206,26 @@ async def serve(config: Config) -> None:
         config.bundles_dir.mkdir(mode=0o711, exist_ok=True)
         config.uploads_dir.mkdir(mode=0o700, exist_ok=True)
         admission = Admission(config.admission)
-        functions = Functions(config, registry, store, aliases, Dispatcher(config, runc, store), admission, logs)
-        metrics.CONTAINERS.set_function(lambda: admission.running)
-        metrics.QUEUED.set_function(lambda: admission.queued)
-        metrics.WARM.set_function(lambda: functions.warm)
-        metrics.FUNCTIONS.set_function(lambda: len(functions.all()))
-        await functions.restore()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-
-        def on_signal(signum: int) -> None:
-            if stop.is_set():
-                log.warning("second signal=%s: exiting without drain", signal.Signals(signum).name)
-                os._exit(EXIT_OK)
-            log.info("stopping signal=%s drain_seconds=%s", signal.Signals(signum).name, config.drain_seconds)
-            stop.set()
-
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, on_signal, signum)
+        functions = Functions(
+            config,
+            registry,
+            store,
+            aliases,
+            Dispatcher(config, runc, store, Starts(config.admission.starting)),
+            admission,
+            logs,
+        )
+        metrics.sampled(metrics.CONTAINERS, lambda: admission.running)
+        metrics.sampled(metrics.QUEUED, lambda: admission.queued)
+        metrics.sampled(metrics.WARM, lambda: functions.warm)
+        metrics.FUNCTIONS.set_function(lambda: len(functions.all()))  # the registry takes any thread
         try:
+            await functions.restore()
             async with contextlib.AsyncExitStack() as stack:
+                # Closed in reverse: the gateway, then the functions' listeners stop accepting and
+                # drain, and only then the API, which answers (``/healthz``) during the drain.
                 await open_api(stack, config, functions, logs, store.layers)
+                stack.push_async_callback(functions.close, config.drain_seconds)
                 await open_gateway(stack, config, functions)
                 log.info(
                     "ready socket=%s tcp=%s gateway=%s ip_range=%s functions=%d",
@@ -217,7 +237,7 @@ async def serve(config: Config) -> None:
                 )
                 await stop.wait()
         finally:
-            await functions.close(config.drain_seconds)
+            await functions.close(config.drain_seconds)  # when the API could not open; else a no-op
             await asyncio.to_thread(store.unmount_all)
     finally:
         await logs.close()
@@ -241,7 +261,7 @@ def wait_for_children_by_pidfd() -> None:
 
 def run(config: Config) -> int:
     """Start the daemon and return its exit code."""
-    daemonlog.configure()
+    daemonlog.configure(config.log_file)
     try:
         check_prerequisites(config)
         raise_fd_limit()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 from faasd import metrics
+from faasd.admission import Starts
 from faasd.config import Config
 from faasd.handoff import close_client
 from faasd.images.store import ImageStore
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 REPLIES = {
     Outcome.START_FAILED: (HTTPStatus.BAD_GATEWAY, "the function's container exited before taking the connection"),
     Outcome.START_TIMEOUT: (HTTPStatus.BAD_GATEWAY, "the function's handler did not connect to /control.sock in time"),
+    Outcome.HUNG_UP: (HTTPStatus.BAD_GATEWAY, "the function's handler hung up before taking the connection"),
     Outcome.NO_ANSWER: (HTTPStatus.BAD_GATEWAY, "the function's handler exited without answering"),
     Outcome.DEADLINE_SILENT: (HTTPStatus.GATEWAY_TIMEOUT, "the function did not answer before its deadline"),
 }
@@ -52,11 +54,13 @@ class Dispatcher:
     config: Config
     runc: Runc
     store: ImageStore
+    starts: Starts
 
     @property
     def start_bound(self) -> float:
-        """The longest one container's start may take, from asking for it to its handler waiting."""
-        return self.config.start_timeout_seconds + KILL_GRACE_SECONDS
+        """The longest one container's start may take, from asking for it to its handler waiting:
+        a wait for its turn about as long as one for a slot, then the start itself."""
+        return self.config.admission.queue_timeout + self.config.start_timeout_seconds + KILL_GRACE_SECONDS
 
     def template(self, version: Version) -> SpecTemplate:
         """The ``config.json`` every container of ``version`` shares, but for its id."""
@@ -73,7 +77,7 @@ class Dispatcher:
 
     def instance(self, version: Version, template: SpecTemplate, function_log: FunctionLog) -> Instance:
         """A container of ``version``, not yet started."""
-        return Instance(self.config, self.runc, version, template, function_log)
+        return Instance(self.config, self.runc, self.starts, version, template, function_log)
 
     async def serve(self, instance: Instance, client: socket.socket, peer: tuple[str, int]) -> bool:
         """Serve ``client`` on ``instance``, started here unless its pool started it.

@@ -23,6 +23,7 @@ from enum import Enum
 from typing import Any
 
 from faasd import metrics
+from faasd.admission import Starts
 from faasd.config import Config
 from faasd.errors import RuncError, RuntimeFailure
 from faasd.handoff import ControlSocket, encode_metadata
@@ -44,6 +45,7 @@ class Outcome(Enum):
     SERVED = "served"  # the handler answered and was done with it
     START_FAILED = "start_failed"  # the container exited before taking the connection
     START_TIMEOUT = "start_timeout"  # the handler never connected to /control.sock
+    HUNG_UP = "hung_up"  # the handler hung up /control.sock (or died) before it took the connection
     NO_ANSWER = "no_answer"  # the handler took the connection and was done without writing a byte
     DEADLINE = "deadline"  # killed at the deadline, after it had started answering
     DEADLINE_SILENT = "deadline_silent"  # killed at the deadline without having written a byte
@@ -58,15 +60,34 @@ class Waited(Enum):
     TIMED_OUT = "timed_out"
 
 
+def _silent(handler: socket.socket) -> bool:
+    """A waiting handler sends nothing: anything to read on its end, EOF included, means it
+    hung up (or died) or broke the protocol; either way it takes no connection."""
+    try:
+        handler.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def new_request_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
 class Instance:
-    """One container of ``version``, run from the version's ``template`` as the host's ``runc``."""
+    """One container of ``version``, run from the version's ``template`` as the host's ``runc``,
+    started in its turn of ``starts``."""
 
     def __init__(
-        self, config: Config, runc: Runc, version: Version, template: SpecTemplate, function_log: FunctionLog
+        self,
+        config: Config,
+        runc: Runc,
+        starts: Starts,
+        version: Version,
+        template: SpecTemplate,
+        function_log: FunctionLog,
     ) -> None:
         self.version = version
         self.id = new_request_id()  # its first connection's request id, and its bundle's name
@@ -74,6 +95,7 @@ class Instance:
         self.served = 0
         self._config = config
         self._runc = runc
+        self._starts = starts
         self._template = template
         # Named by the request id alone: the control socket's path must fit sun_path (108 bytes).
         self._bundle = config.bundles_dir / self.id
@@ -88,7 +110,7 @@ class Instance:
     @property
     def ready(self) -> bool:
         """Its handler waits for a connection in a container that still runs."""
-        return self._handler is not None and self.running
+        return self._handler is not None and self.running and _silent(self._handler)
 
     @property
     def running(self) -> bool:
@@ -107,11 +129,13 @@ class Instance:
     async def start(self) -> Outcome | None:
         """Start the container and wait until its handler is ready; ``None`` then, else why not.
 
-        A container that could not get ready is left for ``stop`` to end.
+        It first waits for its turn (``Starts``). A container that could not get ready is left
+        for ``stop`` to end.
         """
         self.started = True
         try:
-            self.start_failure = await self._start()
+            async with self._starts.turn():  # the start timeout runs from here
+                self.start_failure = await self._start()
         except Exception:  # a full disk, no fds left: a failed start all the same, never a hang
             log.exception("container not started function=%s id=%s", self.version.function, self.id)
             self.start_failure = Outcome.START_FAILED
@@ -160,7 +184,11 @@ class Instance:
         else:
             # Before the hand-over, not after: the handler may run before this thread does again.
             self._control.close()
-        ControlSocket.hand_over(handler, client, encode_metadata(metadata))
+        try:
+            ControlSocket.hand_over(handler, client, encode_metadata(metadata))
+        except OSError as exc:  # it hung up, or died, since it was found waiting
+            log.warning("handler hung up function=%s id=%s error=%s", self.version.function, self.id, exc)
+            return Outcome.HUNG_UP
         waited = await self._wait(timeout, for_handler=more)
         answered = bytes_written(client) != 0
         if waited is Waited.TIMED_OUT:

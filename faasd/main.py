@@ -178,6 +178,12 @@ def parse_registries(_ctx: click.Context, _param: click.Parameter, values: tuple
     help="Log files kept per function, the current one included.",
 )
 @click.option(
+    "--log-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write faasd's own log to this file, rotated at 10 MiB with 5 kept, not to stderr.  [default: stderr]",
+)
+@click.option(
     "--max-image-size",
     default=f"{Config.max_image_bytes // 1024**3}g",
     callback=parse_byte_size,
@@ -232,6 +238,7 @@ def main(
     gateway_domain: str,
     log_max_bytes: int,
     log_max_files: int,
+    log_file: Path | None,
     max_image_size: int,
     max_image_entries: int,
     keep_versions: int,
@@ -263,6 +270,7 @@ def main(
         gateway=gateway,
         gateway_domain=gateway_domain,
         logs=LogLimits(max_file_bytes=log_max_bytes, max_files=log_max_files),
+        log_file=log_file.absolute() if log_file else None,
         max_image_bytes=max_image_size,
         max_image_entries=max_image_entries,
         keep_versions=keep_versions,

@@ -4,9 +4,15 @@ Module-level metrics in prometheus-client's default registry, as is usual for on
 Every connection is counted by the status the client saw: ``handler`` when the function
 answered (the daemon never reads that answer, so it does not know its code), else the code
 the daemon answered with itself.
+
+Gauges of what the event loop owns (slots, queues, warm pools) are read on the loop, by
+``sample`` just before a scrape; the page itself is rendered in a thread, which must never
+iterate the loop's dicts and deques while the loop changes them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
@@ -62,3 +68,18 @@ def requests_by_status(function: str) -> dict[str, int]:
         for sample in family.samples
         if sample.name == "faasd_requests_total" and sample.labels["function"] == function
     }
+
+
+# Gauges read on the event loop before each scrape, with what reads them.
+_SAMPLED: dict[Gauge, Callable[[], float]] = {}
+
+
+def sampled(gauge: Gauge, read: Callable[[], float]) -> None:
+    """Set ``gauge`` from ``read()`` on each ``sample``: for values only the loop may read."""
+    _SAMPLED[gauge] = read
+
+
+def sample() -> None:
+    """Read every ``sampled`` gauge; call it on the event loop, before rendering the page."""
+    for gauge, read in _SAMPLED.items():
+        gauge.set(read())

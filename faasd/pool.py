@@ -184,7 +184,11 @@ class WarmPool:
             candidate = self._ready.popleft()
             if candidate.ready:
                 instance = candidate
-            else:  # died since its last check: its watcher has not run yet
+            else:  # hung up /control.sock, or died and its watcher has not run yet
+                log.warning("warm container gone function=%s id=%s", self.version.function, candidate.id)
+                candidate.record(
+                    version=self.version.number, outcome=Outcome.HUNG_UP.value, exit=candidate.exit_code, warm=True
+                )
                 self._discard(candidate)
         return instance
 

@@ -9,7 +9,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.integration.conftest import daemon_range, eventually, http_get
+import pytest
+
+from tests.integration.conftest import CACHE, daemon_range, eventually, http_get
+from tools.build_image import HANDLERS, build_python_image
 
 
 def answer(ip: str, path: str) -> tuple[int, dict[str, str], dict[str, str]]:
@@ -89,3 +92,21 @@ def test_every_answer_the_daemon_writes_ends_with_a_fin_not_a_reset(make_daemon,
     assert status == 502 and answer["error"].startswith("the function's handler exited without answering")
     status, answer = read_to_eof(("127.0.0.1", port), b"GET / HTTP/1.1\r\nHost: nobody.localhost\r\n\r\n")
     assert (status, answer) == (404, {"error": "no function named 'nobody'"})
+
+
+@pytest.fixture(scope="session")
+def flask_image(images: Path) -> Path:
+    """The Flask example: every start of its container imports Flask, a few hundred ms of CPU."""
+    out = images / "flask.tar"
+    if not out.exists():
+        build_python_image(out, CACHE, app_dir=HANDLERS / "flask")
+    return out
+
+
+def test_a_burst_of_heavy_starts_takes_turns_and_none_is_killed_for_being_slow(make_daemon, flask_image: Path) -> None:
+    """Starts that would share two CPUs 32 ways, and all pass the start timeout, take turns."""
+    daemon = make_daemon(daemon_range(41), "--start-timeout", "4")
+    ip = daemon.deploy("heavy", flask_image, "--warm", "0")
+    with ThreadPoolExecutor(32) as pool:
+        statuses = list(pool.map(lambda _: http_get(ip, timeout=120)[0], range(32)))
+    assert set(statuses) <= {200, 503} and statuses.count(200) >= 16, sorted(statuses)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import signal
 import socket
 import subprocess
 import tarfile
@@ -14,6 +15,8 @@ from pathlib import Path
 from pyroute2 import IPRoute
 
 from tests.integration.conftest import BIN, Daemon, daemon_range, eventually, first_ip, http_get
+from tests.integration.faulty import containers
+from tests.integration.test_loop import PATIENCE_SECONDS, healthz_seconds
 from tools.build_image import write_docker_archive
 
 
@@ -134,3 +137,28 @@ def test_a_function_that_cannot_listen_does_not_keep_the_others_down(make_daemon
         daemon.start()
         assert http_get(free_ip) == (200, b"free\n")
     assert "cannot restore function=blocked" in daemon.log.read_text()
+
+
+def refused(ip: str) -> bool:
+    try:
+        socket.create_connection((ip, 80), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_on_sigterm_listeners_stop_first_the_api_answers_through_the_drain_and_a_second_signal_exits_non_zero(
+    make_daemon, probe_image: Path
+) -> None:
+    daemon = make_daemon(daemon_range(43), "--drain-timeout", "60")
+    ip = daemon.deploy("busy", probe_image, "--timeout", "60")
+    with socket.create_connection((ip, 80)) as in_flight:
+        in_flight.sendall(b"GET /spin HTTP/1.1\r\nHost: busy\r\n\r\n")
+        assert eventually(lambda: bool(containers(daemon)))
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert eventually(lambda: refused(ip)), "the function's listener stops accepting at once"
+        assert healthz_seconds(daemon) < PATIENCE_SECONDS, "the API still answers while connections drain"
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(timeout=30) == 4, "a second signal cuts the drain, and says so"
+    daemon.proc = None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Daemon, daemon_range, eventually, http_get
+from tests.integration.conftest import CACHE, Daemon, daemon_range, eventually, http_get
 from tests.integration.faulty import (
     bundles,
     busybox_variant,
@@ -19,6 +19,8 @@ from tests.integration.faulty import (
     status_of,
     wait_for_handler,
 )
+from tests.integration.test_pool import metric
+from tools.build_image import build_python_image
 
 # Without a request the C handler takes the connection and blocks reading it: a handler mid-request.
 SILENT_CLIENT_SECONDS = 15
@@ -100,3 +102,16 @@ def test_bad_cmd_gets_a_502_and_the_daemon_keeps_serving(
     assert json.loads(body)["error"].startswith("the function's container")
     assert http_get(good_ip) == (200, b"good\n")
     assert eventually(lambda: not containers(short_daemon) and not bundles(short_daemon))
+
+
+def test_a_warm_container_whose_handler_hung_up_is_passed_over(make_daemon, images: Path) -> None:
+    image = images / "hangup.tar"
+    build_python_image(image, CACHE, app_dir=Path(__file__).parent / "hangup")
+    daemon = make_daemon(daemon_range(42), "--warm-idle", "60")
+    ip = daemon.deploy("hangs-up", image, "--warm", "1")
+    assert http_get(ip) == (200, b"ok\n")
+    assert eventually(lambda: metric(daemon, "faasd_warm_containers") >= 1), "a warm one waits"
+    time.sleep(3)  # and hangs up /control.sock, its container still running
+    assert http_get(ip) == (200, b"ok\n"), "a fresh container serves the connection"
+    assert "outcome=hung_up" in daemon.faas("logs", "hangs-up").stdout
+    assert "Traceback" not in daemon.log.read_text()

@@ -2,11 +2,12 @@
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 
 import pytest
 
-from faasd.admission import Admission, AdmissionLimits, Overloaded
+from faasd.admission import STARTS_PER_CPU, Admission, AdmissionLimits, Overloaded, Starts
 
 
 def admission(total: int = 2, per_function: int = 2, queue: int = 4, queue_timeout: float = 5.0) -> Admission:
@@ -139,3 +140,33 @@ async def test_a_waiting_connection_asks_for_a_warm_container_back() -> None:
     gate.reclaim = reclaim
     await asyncio.wait_for(gate.acquire("cold"), 1)
     assert asked == [True] and gate.running == 1
+
+
+async def test_only_so_many_containers_start_at_once_and_the_rest_take_turns_in_order() -> None:
+    starts = Starts(2)
+    running: list[int] = []
+    most = 0
+    order: list[int] = []
+    release = asyncio.Event()
+
+    async def start(number: int) -> None:
+        nonlocal most
+        async with starts.turn():
+            order.append(number)
+            running.append(number)
+            most = max(most, len(running))
+            await release.wait()
+            running.remove(number)
+
+    tasks = [asyncio.create_task(start(n)) for n in range(6)]
+    await settle()
+    assert (running, starts.waiting) == ([0, 1], 4)
+    release.set()
+    await asyncio.gather(*tasks)
+    assert most == 2 and order == list(range(6)) and starts.waiting == 0
+
+
+def test_starts_at_once_follow_the_cpus_and_never_pass_the_slots() -> None:
+    assert AdmissionLimits.derive(total=64).starting == STARTS_PER_CPU * (os.cpu_count() or 1)
+    assert AdmissionLimits.derive(total=1).starting == 1
+    assert AdmissionLimits.derive(total=64, starting=3).starting == 3

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import REGISTRY
 
-from faasd.admission import Admission
+from faasd.admission import Admission, Starts
 from faasd.api import bind_unix_socket, make_app, running, socket_gid
 from faasd.config import Config
 from faasd.dispatch import Dispatcher
@@ -62,7 +62,7 @@ def store(config: Config) -> ImageStore:
 def functions(config: Config, logs: Logs, store: ImageStore) -> Functions:
     """The real ``Functions``; a request that gets past the checks would touch its registry and store."""
     registry = Registry(config.database_path, config.ip_range)
-    dispatcher = Dispatcher(config, Runc("runc", config.runc_root), store)
+    dispatcher = Dispatcher(config, Runc("runc", config.runc_root), store, Starts(1))
     yield Functions(config, registry, store, Aliases(), dispatcher, Admission(config.admission), logs)
     registry.close()
 

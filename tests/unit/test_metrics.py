@@ -1,32 +1,25 @@
-"""A removed function's series go with it; every other function's stay."""
+"""What ``/metrics`` reads of the event loop's state, it reads on the loop."""
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY
+import threading
+
+import prometheus_client
+from aiohttp.test_utils import make_mocked_request
 
 from faasd import metrics
+from faasd.api import get_metrics
 
 
-def series(function: str) -> list[str]:
-    """The names of the samples labelled with ``function``."""
-    return sorted(
-        sample.name
-        for family in REGISTRY.collect()
-        for sample in family.samples
-        if sample.labels.get("function") == function
-    )
+async def test_gauges_of_the_loops_state_are_read_on_the_loop_before_the_page_is_rendered() -> None:
+    readers: list[int] = []
 
+    def warm() -> float:
+        readers.append(threading.get_ident())
+        return 3
 
-def test_forget_drops_every_series_of_one_function_only() -> None:
-    for function in ("metrics-gone", "metrics-kept"):
-        metrics.REQUESTS.labels(function, "handler").inc()
-        metrics.REQUESTS.labels(function, "502").inc()
-        metrics.REQUEST_DURATION.labels(function).observe(0.1)
-        metrics.CONTAINER_START.labels(function).observe(0.01)
-        metrics.CONTAINER_PATH.labels(function, "cold").inc()
-    kept = series("metrics-kept")
-    metrics.forget("metrics-gone")
-    assert series("metrics-gone") == []
-    assert metrics.requests_by_status("metrics-gone") == {}
-    assert series("metrics-kept") == kept and metrics.requests_by_status("metrics-kept") == {"handler": 1, "502": 1}
-    metrics.forget("metrics-kept")
+    metrics.sampled(metrics.WARM, warm)
+    response = await get_metrics(make_mocked_request("GET", "/metrics"))
+    assert readers == [threading.get_ident()], "read once, on the loop's thread"
+    assert b"\nfaasd_warm_containers 3.0\n" in response.body
+    assert response.content_type == prometheus_client.CONTENT_TYPE_LATEST.split(";")[0]
