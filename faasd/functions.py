@@ -111,8 +111,8 @@ class Listener:
         self._close_in_background(old)
 
     def _open_pool(self, version: Version) -> WarmPool:
-        self._running[version.number] += 1
         template = self._dispatcher.template(version)
+        self._running[version.number] += 1  # once nothing can fail: the pool's close takes it back
         return WarmPool(
             version,
             lambda: self._dispatcher.instance(version, template, self._function_log),
@@ -295,7 +295,7 @@ class Functions:
         """Bring back the address and listener of every registered function (at start-up)."""
         for function in self._registry.functions():
             try:
-                self._store.check_servable(function.name, function.current.number)
+                await asyncio.to_thread(self._store.check_servable, function.name, function.current.number)
                 await self._expose(function)
             except FaasError as exc:
                 # One unservable function (its port taken, say) must not keep the others down.
@@ -308,7 +308,7 @@ class Functions:
 
     async def _restore_version(self, version: Version) -> None:
         try:
-            self._store.check_servable(version.function, version.number)
+            await asyncio.to_thread(self._store.check_servable, version.function, version.number)
             await self._expose_version(version)
         except FaasError as exc:
             log.error(
@@ -350,6 +350,7 @@ class Functions:
         validate_name(name)
         async with self._locks[name]:
             number = self._registry.next_version(name)
+            before = self._current(name)
             metrics.IMPORT_BYTES.inc(archive.stat().st_size)
             with metrics.IMPORT_DURATION.time():
                 imported = await asyncio.to_thread(self._store.import_image, archive, name, number, tag)
@@ -379,13 +380,22 @@ class Functions:
             try:
                 await self._expose(function)
             except BaseException:
-                if number == 1:
-                    await asyncio.to_thread(self._registry.remove, name)
-                    await asyncio.to_thread(self._store.remove_function, name)
+                await self._undo_version(name, number, before)
                 raise
             await self._prune(name)
         log.info("deployed function=%s version=%s ip=%s image=%s", name, number, function.ip, image)
         return function
+
+    async def _undo_version(self, name: str, number: int, before: Version | None) -> None:
+        """Forget version ``number``, registered but never served, so that the registry agrees
+        with the listener again: on ``before``, or on nothing for a first deploy."""
+        if before is None:
+            await asyncio.to_thread(self._registry.remove, name)
+            await asyncio.to_thread(self._store.remove_function, name)
+            return
+        await asyncio.to_thread(self._registry.set_current, name, before.number)
+        await asyncio.to_thread(self._registry.forget_versions, name, [number])
+        await asyncio.to_thread(self._store.remove_version, name, number)
 
     def _current(self, name: str) -> Version | None:
         try:
@@ -408,11 +418,15 @@ class Functions:
                     raise Conflict(f"{name!r} has no version before {before} to roll back to (faas versions {name})")
                 number = max(earlier)
             self._registry.version(name, number)  # 404 for a version not kept
-            self._store.check_servable(name, number)
+            await asyncio.to_thread(self._store.check_servable, name, number)
             function = await asyncio.to_thread(self._registry.set_current, name, number)
             listener = self._listeners.get(name)
-            if listener is not None:
-                listener.switch(function.current)
+            try:
+                if listener is not None:
+                    listener.switch(function.current)
+            except BaseException:  # the listener serves the version it did: so must the registry
+                await asyncio.to_thread(self._registry.set_current, name, before)
+                raise
         log.info("rolled back function=%s from=%s to=%s", name, before, number)
         return function
 
@@ -428,7 +442,7 @@ class Functions:
             if (name, number) in self._version_listeners:
                 return version
             try:
-                self._store.check_servable(name, number)
+                await asyncio.to_thread(self._store.check_servable, name, number)
                 await self._expose_version(version)
             except BaseException:
                 if fresh:
