@@ -2,7 +2,8 @@
 # Quick start on Debian 12, as root: installs faasd, starts it (under systemd when systemd runs,
 # else in the background with packaging/faasd-background), deploys the example Python handler as
 # "hello", and prints the curl to try. Settings in /etc/default/faasd are honoured either way.
-#   FAASD_LOG    where a background faasd logs         (default /var/log/faasd.log)
+#   FAASD_LOG    where a background faasd logs         (default /var/log/faasd.log; faasd rotates it
+#                at 10 MiB and keeps 5; under systemd the log goes to the journal, which rotates it)
 #   FAAS_CACHE   where the example's Debian base is cached (default /var/cache/faasd)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -35,7 +36,7 @@ fi
 image="$(mktemp --suffix=.tar)"
 trap 'rm -f "$image"' EXIT
 echo "install.sh: building the example image (the first time takes a minute or two)"
-.venv/bin/python -m tools.build_image python "$image" --cache "${FAAS_CACHE:-/var/cache/faasd}"
+faas build handlers/hello -o "$image" --cache "${FAAS_CACHE:-/var/cache/faasd}"
 faas new hello -f "$image"
 echo
 echo "Try:"

@@ -20,7 +20,7 @@ BENCH_RANGE = os.environ.get("FAAS_BENCH_RANGE", "127.79.0.0/24")
 class BenchDaemon:
     """Context manager around one faasd process with its own state and run dirs."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *options: str) -> None:
         self._workdir = workdir
         bin_dir = Path(sys.executable).parent
         self._command = [
@@ -28,6 +28,7 @@ class BenchDaemon:
             "--state-dir", str(workdir / "state"),
             "--run-dir", str(workdir / "run"),
             "--ip-range", BENCH_RANGE,
+            *options,
         ]  # fmt: skip
         self._faas = [str(bin_dir / "faas"), "--socket", str(workdir / "run" / "faasd.sock")]
 
@@ -58,6 +59,12 @@ class BenchDaemon:
         """Deploy ``image`` as ``name``; what ``faas new`` said when it refused, "" when it deployed."""
         result = subprocess.run([*self._faas, "new", name, "-f", str(image)], capture_output=True, text=True)
         return result.stderr.strip() if result.returncode else ""
+
+    def faas(self, *args: str, input: bytes | None = None) -> float:
+        """Run ``faas ARGS`` against this daemon; how long it took."""
+        started = time.perf_counter()
+        subprocess.run([*self._faas, *args], check=True, capture_output=True, input=input)
+        return time.perf_counter() - started
 
     def remove(self, name: str) -> None:
         """``faas rm``: its containers, warm ones included, stop and give back their slots."""

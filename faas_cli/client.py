@@ -195,6 +195,28 @@ class Client:
         path = f"/v1/functions/{quote(name, safe='')}" + (f"?{query}" if query else "")
         return self._request("POST", path, body=tarball)
 
+    def deploy_source(
+        self, name: str, source: dict[str, Any], limits: dict[str, str] | None = None, force: bool = False
+    ) -> dict[str, Any]:
+        """Deploy ``source`` (``{"runtime", "files", "entry", "handler"}``) as a new version of ``name``."""
+        query = urlencode((limits or {}) | ({"force": "1"} if force else {}))
+        path = f"/v1/functions/{quote(name, safe='')}/source" + (f"?{query}" if query else "")
+        return self._request("POST", path, body=json.dumps(source).encode())
+
+    def add_runtime(
+        self, name: str, tarball: Iterable[bytes], language: str | None = None, tag: str | None = None
+    ) -> dict[str, Any]:
+        """Upload the blocks of ``tarball`` as runtime ``name``."""
+        query = urlencode({k: v for k, v in (("language", language), ("tag", tag)) if v is not None})
+        path = f"/v1/runtimes/{quote(name, safe='')}" + (f"?{query}" if query else "")
+        return self._request("POST", path, body=tarball)
+
+    def runtimes(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/runtimes")["runtimes"]
+
+    def remove_runtime(self, name: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/v1/runtimes/{quote(name, safe='')}")
+
     def pull(
         self,
         name: str,

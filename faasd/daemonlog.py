@@ -10,8 +10,12 @@ one or drive the terminal of whoever reads the log. Lines that anyone who can co
 from __future__ import annotations
 
 import logging
+import logging.handlers
+import os
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from faasd.printable import printable, printable_lines
 
@@ -20,13 +24,33 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 MAX_MESSAGE_CHARS = 4096
 # What a log line keeps of one value a client chose (a Host header, a method, a reason).
 FIELD_CHARS = 120
+# With --log-file: the file rotates at this size, and this many rotated files are kept.
+LOG_FILE_BYTES = 10 * 1024 * 1024
+LOG_FILE_BACKUPS = 5
 
 
-def configure(level: int = logging.INFO) -> None:
-    """Log to stderr (journald under systemd, the file install.sh names otherwise), escaped."""
-    handler = logging.StreamHandler()
+def configure(log_file: Path | None = None, level: int = logging.INFO) -> None:
+    """Log to stderr (journald under systemd), or to ``log_file`` rotated by size, escaped."""
+    handler = logging.StreamHandler() if log_file is None else RotatingLog(log_file)
     handler.setFormatter(EscapingFormatter(FORMAT))
     logging.basicConfig(level=level, handlers=[handler])
+
+
+class RotatingLog(logging.handlers.RotatingFileHandler):
+    """The daemon's log file, rotated by size; stderr follows it, so nothing Python or a library
+    writes there (a warning, a traceback at exit) goes to a file that no longer rotates."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8")
+        self._follow()
+
+    def doRollover(self) -> None:
+        super().doRollover()
+        self._follow()
+
+    def _follow(self) -> None:
+        if self.stream is not None:
+            os.dup2(self.stream.fileno(), sys.stderr.fileno())
 
 
 class EscapingFormatter(logging.Formatter):

@@ -8,6 +8,7 @@ answers with and a message that says what to do. Errors are raised deep, chained
     ├── InvalidRequest (400)         bad name, bad header, bad query value
     │   ├── InvalidImage (400)       the archive is not a usable image
     │   │   └── UnsafeArchive (400)  the archive tries to escape its rootfs
+    │   ├── InvalidCode (400)        source code that cannot serve: a syntax error, no handler
     │   └── UploadCut (400)          the client hung up before the upload ended
     ├── Unauthorized (401)           the TCP API was called without the right bearer token
     ├── RegistryDenied (403)         an image registry refused the credentials, or asks for some
@@ -45,6 +46,10 @@ class InvalidRequest(FaasError):
 
 class InvalidImage(InvalidRequest):
     """Raised when an uploaded archive is not a readable docker-save or OCI image."""
+
+
+class InvalidCode(InvalidRequest):
+    """Raised when a function's source cannot be deployed: a syntax error, a missing entry or handler."""
 
 
 class UnsafeArchive(InvalidImage):

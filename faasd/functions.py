@@ -21,21 +21,27 @@ from pathlib import Path
 from faasd import metrics
 from faasd.admission import Admission, Overloaded
 from faasd.config import Config
+from faasd.daemonlog import Throttle
 from faasd.dispatch import Dispatcher
 from faasd.environment import with_environment
 from faasd.errors import Conflict, FaasError, NotFound, RuntimeFailure
 from faasd.images.archive import ImageConfig
 from faasd.images.store import ImageStore
+from faasd.instance import Instance
 from faasd.limits import Limits
 from faasd.logs import FunctionLog, Logs
 from faasd.network import Aliases, open_listener
 from faasd.pool import WarmPool
 from faasd.registry import Function, Registry, Version, validate_name
 from faasd.replies import send_error
+from faasd.sandbox.fork import TemplatePool
 
 log = logging.getLogger(__name__)
+# Any client can make a busy daemon refuse connection after connection: the log gets a few lines.
+REFUSALS = Throttle(log)
 
 Adopt = Callable[[socket.socket, tuple[str, int]], None]
+Pool = WarmPool | TemplatePool  # a version's runc containers, or its fork-mode template
 
 
 class SameImage(Conflict):
@@ -97,7 +103,7 @@ class Listener:
         self._running: Counter[int] = Counter()  # version number -> connections and pools using it
         self._retired: set[int] = set()  # versions to remove when nothing uses them any more
         self.pool = self._open_pool(function.current)
-        self._pinned: dict[int, WarmPool] = {}  # pools of other versions, reached on their own address
+        self._pinned: dict[int, Pool] = {}  # pools of other versions, reached on their own address
         self._accepting = asyncio.create_task(accept_connections(sock, self.adopt, function.name))
 
     @property
@@ -110,30 +116,42 @@ class Listener:
         old, self.pool = self.pool, pinned or self._open_pool(version)
         self._close_in_background(old)
 
-    def _open_pool(self, version: Version) -> WarmPool:
-        template = self._dispatcher.template(version)
+    def _open_pool(self, version: Version) -> Pool:
+        pool: Pool
+        if version.limits.sandbox == "fork":
+            spec = self._dispatcher.fork_spec(version)
+            pool = TemplatePool(
+                version,
+                lambda: self._dispatcher.fork_template(version, spec, self._function_log),
+                lambda pool: self._dispatcher.fork_connection(pool, self._function_log),
+                self._admission,
+                self._warm_idle_seconds,
+            )
+        else:
+            template = self._dispatcher.template(version)
+            pool = WarmPool(
+                version,
+                lambda: self._dispatcher.instance(version, template, self._function_log),
+                self._admission,
+                self._warm_idle_seconds,
+                self._dispatcher.start_bound,
+            )
         self._running[version.number] += 1  # once nothing can fail: the pool's close takes it back
-        return WarmPool(
-            version,
-            lambda: self._dispatcher.instance(version, template, self._function_log),
-            self._admission,
-            self._warm_idle_seconds,
-            self._dispatcher.start_bound,
-        )
+        return pool
 
-    def _pool_for(self, version: Version) -> WarmPool:
+    def _pool_for(self, version: Version) -> Pool:
         if version.number == self.version.number:
             return self.pool
         if version.number not in self._pinned:
             self._pinned[version.number] = self._open_pool(version)
         return self._pinned[version.number]
 
-    def _close_in_background(self, pool: WarmPool) -> None:
+    def _close_in_background(self, pool: Pool) -> None:
         task = asyncio.create_task(self._close_pool(pool))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _close_pool(self, pool: WarmPool) -> None:
+    async def _close_pool(self, pool: Pool) -> None:
         try:
             await pool.close()
         finally:
@@ -149,19 +167,19 @@ class Listener:
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
-    async def _serve(self, pool: WarmPool, client: socket.socket, peer: tuple[str, int]) -> None:
+    async def _serve(self, pool: Pool, client: socket.socket, peer: tuple[str, int]) -> None:
         try:
             await self._admit_and_dispatch(pool, client, peer)
         finally:
             await self._release(pool.version.number)
 
-    async def _admit_and_dispatch(self, pool: WarmPool, client: socket.socket, peer: tuple[str, int]) -> None:
+    async def _admit_and_dispatch(self, pool: Pool, client: socket.socket, peer: tuple[str, int]) -> None:
         function = pool.version.function
         with client:
             try:
                 instance, ready = await pool.claim()
             except Overloaded as exc:
-                log.warning("refused function=%s peer=%s:%s reason=%s", function, *peer, exc.reason)
+                REFUSALS.log(logging.WARNING, "refused function=%s peer=%s:%s reason=%s", function, *peer, exc.reason)
                 metrics.REQUESTS.labels(function, str(HTTPStatus.SERVICE_UNAVAILABLE.value)).inc()
                 metrics.ERRORS.labels("overloaded").inc()
                 await send_error(client, HTTPStatus.SERVICE_UNAVAILABLE, exc.reason, retry_after=exc.retry_after)
@@ -175,7 +193,8 @@ class Listener:
             except Exception:
                 log.exception("connection failed function=%s version=%s", function, pool.version.number)
             finally:
-                if kept:
+                if kept:  # only a runc container is kept for another connection
+                    assert isinstance(pool, WarmPool) and isinstance(instance, Instance)
                     pool.give_back(instance)  # its slot goes back with it
                 else:
                     self._admission.release(function)
@@ -204,7 +223,8 @@ class Listener:
         with contextlib.suppress(asyncio.CancelledError):
             await self._accepting
         self._sock.close()
-        await asyncio.gather(*(self._close_pool(pool) for pool in [self.pool, *self._pinned.values()]))
+        # Beside the drain, not before it: a fork-mode template closes once its connections end.
+        pools = asyncio.gather(*(self._close_pool(pool) for pool in [self.pool, *self._pinned.values()]))
         self._pinned.clear()
         if self._inflight:
             _, pending = await asyncio.wait(set(self._inflight), timeout=drain_seconds)
@@ -213,6 +233,7 @@ class Listener:
             if pending:
                 log.info("drain cut function=%s connections=%d", self.version.function, len(pending))
                 await asyncio.wait(pending)
+        await pools
         if self._closing:
             await asyncio.wait(set(self._closing))
 

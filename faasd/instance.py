@@ -196,6 +196,14 @@ class Instance:
             return Outcome.DEADLINE if answered else Outcome.DEADLINE_SILENT
         return Outcome.SERVED if answered else Outcome.NO_ANSWER
 
+    def hand_over_channel(self, channel: socket.socket, metadata: dict[str, object]) -> None:
+        """Give the waiting handler ``channel`` in place of a client: it is a template (fork mode),
+        fed connections through it, and this container takes no other."""
+        assert self._handler is not None and self._control is not None, "a channel needs a ready container"
+        handler, self._handler = self._handler, None
+        self._control.close()
+        ControlSocket.hand_over(handler, channel, encode_metadata(metadata))
+
     async def stop(self) -> None:
         """End the container if it still runs and remove what it leaves; safe to call twice."""
         if self._handler is not None:

@@ -109,6 +109,13 @@ def parse_registries(_ctx: click.Context, _param: click.Parameter, values: tuple
     help="Containers a busy function keeps started ahead of demand, at most (faas new --warm overrides).",
 )
 @click.option(
+    "--sandbox",
+    type=click.Choice(["runc", "fork"]),
+    default=Limits.sandbox,
+    help="How a connection gets its never-used sandbox, for functions deployed without their own "
+    "(faas new --sandbox): a runc container, or a child forked from a template.",
+)
+@click.option(
     "--warm-idle",
     default=Config.warm_idle_seconds,
     type=click.FloatRange(min=0),
@@ -172,6 +179,12 @@ def parse_registries(_ctx: click.Context, _param: click.Parameter, values: tuple
     help="Log files kept per function, the current one included.",
 )
 @click.option(
+    "--log-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write faasd's own log to this file, rotated at 10 MiB with 5 kept, not to stderr.  [default: stderr]",
+)
+@click.option(
     "--max-image-size",
     default=f"{Config.max_image_bytes // 1024**3}g",
     callback=parse_byte_size,
@@ -216,6 +229,7 @@ def main(
     start_timeout: float,
     drain_timeout: float,
     warm: int,
+    sandbox: str,
     warm_idle: float,
     max_containers: int | None,
     max_containers_per_function: int | None,
@@ -226,6 +240,7 @@ def main(
     gateway_domain: str,
     log_max_bytes: int,
     log_max_files: int,
+    log_file: Path | None,
     max_image_size: int,
     max_image_entries: int,
     keep_versions: int,
@@ -248,7 +263,7 @@ def main(
         ip_range=ip_range,
         runc_binary=runc_binary,
         port=port,
-        limits=Limits(timeout_seconds=timeout, warm=warm),
+        limits=Limits(timeout_seconds=timeout, warm=warm, sandbox=sandbox),
         warm_idle_seconds=warm_idle,
         start_timeout_seconds=start_timeout,
         drain_seconds=drain_timeout,
@@ -257,6 +272,7 @@ def main(
         gateway=gateway,
         gateway_domain=gateway_domain,
         logs=LogLimits(max_file_bytes=log_max_bytes, max_files=log_max_files),
+        log_file=log_file.absolute() if log_file else None,
         max_image_bytes=max_image_size,
         max_image_entries=max_image_entries,
         keep_versions=keep_versions,

@@ -48,6 +48,9 @@ def test_started_in_the_background_with_the_settings_file_and_stopped_by_pid(dae
         f"Stop it with: sudo faasd-background stop   (or: sudo kill {pid})",
     ]
     assert Path(f"/proc/{pid}/comm").read_text() == "faasd\n"
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert f"FAASD_LOG_FILE={root / 'faasd.log'}".encode() in environ, "faasd rotates the log it writes"
+    assert "faasd.daemon ready" in (root / "faasd.log").read_text()
     socket = root / "run" / "faasd.sock"
     listed = subprocess.run([str(BIN / "faas"), "--socket", str(socket), "list"], capture_output=True, text=True)
     assert listed.returncode == 0, "the settings file's run dir is where it listens"

@@ -9,30 +9,17 @@ import hashlib
 import json
 import platform as host
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from faasd.images.archive import ARCH_NAMES
-from tests.integration.conftest import Daemon, daemon_range, http_get
+from tests.integration.conftest import Daemon, http_get
 from tests.integration.faulty import deployed
-from tests.integration.registry import OCI_INDEX, OCI_MANIFEST, PASSWORD, USER, LocalRegistry, start_registry
 from tests.integration.test_layers import app_image, base_layer  # noqa: F401  # base_layer: a fixture
 from tools.build_image import DEFAULT_PATH
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
-    registry = start_registry(tmp_path_factory.mktemp("registry"))
-    yield registry
-    registry.stop()
-
-
-@pytest.fixture
-def puller(make_daemon: Callable[..., Daemon], registry: LocalRegistry) -> Daemon:
-    """A daemon that may pull from the test registry over plain HTTP, and gives up on it soon."""
-    return make_daemon(daemon_range(0), "--insecure-registry", registry.host, "--registry-timeout", "2")
+from tools.local_registry import OCI_INDEX, OCI_MANIFEST, PASSWORD, USER, LocalRegistry
 
 
 def answer(ip: str) -> str:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import io
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from faasd.daemonlog import FIELD_CHARS, EscapingFormatter, Throttle, clipped
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -83,3 +88,27 @@ def test_a_flood_writes_a_burst_then_a_count(logger: tuple[logging.Logger, io.St
     assert out.getvalue().splitlines()[6:] == ["INFO refused n=2000 suppressed=1"] + [
         f"INFO refused n={2000 + i}" for i in range(1, 5)
     ]
+
+
+ROTATE = """
+import logging, sys
+from pathlib import Path
+from faasd import daemonlog
+daemonlog.LOG_FILE_BYTES = 64 * 1024
+daemonlog.LOG_FILE_BACKUPS = 2
+daemonlog.configure(Path(sys.argv[1]))
+log = logging.getLogger("faasd.test")
+for i in range(2000):
+    log.info("line=%d %s", i, "x" * 100)
+print("stray line on stderr", file=sys.stderr, flush=True)
+"""
+
+
+def test_a_log_file_rotates_by_size_and_stderr_follows_it(tmp_path: Path) -> None:
+    """In a process of its own: the log takes over the process's stderr."""
+    path = tmp_path / "faasd.log"
+    subprocess.run([sys.executable, "-c", ROTATE, str(path)], check=True, timeout=60, cwd=REPO)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faasd.log", "faasd.log.1", "faasd.log.2"]
+    assert all(p.stat().st_size <= 64 * 1024 for p in tmp_path.iterdir())
+    current = path.read_text()
+    assert "line=1999 " in current and current.endswith("stray line on stderr\n"), "stderr goes to the current file"

@@ -1,4 +1,4 @@
-"""A real image registry for the tests: Debian's docker-registry on loopback, htpasswd basic auth.
+"""A real image registry for tests and benchmarks: Debian's docker-registry on loopback, htpasswd basic auth.
 
 Images get there as users put them: ``skopeo copy`` from an archive, or, for what skopeo will
 not write (an index for another platform, an uncompressed layer), the distribution API's own
@@ -84,8 +84,8 @@ class LocalRegistry:
         finally:
             conn.close()
 
-    def push_archive(self, archive: Path, repository: str, tag: str) -> str:
-        """``skopeo copy`` a docker-save archive here; the reference it is pulled by."""
+    def push_archive(self, archive: Path, repository: str, tag: str, transport: str = "docker-archive") -> str:
+        """``skopeo copy`` an archive here (docker save's, or ``oci-archive``); the reference it is pulled by."""
         reference = f"{self.host}/{repository}:{tag}"
         subprocess.run(
             [
@@ -95,7 +95,7 @@ class LocalRegistry:
                 "--dest-tls-verify=false",
                 "--dest-creds",
                 f"{USER}:{PASSWORD}",
-                f"docker-archive:{archive}",
+                f"{transport}:{archive}",
                 f"docker://{reference}",
             ],
             check=True,

@@ -1,0 +1,223 @@
+"""Functions from source with the real daemon: runtimes, both code styles, responses, refusals, versions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import (
+    Daemon,
+    daemon_range,
+    eventually,
+    first_ip,
+    http_get,
+    http_request,
+    start_daemon,
+)
+
+SOURCE = Path(__file__).parent / "source"
+RANGE = daemon_range(40)
+
+
+@pytest.fixture(scope="module")
+def daemon(daemon_roots: Path, python_runtime_image: Path) -> Iterator[Daemon]:
+    """One daemon for the module, with the python runtime added once."""
+    daemon = start_daemon(daemon_roots, RANGE)
+    try:
+        added = daemon.faas("runtime", "add", "python", "-f", str(python_runtime_image))
+        assert added.returncode == 0, added.stderr
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def deploy(daemon: Daemon, name: str, *args: str) -> str:
+    result = daemon.faas("new", name, "--runtime", "python", *args)
+    assert result.returncode == 0, result.stderr
+    return daemon.faas("ip", name).stdout.strip()
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+def post_json(ip: str, event: object) -> tuple[int, dict[str, str], bytes]:
+    return http_request(ip, "POST", "/", json.dumps(event).encode(), {"Content-Type": "application/json"})
+
+
+def test_runtime_list_and_a_module_function_answers_in_every_shape(daemon: Daemon) -> None:
+    listed = json.loads(daemon.faas("runtime", "list", "--json").stdout)
+    assert [(r["name"], r["language"], r["layers"]) for r in listed] == [("python", "python", 2)]
+
+    ip = deploy(daemon, "shapes", "--code", str(SOURCE), "--entry", "handler.py")
+    status, headers, body = post_json(ip, {"a": 1})
+    assert status == 200 and headers["content-type"] == "application/json"
+    answer = json.loads(body)
+    assert answer["event"] == {"a": 1} and answer["function"] == "shapes" and answer["version"] == 1
+    assert answer["method"] == "POST" and answer["path"] == "/" and answer["remaining"] is True
+    assert len(answer["request_id"]) == 16
+
+    status, _, body = http_request(ip, "GET", "/some/path?kind=x&n=1", headers={"X-Agent": "tester"})
+    answer = json.loads(body)
+    assert status == 200 and answer["event"] == {"kind": "x", "n": "1"}, "a GET's event is its query"
+    assert answer["path"] == "/some/path" and answer["agent"] == "tester" and answer["method"] == "GET"
+
+    assert post_json(ip, {"kind": "text", "name": "source"})[::2] == (200, b"hello source")
+    assert post_json(ip, {"kind": "text"})[1]["content-type"] == "text/plain; charset=utf-8"
+    status, headers, body = post_json(ip, {"kind": "bytes"})
+    assert (status, headers["content-type"], body) == (200, "application/octet-stream", b"\x00\x01binary")
+    status, headers, body = post_json(ip, {"kind": "shape"})
+    assert (status, headers["x-made"], json.loads(body)) == (201, "yes", {"made": True})
+    assert post_json(ip, {"kind": "b64"})[::2] == (200, b"raw")
+    assert post_json(ip, {"kind": "number"})[::2] == (200, b"42")
+    status, _, body = http_request(ip, "POST", "/", b"not json")
+    assert status == 200 and json.loads(body)["event"] == "not json", "a body that is not JSON comes as text"
+
+    status, headers, body = post_json(ip, {"kind": "fail"})
+    error = json.loads(body)
+    assert status == 500 and headers["content-type"] == "application/json"
+    assert error == {"error": "ValueError: asked to fail", "request_id": error["request_id"]}
+
+    def logged() -> str:
+        return daemon.faas("logs", "shapes").stdout
+
+    assert eventually(lambda: "raise ValueError" in logged())
+    lines = logged().splitlines()
+    failed = [line for line in lines if line.split()[1] == error["request_id"]]
+    assert any('File "/faas/code/handler.py"' in line for line in failed), "the traceback is in the log"
+    assert not any("/faas/runtime/runtime.py" in line for line in failed), "the wrapper's frames are left out"
+    assert any(" stdout module loaded" in line for line in lines) and any("called with" in line for line in lines)
+    assert b"called with" not in body, "print goes to the log, never into the response"
+
+    described = json.loads(daemon.faas("describe", "shapes", "--json").stdout)
+    assert (described["runtime"], described["entry"], described["image"]) == ("python", "handler.py", "runtime/python")
+    assert "Runtime:   python" in daemon.faas("describe", "shapes").stdout
+
+
+def test_script_body_style_versions_and_rollback(daemon: Daemon, tmp_path: Path) -> None:
+    v1 = write(tmp_path, "double.py", 'print("doubling")\nreturn {"double": event["a"] * 2}\n')
+    ip = deploy(daemon, "double", "--code", str(v1))
+    assert post_json(ip, {"a": 21})[::2] == (200, b'{"double": 42}')
+    v2 = write(tmp_path, "double.py", "return f\"{event['a'] * 2} (v2)\"\n")
+    assert deploy(daemon, "double", "--code", str(v2)) == ip
+    assert post_json(ip, {"a": 2})[::2] == (200, b"4 (v2)")
+    again = daemon.faas("new", "double", "--runtime", "python", "--code", str(v2))
+    assert again.returncode == 0 and "same image as version 2" in again.stdout, "the same code is no new version"
+
+    listing = json.loads(daemon.faas("versions", "double", "--json").stdout)
+    assert [(v["version"], v["runtime"], v["entry"]) for v in listing["versions"]] == [
+        (1, "python", "double.py"),
+        (2, "python", "double.py"),
+    ]
+    assert daemon.faas("rollback", "double").returncode == 0
+    assert post_json(ip, {"a": 5})[::2] == (200, b'{"double": 10}')
+    pinned = daemon.faas("ip", "double", "--version", "2").stdout.strip()
+    assert post_json(pinned, {"a": 5})[::2] == (200, b"10 (v2)")
+    assert eventually(lambda: "stdout doubling" in daemon.faas("logs", "double").stdout)
+
+
+def test_async_handler_and_a_custom_handler_name(daemon: Daemon, tmp_path: Path) -> None:
+    code = write(
+        tmp_path,
+        "main.py",
+        "import asyncio\nasync def run(event, context):\n    await asyncio.sleep(0)\n    return [1, 2]\n",
+    )
+    ip = deploy(daemon, "asyncfn", "--code", str(code), "--handler", "run")
+    assert http_get(ip) == (200, b"[1, 2]")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "args", "said"),
+    [
+        ("syntax.py", "def handler(event, context):\n    return {'a': 1\n", (), "syntax.py:2:12: SyntaxError"),
+        ("indent.py", "x = 1\n  y = 2\n", (), "indent.py:2:2: IndentationError: unexpected indent"),
+        ("nothing.py", "x = 1\n", (), "defines no handler(event, context) and has no top-level return"),
+        ("named.py", "def handler(e, c):\n    return 1\n", ("--handler", "main"), "defines no main(event, context)"),
+        ("boom.py", "raise RuntimeError('at import')\ndef handler(e, c): pass\n", (), "RuntimeError: at import"),
+        ("notfn.py", "handler = 3\n", (), "handler is not a function"),
+    ],
+)
+def test_bad_code_is_refused_at_deploy_and_leaves_nothing(
+    daemon: Daemon, tmp_path: Path, name: str, text: str, args: tuple[str, ...], said: str
+) -> None:
+    before = sorted((daemon.state_dir / "images").iterdir())
+    result = daemon.faas("new", "refused", "--runtime", "python", "--code", str(write(tmp_path, name, text)), *args)
+    assert result.returncode == 1 and said in result.stderr, result.stderr
+    assert "refused" not in daemon.faas("list").stdout
+    assert sorted((daemon.state_dir / "images").iterdir()) == before
+    assert list((daemon.state_dir / "uploads").iterdir()) == []
+    left = [p.name for p in (daemon.root / "run" / "bundles").iterdir() if p.name.startswith(("oneshot-", "code-"))]
+    assert left == [], "the check's container and its copy of the code are gone"
+
+
+def test_deploys_refused_before_any_container(daemon: Daemon, tmp_path: Path) -> None:
+    code = write(tmp_path, "ok.py", "return 1\n")
+    unknown = daemon.faas("new", "nope", "--runtime", "ruby", "--code", str(code))
+    assert unknown.returncode == 1 and "no runtime named 'ruby'" in unknown.stderr
+    big = write(tmp_path, "big.py", "# " + "x" * (1024 * 1024) + "\nreturn 1\n")
+    over = daemon.faas("new", "nope", "--runtime", "python", "--code", str(big))
+    assert over.returncode == 1 and "over the 1048576 byte limit" in over.stderr
+    entry = daemon.faas("new", "nope", "--runtime", "python", "--code", str(code), "--entry", "missing.py")
+    assert entry.returncode == 1 and "the entry 'missing.py' is not one of the files sent" in entry.stderr
+    assert "nope" not in daemon.faas("list").stdout
+
+
+def test_runtime_rm_is_refused_while_used_and_a_runtime_needs_its_interpreter(
+    daemon: Daemon, busybox_image, python_runtime_image: Path, tmp_path: Path
+) -> None:
+    # A second runtime from the same image: its layers are shared with the first, nothing is unpacked again.
+    assert daemon.faas("runtime", "add", "py2", "--language", "python", "-f", str(python_runtime_image)).returncode == 0
+    deploy(daemon, "onpy2", "--code", str(write(tmp_path, "f.py", "return 'two'\n")))
+    refused = daemon.faas("runtime", "rm", "python")
+    assert refused.returncode == 1 and "is used by" in refused.stderr
+
+    result = daemon.faas("new", "onpy2b", "--runtime", "py2", "--code", str(write(tmp_path, "g.py", "return 'py2'\n")))
+    assert result.returncode == 0, result.stderr
+    assert http_get(daemon.faas("ip", "onpy2b").stdout.strip()) == (200, b"py2")
+    used = daemon.faas("runtime", "rm", "py2")
+    assert used.returncode == 1 and "onpy2b" in used.stderr
+    assert daemon.faas("rm", "onpy2b").returncode == 0
+    assert daemon.faas("runtime", "rm", "py2").returncode == 0
+    assert "py2" not in daemon.faas("runtime", "list").stdout
+    assert not (daemon.state_dir / "runtimes" / "py2").exists()
+
+    no_python = daemon.faas("runtime", "add", "python", "-f", str(busybox_image()))
+    assert no_python.returncode == 1 and "exists" in no_python.stderr
+    no_python = daemon.faas("runtime", "add", "bb", "--language", "python", "-f", str(busybox_image()))
+    assert no_python.returncode == 1 and "cannot run faasd's python wrapper" in no_python.stderr
+    assert not (daemon.state_dir / "runtimes" / "bb").exists()
+    unnamed = daemon.faas("runtime", "add", "ruby", "-f", str(busybox_image()))
+    assert unnamed.returncode != 0 and "language" in unnamed.stderr
+
+
+def test_runtimes_and_source_functions_survive_a_restart(
+    daemon_roots: Path, python_runtime_image: Path, tmp_path: Path
+) -> None:
+    daemon = start_daemon(daemon_roots, daemon_range(41))
+    try:
+        assert daemon.faas("runtime", "add", "python", "-f", str(python_runtime_image)).returncode == 0
+        assert (
+            daemon.faas(
+                "new", "kept", "--runtime", "python", "--code", str(write(tmp_path, "k.py", "return 'kept'\n"))
+            ).returncode
+            == 0
+        )
+        daemon.stop()
+        # A runtime whose record never got written (a crash mid-add) is gone after the restart.
+        half = daemon.state_dir / "runtimes" / "half" / "2"
+        half.mkdir(parents=True)
+        daemon.start()
+        assert http_get(first_ip(daemon_range(41))) == (200, b"kept")
+        assert not half.parent.exists()
+        assert [r["name"] for r in json.loads(daemon.faas("runtime", "list", "--json").stdout)] == ["python"]
+        again = daemon.faas(
+            "new", "again", "--runtime", "python", "--code", str(write(tmp_path, "a.py", "return 'again'\n"))
+        )
+        assert again.returncode == 0, again.stderr
+    finally:
+        daemon.stop()
