@@ -163,6 +163,9 @@ def report(phases: dict[str, Phase]) -> None:
             f"  {name:7} n={len(latencies):4}  p50 {statistics.median(latencies):7.1f} ms  p99 {p99:7.1f} ms"
             f"  max {max(latencies):7.1f} ms  p99/idle {p99 / base:6.1f}x"
         )
+    if not phases["idle"].lag_buckets:
+        print("the daemon's loop lag: not measured by this faasd (no faasd_loop_lag_seconds)")
+        return
     print("the daemon's loop lag (faasd_loop_lag_seconds, a timer due every 100 ms), bucket bounds:")
     for name, phase in phases.items():
         lag = phase.lag_buckets
