@@ -203,6 +203,11 @@ class Client:
         path = f"/v1/functions/{quote(name, safe='')}/source" + (f"?{query}" if query else "")
         return self._request("POST", path, body=json.dumps(source).encode())
 
+    def run(self, source: dict[str, Any], limits: dict[str, str] | None = None) -> dict[str, Any]:
+        """Run ``source`` once with its ``input``, deploying nothing: ``{result, stdout, stderr, exit_code, ...}``."""
+        query = urlencode(limits or {})
+        return self._request("POST", "/v1/run" + (f"?{query}" if query else ""), body=json.dumps(source).encode())
+
     def add_runtime(
         self, name: str, tarball: Iterable[bytes], language: str | None = None, tag: str | None = None
     ) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from faas_cli.client import (
 from faas_cli.engine import find_engine, saved_image
 from faas_cli.progress import Progress
 from faas_cli.pulling import PullProgress, docker_config_path, docker_credentials
+from faas_cli.run import run
 from faas_cli.runtimes import runtime
 from faas_cli.source import entry_of, read_code
 from faas_cli.stats import parse, render, to_json
@@ -624,5 +625,5 @@ def logs(client: Client, name: str, follow: bool, tail: int | None, since: str |
         os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
 
 
-for command in (versions, rollback, describe, build, apply, runtime):
+for command in (versions, rollback, describe, build, apply, runtime, run):
     main.add_command(command)

@@ -14,6 +14,8 @@
                                                 "dry_run", "force"} -> progress as JSON lines, the outcome last
     POST   /v1/layers/lookup                      body {"diff_ids": [...]} -> {"held": [...]}: read-only
     POST   /v1/functions/{name}/source[?memory=M...]   body {"runtime", "files", "entry", "handler"}
+    POST   /v1/run[?memory=M...]                  body {"runtime", "files", "entry", "handler", "input"}
+                                                -> {"result", "stdout", "stderr", "exit_code", "duration_ms"}
     POST   /v1/runtimes/{name}[?language=L&tag=T]      body: the image tarball (streamed)
     GET    /v1/runtimes
     DELETE /v1/runtimes/{name}                    refused while a function's kept version uses it
@@ -22,6 +24,11 @@
     DELETE /v1/registries/{registry}/login
     GET    /healthz
     GET    /metrics                               Prometheus exposition
+
+go-faas's routes, for its clients (docs/functions.md, "Compatible routes"):
+
+    POST /upload         body {"path", "language", "code"} -> {"path", "language", "version"}
+    POST /run-now        body {"language", "code", "input"} -> {"data", "type"}
 
 and the original wire API, kept for existing clients:
 
@@ -83,6 +90,7 @@ from faasd.limits import PARAMETERS as LIMIT_PARAMETERS
 from faasd.limits import Limits
 from faasd.logs import Logs, parse_query, read_log
 from faasd.registry import Function, Version, validate_name
+from faasd.source import compat
 from faasd.source.functions import SourceFunctions
 from faasd.source.runtimes import Runtimes, source_fields
 from faasd.web import routes, session
@@ -356,6 +364,43 @@ async def post_source_function(request: web.Request) -> web.Response:
     except SameImage as same:
         return web.json_response(function_json(same.function) | {"same_as": same.function.current.number})
     return web.json_response(function_json(function), status=201)
+
+
+async def post_run(request: web.Request) -> web.Response:
+    """Run code once, without deploying it, in a throw-away container of its runtime."""
+    params = query_params(request, frozenset(LIMIT_PARAMETERS))
+    config = request.app[CONFIG]
+    limits = config.limits.with_overrides(params)
+    body = await read_json(request, MAX_SOURCE_BODY_FACTOR * config.max_source_bytes + 65536)
+    event = body.pop("input", None) if isinstance(body, dict) else None
+    sources = request.app[SOURCES]
+    return web.json_response(await sources.run(sources.parse(body), event, limits))
+
+
+async def post_upload(request: web.Request) -> web.Response:
+    """go-faas's ``POST /upload``: the script as a new version of the function its path names."""
+    query_params(request)
+    config = request.app[CONFIG]
+    body = await read_json(request, MAX_SOURCE_BODY_FACTOR * config.max_source_bytes + 65536)
+    name, source = compat.upload_request(body)
+    sources = request.app[SOURCES]
+    function = await sources.deploy(name, sources.parse(source), config.limits, force=True)
+    return web.json_response(
+        {"path": body["path"], "language": body["language"], "version": int(function.current.created)}
+    )
+
+
+async def post_run_now(request: web.Request) -> web.Response:
+    """go-faas's ``POST /run-now``: the script run once; ``{"data", "type"}``, or 500 ``{"error"}``."""
+    query_params(request)
+    config = request.app[CONFIG]
+    body = await read_json(request, MAX_SOURCE_BODY_FACTOR * config.max_source_bytes + 65536)
+    source, event, _stream = compat.run_now_request(body)
+    sources = request.app[SOURCES]
+    answer = await sources.run(sources.parse(source), event, config.limits)
+    if "error" in answer:
+        return web.json_response({"error": answer["error"], "stderr": answer["stderr"]}, status=500)
+    return web.json_response(compat.run_answer(answer["result"]))
 
 
 async def read_json(request: web.Request, max_bytes: int) -> Any:
@@ -740,6 +785,9 @@ def make_app(
     app.add_routes(
         [
             web.post("/v1/functions/{name}/source", post_source_function),
+            web.post("/v1/run", post_run),
+            web.post("/upload", post_upload),
+            web.post("/run-now", post_run_now),
             web.post("/v1/runtimes/{name}", post_runtime),
             web.get("/v1/runtimes", list_runtimes),
             web.delete("/v1/runtimes/{name}", delete_runtime),

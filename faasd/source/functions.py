@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -28,8 +30,10 @@ from faasd.functions import Functions
 from faasd.limits import Limits
 from faasd.registry import Function
 from faasd.source.archive import files_layer, write_archive
-from faasd.source.runtimes import CODE_DIR, LANGUAGES, Runtime, Runtimes, composed_archive
-from faasd.source.sandbox import Mount, OneShot
+from faasd.source.runtimes import CODE_DIR, IO_DIR, LANGUAGES, Runtime, Runtimes, composed_archive
+from faasd.source.sandbox import Finished, Mount, OneShot
+
+log = logging.getLogger(__name__)
 
 MAX_FILES = 1000
 MAX_PATH = 255
@@ -146,6 +150,35 @@ class SourceFunctions:
                 name, archive, image=f"runtime/{runtime.name}", tag=None, limits=limits, force=force
             )
 
+    async def run(self, source: Source, event: Any, limits: Limits) -> dict[str, Any]:
+        """Call ``source`` once with ``event`` in a throw-away container of its runtime, under
+        ``limits``: ``{result, stdout, stderr, exit_code, duration_ms}`` (and ``error``)."""
+        runtime = self.runtimes.get(source.runtime)
+        language = LANGUAGES[runtime.language]
+        request_id = uuid.uuid4().hex[:16]
+        deadline_ms = int((time.time() + limits.timeout_seconds) * 1000)
+        env = [*source.env(), f"FAAS_REQUEST_ID={request_id}", f"FAAS_DEADLINE_MS={deadline_ms}"]
+        with (
+            code_dir(self._config.bundles_dir, source.files) as code,
+            code_dir(self._config.bundles_dir, {"input.json": json.dumps(event).encode()}) as io,
+        ):
+            finished = await self._oneshot.run(
+                self.runtimes.image(runtime),
+                [*language.command, "--once"],
+                env,
+                [Mount(code, CODE_DIR), Mount(io, IO_DIR)],
+                limits,
+                limits.timeout_seconds,
+            )
+        log.info(
+            "run runtime=%s id=%s exit=%s duration_ms=%.1f",
+            runtime.name,
+            request_id,
+            finished.exit_code,
+            finished.duration_ms,
+        )
+        return run_answer(finished, limits.timeout_seconds) | {"request_id": request_id}
+
     async def check(self, runtime: Runtime, source: Source, limits: Limits) -> str:
         """Load the code in a container of ``runtime`` as a request's would; its style, or a 400 saying why not."""
         language = LANGUAGES[runtime.language]
@@ -165,6 +198,25 @@ class SourceFunctions:
             return str(verdict.get("style", ""))
         said = verdict.get("error") or finished.stderr.decode(errors="replace").strip()[-1000:] or "no output"
         raise InvalidCode(f"the code cannot serve: {said}")
+
+
+def run_answer(finished: Finished, timeout: float) -> dict[str, Any]:
+    """What a run-once answers: the wrapper's verdict with the container's stderr and exit."""
+    verdict = last_json_line(finished.stdout)
+    answer: dict[str, Any] = {
+        "result": verdict.get("result"),
+        "stdout": verdict.get("stdout", ""),
+        "stderr": finished.stderr.decode("utf-8", "replace"),
+        "exit_code": finished.exit_code,
+        "duration_ms": finished.duration_ms,
+    }
+    if finished.timed_out:
+        answer["error"] = f"the run took over {timeout:g} s and was killed"
+    elif "error" in verdict:
+        answer["error"] = verdict["error"]
+    elif not verdict:
+        answer["error"] = "the runtime's wrapper gave no answer: see stderr"
+    return answer
 
 
 def last_json_line(output: bytes) -> dict[str, Any]:

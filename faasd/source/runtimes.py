@@ -41,6 +41,7 @@ RECORD = "runtime.json"
 BASE, COMPOSED = 1, 2  # the version dirs of a runtime: the image alone, then with the wrapper
 RUNTIME_DIR = "/faas/runtime"
 CODE_DIR = "/faas/code"
+IO_DIR = "/faas/io"  # a run-once's input
 # Mount points one-shot containers bind onto: the rootfs is read-only, runc cannot make them.
 MOUNT_POINTS = ("runtime", "code", "deps", "data", "io")
 PROBE_TIMEOUT_SECONDS = 30.0

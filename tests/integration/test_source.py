@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +35,17 @@ def daemon(daemon_roots: Path, python_runtime_image: Path) -> Iterator[Daemon]:
         yield daemon
     finally:
         daemon.stop()
+
+
+def post_control(daemon: Daemon, path: str, body: object) -> tuple[int, dict]:
+    """A JSON POST to the control API on the daemon's unix socket, as any HTTP client sends it."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(daemon.socket))
+        conn = http.client.HTTPConnection("localhost")
+        conn.sock = sock
+        conn.request("POST", path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
 
 
 def deploy(daemon: Daemon, name: str, *args: str) -> str:
@@ -221,3 +235,56 @@ def test_runtimes_and_source_functions_survive_a_restart(
         assert again.returncode == 0, again.stderr
     finally:
         daemon.stop()
+
+
+def test_the_readme_examples_answer_as_shown(daemon: Daemon) -> None:
+    examples = Path(__file__).resolve().parents[2] / "handlers" / "source"
+    add = deploy(daemon, "readme-add", "--code", str(examples / "add.py"))
+    assert post_json(add, {"a": 1, "b": 2})[::2] == (200, b'{"sum": 3}')
+    double = deploy(daemon, "readme-double", "--code", str(examples / "double.py"))
+    assert post_json(double, {"n": 21})[::2] == (200, b'{"double": 42}')
+
+
+def test_run_once_deploys_nothing_and_answers_result_stdout_stderr(daemon: Daemon, tmp_path: Path) -> None:
+    code = write(
+        tmp_path, "once.py", "def handler(event, context):\n    print('said')\n    return {'n': event['n'] + 1}\n"
+    )
+    before = daemon.faas("list", "--json").stdout
+    result = daemon.faas("run", "--runtime", "python", "--code", str(code), "--input", '{"n": 1}')
+    answer = json.loads(result.stdout)
+    assert result.returncode == 0 and answer["result"] == {"n": 2} and answer["stdout"] == "said\n"
+    assert answer["exit_code"] == 0 and answer["stderr"] == "" and answer["duration_ms"] > 0
+    failing = write(tmp_path, "fails.py", "return 1 / event\n")
+    result = daemon.faas("run", "--runtime", "python", "--code", str(failing), "--input", "0")
+    answer = json.loads(result.stdout)
+    assert result.returncode == 1 and answer["error"] == "ZeroDivisionError: division by zero"
+    assert answer["exit_code"] == 1 and 'File "/faas/code/fails.py", line 1' in answer["stderr"]
+    sleeper = write(tmp_path, "sleeps.py", "import time\ntime.sleep(60)\nreturn 1\n")
+    result = daemon.faas("run", "--runtime", "python", "--code", str(sleeper), "--timeout", "1")
+    answer = json.loads(result.stdout)
+    assert result.returncode == 1 and answer["exit_code"] is None and "took over 1 s" in answer["error"]
+    assert daemon.faas("list", "--json").stdout == before, "a run deploys nothing"
+
+
+def test_go_faas_upload_run_now_and_its_path_names(daemon: Daemon) -> None:
+    """The examples of go-faas's own README, sent as its clients send them."""
+    upload = {"path": "math/add", "language": "python", "code": 'return {"result": event["a"] + event["b"]}'}
+    status, answer = post_control(daemon, "/upload", upload)
+    assert status == 200 and (answer["path"], answer["language"]) == ("math/add", "python")
+    assert abs(answer["version"] - time.time()) < 120, "the version is the upload's Unix time"
+    ip = daemon.faas("ip", "math-add").stdout.strip()
+    assert post_json(ip, {"a": 10, "b": 5})[::2] == (200, b'{"result": 15}')
+    status, again = post_control(daemon, "/upload", upload)
+    assert status == 200 and json.loads(daemon.faas("versions", "math-add", "--json").stdout)["current"] == 2
+
+    run_now = {
+        "language": "python",
+        "code": "result = {\n  'sum': event['a'] + event['b'],\n  'product': event['a'] * event['b']\n}\nreturn result",
+        "input": '{"a": 10, "b": 5}',
+    }
+    assert post_control(daemon, "/run-now", run_now) == (200, {"data": {"sum": 15, "product": 50}, "type": "json"})
+    assert post_control(daemon, "/run-now", run_now | {"code": "return 'hi'"}) == (200, {"data": "hi", "type": "text"})
+    status, failed = post_control(daemon, "/run-now", run_now | {"code": "if event:\n  raise KeyError('x')\nreturn 1"})
+    assert status == 500 and failed["error"] == "KeyError: 'x'"
+    status, refused = post_control(daemon, "/upload", upload | {"language": "cobol"})
+    assert status == 400 and "unknown language 'cobol'" in refused["error"]

@@ -20,6 +20,7 @@ sets those. An exception becomes a 500 ``{"error", "request_id"}``, its tracebac
     python3 runtime.py           serve connections from /control.sock (what a container runs)
     python3 runtime.py --check   load the code and print {"ok": ...} as JSON (faasd runs it at deploy)
     python3 runtime.py --probe   print {"ok": true} (faasd runs it when a runtime is added)
+    python3 runtime.py --once    call the code once with /faas/io/input.json (faas run)
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 
 CODE_DIR = os.environ.get("FAAS_CODE_DIR", "/faas/code")
 DEPS_DIR = os.environ.get("FAAS_DEPS_DIR", "/faas/deps")
+IO_DIR = os.environ.get("FAAS_IO_DIR", "/faas/io")
+MAX_CAPTURED = 256 * 1024  # of what a run prints, the last bytes come back
 SCRIPT_NAME = "__faas_script__"
 # The keys of a response shape: a returned dict made only of these (statusCode included) sets them.
 SHAPE_KEYS = frozenset({"statusCode", "headers", "body", "isBase64Encoded"})
@@ -241,10 +244,58 @@ def check(name: str) -> int:
     return 0
 
 
+def run_once(name: str) -> int:
+    """Load the code, call it once with the event in ``FAAS_IO/input.json``, and write
+    ``{"result"|"error", "stdout"}`` as one JSON line on stdout (faasd's run-once).
+
+    What the code prints goes to a file under /tmp meanwhile, and comes back as ``stdout``.
+    """
+    verdict_out = os.fdopen(os.dup(1), "w")
+    captured = os.path.join(os.environ.get("TMPDIR", "/tmp"), "faas-stdout")
+    fd = os.open(captured, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(fd, 1)
+    os.close(fd)
+    verdict: dict[str, Any] = {}
+    try:
+        with open(os.path.join(IO_DIR, "input.json"), "rb") as file:
+            event = json.loads(file.read() or b"null")
+        metadata = {"id": os.environ.get("FAAS_REQUEST_ID", ""), "function": "", "version": None}
+        metadata["deadline"] = int(os.environ.get("FAAS_DEADLINE_MS", "0"))
+        _, function = load(name)
+        verdict["result"] = jsonable(call(function, event, Context(metadata, "RUN", "/", {})))
+    except LoadError as exc:
+        verdict["error"] = str(exc)
+    except Exception as exc:
+        print_user_traceback(exc)
+        verdict["error"] = f"{type(exc).__name__}: {exc}"
+    sys.stdout.flush()
+    with open(captured, "rb") as file:
+        file.seek(max(0, os.fstat(file.fileno()).st_size - MAX_CAPTURED), 0)
+        verdict["stdout"] = file.read().decode("utf-8", "replace")
+    verdict_out.write(json.dumps(verdict) + "\n")
+    verdict_out.flush()
+    return 1 if "error" in verdict else 0
+
+
+def jsonable(result: Any) -> Any:
+    """A run's result as JSON can carry it: bytes as text (base64 when not UTF-8), others as they are."""
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(result).decode("utf-8")
+        except UnicodeDecodeError:
+            import base64
+
+            return base64.b64encode(bytes(result)).decode("ascii")
+    json.dumps(result)  # a TypeError here names what cannot be returned
+    return result
+
+
 def main(argv: list[str]) -> int:
     name = os.environ.get("FAAS_HANDLER", "handler")
     if argv[1:] == ["--check"]:
         return check(name)
+    if argv[1:] == ["--once"]:
+        return run_once(name)
     if argv[1:] == ["--probe"]:  # faasd's test of a runtime image as it is added
         print(json.dumps({"ok": True, "python": "{}.{}.{}".format(*sys.version_info[:3])}))
         return 0
