@@ -20,7 +20,7 @@ BENCH_RANGE = os.environ.get("FAAS_BENCH_RANGE", "127.79.0.0/24")
 class BenchDaemon:
     """Context manager around one faasd process with its own state and run dirs."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *options: str) -> None:
         self._workdir = workdir
         bin_dir = Path(sys.executable).parent
         self._command = [
@@ -28,6 +28,7 @@ class BenchDaemon:
             "--state-dir", str(workdir / "state"),
             "--run-dir", str(workdir / "run"),
             "--ip-range", BENCH_RANGE,
+            *options,
         ]  # fmt: skip
         self._faas = [str(bin_dir / "faas"), "--socket", str(workdir / "run" / "faasd.sock")]
 
@@ -59,9 +60,20 @@ class BenchDaemon:
         result = subprocess.run([*self._faas, "new", name, "-f", str(image)], capture_output=True, text=True)
         return result.stderr.strip() if result.returncode else ""
 
+    def faas(self, *args: str, input: bytes | None = None) -> float:
+        """Run ``faas ARGS`` against this daemon; how long it took."""
+        started = time.perf_counter()
+        subprocess.run([*self._faas, *args], check=True, capture_output=True, input=input)
+        return time.perf_counter() - started
+
     def remove(self, name: str) -> None:
         """``faas rm``: its containers, warm ones included, stop and give back their slots."""
         subprocess.run([*self._faas, "rm", name], check=True, capture_output=True)
+
+    @property
+    def socket(self) -> Path:
+        """The control API's unix socket."""
+        return self._workdir / "run" / "faasd.sock"
 
     @property
     def pid(self) -> int:

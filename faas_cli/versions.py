@@ -26,7 +26,8 @@ def format_size(size: int) -> str:
 def format_limits(limits: dict[str, Any]) -> str:
     return (
         f"memory {format_size(limits['memory_bytes'])}  cpus {limits['cpus']:g}  pids {limits['pids']}  "
-        f"timeout {limits['timeout_seconds']:g}s  tmp {format_size(limits['tmp_bytes'])}"
+        f"timeout {limits['timeout_seconds']:g}s  tmp {format_size(limits['tmp_bytes'])}  "
+        f"sandbox {limits['sandbox']}"
     )
 
 
@@ -48,7 +49,7 @@ def table(rows: list[tuple[str, ...]]) -> list[str]:
 def render_versions(versions: list[dict[str, Any]]) -> list[str]:
     """The lines ``faas versions`` prints: one row per kept version, the current one starred."""
     rows: list[tuple[str, ...]] = [
-        ("VERSION", "CURRENT", "IMAGE", "DIGEST", "CREATED", "MEMORY", "CPUS", "PIDS", "TIMEOUT", "IP")
+        ("VERSION", "CURRENT", "IMAGE", "DIGEST", "CREATED", "MEMORY", "CPUS", "PIDS", "TIMEOUT", "SANDBOX", "IP")
     ]
     for v in versions:
         limits = v["limits"]
@@ -63,6 +64,7 @@ def render_versions(versions: list[dict[str, Any]]) -> list[str]:
                 f"{limits['cpus']:g}",
                 str(limits["pids"]),
                 f"{limits['timeout_seconds']:g}s",
+                limits["sandbox"],
                 v["ip"] or "-",
             )
         )
@@ -88,6 +90,7 @@ def render_describe(function: dict[str, Any]) -> list[str]:
         *gateway_field(function),
         ("Version", f"{function['version']} (kept: {kept})"),
         ("Image", function["image"]),
+        *([("Runtime", function["runtime"]), ("Entry", function["entry"])] if "runtime" in function else []),
         ("Digest", function["digest"]),
         ("Command", " ".join(function["entrypoint"] + function["cmd"]) or "-"),
         ("Limits", format_limits(function["limits"])),

@@ -13,6 +13,7 @@ import functools
 import ipaddress
 import logging
 import socket
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
@@ -20,22 +21,29 @@ from pathlib import Path
 
 from faasd import metrics
 from faasd.admission import Admission, Overloaded
+from faasd.check import check_handler
 from faasd.config import Config
+from faasd.daemonlog import Throttle
 from faasd.dispatch import Dispatcher
 from faasd.environment import with_environment
 from faasd.errors import Conflict, FaasError, NotFound, RuntimeFailure
 from faasd.images.archive import ImageConfig
-from faasd.images.store import ImageStore
+from faasd.images.store import ImageStore, ImportedImage
+from faasd.instance import Instance
 from faasd.limits import Limits
 from faasd.logs import FunctionLog, Logs
 from faasd.network import Aliases, open_listener
 from faasd.pool import WarmPool
 from faasd.registry import Function, Registry, Version, validate_name
 from faasd.replies import send_error
+from faasd.sandbox.fork import TemplatePool
 
 log = logging.getLogger(__name__)
+# Any client can make a busy daemon refuse connection after connection: the log gets a few lines.
+REFUSALS = Throttle(log)
 
 Adopt = Callable[[socket.socket, tuple[str, int]], None]
+Pool = WarmPool | TemplatePool  # a version's runc containers, or its fork-mode template
 
 
 class SameImage(Conflict):
@@ -97,7 +105,7 @@ class Listener:
         self._running: Counter[int] = Counter()  # version number -> connections and pools using it
         self._retired: set[int] = set()  # versions to remove when nothing uses them any more
         self.pool = self._open_pool(function.current)
-        self._pinned: dict[int, WarmPool] = {}  # pools of other versions, reached on their own address
+        self._pinned: dict[int, Pool] = {}  # pools of other versions, reached on their own address
         self._accepting = asyncio.create_task(accept_connections(sock, self.adopt, function.name))
 
     @property
@@ -110,30 +118,42 @@ class Listener:
         old, self.pool = self.pool, pinned or self._open_pool(version)
         self._close_in_background(old)
 
-    def _open_pool(self, version: Version) -> WarmPool:
-        self._running[version.number] += 1
-        template = self._dispatcher.template(version)
-        return WarmPool(
-            version,
-            lambda: self._dispatcher.instance(version, template, self._function_log),
-            self._admission,
-            self._warm_idle_seconds,
-            self._dispatcher.start_bound,
-        )
+    def _open_pool(self, version: Version) -> Pool:
+        pool: Pool
+        if version.limits.sandbox == "fork":
+            spec = self._dispatcher.fork_spec(version)
+            pool = TemplatePool(
+                version,
+                lambda: self._dispatcher.fork_template(version, spec, self._function_log),
+                lambda pool: self._dispatcher.fork_connection(pool, self._function_log),
+                self._admission,
+                self._warm_idle_seconds,
+            )
+        else:
+            template = self._dispatcher.template(version)
+            pool = WarmPool(
+                version,
+                lambda: self._dispatcher.instance(version, template, self._function_log),
+                self._admission,
+                self._warm_idle_seconds,
+                self._dispatcher.start_bound,
+            )
+        self._running[version.number] += 1  # once nothing can fail: the pool's close takes it back
+        return pool
 
-    def _pool_for(self, version: Version) -> WarmPool:
+    def _pool_for(self, version: Version) -> Pool:
         if version.number == self.version.number:
             return self.pool
         if version.number not in self._pinned:
             self._pinned[version.number] = self._open_pool(version)
         return self._pinned[version.number]
 
-    def _close_in_background(self, pool: WarmPool) -> None:
+    def _close_in_background(self, pool: Pool) -> None:
         task = asyncio.create_task(self._close_pool(pool))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _close_pool(self, pool: WarmPool) -> None:
+    async def _close_pool(self, pool: Pool) -> None:
         try:
             await pool.close()
         finally:
@@ -149,19 +169,19 @@ class Listener:
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
-    async def _serve(self, pool: WarmPool, client: socket.socket, peer: tuple[str, int]) -> None:
+    async def _serve(self, pool: Pool, client: socket.socket, peer: tuple[str, int]) -> None:
         try:
             await self._admit_and_dispatch(pool, client, peer)
         finally:
             await self._release(pool.version.number)
 
-    async def _admit_and_dispatch(self, pool: WarmPool, client: socket.socket, peer: tuple[str, int]) -> None:
+    async def _admit_and_dispatch(self, pool: Pool, client: socket.socket, peer: tuple[str, int]) -> None:
         function = pool.version.function
         with client:
             try:
                 instance, ready = await pool.claim()
             except Overloaded as exc:
-                log.warning("refused function=%s peer=%s:%s reason=%s", function, *peer, exc.reason)
+                REFUSALS.log(logging.WARNING, "refused function=%s peer=%s:%s reason=%s", function, *peer, exc.reason)
                 metrics.REQUESTS.labels(function, str(HTTPStatus.SERVICE_UNAVAILABLE.value)).inc()
                 metrics.ERRORS.labels("overloaded").inc()
                 await send_error(client, HTTPStatus.SERVICE_UNAVAILABLE, exc.reason, retry_after=exc.retry_after)
@@ -175,7 +195,8 @@ class Listener:
             except Exception:
                 log.exception("connection failed function=%s version=%s", function, pool.version.number)
             finally:
-                if kept:
+                if kept:  # only a runc container is kept for another connection
+                    assert isinstance(pool, WarmPool) and isinstance(instance, Instance)
                     pool.give_back(instance)  # its slot goes back with it
                 else:
                     self._admission.release(function)
@@ -204,7 +225,8 @@ class Listener:
         with contextlib.suppress(asyncio.CancelledError):
             await self._accepting
         self._sock.close()
-        await asyncio.gather(*(self._close_pool(pool) for pool in [self.pool, *self._pinned.values()]))
+        # Beside the drain, not before it: a fork-mode template closes once its connections end.
+        pools = asyncio.gather(*(self._close_pool(pool) for pool in [self.pool, *self._pinned.values()]))
         self._pinned.clear()
         if self._inflight:
             _, pending = await asyncio.wait(set(self._inflight), timeout=drain_seconds)
@@ -213,6 +235,7 @@ class Listener:
             if pending:
                 log.info("drain cut function=%s connections=%d", self.version.function, len(pending))
                 await asyncio.wait(pending)
+        await pools
         if self._closing:
             await asyncio.wait(set(self._closing))
 
@@ -295,7 +318,7 @@ class Functions:
         """Bring back the address and listener of every registered function (at start-up)."""
         for function in self._registry.functions():
             try:
-                self._store.check_servable(function.name, function.current.number)
+                await asyncio.to_thread(self._store.check_servable, function.name, function.current.number)
                 await self._expose(function)
             except FaasError as exc:
                 # One unservable function (its port taken, say) must not keep the others down.
@@ -308,7 +331,7 @@ class Functions:
 
     async def _restore_version(self, version: Version) -> None:
         try:
-            self._store.check_servable(version.function, version.number)
+            await asyncio.to_thread(self._store.check_servable, version.function, version.number)
             await self._expose_version(version)
         except FaasError as exc:
             log.error(
@@ -338,6 +361,7 @@ class Functions:
         force: bool = False,
         environment: Mapping[str, str] | None = None,
         pulled: str | None = None,
+        check: bool = False,
     ) -> Function:
         """Import ``archive`` as a new version of ``name``, whose containers get ``limits`` and
         ``environment`` over the image's own, and switch new connections to it. ``pulled`` is
@@ -346,10 +370,14 @@ class Functions:
         The image the current version already has, with the same environment and limits, is no
         new version unless ``force``: it would only push an older, real rollback target out of the
         kept ones. ``SameImage`` says so, and nothing changes.
+
+        With ``check``, one container of the new version must get ready before it is registered
+        (``faasd.check``): ``CheckFailed`` otherwise, and nothing changes either.
         """
         validate_name(name)
         async with self._locks[name]:
             number = self._registry.next_version(name)
+            before = self._current(name)
             metrics.IMPORT_BYTES.inc(archive.stat().st_size)
             with metrics.IMPORT_DURATION.time():
                 imported = await asyncio.to_thread(self._store.import_image, archive, name, number, tag)
@@ -360,7 +388,22 @@ class Functions:
                     "deploy unchanged function=%s same_as=%s digest=%s", name, same.current.number, imported.digest
                 )
                 raise SameImage.of(same)
+            if check:
+                candidate = Version(
+                    name, number, image, imported.digest, config, imported.uid, imported.gid, time.time(), limits
+                )
+                try:
+                    await check_handler(self._dispatcher, candidate, self._logs.get(name))
+                except BaseException:
+                    if number == 1:  # no function: no rootfs dir and no log (the refusal quotes it)
+                        await asyncio.to_thread(self._store.remove_function, name)
+                        await self._logs.remove(name)
+                    else:
+                        await asyncio.to_thread(self._store.remove_version, name, number)
+                    raise
             try:
+                if limits.sandbox == "fork":
+                    await self._check_template(name, number, image, imported, config, limits)
                 function = await asyncio.to_thread(
                     self._registry.add_version,
                     name,
@@ -379,13 +422,34 @@ class Functions:
             try:
                 await self._expose(function)
             except BaseException:
-                if number == 1:
-                    await asyncio.to_thread(self._registry.remove, name)
-                    await asyncio.to_thread(self._store.remove_function, name)
+                await self._undo_version(name, number, before)
                 raise
             await self._prune(name)
         log.info("deployed function=%s version=%s ip=%s image=%s", name, number, function.ip, image)
         return function
+
+    async def _undo_version(self, name: str, number: int, before: Version | None) -> None:
+        """Forget version ``number``, registered but never served, so that the registry agrees
+        with the listener again: on ``before``, or on nothing for a first deploy."""
+        if before is None:
+            await asyncio.to_thread(self._registry.remove, name)
+            await asyncio.to_thread(self._store.remove_function, name)
+            return
+        await asyncio.to_thread(self._registry.set_current, name, before.number)
+        await asyncio.to_thread(self._registry.forget_versions, name, [number])
+        await asyncio.to_thread(self._store.remove_version, name, number)
+
+    async def _check_template(
+        self, name: str, number: int, image: str, imported: ImportedImage, config: ImageConfig, limits: Limits
+    ) -> None:
+        """Refuse (``NotATemplate``) a fork-mode version whose handler does not become a template."""
+        version = Version(name, number, image, imported.digest, config, imported.uid, imported.gid, time.time(), limits)
+        try:
+            await self._dispatcher.check_template(version, self._logs.get(name))
+        except BaseException:
+            if self._current(name) is None:  # a first version: no log of a function that never was
+                await self._logs.remove(name)
+            raise
 
     def _current(self, name: str) -> Version | None:
         try:
@@ -408,11 +472,15 @@ class Functions:
                     raise Conflict(f"{name!r} has no version before {before} to roll back to (faas versions {name})")
                 number = max(earlier)
             self._registry.version(name, number)  # 404 for a version not kept
-            self._store.check_servable(name, number)
+            await asyncio.to_thread(self._store.check_servable, name, number)
             function = await asyncio.to_thread(self._registry.set_current, name, number)
             listener = self._listeners.get(name)
-            if listener is not None:
-                listener.switch(function.current)
+            try:
+                if listener is not None:
+                    listener.switch(function.current)
+            except BaseException:  # the listener serves the version it did: so must the registry
+                await asyncio.to_thread(self._registry.set_current, name, before)
+                raise
         log.info("rolled back function=%s from=%s to=%s", name, before, number)
         return function
 
@@ -428,7 +496,7 @@ class Functions:
             if (name, number) in self._version_listeners:
                 return version
             try:
-                self._store.check_servable(name, number)
+                await asyncio.to_thread(self._store.check_servable, name, number)
                 await self._expose_version(version)
             except BaseException:
                 if fresh:

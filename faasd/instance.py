@@ -196,6 +196,14 @@ class Instance:
             return Outcome.DEADLINE if answered else Outcome.DEADLINE_SILENT
         return Outcome.SERVED if answered else Outcome.NO_ANSWER
 
+    def hand_over_channel(self, channel: socket.socket, metadata: dict[str, object]) -> None:
+        """Give the waiting handler ``channel`` in place of a client: it is a template (fork mode),
+        fed connections through it, and this container takes no other."""
+        assert self._handler is not None and self._control is not None, "a channel needs a ready container"
+        handler, self._handler = self._handler, None
+        self._control.close()
+        ControlSocket.hand_over(handler, channel, encode_metadata(metadata))
+
     async def stop(self) -> None:
         """End the container if it still runs and remove what it leaves; safe to call twice."""
         if self._handler is not None:
@@ -230,6 +238,10 @@ class Instance:
             done, _ = await asyncio.wait(either, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiting.cancel()
+            # Until the cancelled accept has run, its reader stays registered on the control
+            # socket's fd: closed under it (``stop`` right after a timeout), that fd number could
+            # come back as the next child's pidfd, and the loop would never see that child exit.
+            await asyncio.wait({waiting})
         if self._exited in done:
             if waiting in done and not waiting.exception():
                 waiting.result().close()

@@ -34,6 +34,7 @@ class Limits:
     tmp_bytes: int = 64 * MIB
     warm: int = 4  # containers started ahead of demand, at most (0: every connection starts one)
     reuse: int = 1  # connections one container serves one after another (1: a fresh one each)
+    sandbox: str = "runc"  # "runc": a container per connection; "fork": a child of a template per connection
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -51,7 +52,10 @@ class Limits:
             if name in settings:
                 field, value = parse(name, settings[name])
                 changes[field] = value
-        return dataclasses.replace(self, **changes)
+        limits = dataclasses.replace(self, **changes)
+        if limits.sandbox == "fork" and limits.reuse > 1:
+            raise InvalidRequest("reuse applies to runc containers: in fork mode every connection gets a fresh sandbox")
+        return limits
 
 
 def parse_size(text: str) -> int:
@@ -103,6 +107,15 @@ def _count(field: str, low: int, high: int) -> Callable[[str, str], tuple[str, i
     return parse
 
 
+SANDBOXES = ("runc", "fork")
+
+
+def _sandbox(name: str, text: str) -> tuple[str, str]:
+    if text not in SANDBOXES:
+        raise InvalidRequest(f"{name} must be one of {', '.join(SANDBOXES)}, not {text[:20]!r}")
+    return "sandbox", text
+
+
 def _size(name: str, text: str) -> int:
     try:
         return parse_size(text)
@@ -129,4 +142,5 @@ PARAMETERS = {
     "tmp_size": _tmp_size,
     "warm": _count("warm", 0, 256),
     "reuse": _count("reuse", 1, 100_000),
+    "sandbox": _sandbox,
 }

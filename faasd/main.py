@@ -115,6 +115,13 @@ def parse_registries(_ctx: click.Context, _param: click.Parameter, values: tuple
     help="Containers a busy function keeps started ahead of demand, at most (faas new --warm overrides).",
 )
 @click.option(
+    "--sandbox",
+    type=click.Choice(["runc", "fork"]),
+    default=Limits.sandbox,
+    help="How a connection gets its never-used sandbox, for functions deployed without their own "
+    "(faas new --sandbox): a runc container, or a child forked from a template.",
+)
+@click.option(
     "--warm-idle",
     default=Config.warm_idle_seconds,
     type=click.FloatRange(min=0),
@@ -228,6 +235,7 @@ def main(
     start_timeout: float,
     drain_timeout: float,
     warm: int,
+    sandbox: str,
     warm_idle: float,
     max_containers: int | None,
     max_containers_per_function: int | None,
@@ -261,7 +269,7 @@ def main(
         ip_range=ip_range,
         runc_binary=runc_binary,
         port=port,
-        limits=Limits(timeout_seconds=timeout, warm=warm),
+        limits=Limits(timeout_seconds=timeout, warm=warm, sandbox=sandbox),
         warm_idle_seconds=warm_idle,
         start_timeout_seconds=start_timeout,
         drain_seconds=drain_timeout,

@@ -218,23 +218,35 @@ def _call_shape_by_inspect(app: Any) -> tuple[bool, int, bool]:
     return is_coroutine, len(required), variadic
 
 
-def _serve_connections(app: WSGIApp, path: str | None) -> None:
-    """Serve each connection the daemon hands over: one, or more while its message says so."""
+def _serve_connections(app: WSGIApp, path: str | None, forkable: bool = True) -> None:
+    """Serve each connection the daemon hands over: one, or more while its message says so.
+
+    A message that says ``"template": true`` makes this process a template instead (fork mode):
+    it then forks a sandboxed child per connection, ``forkable`` apps only.
+    """
     more = True
     while more:
         try:
             client, metadata = accept(path)
         except Retired:  # the daemon's decision, not a failure: nothing to log
             return
+        if metadata.get("template") is True:
+            _serve_as_template(client, app if forkable else None)
+            return
         more = metadata.get("more") is True
         with client:
-            connection = _Connection(client, metadata, app)
-            try:
-                connection.serve()
-            except ConnectionError as exc:  # the client left mid-request: its business, not a failure
-                _log(metadata, f"client gone: {exc}")
-                continue
-            _linger(client, connection.deadline.bounded(LINGER))
+            _serve_client(client, metadata, app)
+
+
+def _serve_client(client: socket.socket, metadata: dict[str, Any], app: WSGIApp) -> None:
+    """Every request on one client's connection, then a lingering close."""
+    connection = _Connection(client, metadata, app)
+    try:
+        connection.serve()
+    except ConnectionError as exc:  # the client left mid-request: its business, not a failure
+        _log(metadata, f"client gone: {exc}")
+        return
+    _linger(client, connection.deadline.bounded(LINGER))
 
 
 def _exit_process() -> None:
@@ -313,6 +325,240 @@ class _Record:
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in self.__slots__)
+
+
+# -- fork mode: a template that forks a fresh sandbox per connection ------------------------------
+#
+# Under ``faas new --sandbox fork`` this process loads the app once and becomes a template: the
+# daemon's message says ``"template": true`` and carries, instead of a client, a channel (an
+# AF_UNIX SOCK_SEQPACKET socket). Its first message says how a child is built (the size of its
+# /tmp, a seccomp filter in BPF); each later one is a connection's metadata with four fds: the
+# client, the child's own line to the daemon, and the child's stdout and stderr. The template
+# never reads a client byte: it forks, and the child builds its sandbox in bubblewrap's order
+# (user namespace and its id maps with the other namespaces, a second fork to be pid 1, mounts,
+# lo, fds, capabilities, no_new_privs, seccomp) before the app sees the request.
+
+_CLONE_NEWNS, _CLONE_NEWUTS, _CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+_CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+# The one set of namespaces the template's filter lets unshare() ask for (faasd/sandbox/seccomp.py).
+FORK_NAMESPACES = _CLONE_NEWUSER | _CLONE_NEWNS | _CLONE_NEWIPC | _CLONE_NEWUTS | _CLONE_NEWNET | _CLONE_NEWPID
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND, _MS_MOVE = 1, 2, 4, 8, 0x20, 0x1000, 0x2000
+_MOUNT_OPTION_FLAGS = {"nosuid": _MS_NOSUID, "nodev": _MS_NODEV, "noexec": _MS_NOEXEC}
+_PR_SET_SECCOMP, _PR_CAPBSET_DROP, _PR_SET_CHILD_SUBREAPER, _PR_SET_NO_NEW_PRIVS, _PR_CAP_AMBIENT = 22, 24, 36, 38, 47
+_PR_CAP_AMBIENT_CLEAR_ALL, _SECCOMP_MODE_FILTER, _CAPABILITY_VERSION_3 = 4, 2, 0x20080522
+_SIOCSIFFLAGS, _IFF_UP_LOOPBACK_RUNNING = 0x8914, 0x1 | 0x8 | 0x40
+_FORK_FDS = 4  # client, line to the daemon, stdout, stderr
+_EINVAL = 22
+
+
+def _serve_as_template(channel: socket.socket, app: WSGIApp | None) -> None:
+    """Fork a sandboxed child for each connection the daemon sends, until it closes the channel;
+    then wait for the children still serving. ``app`` None: this app cannot be a template."""
+    import ctypes
+    import signal
+
+    with channel:
+        setup, _ = _receive(channel, 1 << 16, 0)
+        header, _, bpf = setup.partition(b"\n")
+        if app is None:
+            channel.send(b'{"template": "refused", "reason": "an ASGI app cannot be a template"}')
+            return
+        sizes = json.loads(header)
+        scratch = (int(sizes["tmp_bytes"]), int(sizes["shm_bytes"]))
+        libc = ctypes.CDLL(None, use_errno=True)
+        # Orphaned grandchildren (each connection's pid 1) come back here to be reaped.
+        _check(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(PR_SET_CHILD_SUBREAPER)")
+        signal.signal(signal.SIGCHLD, lambda _signum, _frame: _reap_children())
+        channel.send(b'{"template": "ready"}')
+        while True:
+            message, fds = _receive(channel, MAX_MESSAGE_BYTES, _FORK_FDS)
+            if not message:
+                break  # the daemon is done with this template
+            if len(fds) == _FORK_FDS:
+                _fork_child(libc, channel, (scratch, bpf), json.loads(message), fds, app)
+            for fd in fds:
+                os.close(fd)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    while True:
+        try:
+            os.wait()
+        except ChildProcessError:
+            return
+
+
+def _receive(sock: socket.socket, size: int, most_fds: int) -> tuple[bytes, list[int]]:
+    """One message and the fds it carried (at most ``most_fds``; a surplus is closed)."""
+    fds = array.array("i")
+    message, ancillary, _flags, _address = sock.recvmsg(size, socket.CMSG_SPACE(max(most_fds, 1) * fds.itemsize))
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    for extra in fds[most_fds:]:
+        os.close(extra)
+    return message, list(fds[:most_fds])
+
+
+def _reap_children() -> None:
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def _fork_child(
+    libc: Any,
+    channel: socket.socket,
+    setup: tuple[tuple[int, int], bytes],
+    metadata: dict[str, Any],
+    fds: list[int],
+    app: WSGIApp,
+) -> None:
+    """Fork the child that serves one connection; the template goes back to its channel."""
+    scratch, bpf = setup
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # or the child would write the template's pending output again
+    if os.fork() != 0:
+        return
+    status = 1
+    try:
+        import signal
+
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        channel.close()
+        client_fd, line_fd, stdout_fd, stderr_fd = fds
+        os.dup2(stdout_fd, 1)
+        os.dup2(stderr_fd, 2)
+        _enter_namespaces(libc)
+        if os.fork() != 0:
+            os._exit(0)  # the grandchild is pid 1 of the new pid namespace; the template reaps it
+        line = socket.socket(fileno=line_fd)
+        line.send(b"started")  # the daemon learns this process's host pid from SO_PASSCRED
+        _make_private_mounts(libc, *scratch)
+        _loopback_up()
+        if line.recv(8) != b"go":  # the daemon has put this process in its connection's cgroups
+            os._exit(1)
+        line.close()
+        os.closerange(3, client_fd)
+        os.closerange(client_fd + 1, os.sysconf("SC_OPEN_MAX"))
+        _drop_privileges(libc, bpf)
+        client = socket.socket(fileno=client_fd)
+        client.setblocking(True)
+        with client:
+            _serve_client(client, metadata, app)
+        status = 0
+    except BaseException as exc:  # never back into the template's loop
+        _log(metadata, f"sandbox failed: {exc!r}")
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(status)
+
+
+def _check(result: int, call: str) -> None:
+    if result != 0:
+        import ctypes
+
+        number = ctypes.get_errno()
+        raise OSError(number, f"{call}: {os.strerror(number)}")
+
+
+def _enter_namespaces(libc: Any) -> None:
+    """New user, mount, pid, ipc, uts and net namespaces; the user's ids map to themselves.
+
+    An unprivileged process may map only its own ids, its gid only once setgroups is denied, and
+    not uid 0 unless it held CAP_SETFCAP (Linux 5.12, verify_root_map): a template never runs as
+    root (the daemon starts it as another user when the image asks for root).
+    """
+    uid, gid = os.geteuid(), os.getegid()
+    _check(libc.unshare(FORK_NAMESPACES), "unshare")
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+        try:
+            with open(f"/proc/self/{name}", "w") as file:
+                file.write(text)
+        except OSError as exc:
+            raise OSError(exc.errno, f"writing {text!r} to {name}: {exc.strerror}") from None
+
+
+def _make_private_mounts(libc: Any, tmp_bytes: int, shm_bytes: int) -> None:
+    """A /tmp and /dev/shm of its own (read-only for a size of 0, as a container's), /dev
+    read-only, and /proc holding this process alone.
+
+    A new procfs is refused here (the container's /proc has masked paths over it, which the
+    kernel counts as hiding something): /proc is a small tmpfs whose ``self`` is this process's
+    own directory of the container's procfs, bound in before that procfs is covered.
+    """
+    own = "/proc/" + os.readlink("/proc/self")
+    dev_flags = _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _mount_flags("/dev")
+    # tmpfs reads size=0 as unlimited: a size of 0 is a small tmpfs, read-only once /proc is made.
+    _mount(libc, "tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={tmp_bytes or 4096},mode=1777")
+    shm_flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC | (0 if shm_bytes else _MS_RDONLY)
+    _mount(libc, "shm", "/dev/shm", "tmpfs", shm_flags, f"size={shm_bytes or 4096},mode=1777")
+    staging = "/tmp/.proc"
+    os.mkdir(staging)
+    _mount(libc, "proc", staging, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "size=4k,mode=555")
+    os.mkdir(staging + "/self")
+    _mount(libc, own, staging + "/self", None, _MS_BIND)
+    _mount(libc, staging, "/proc", None, _MS_MOVE)
+    os.rmdir(staging)
+    if not tmp_bytes:
+        _mount(libc, None, "/tmp", None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+    _mount(libc, None, "/dev", None, dev_flags)  # the container's /dev is shared with the other children
+
+
+def _mount(libc: Any, source: str | None, target: str, kind: str | None, flags: int, data: str | None = None) -> None:
+    encoded = [None if value is None else value.encode() for value in (source, target, kind, data)]
+    _check(libc.mount(encoded[0], encoded[1], encoded[2], flags, encoded[3]), f"mount {target}")
+
+
+def _mount_flags(target: str) -> int:
+    """The nosuid, nodev and noexec flags of the mount at ``target``: a remount must keep them."""
+    flags = 0
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            fields = line.split()
+            if fields[4] == target:  # the last one listed is the one on top
+                flags = sum(_MOUNT_OPTION_FLAGS.get(option, 0) for option in fields[5].split(","))
+    return flags
+
+
+def _loopback_up() -> None:
+    import fcntl
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", _IFF_UP_LOOPBACK_RUNNING))
+
+
+def _drop_privileges(libc: Any, bpf: bytes) -> None:
+    """Every capability of the new user namespace dropped, then no_new_privs and the filter."""
+    import ctypes
+
+    cap = 0
+    while libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
+        cap += 1
+    if ctypes.get_errno() != _EINVAL:  # past the kernel's last capability
+        _check(-1, "prctl(PR_CAPBSET_DROP)")
+    _check(libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "prctl(PR_CAP_AMBIENT)")
+    header = (ctypes.c_uint32 * 2)(_CAPABILITY_VERSION_3, 0)
+    _check(libc.capset(header, (ctypes.c_uint32 * 6)()), "capset")
+    _install_filter(libc, bpf)
+
+
+def _install_filter(libc: Any, bpf: bytes) -> None:
+    """no_new_privs, then the seccomp filter ``bpf`` (an array of ``struct sock_filter``)."""
+    import ctypes
+
+    _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_char_p))
+
+    program = SockFprog(len(bpf) // 8, bpf)
+    _check(libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(program), 0, 0), "seccomp")
 
 
 # -- plain style ----------------------------------------------------------------------------------
@@ -562,7 +808,7 @@ def _serve_asgi(app: Callable[..., Any], path: str | None) -> None:
         bridge = _AsgiBridge(app, loop)
         bridge.wait(bridge.lifespan.startup())
         try:
-            _serve_connections(bridge, path)
+            _serve_connections(bridge, path, forkable=False)  # a thread runs the loop: no fork
         finally:
             concurrent.futures.wait(bridge.requests)
             bridge.wait(bridge.lifespan.shutdown())
@@ -812,16 +1058,22 @@ class _Refused(Exception):
 class _Head(_Record):
     """A request's line and header fields, as read; ``version`` is ``HTTP/1.0`` or ``HTTP/1.1``."""
 
-    __slots__ = ("method", "target", "version", "fields")
+    __slots__ = ("method", "target", "version", "fields", "by_name")
     method: str
     target: str
     version: str
     fields: list[tuple[str, str]]  # (name, value) as sent, in order
+    by_name: dict[str, list[str]]  # the values of each lower-cased name, in order: each request asks it often
+
+    def __init__(self, method: str, target: str, version: str, fields: list[tuple[str, str]]) -> None:
+        by_name: dict[str, list[str]] = {}
+        for name, value in fields:
+            by_name.setdefault(name.lower(), []).append(value)
+        super().__init__(method, target, version, fields, by_name)
 
     def values(self, name: str) -> list[str]:
         """Each value of the field ``name`` (matched without regard to case), in order."""
-        name = name.lower()
-        return [value for field, value in self.fields if field.lower() == name]
+        return self.by_name.get(name.lower(), [])
 
     def tokens(self, name: str) -> list[str]:
         """A comma-separated field's items, lower-cased: ``Connection: Keep-Alive, Upgrade``."""
@@ -988,8 +1240,13 @@ class _Connection:
         """Wait for the next request's first byte (or the end of the stream). On a kept-alive
         connection, only as long as one as slow as the slowest so far could still be served
         before the deadline: False then, and the idle connection closes before the kill."""
-        wait = self.deadline.wait_for_request() if self.answered else None
-        if wait is not None and wait <= 0:
+        wait = self.deadline.wait_for_request()
+        if wait is None:
+            return True  # no deadline: reading the request does the waiting
+        if not self.answered:
+            self.rfile.peek(1)  # a first request is waited for as long as the client takes
+            return True
+        if wait <= 0:
             return False
         self.client.settimeout(wait)
         try:

@@ -13,7 +13,8 @@ concurrently into their places in it. Each blob is hashed as its bytes arrive an
 its size or digest differs from the manifest's: a blob cut short or one byte long stops there.
 
 The tarball is removed when the fetch fails or is cancelled; the caller removes it after the
-import, as it does an upload.
+import, as it does an upload. Like an upload it is never synced: a crash leaves nothing to keep
+(``uploads/`` is emptied at start-up), and the layers are synced as they are unpacked.
 """
 
 from __future__ import annotations
@@ -161,7 +162,6 @@ class Pull:
                 limit = asyncio.Semaphore(CONCURRENT_LAYERS)
                 for layer, offset in regions:
                     tasks.create_task(self._fetch_layer(fd, layer, offset, limit, report))
-            await asyncio.to_thread(os.fsync, fd)
         except BaseException as exc:
             path.unlink(missing_ok=True)
             if isinstance(exc, BaseExceptionGroup):

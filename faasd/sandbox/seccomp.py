@@ -18,6 +18,12 @@ keep working. What it refuses, and why:
 
 Refused calls fail with EPERM; clone3 fails with ENOSYS so libc falls back to clone, whose
 flags the filter can read (clone3 passes them in memory, out of a filter's reach).
+
+Fork mode (``--sandbox fork``) adds two filters. A template's container gets this one with two
+calls opened as narrowly as their arguments allow: ``unshare`` of exactly ``FORK_NAMESPACES``
+and ``mount`` with no flag outside ``FORK_MOUNT_FLAGS``, what its children need to build their
+sandboxes (the file system type and paths are pointers, out of a filter's reach). Each child
+then stacks ``fork_child_profile``: this filter again, plus ``clone`` with any namespace flag.
 """
 
 from __future__ import annotations
@@ -26,7 +32,31 @@ import errno
 import platform
 from typing import Any
 
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWCGROUP = 0x02000000
+NAMESPACE_FLAGS = (
+    CLONE_NEWNS,
+    CLONE_NEWUTS,
+    CLONE_NEWIPC,
+    CLONE_NEWUSER,
+    CLONE_NEWPID,
+    CLONE_NEWNET,
+    CLONE_NEWTIME,
+    CLONE_NEWCGROUP,
+)
+# What a template's child unshares, all at once (handlers/faas_handler.py, FORK_NAMESPACES).
+FORK_NAMESPACES = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWPID
+# The mount(2) flags its child uses: MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC (tmpfs mounts),
+# MS_REMOUNT | MS_BIND (/dev made read-only), MS_BIND and MS_MOVE (its /proc); no MS_REC, no
+# propagation change.
+FORK_MOUNT_FLAGS = 0x1 | 0x2 | 0x4 | 0x8 | 0x20 | 0x1000 | 0x2000
+OPENED_FOR_TEMPLATES = ("mount", "unshare")
 AF_VSOCK = 40  # linux/socket.h
 
 REFUSED = (
@@ -122,3 +152,39 @@ def seccomp_profile(machine: str | None = None) -> dict[str, Any]:
             },
         ],
     }
+
+
+def _refuse(name: str, index: int, mask: int, value: int) -> dict[str, Any]:
+    """A rule refusing ``name`` when its argument ``index`` masked by ``mask`` equals ``value``."""
+    condition = {"index": index, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}
+    return {"names": [name], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM, "args": [condition]}
+
+
+def template_profile(machine: str | None = None) -> dict[str, Any]:
+    """The filter of a template's container: every container's, with ``unshare`` allowed for
+    ``FORK_NAMESPACES`` alone and ``mount`` for ``FORK_MOUNT_FLAGS`` alone.
+
+    Rules refusing one flag each: runc adds conditions on the same argument as rules of their
+    own, so they refuse a call when any of them matches.
+    """
+    profile = seccomp_profile(machine)
+    for rule in profile["syscalls"]:
+        if not rule.get("args"):
+            rule["names"] = [name for name in rule["names"] if name not in OPENED_FOR_TEMPLATES]
+    unshare = {"index": 0, "value": FORK_NAMESPACES, "op": "SCMP_CMP_NE"}
+    profile["syscalls"].append(
+        {"names": ["unshare"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM, "args": [unshare]}
+    )
+    # mount's flags are its fourth argument; one rule per flag bit outside the allowed ones.
+    profile["syscalls"].extend(
+        _refuse("mount", 3, 1 << bit, 1 << bit) for bit in range(64) if not FORK_MOUNT_FLAGS >> bit & 1
+    )
+    return profile
+
+
+def fork_child_profile(machine: str | None = None) -> dict[str, Any]:
+    """The filter a template's child adds to its container's: every container's (which the
+    template's loosens), plus ``clone`` with any namespace flag."""
+    profile = seccomp_profile(machine)
+    profile["syscalls"].extend(_refuse("clone", 0, flag, flag) for flag in NAMESPACE_FLAGS)
+    return profile

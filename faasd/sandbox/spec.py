@@ -104,9 +104,11 @@ def build_spec(
     hostname: str,
     userns_base: int,
     container_id: str = ID_PLACEHOLDER,
+    seccomp: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``config.json`` for ``container_id`` running ``image`` from ``rootfs`` as ``uid:gid``
     under ``limits``; left without an id, the template every container of a version shares.
+    ``seccomp`` replaces the default filter (a fork-mode template's, ``seccomp.template_profile``).
 
     The rootfs must be owned by the shifted ids (the image store writes it so).
     """
@@ -190,6 +192,6 @@ def build_spec(
             },
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
-            "seccomp": seccomp_profile(),
+            "seccomp": seccomp or seccomp_profile(),
         },
     }

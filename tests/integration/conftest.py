@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.build_image import build_busybox_image, build_python_image
+from tools.build_image import build_busybox_image, build_python_image, build_runtime_image
+from tools.local_registry import LocalRegistry, start_registry
 
 BIN = Path(sys.executable).parent
 CACHE = Path(os.environ.get("FAAS_TEST_CACHE", "/var/cache/faasd-tests"))
@@ -206,6 +207,20 @@ def probe_image(images: Path) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    """Debian's docker-registry on loopback with htpasswd basic auth (tools/local_registry.py)."""
+    registry = start_registry(tmp_path_factory.mktemp("registry"))
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture
+def puller(make_daemon: Callable[..., Daemon], registry: LocalRegistry) -> Daemon:
+    """A daemon that may pull from the test registry over plain HTTP, and gives up on it soon."""
+    return make_daemon(daemon_range(0), "--insecure-registry", registry.host, "--registry-timeout", "2")
+
+
 def http_get(ip: str, path: str = "/", timeout: float = 30) -> tuple[int, bytes]:
     """One GET on a new connection; returns status and body."""
     conn = http.client.HTTPConnection(ip, 80, timeout=timeout)
@@ -232,3 +247,25 @@ def eventually(condition: Callable[[], bool], seconds: float = 10) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+@pytest.fixture(scope="session")
+def python_runtime_image(images: Path) -> Path:
+    """Debian's python3 alone, for ``faas runtime add python`` (the base the python images use)."""
+    out = images / "python-runtime.tar"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    build_runtime_image(out, "python", cache_dir=CACHE)
+    return out
+
+
+def http_request(
+    ip: str, method: str, path: str = "/", body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One request on a new connection; returns status, headers (lower-case names) and body."""
+    conn = http.client.HTTPConnection(ip, 80, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()

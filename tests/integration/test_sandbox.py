@@ -1,7 +1,8 @@
-"""Each sandbox default, attacked from inside a real container by the probe handler.
+"""Each sandbox default, attacked from inside a real sandbox by the probe handler.
 
 One daemon serves two deployments of the probe image: ``probe`` with the default limits and
-``tight`` with small ones. Every test ends by checking both still serve.
+``tight`` with small ones. Every test ends by checking both still serve. Every test runs in both
+sandbox modes: a runc container per connection, and a child forked from a template (fork mode).
 """
 
 from __future__ import annotations
@@ -19,11 +20,15 @@ import pytest
 
 from faasd.config import USERNS_IDS
 from faasd.limits import MIB
+from faasd.sandbox.template import FORK_ROOT_UID
 from tests.integration.conftest import Daemon, daemon_range, http_get, start_daemon
 
 USERNS_BASE = 2_000_000_000
 NO_CAPABILITIES = "0000000000000000"
 TIGHT = {"memory": "64m", "pids": "32", "timeout": "3", "tmp-size": "1m", "cpus": "0.25"}
+
+
+MODES = {"runc": 4, "fork": 60}  # each mode's daemon range
 
 
 @dataclass
@@ -32,17 +37,20 @@ class Sandbox:
     probe: str
     tight: str
     bare: str  # --tmp-size 0
+    mode: str
 
 
-@pytest.fixture(scope="module")
-def sandbox(daemon_roots: Path, probe_image: Path) -> Iterator[Sandbox]:
-    daemon = start_daemon(daemon_roots, daemon_range(4))
+@pytest.fixture(scope="module", params=list(MODES))
+def sandbox(request: pytest.FixtureRequest, daemon_roots: Path, probe_image: Path) -> Iterator[Sandbox]:
+    mode = request.param
+    daemon = start_daemon(daemon_roots, daemon_range(MODES[mode]), "--sandbox", mode)
     tight_args = [arg for key, value in TIGHT.items() for arg in (f"--{key}", value)]
     sandbox = Sandbox(
         daemon,
         daemon.deploy("probe", probe_image),
         daemon.deploy("tight", probe_image, *tight_args),
         daemon.deploy("bare", probe_image, "--tmp-size", "0"),
+        mode,
     )
     yield sandbox
     daemon.stop()
@@ -63,8 +71,12 @@ def both_still_serve(sandbox: Sandbox) -> Iterator[None]:
 def test_container_root_is_an_unprivileged_host_uid_without_capabilities(sandbox: Sandbox) -> None:
     status, me = ask(sandbox.probe, "/identity")
     assert status == 200
-    assert (me["uid"], me["gid"]) == (0, 0)
-    assert me["uid_map"] == ["0", str(USERNS_BASE), str(USERNS_IDS)]
+    if sandbox.mode == "runc":
+        assert (me["uid"], me["gid"]) == (0, 0)
+        assert me["uid_map"] == ["0", str(USERNS_BASE), str(USERNS_IDS)]
+    else:  # a nested user namespace, mapping only itself; its template never runs as root
+        assert (me["uid"], me["gid"]) == (FORK_ROOT_UID, 0)
+        assert me["uid_map"] == [str(FORK_ROOT_UID), str(FORK_ROOT_UID), "1"]
     assert set(me["caps"].values()) == {NO_CAPABILITIES}
     assert (me["no_new_privs"], me["seccomp"]) == ("1", "2")
     assert me["rootfs_read"] > 0, "the shifted read-only rootfs stays readable"
@@ -140,6 +152,7 @@ def test_limits_are_stored_with_the_version_and_shown(sandbox: Sandbox) -> None:
         "tmp_bytes": 1 * MIB,
         "warm": 4,
         "reuse": 1,
+        "sandbox": sandbox.mode,
     }
     assert listed["probe"]["memory_bytes"] == 256 * MIB
 

@@ -6,6 +6,7 @@ LIMITS = {"memory_bytes": 256 << 20, "cpus": 0.5, "pids": 128, "timeout_seconds"
 
 
 def version(number: int, current: bool = False, ip: str | None = None) -> dict:
+    sandbox = "fork" if number == 2 else "runc"
     return {
         "version": number,
         "current": current,
@@ -13,7 +14,7 @@ def version(number: int, current: bool = False, ip: str | None = None) -> dict:
         "digest": f"sha256:{number}bcdef0123456789",
         "entrypoint": ["/bin/hello"],
         "cmd": [],
-        "limits": LIMITS,
+        "limits": LIMITS | {"sandbox": sandbox},
         "created": 1714564800.0 + number,
         "ip": ip,
     }
@@ -42,6 +43,7 @@ def test_versions_table_stars_the_current_one_and_shows_own_addresses() -> None:
         "CPUS",
         "PIDS",
         "TIMEOUT",
+        "SANDBOX",
         "IP",
     ]
     assert lines[1].split() == [
@@ -54,6 +56,7 @@ def test_versions_table_stars_the_current_one_and_shows_own_addresses() -> None:
         "0.5",
         "128",
         "30s",
+        "runc",
         "127.10.0.3",
     ]
     assert lines[2].split() == [
@@ -67,6 +70,7 @@ def test_versions_table_stars_the_current_one_and_shows_own_addresses() -> None:
         "0.5",
         "128",
         "30s",
+        "fork",
         "-",
     ]
     assert lines[2].index("*") == lines[0].index("CURRENT"), "columns line up"
@@ -90,7 +94,7 @@ def test_describe_reads_top_down() -> None:
         "Image:     hello:2",
         "Digest:    sha256:2bcdef0123456789",
         "Command:   /bin/hello",
-        "Limits:    memory 256m  cpus 0.5  pids 128  timeout 30s  tmp 64m",
+        "Limits:    memory 256m  cpus 0.5  pids 128  timeout 30s  tmp 64m  sandbox fork",
         "Created:   2024-05-01 12:00:00Z",
         "Updated:   2024-05-01 12:00:02Z",
         "Requests:  8 (502 1, handler 7)",

@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from faas_cli import imagebuild
+from faas_cli.main import main as faas
 from tools import build_image
 from tools.build_image import BuildError, build_busybox_image, build_python_image, write_docker_archive
 
@@ -146,11 +149,11 @@ def test_python_image_puts_the_sdk_and_app_on_the_cached_base(tmp_path: Path, mo
     cache = tmp_path / "cache"
     # Stands in for mmdebstrap: writes an empty rootfs to the path it is given last.
     monkeypatch.setattr(
-        build_image,
+        imagebuild,
         "MMDEBSTRAP",
         [sys.executable, "-c", "import sys, tarfile; tarfile.open(sys.argv[-1], 'w').close()"],
     )
-    base = build_image.debian_python_base(cache)
+    base = imagebuild.debian_python_base(cache)
     build_python_image(tmp_path / "image.tar", cache)
     manifest, config, (base_layer, app_layer), _ = docker_save(tmp_path / "image.tar")
     assert base_layer == base.read_bytes() and manifest["RepoTags"] == ["python-hello:latest"]
@@ -160,9 +163,9 @@ def test_python_image_puts_the_sdk_and_app_on_the_cached_base(tmp_path: Path, mo
         assert read(app, "app/app.py") == (build_image.HANDLERS / "hello" / "app.py").read_bytes()
 
     # Another recipe is another file name: it builds anew, and a failure leaves nothing behind.
-    monkeypatch.setattr(build_image, "MMDEBSTRAP", [sys.executable, "-c", "raise SystemExit('no mirror')"])
+    monkeypatch.setattr(imagebuild, "MMDEBSTRAP", [sys.executable, "-c", "raise SystemExit('no mirror')"])
     with pytest.raises(BuildError, match="no mirror"):
-        build_image.debian_python_base(cache)
+        imagebuild.debian_python_base(cache)
     assert [path.name for path in cache.iterdir()] == [base.name]
 
 
@@ -180,7 +183,7 @@ def test_cli_builds_and_reports_missing_tools(
 def stand_in_base(monkeypatch: pytest.MonkeyPatch) -> None:
     """mmdebstrap's stand-in: writes an empty rootfs to the path it is given last."""
     monkeypatch.setattr(
-        build_image,
+        imagebuild,
         "MMDEBSTRAP",
         [sys.executable, "-c", "import sys, tarfile; tarfile.open(sys.argv[-1], 'w').close()"],
     )
@@ -241,9 +244,9 @@ def test_python_image_carries_the_app_dir_and_packages_compiled_for_the_image(
     assert pyc[8:16] == importlib.util.source_hash(source)
     assert marshal.loads(pyc[16:]).co_filename == f"/{site}/tinypkg/__init__.py"
 
-    # The command line builds the same image, byte for byte.
-    argv = ["python", str(tmp_path / "again.tar"), "--app", str(app), "--package", "tinytwo", "--cache", str(cache)]
-    assert build_image.main(argv) == 0
+    # faas build makes the same image, byte for byte.
+    argv = ["build", str(app), "-o", str(tmp_path / "again.tar"), "--package", "tinytwo", "--cache", str(cache)]
+    assert CliRunner().invoke(faas, argv).exit_code == 0
     assert (tmp_path / "again.tar").read_bytes() == (tmp_path / "image.tar").read_bytes()
 
 

@@ -1,0 +1,359 @@
+"""Fork mode: each connection gets a fresh sandbox forked from its version's template.
+
+``TemplatePool`` stands where a warm pool stands for runc mode (the listener claims from it) and
+keeps one template per version (``template.py``): started with the first connection, replaced
+when it dies or hangs, drained when the version is switched away from or idle. A connection is a
+``ForkConnection``, which the dispatcher drives as it drives a runc container (start, serve,
+stop): the daemon sends the template the client's fd with the connection's metadata, its log
+pipes and one end of a fresh socket pair, its *line*. The child sends a word on that line from
+inside its new namespaces; with SO_PASSCRED the kernel adds the child's pid as the daemon sees
+it. The daemon opens a pidfd on it, moves it into a cgroup of its own (``cgroups.py``) and only
+then answers, so no code of the function runs outside its limits. The pidfd then tells the
+child's exit and takes the kill at the deadline: the child is pid 1 of its pid namespace, so
+the kernel ends every process of the connection with it.
+
+A connection whose child never started (the template died, or did not fork in time) is sent to a
+new template once; the old one is killed first, so it cannot serve the client behind our back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+from faasd.admission import Admission
+from faasd.config import Config
+from faasd.handoff import encode_metadata
+from faasd.instance import Outcome, new_request_id
+from faasd.logs import FunctionLog
+from faasd.registry import Version
+from faasd.sandbox.cgroups import ConnectionCgroup
+from faasd.sandbox.template import Template
+from faasd.tcpinfo import bytes_written
+
+log = logging.getLogger(__name__)
+
+UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
+CGROUP_REMOVE_SECONDS = 2.0  # the kernel ends the rest of a pid namespace after its pid 1
+MAX_BACKOFF_SECONDS = 30.0
+
+
+class ForkConnection:
+    """One connection served by a child of its version's template."""
+
+    ready = False  # never given another connection
+    exit_code: int | None = None  # the template reaps its children; the daemon sees their pidfd
+
+    def __init__(self, config: Config, pool: TemplatePool, function_log: FunctionLog) -> None:
+        self.version = pool.version
+        self.id = new_request_id()
+        self.served = 0
+        self.started = False
+        self.start_failure: Outcome | None = None
+        self._config = config
+        self._pool = pool
+        self._capture = function_log.capture(self.id)
+        self._template: Template | None = None
+        self._line: socket.socket | None = None
+        self._pidfd = -1
+        self._exited: asyncio.Future[None] | None = None
+        self._cgroup: ConnectionCgroup | None = None
+
+    @property
+    def running(self) -> bool:
+        """Its child was let go and has not exited."""
+        return self._exited is not None and not self._exited.done()
+
+    async def start(self) -> Outcome | None:
+        """Have a ready template; ``None`` then, else why not."""
+        self.started = True
+        self._template = await self._pool.template()
+        if self._template is None:
+            self.start_failure = Outcome.START_FAILED
+        return self.start_failure
+
+    async def serve(self, client: socket.socket, peer: tuple[str, int]) -> Outcome:
+        """Have a child of the template serve ``client``; return once it is done or killed."""
+        assert self._template is not None, "serve() needs a started connection"
+        self.served = 1
+        timeout = self.version.limits.timeout_seconds
+        metadata = {
+            "id": self.id,
+            "function": self.version.function,
+            "version": self.version.number,
+            "deadline": int((time.time() + timeout) * 1000),
+            "peer": f"{peer[0]}:{peer[1]}",
+        }
+        pid = await self._fork(self._template, client, metadata)
+        if pid is None:  # no child: that template is dead or hung; one more try on a new one
+            await self._pool.replace(self._template)
+            self._template = await self._pool.template()
+            pid = None if self._template is None else await self._fork(self._template, client, metadata)
+        if pid is None:
+            return Outcome.START_FAILED
+        self._admit(pid)
+        if self._exited is None:
+            return Outcome.START_FAILED
+        try:
+            await asyncio.wait_for(asyncio.shield(self._exited), timeout)
+        except TimeoutError:
+            self._kill()
+            return Outcome.DEADLINE if bytes_written(client) else Outcome.DEADLINE_SILENT
+        return Outcome.SERVED if bytes_written(client) else Outcome.NO_ANSWER
+
+    async def _fork(self, template: Template, client: socket.socket, metadata: dict[str, object]) -> int | None:
+        """Send the connection to ``template``; the host pid of the child it forked, or None."""
+        self._close_line()
+        line, childs_line = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._line = line
+        line.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        line.setblocking(False)
+        client.setblocking(True)  # the flag is the open file's: the child's copy must block
+        with childs_line:
+            try:
+                template.send(
+                    encode_metadata(metadata),
+                    [client.fileno(), childs_line.fileno(), self._capture.stdout, self._capture.stderr],
+                )
+            except OSError as exc:
+                log.warning("template refused a connection function=%s error=%s", self.version.function, exc)
+                return None
+        return await self._child_pid(line, template)
+
+    async def _child_pid(self, line: socket.socket, template: Template) -> int | None:
+        """The pid the child's first word came with; None if it never came (its template died,
+        or hung past the start timeout)."""
+        loop = asyncio.get_running_loop()
+        word: asyncio.Future[int | None] = loop.create_future()
+
+        def readable() -> None:
+            try:
+                data, ancillary, _, _ = line.recvmsg(16, socket.CMSG_SPACE(UCRED.size))
+            except BlockingIOError:
+                return
+            except OSError:
+                data, ancillary = b"", []
+            pid = next(
+                (
+                    UCRED.unpack(d)[0]
+                    for level, kind, d in ancillary
+                    if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS)
+                ),
+                None,
+            )
+            if not word.done():
+                word.set_result(pid if data == b"started" and pid else None)
+
+        loop.add_reader(line.fileno(), readable)
+        exited = asyncio.ensure_future(template.instance.wait_exit())
+        either: set[asyncio.Future[Any]] = {word, exited}
+        try:
+            await asyncio.wait(either, timeout=self._config.start_timeout_seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            loop.remove_reader(line.fileno())
+            exited.cancel()
+        return word.result() if word.done() else None
+
+    def _admit(self, pid: int) -> None:
+        """Open a pidfd on the child, move it into its cgroup, and let it run the function."""
+        assert self._line is not None
+        try:
+            self._pidfd = os.pidfd_open(pid)
+            self._cgroup = ConnectionCgroup.create(f"{self.version.function}-{self.id}", self.version.limits)
+            self._cgroup.place(pid)
+            self._line.send(b"go")
+        except OSError as exc:  # it died meanwhile, or the cgroup could not be made: no go
+            log.error("fork child not admitted function=%s id=%s error=%s", self.version.function, self.id, exc)
+            self._kill()
+            return
+        finally:
+            self._close_line()
+        loop = asyncio.get_running_loop()
+        self._exited = loop.create_future()
+        loop.add_reader(self._pidfd, self._on_exit)
+
+    def _on_exit(self) -> None:
+        asyncio.get_running_loop().remove_reader(self._pidfd)
+        if self._exited is not None and not self._exited.done():
+            self._exited.set_result(None)
+
+    def _kill(self) -> None:
+        if self._pidfd >= 0:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+
+    def _close_line(self) -> None:
+        if self._line is not None:
+            self._line.close()
+            self._line = None
+
+    async def stop(self) -> None:
+        """End the child if it still runs, and remove its cgroup; safe to call twice."""
+        self._close_line()
+        try:
+            if self._exited is not None and not self._exited.done():
+                self._kill()
+                await asyncio.shield(self._exited)
+            if self._pidfd >= 0:
+                asyncio.get_running_loop().remove_reader(self._pidfd)
+                os.close(self._pidfd)
+                self._pidfd = -1
+            if self._cgroup is not None:
+                await self._remove_cgroup(self._cgroup)
+        finally:
+            await self._capture.close()
+
+    @staticmethod
+    async def _remove_cgroup(cgroup: ConnectionCgroup) -> None:
+        deadline = time.monotonic() + CGROUP_REMOVE_SECONDS
+        while not cgroup.remove():
+            if time.monotonic() > deadline:
+                log.warning("cgroup left behind directories=%s", cgroup.directories)
+                return
+            await asyncio.sleep(0.01)
+
+    def record(self, **fields: object) -> None:
+        self._capture.record(**fields, sandbox="fork")
+
+
+class TemplatePool:
+    """The template of one version in fork mode, and the connections it serves; claimed from
+    by the listener as a warm pool is."""
+
+    ready = 0  # no container waits ready here: each connection's sandbox is forked for it
+
+    def __init__(
+        self,
+        version: Version,
+        new_template: Callable[[], Template],
+        new_connection: Callable[[TemplatePool], ForkConnection],
+        admission: Admission,
+        idle_seconds: float,
+    ) -> None:
+        self.version = version
+        self._new_template = new_template
+        self._new_connection = new_connection
+        self._admission = admission
+        self._idle_seconds = idle_seconds
+        self._current: Template | None = None
+        self._starting: asyncio.Future[Template | None] | None = None
+        self._last_arrival = time.monotonic()
+        self._idle_check: asyncio.TimerHandle | None = None
+        self._paused_until = 0.0
+        self._failures = 0
+        self._stops: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def claim(self) -> tuple[ForkConnection, bool]:
+        """A connection's slot and its sandbox-to-be; whether a template was ready for it. May
+        raise ``Overloaded``."""
+        self._last_arrival = time.monotonic()
+        self._schedule_idle_check()
+        await self._admission.acquire(self.version.function)
+        return self._new_connection(self), self._current is not None and self._current.alive
+
+    def refill(self) -> None:
+        """Have a template started if none is ready or starting (the first connection's start
+        then serves the next ones)."""
+        if not self._closed and self._starting is None and not (self._current and self._current.alive):
+            self._starting = asyncio.ensure_future(self._start())
+
+    def shed(self) -> bool:
+        return False  # nothing waits idle holding a slot
+
+    async def template(self) -> Template | None:
+        """The ready template, started now if there is none; None if it could not start."""
+        if self._current is not None and self._current.alive:
+            return self._current
+        if self._current is not None:  # it died: reap it, start another
+            self._stop_in_background(self._current)
+            self._current = None
+        if self._closed or time.monotonic() < self._paused_until:
+            return None
+        self.refill()
+        assert self._starting is not None
+        return await asyncio.shield(self._starting)
+
+    async def _start(self) -> Template | None:
+        template = self._new_template()
+        try:
+            failure = await template.start()
+        except BaseException:
+            self._stop_in_background(template)
+            raise
+        finally:
+            self._starting = None
+        if failure is not None or self._closed:
+            self._failures += 1
+            backoff = min(MAX_BACKOFF_SECONDS, 0.5 * 2**self._failures) if failure else 0.0
+            self._paused_until = time.monotonic() + backoff
+            log.warning(
+                "template not started function=%s version=%s reason=%s backoff_s=%.1f",
+                self.version.function,
+                self.version.number,
+                template.refusal or (failure.value if failure else "closed"),
+                backoff,
+            )
+            template.instance.record(version=self.version.number, outcome="template_failed", reason=template.refusal)
+            self._stop_in_background(template)
+            return None
+        self._failures = 0
+        old, self._current = self._current, template
+        if old is not None:
+            self._stop_in_background(old)
+        log.info(
+            "template ready function=%s version=%s id=%s",
+            self.version.function,
+            self.version.number,
+            template.instance.id,
+        )
+        return template
+
+    async def replace(self, template: Template) -> None:
+        """Kill ``template`` (dead, or hung on a connection): the next connection starts another."""
+        if self._current is template:
+            self._current = None
+            log.warning("template replaced function=%s id=%s", self.version.function, template.instance.id)
+        await template.stop()
+
+    def _stop_in_background(self, template: Template, drain: bool = False) -> None:
+        work = template.drain(self.version.limits.timeout_seconds) if drain else template.stop()
+        task = asyncio.create_task(work)
+        self._stops.add(task)
+        task.add_done_callback(self._stops.discard)
+
+    async def close(self) -> None:
+        """Drain the template: connections it serves finish (each within its deadline)."""
+        self._closed = True
+        if self._idle_check is not None:
+            self._idle_check.cancel()
+        if self._starting is not None:
+            await asyncio.wait({self._starting})
+        if self._current is not None:
+            self._stop_in_background(self._current, drain=True)
+            self._current = None
+        while self._stops:
+            await asyncio.wait(set(self._stops))
+
+    def _schedule_idle_check(self) -> None:
+        if self._idle_check is None and not self._closed:
+            self._idle_check = asyncio.get_running_loop().call_later(self._idle_seconds, self._on_idle_check)
+
+    def _on_idle_check(self) -> None:
+        """Drain the template if nothing arrived for ``idle_seconds``; else look again later."""
+        self._idle_check = None
+        quiet = time.monotonic() - self._last_arrival
+        if quiet < self._idle_seconds:
+            self._idle_check = asyncio.get_running_loop().call_later(self._idle_seconds - quiet, self._on_idle_check)
+        elif self._current is not None:
+            log.info("template drained function=%s idle_s=%.0f", self.version.function, quiet)
+            self._stop_in_background(self._current, drain=True)
+            self._current = None
