@@ -387,7 +387,7 @@ def new(
         print_deployed(client.deploy_source(name or manifest_name, body, settings, force), as_json)
         return
     if name is None:
-        raise click.UsageError("name the function: faas new NAME ...")
+        raise click.UsageError("Missing argument 'NAME'.")  # as click says it, now that --manifest may name it
     if reference is not None:
         if image is not None or tarball is not None:
             raise click.UsageError("--pull takes the image from a registry: give it without -t or -f")
