@@ -20,6 +20,7 @@ from faasd import metrics
 from faasd.admission import Starts
 from faasd.config import Config
 from faasd.daemonlog import Throttle
+from faasd.errors import NotATemplate
 from faasd.handoff import close_client
 from faasd.images.store import ImageStore
 from faasd.instance import KILL_GRACE_SECONDS, Instance, Outcome
@@ -105,6 +106,17 @@ class Dispatcher:
         instance = self.instance(template_version(version), template, function_log)
         setup = setup_message(version.limits, child_filter())
         return Template(instance, setup, self.config.start_timeout_seconds)
+
+    async def check_template(self, version: Version, function_log: FunctionLog) -> None:
+        """Start a template of ``version`` and stop it; ``NotATemplate`` unless it became one."""
+        template = self.fork_template(version, self.fork_spec(version), function_log)
+        try:
+            failure = await template.start()
+        finally:
+            await template.stop()
+        if failure is not None:
+            reason = template.refusal or f"its container did not start ({failure.value}, see faas logs)"
+            raise NotATemplate(f"{version.function!r} cannot run with --sandbox fork: {reason}")
 
     def fork_connection(self, pool: TemplatePool, function_log: FunctionLog) -> ForkConnection:
         """A connection to be served by a child of ``pool``'s template."""

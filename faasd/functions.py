@@ -13,6 +13,7 @@ import functools
 import ipaddress
 import logging
 import socket
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
@@ -20,13 +21,14 @@ from pathlib import Path
 
 from faasd import metrics
 from faasd.admission import Admission, Overloaded
+from faasd.check import check_handler
 from faasd.config import Config
 from faasd.daemonlog import Throttle
 from faasd.dispatch import Dispatcher
 from faasd.environment import with_environment
 from faasd.errors import Conflict, FaasError, NotFound, RuntimeFailure
 from faasd.images.archive import ImageConfig
-from faasd.images.store import ImageStore
+from faasd.images.store import ImageStore, ImportedImage
 from faasd.instance import Instance
 from faasd.limits import Limits
 from faasd.logs import FunctionLog, Logs
@@ -356,6 +358,7 @@ class Functions:
         force: bool = False,
         environment: Mapping[str, str] | None = None,
         pulled: str | None = None,
+        check: bool = False,
     ) -> Function:
         """Import ``archive`` as a new version of ``name``, whose containers get ``limits`` and
         ``environment`` over the image's own, and switch new connections to it. ``pulled`` is
@@ -364,6 +367,9 @@ class Functions:
         The image the current version already has, with the same environment and limits, is no
         new version unless ``force``: it would only push an older, real rollback target out of the
         kept ones. ``SameImage`` says so, and nothing changes.
+
+        With ``check``, one container of the new version must get ready before it is registered
+        (``faasd.check``): ``CheckFailed`` otherwise, and nothing changes either.
         """
         validate_name(name)
         async with self._locks[name]:
@@ -378,7 +384,22 @@ class Functions:
                     "deploy unchanged function=%s same_as=%s digest=%s", name, same.current.number, imported.digest
                 )
                 raise SameImage.of(same)
+            if check:
+                candidate = Version(
+                    name, number, image, imported.digest, config, imported.uid, imported.gid, time.time(), limits
+                )
+                try:
+                    await check_handler(self._dispatcher, candidate, self._logs.get(name))
+                except BaseException:
+                    if number == 1:  # no function: no rootfs dir and no log (the refusal quotes it)
+                        await asyncio.to_thread(self._store.remove_function, name)
+                        await self._logs.remove(name)
+                    else:
+                        await asyncio.to_thread(self._store.remove_version, name, number)
+                    raise
             try:
+                if limits.sandbox == "fork":
+                    await self._check_template(name, number, image, imported, config, limits)
                 function = await asyncio.to_thread(
                     self._registry.add_version,
                     name,
@@ -404,6 +425,18 @@ class Functions:
             await self._prune(name)
         log.info("deployed function=%s version=%s ip=%s image=%s", name, number, function.ip, image)
         return function
+
+    async def _check_template(
+        self, name: str, number: int, image: str, imported: ImportedImage, config: ImageConfig, limits: Limits
+    ) -> None:
+        """Refuse (``NotATemplate``) a fork-mode version whose handler does not become a template."""
+        version = Version(name, number, image, imported.digest, config, imported.uid, imported.gid, time.time(), limits)
+        try:
+            await self._dispatcher.check_template(version, self._logs.get(name))
+        except BaseException:
+            if self._current(name) is None:  # a first version: no log of a function that never was
+                await self._logs.remove(name)
+            raise
 
     def _current(self, name: str) -> Version | None:
         try:
