@@ -34,10 +34,16 @@ else
 fi
 
 image="$(mktemp --suffix=.tar)"
-trap 'rm -f "$image"' EXIT
+runtime="$(mktemp --suffix=.tar)"
+trap 'rm -f "$image" "$runtime"' EXIT
 echo "install.sh: building the example image (the first time takes a minute or two)"
 faas build handlers/hello -o "$image" --cache "${FAAS_CACHE:-/var/cache/faasd}"
 faas new hello -f "$image"
+echo "install.sh: adding the python runtime (Debian's python3, the same cached base) and a function from source"
+.venv/bin/python -m tools.build_image runtime python "$runtime" --cache "${FAAS_CACHE:-/var/cache/faasd}" >/dev/null
+faas runtime list --json | grep -q '"name": "python"' || faas runtime add python -f "$runtime"
+faas new add --runtime python --code handlers/source/add.py
 echo
 echo "Try:"
 echo "  curl http://\$(faas ip hello)/"
+echo "  curl -d '{\"a\": 1, \"b\": 2}' http://\$(faas ip add)/"

@@ -178,22 +178,52 @@ class Client:
         limits: dict[str, str] | None = None,
         force: bool = False,
         environment: dict[str, str] | None = None,
+        check: bool = False,
     ) -> dict[str, Any]:
         """Upload the blocks of ``tarball`` as a new version of ``name``; ``limits`` maps a limit
         (memory, cpus, pids, timeout, tmp_size) to its value as the user wrote it: the daemon
         checks it. An exception from ``tarball`` stops the upload before its end, so the daemon
         deploys nothing. The current version's image again is no new version (the answer has
-        ``same_as``) unless ``force``. ``environment`` is set over the image's ``Env``."""
+        ``same_as``) unless ``force``. ``environment`` is set over the image's ``Env``. With
+        ``check``, a version whose handler never gets ready is refused (422)."""
         settings = {
             "tag": tag,
             "image": image,
             "force": 1 if force else None,
+            "check": 1 if check else None,
             "env": json.dumps(environment) if environment else None,
             **(limits or {}),
         }
         query = urlencode({k: v for k, v in settings.items() if v is not None})
         path = f"/v1/functions/{quote(name, safe='')}" + (f"?{query}" if query else "")
         return self._request("POST", path, body=tarball)
+
+    def deploy_source(
+        self, name: str, source: dict[str, Any], limits: dict[str, str] | None = None, force: bool = False
+    ) -> dict[str, Any]:
+        """Deploy ``source`` (``{"runtime", "files", "entry", "handler"}``) as a new version of ``name``."""
+        query = urlencode((limits or {}) | ({"force": "1"} if force else {}))
+        path = f"/v1/functions/{quote(name, safe='')}/source" + (f"?{query}" if query else "")
+        return self._request("POST", path, body=json.dumps(source).encode())
+
+    def run(self, source: dict[str, Any], limits: dict[str, str] | None = None) -> dict[str, Any]:
+        """Run ``source`` once with its ``input``, deploying nothing: ``{result, stdout, stderr, exit_code, ...}``."""
+        query = urlencode(limits or {})
+        return self._request("POST", "/v1/run" + (f"?{query}" if query else ""), body=json.dumps(source).encode())
+
+    def add_runtime(
+        self, name: str, tarball: Iterable[bytes], language: str | None = None, tag: str | None = None
+    ) -> dict[str, Any]:
+        """Upload the blocks of ``tarball`` as runtime ``name``."""
+        query = urlencode({k: v for k, v in (("language", language), ("tag", tag)) if v is not None})
+        path = f"/v1/runtimes/{quote(name, safe='')}" + (f"?{query}" if query else "")
+        return self._request("POST", path, body=tarball)
+
+    def runtimes(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/runtimes")["runtimes"]
+
+    def remove_runtime(self, name: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/v1/runtimes/{quote(name, safe='')}")
 
     def pull(
         self,

@@ -34,6 +34,9 @@ from faas_cli.client import (
 from faas_cli.engine import find_engine, saved_image
 from faas_cli.progress import Progress
 from faas_cli.pulling import PullProgress, docker_config_path, docker_credentials
+from faas_cli.run import run
+from faas_cli.runtimes import runtime
+from faas_cli.source import entry_of, read_code
 from faas_cli.stats import parse, render, to_json
 from faas_cli.upload import stream_upload, tarball_upload
 from faas_cli.versions import describe, format_size, rollback, table, versions
@@ -283,6 +286,11 @@ def main(ctx: click.Context, socket_path: Path, host: HttpEndpoint | None, token
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress (a pull's shows line by line when not at a terminal).")
 @click.option("--force", is_flag=True, help="Add a version even when the image and limits are the current version's.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Start one container first; refuse the version, with its last log lines, if its handler never gets ready.",
+)
 @json_flag
 @click.option("--memory", default=None, help="Memory per container, e.g. 128m." + daemon_default("memory"))
 @click.option("--cpus", default=None, help="CPUs per container, e.g. 0.5." + daemon_default("cpus"))
@@ -310,6 +318,24 @@ def main(ctx: click.Context, socket_path: Path, host: HttpEndpoint | None, token
     help="runc: a container started per connection; fork: a sandbox forked per connection from a template "
     "that loaded the app once (needs serve() from faas_handler.py).  [default: the daemon's, runc]",
 )
+@click.option(
+    "--runtime", default=None, metavar="RUNTIME", help="Deploy source code on this runtime (faas runtime list)."
+)
+@click.option(
+    "--code",
+    "code",
+    type=click.Path(exists=True, path_type=Path),
+    multiple=True,
+    metavar="PATH",
+    help="With --runtime: a source file, or a directory of them (repeatable).",
+)
+@click.option("--entry", default=None, metavar="FILE", help="With --runtime: the file the runtime loads.")
+@click.option(
+    "--handler",
+    default=None,
+    metavar="NAME",
+    help="With --runtime: the function the entry exports.  [default: handler]",
+)
 @click.pass_obj
 def new(
     client: Client,
@@ -321,32 +347,50 @@ def new(
     environment: dict[str, str],
     quiet: bool,
     force: bool,
+    check: bool,
     as_json: bool,
+    runtime: str | None,
+    code: tuple[Path, ...],
+    entry: str | None,
+    handler: str | None,
     **limits: str | None,
 ) -> None:
-    """Deploy an image as function NAME (again: a new version, same IP).
+    """Deploy an image, or source code on a runtime, as function NAME (again: a new version, same IP).
 
     With -t IMAGE alone, faas runs `docker save IMAGE` (or podman's) and streams the archive
     to faasd as it is written. A tarball comes from -f FILE or standard input instead. With
-    --pull REF, faasd pulls the image from its registry itself.
+    --runtime and --code, the code is checked in a container of the runtime and deployed on it.
+    With --pull REF, faasd pulls the image from its registry itself.
 
     Limits apply to every container of this version; the ones left out take the daemon's
     defaults (shown as faasd ships them), not the previous version's. The current version's image again, with
     the same limits and variables, adds no version ("same image as version N") unless --force:
     pulled again, a reference makes a new version only if it names another image now.
+    With --check, one container of the new version is started before it is registered: a
+    handler that exits or never connects to /control.sock is refused with its last log lines.
 
     \b
     Example:
       faas new hello -t hello:latest
       docker save hello | faas new hello
       faas new hello -f both.tar -t hello:2 --memory 64m --timeout 5
+      faas new add --runtime python --code handler.py
       faas new hello --pull 127.0.0.1:5000/team/hello:1 -e GREETING=hi
+      faas new hello -t hello:2 --check
     """
     settings = {key: value for key, value in limits.items() if value is not None}
     if reference is not None:
         if image is not None or tarball is not None:
             raise click.UsageError("--pull takes the image from a registry: give it without -t or -f")
+        if check:
+            raise click.UsageError("--check is for an uploaded image (-t, -f or a pipe): not yet with --pull")
         pull_image(client, name, reference, settings, environment, force, quiet, as_json)
+        return
+    if runtime is not None or code:
+        if runtime is None or not code or image is not None or tarball is not None or environment:
+            raise click.UsageError("deploy source with --runtime RUNTIME --code PATH, and no image (-t, -f) or -e")
+        function = deploy_code(client, name, runtime, code, entry, handler, settings, force)
+        print_deployed(function, as_json)
         return
     with contextlib.ExitStack() as stack:
         if tarball is None and image is not None:
@@ -364,7 +408,14 @@ def new(
         blocks: Iterable[bytes] = upload.blocks
         if not quiet and sys.stderr.isatty():
             blocks = Progress(sys.stderr, upload.size, upload.left_out).track(blocks)
-        function = client.deploy(name, blocks, limits=settings, force=force, environment=environment, **source)
+        function = client.deploy(
+            name, blocks, limits=settings, force=force, environment=environment, check=check, **source
+        )
+    print_deployed(function, as_json)
+
+
+def print_deployed(function: dict[str, Any], as_json: bool) -> None:
+    """What ``faas new`` says of the function it deployed, or of the version that stays."""
     if as_json:
         print_json(function)
     elif "same_as" in function:
@@ -374,6 +425,22 @@ def new(
         )
     else:
         click.echo(f"Deployed {function['name']} at {function['ip']} (version {function['version']})")
+
+
+def deploy_code(
+    client: Client,
+    name: str,
+    runtime: str,
+    code: tuple[Path, ...],
+    entry: str | None,
+    handler: str | None,
+    limits: dict[str, str],
+    force: bool,
+) -> dict[str, Any]:
+    """``faas new NAME --runtime R --code PATH``: the files read here, checked and deployed by faasd."""
+    files = read_code(code)
+    body = {"runtime": runtime, "files": files, "entry": entry_of(files, entry)}
+    return client.deploy_source(name, body | ({"handler": handler} if handler else {}), limits, force)
 
 
 def pull_image(
@@ -571,5 +638,5 @@ def logs(client: Client, name: str, follow: bool, tail: int | None, since: str |
         os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
 
 
-for command in (versions, rollback, describe, build, apply):
+for command in (versions, rollback, describe, build, apply, runtime, run):
     main.add_command(command)

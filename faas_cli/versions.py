@@ -90,6 +90,7 @@ def render_describe(function: dict[str, Any]) -> list[str]:
         *gateway_field(function),
         ("Version", f"{function['version']} (kept: {kept})"),
         ("Image", function["image"]),
+        *([("Runtime", function["runtime"]), ("Entry", function["entry"])] if "runtime" in function else []),
         ("Digest", function["digest"]),
         ("Command", " ".join(function["entrypoint"] + function["cmd"]) or "-"),
         ("Limits", format_limits(function["limits"])),

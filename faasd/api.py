@@ -13,11 +13,22 @@
     POST   /v1/functions/{name}/pull              body {"reference", "limits", "environment", "credentials",
                                                 "dry_run", "force"} -> progress as JSON lines, the outcome last
     POST   /v1/layers/lookup                      body {"diff_ids": [...]} -> {"held": [...]}: read-only
+    POST   /v1/functions/{name}/source[?memory=M...]   body {"runtime", "files", "entry", "handler"}
+    POST   /v1/run[?memory=M...]                  body {"runtime", "files", "entry", "handler", "input"}
+                                                -> {"result", "stdout", "stderr", "exit_code", "duration_ms"}
+    POST   /v1/runtimes/{name}[?language=L&tag=T]      body: the image tarball (streamed)
+    GET    /v1/runtimes
+    DELETE /v1/runtimes/{name}                    refused while a function's kept version uses it
     GET    /v1/registries                         the registries faasd holds a login for
     PUT    /v1/registries/{registry}/login        body {"username", "password"}: checked, then kept
     DELETE /v1/registries/{registry}/login
     GET    /healthz
     GET    /metrics                               Prometheus exposition
+
+go-faas's routes, for its clients (docs/functions.md, "Compatible routes"):
+
+    POST /upload         body {"path", "language", "code"} -> {"path", "language", "version"}
+    POST /run-now        body {"language", "code", "input"} -> {"data", "type"}
 
 and the original wire API, kept for existing clients:
 
@@ -79,6 +90,9 @@ from faasd.limits import PARAMETERS as LIMIT_PARAMETERS
 from faasd.limits import Limits
 from faasd.logs import Logs, parse_query, read_log
 from faasd.registry import Function, Version, validate_name
+from faasd.source import compat
+from faasd.source.functions import SourceFunctions
+from faasd.source.runtimes import Runtimes, source_fields
 from faasd.web import routes, session
 
 log = logging.getLogger(__name__)
@@ -87,6 +101,8 @@ CONFIG = web.AppKey("config", Config)
 FUNCTIONS = web.AppKey("functions", Functions)
 LOGS = web.AppKey("logs", Logs)
 LAYERS = web.AppKey("layers", LayerStore)
+RUNTIMES = web.AppKey("runtimes", Runtimes)
+SOURCES = web.AppKey("sources", SourceFunctions)
 LOGINS = web.AppKey("logins", Logins)
 # A lookup names the layers of one image: Docker caps an image at 127, overlayfs at about 500.
 MAX_LOOKUP_DIFF_IDS = 1000
@@ -95,7 +111,7 @@ UPLOAD_CHUNK_BYTES = 1 << 20
 SOCKET_MODE = 0o660
 # Members of this group may use the unix socket without sudo, like docker's "docker" group.
 SOCKET_GROUP = "faas"
-DEPLOY_PARAMS = frozenset({"tag", "image", "force", "env", *LIMIT_PARAMETERS})
+DEPLOY_PARAMS = frozenset({"tag", "image", "force", "check", "env", *LIMIT_PARAMETERS})
 PULL_FIELDS = frozenset({"reference", "limits", "environment", "credentials", "dry_run", "force"})
 MAX_JSON_BODY = 256 << 10
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -116,6 +132,7 @@ def function_json(function: Function) -> dict[str, Any]:
         "limits": dataclasses.asdict(version.limits),
         "created": function.created,
         "updated": version.created,
+        **source_fields(version.config),
     }
 
 
@@ -141,6 +158,7 @@ def version_json(version: Version, current: int) -> dict[str, Any]:
         "limits": dataclasses.asdict(version.limits),
         "created": version.created,
         "ip": None if version.ip is None else str(version.ip),
+        **source_fields(version.config),
     }
 
 
@@ -304,16 +322,17 @@ def flag_param(params: dict[str, str], key: str) -> bool:
 
 async def deploy(request: web.Request, name: str, params: dict[str, str]) -> Function:
     """Import the request body as the next version of ``name`` (already checked by the caller);
-    ``SameImage`` when it is the current version's image (unless ``force``)."""
+    ``SameImage`` when it is the current version's image (unless ``force``); with ``check``,
+    ``CheckFailed`` when its handler never gets ready."""
     tag = reference_param(params, "tag")
     image = reference_param(params, "image") or tag or name
     limits = request.app[CONFIG].limits.with_overrides(params)
-    force = flag_param(params, "force")
+    force, check = flag_param(params, "force"), flag_param(params, "check")
     environment = environment_param(params)
     upload = await receive_upload(request, name)
     try:
         return await request.app[FUNCTIONS].deploy(
-            name, upload, image=image, tag=tag, limits=limits, force=force, environment=environment
+            name, upload, image=image, tag=tag, limits=limits, force=force, environment=environment, check=check
         )
     finally:
         upload.unlink(missing_ok=True)
@@ -329,14 +348,117 @@ async def post_function(request: web.Request) -> web.Response:
     return web.json_response(function_json(function), status=201)
 
 
+MAX_SOURCE_BODY_FACTOR = 2  # JSON escapes may double the source's bytes on the wire
+
+
+async def post_source_function(request: web.Request) -> web.Response:
+    """Deploy the function's code, checked in a container of its runtime, as its next version."""
+    name = function_name(request)
+    params = query_params(request, frozenset({*LIMIT_PARAMETERS, "force"}))
+    config = request.app[CONFIG]
+    limits = config.limits.with_overrides(params)
+    force = flag_param(params, "force")
+    body = await read_json(request, MAX_SOURCE_BODY_FACTOR * config.max_source_bytes + 65536)
+    sources = request.app[SOURCES]
+    try:
+        function = await sources.deploy(name, sources.parse(body), limits, force)
+    except SameImage as same:
+        return web.json_response(function_json(same.function) | {"same_as": same.function.current.number})
+    return web.json_response(function_json(function), status=201)
+
+
+async def post_run(request: web.Request) -> web.Response:
+    """Run code once, without deploying it, in a throw-away container of its runtime."""
+    params = query_params(request, frozenset(LIMIT_PARAMETERS))
+    config = request.app[CONFIG]
+    limits = config.limits.with_overrides(params)
+    body = await read_json(request, MAX_SOURCE_BODY_FACTOR * config.max_source_bytes + 65536)
+    event = body.pop("input", None) if isinstance(body, dict) else None
+    sources = request.app[SOURCES]
+    return web.json_response(await sources.run(sources.parse(body), event, limits))
+
+
+async def post_upload(request: web.Request) -> web.Response:
+    """go-faas's ``POST /upload``: the script as a new version of the function its path names."""
+    query_params(request)
+    config = request.app[CONFIG]
+    body = await read_json(request, MAX_SOURCE_BODY_FACTOR * config.max_source_bytes + 65536)
+    name, source = compat.upload_request(body)
+    sources = request.app[SOURCES]
+    function = await sources.deploy(name, sources.parse(source), config.limits, force=True)
+    return web.json_response(
+        {"path": body["path"], "language": body["language"], "version": int(function.current.created)}
+    )
+
+
+async def post_run_now(request: web.Request) -> web.Response:
+    """go-faas's ``POST /run-now``: the script run once; ``{"data", "type"}``, or 500 ``{"error"}``."""
+    query_params(request)
+    config = request.app[CONFIG]
+    body = await read_json(request, MAX_SOURCE_BODY_FACTOR * config.max_source_bytes + 65536)
+    source, event, _stream = compat.run_now_request(body)
+    sources = request.app[SOURCES]
+    answer = await sources.run(sources.parse(source), event, config.limits)
+    if "error" in answer:
+        return web.json_response({"error": answer["error"], "stderr": answer["stderr"]}, status=500)
+    return web.json_response(compat.run_answer(answer["result"]))
+
+
+async def read_json(request: web.Request, max_bytes: int) -> Any:
+    """The request's JSON body, read as it streams and refused once over ``max_bytes`` or not JSON."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise InvalidRequest(f"the body declares {request.content_length} bytes, over the {max_bytes} byte limit")
+    data = bytearray()
+    async for chunk in request.content.iter_chunked(UPLOAD_CHUNK_BYTES):
+        data += chunk
+        if len(data) > max_bytes:
+            raise InvalidRequest(f"the body is over the {max_bytes} byte limit")
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise InvalidRequest(f"the body is not JSON: {exc}") from exc
+
+
+async def post_runtime(request: web.Request) -> web.Response:
+    """Import the body's image as runtime ``name``, with faasd's wrapper for its language."""
+    name = function_name(request)
+    params = query_params(request, frozenset({"language", "tag"}))
+    tag = reference_param(params, "tag")
+    upload = await receive_upload(request, name)
+    try:
+        runtime = await request.app[RUNTIMES].add(name, params.get("language"), upload, tag)
+    finally:
+        upload.unlink(missing_ok=True)
+    return web.json_response(runtime.to_json(), status=201)
+
+
+async def list_runtimes(request: web.Request) -> web.Response:
+    query_params(request)
+    runtimes = await asyncio.to_thread(request.app[RUNTIMES].all)
+    return web.json_response({"runtimes": [runtime.to_json() for runtime in runtimes]})
+
+
+async def delete_runtime(request: web.Request) -> web.Response:
+    name = function_name(request)
+    query_params(request)
+    functions = request.app[FUNCTIONS]
+
+    def users(runtime: str) -> list[str]:
+        return [
+            function.name
+            for function in functions.all()
+            if any(source_fields(v.config).get("runtime") == runtime for v in functions.versions(function.name))
+        ]
+
+    runtime = await request.app[RUNTIMES].remove(name, users)
+    return web.json_response({"removed": runtime.name})
+
+
 async def json_body(request: web.Request, fields: frozenset[str]) -> dict[str, Any]:
     """The request's JSON object, bounded, with no field the route does not know."""
     if request.content_length is None or request.content_length > MAX_JSON_BODY:
         raise InvalidRequest(f"send a JSON object of at most {MAX_JSON_BODY} bytes, with its length")
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise InvalidRequest(f"the body is not JSON: {exc}") from exc
+    body = await read_json(request, MAX_JSON_BODY)
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
     unknown = sorted(set(body) - fields)
@@ -617,9 +739,15 @@ async def legacy_list(request: web.Request) -> web.Response:
 
 
 def make_app(
-    config: Config, functions: Functions, logs: Logs, layers: LayerStore, token: str | None = None
+    config: Config,
+    functions: Functions,
+    logs: Logs,
+    layers: LayerStore,
+    token: str | None = None,
+    sources: SourceFunctions | None = None,
 ) -> web.Application:
-    """The API; with ``token``, every request must carry it (the TCP listener's app)."""
+    """The API; with ``token``, every request must carry it (the TCP listener's app); with
+    ``sources``, functions from source and runtimes too."""
     middlewares: list[Middleware] = [errors_as_json] if token is None else [errors_as_json, require_token(token)]
     app = web.Application(middlewares=middlewares)
     app[CONFIG] = config
@@ -650,6 +778,20 @@ def make_app(
             web.post("/api/new", legacy_new),
             web.get("/api/ip/{name}", legacy_ip),
             web.get("/api/list", legacy_list),
+        ]
+    )
+    if sources is not None:  # the daemon always gives them; a test of other routes may not
+        app[SOURCES] = sources
+        app[RUNTIMES] = sources.runtimes
+    app.add_routes(
+        [
+            web.post("/v1/functions/{name}/source", post_source_function),
+            web.post("/v1/run", post_run),
+            web.post("/upload", post_upload),
+            web.post("/run-now", post_run_now),
+            web.post("/v1/runtimes/{name}", post_runtime),
+            web.get("/v1/runtimes", list_runtimes),
+            web.delete("/v1/runtimes/{name}", delete_runtime),
         ]
     )
     return app
@@ -698,7 +840,12 @@ async def running(app: web.Application, make_site: Callable[[web.AppRunner], web
 
 @contextlib.asynccontextmanager
 async def serve_api(
-    config: Config, functions: Functions, logs: Logs, layers: LayerStore, token: str | None
+    config: Config,
+    functions: Functions,
+    logs: Logs,
+    layers: LayerStore,
+    token: str | None,
+    sources: SourceFunctions | None = None,
 ) -> AsyncIterator[None]:
     """Serve the API on the unix socket, and on TCP with ``token`` when ``config.listen`` is set.
 
@@ -712,11 +859,15 @@ async def serve_api(
     try:
         async with contextlib.AsyncExitStack() as stack:
             unix_site = functools.partial(web.SockSite, sock=sock)
-            await stack.enter_async_context(running(make_app(config, functions, logs, layers), unix_site))
+            await stack.enter_async_context(
+                running(make_app(config, functions, logs, layers, None, sources), unix_site)
+            )
             log.info("api listening socket=%s mode=%04o gid=%d", config.socket_path, SOCKET_MODE, gid)
             if (address := config.listen) is not None:
                 tcp_site = functools.partial(web.TCPSite, host=str(address.host), port=address.port)
-                await stack.enter_async_context(running(make_app(config, functions, logs, layers, token), tcp_site))
+                await stack.enter_async_context(
+                    running(make_app(config, functions, logs, layers, token, sources), tcp_site)
+                )
                 log.info("api listening tcp=%s token_file=%s", address, config.token_path)
                 if warning := exposure_warning(address):
                     log.warning("%s", warning)

@@ -76,6 +76,11 @@ class Config:
     userns_base: int = 2_000_000_000  # host id of container root; rootfs files are owned by shifted ids
     keep_versions: int = 3
     listen: TcpAddress | None = None
+    # Source functions: the runtime wrappers faasd lays into runtimes (handlers/runtimes/<language>/),
+    # the most source one deploy may bring, and how long a deploy-time step (a check) may run.
+    wrappers_dir: Path = Path(__file__).resolve().parent.parent / "handlers"
+    max_source_bytes: int = 1024 * 1024
+    build_timeout_seconds: float = 120.0
     insecure_registries: frozenset[str] = frozenset()  # host:port pulled from over plain HTTP
     registry_timeout_seconds: float = 30.0  # to connect to a registry, and between two reads
 
@@ -91,6 +96,10 @@ class Config:
     def uploads_dir(self) -> Path:
         """Uploads land here, on the same filesystem as the images, so a full disk shows early."""
         return self.state_dir / "uploads"
+
+    @property
+    def runtimes_dir(self) -> Path:
+        return self.state_dir / "runtimes"
 
     @property
     def token_path(self) -> Path:

@@ -32,6 +32,9 @@ from faasd.logs import Logs
 from faasd.network import Aliases, open_listener
 from faasd.registry import Registry
 from faasd.sandbox.runc import Runc
+from faasd.source.functions import SourceFunctions
+from faasd.source.runtimes import Runtimes
+from faasd.source.sandbox import OneShot
 
 log = logging.getLogger(__name__)
 
@@ -140,12 +143,17 @@ def api_token(config: Config) -> str | None:
 
 
 async def open_api(
-    stack: contextlib.AsyncExitStack, config: Config, functions: Functions, logs: Logs, layers: LayerStore
+    stack: contextlib.AsyncExitStack,
+    config: Config,
+    functions: Functions,
+    logs: Logs,
+    layers: LayerStore,
+    sources: SourceFunctions,
 ) -> None:
     """Serve the control API until ``stack`` closes; an address that cannot be bound stops the start."""
     token = api_token(config)
     try:
-        await stack.enter_async_context(serve_api(config, functions, logs, layers, token))
+        await stack.enter_async_context(serve_api(config, functions, logs, layers, token, sources))
     except OSError as exc:
         raise StartupError(
             f"cannot serve the control API: {exc}: free the address or change --socket / --listen"
@@ -183,6 +191,12 @@ def stop_on_signals(drain_seconds: float) -> asyncio.Event:
     return stop
 
 
+async def stop_task(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT; a second signal skips the drain."""
     runc = Runc(config.runc_binary, config.runc_root)
@@ -191,8 +205,11 @@ async def serve(config: Config) -> None:
         UnpackLimits(max_bytes=config.max_image_bytes, max_entries=config.max_image_entries),
         id_base=config.userns_base,
     )
-    for directory in (config.run_dir, config.runc_root, config.images_dir):
+    for directory in (config.run_dir, config.runc_root, config.images_dir, config.runtimes_dir):
         directory.mkdir(parents=True, exist_ok=True, mode=0o711)
+    oneshot = OneShot(config, runc)
+    # Before the leftovers go: the runtimes' layers are kept from then on.
+    runtimes = Runtimes(config, store, oneshot)
     registry = Registry(config.database_path, config.ip_range)
     aliases = Aliases()
     logs = Logs(config.logs_dir, config.logs)
@@ -202,6 +219,8 @@ async def serve(config: Config) -> None:
         await aliases.open()
         await remove_leftovers(config, runc, registry, store, aliases, logs)
         await asyncio.to_thread(store.mount_all, registered_versions(registry))
+        for path in await asyncio.to_thread(runtimes.restore):
+            log.info("removed leftover runtime path=%s", path)
         config.bundles_dir.mkdir(mode=0o711, exist_ok=True)
         config.uploads_dir.mkdir(mode=0o700, exist_ok=True)
         admission = Admission(config.admission)
@@ -221,9 +240,11 @@ async def serve(config: Config) -> None:
         try:
             await functions.restore()
             async with contextlib.AsyncExitStack() as stack:
+                stack.push_async_callback(stop_task, asyncio.create_task(metrics.watch_loop_lag()))
                 # Closed in reverse: the gateway, then the functions' listeners stop accepting and
                 # drain, and only then the API, which answers (``/healthz``) during the drain.
-                await open_api(stack, config, functions, logs, store.layers)
+                sources = SourceFunctions(config, functions, runtimes, oneshot)
+                await open_api(stack, config, functions, logs, store.layers, sources)
                 stack.push_async_callback(functions.close, config.drain_seconds)
                 await open_gateway(stack, config, functions)
                 log.info(
@@ -238,6 +259,7 @@ async def serve(config: Config) -> None:
         finally:
             await functions.close(config.drain_seconds)  # when the API could not open; else a no-op
             await asyncio.to_thread(store.unmount_all)
+            await asyncio.to_thread(runtimes.unmount_all)
     finally:
         await logs.close()
         aliases.close()

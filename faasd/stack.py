@@ -18,6 +18,7 @@ The shape is that of the OpenFaaS stack files people already write, where the co
         tag: report:2                         # the image to take from it, if it holds several
         limits: {timeout: 5, tmp_size: 16m}
         warm: 0
+        sandbox: fork                         # how each connection gets its sandbox
 
 ``${NAME}`` and ``${NAME:-default}`` take their values from the environment of ``faas apply``, as
 faas-cli's do, so one file serves every node and registry. Everything is checked before
@@ -49,7 +50,7 @@ VERSIONS = ("1.0",)
 PROVIDERS = ("faasd", "openfaas")
 TOP_KEYS = ("version", "provider", "functions")
 PROVIDER_KEYS = ("name",)
-FUNCTION_KEYS = ("environment", "limits", "warm", "reuse")
+FUNCTION_KEYS = ("environment", "limits", "warm", "reuse", "sandbox")
 # Stack-file limit -> the deploy parameter it sets. memory and cpu are OpenFaaS's names.
 LIMIT_KEYS = {
     "memory": "memory",
@@ -92,7 +93,7 @@ class FunctionSpec:
     name: str
     source: Source
     environment: dict[str, str] = field(default_factory=dict)
-    settings: dict[str, str] = field(default_factory=dict)  # deploy parameters: limits, warm, reuse
+    settings: dict[str, str] = field(default_factory=dict)  # deploy parameters: limits, warm, reuse, sandbox
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,7 @@ def _function(name: str, value: Any, base: Path) -> FunctionSpec:
             raise StackError(f"{where}.environment.{key} must be a string or a number")
     limits = _mapping(value.get("limits", {}), f"{where}.limits", tuple(LIMIT_KEYS))
     settings = {LIMIT_KEYS[key]: _limit(key, text, f"{where}.limits.{key}") for key, text in limits.items()}
-    for key in ("warm", "reuse"):
+    for key in ("warm", "reuse", "sandbox"):
         if key in value:
             settings[key] = _scalar(value[key], f"{where}.{key}")
     return FunctionSpec(

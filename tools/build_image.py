@@ -2,9 +2,11 @@
 handler, and the Python ones ``faas build`` makes (``faas_cli.imagebuild``).
 
     python3 -m tools.build_image busybox OUT.tar [--body TEXT] [--prelude SHELL] [--oci]
+    python3 -m tools.build_image runtime python OUT.tar [--cache DIR] [--oci]
 
 Debian's static busybox plus the static C handler (handlers/c/hello.c), one layer; builds in
-about a second. The Python images are ``faas build DIR -o OUT.tar``'s.
+about a second. The Python images are ``faas build DIR -o OUT.tar``'s. A runtime image (for
+``faas runtime add``) is the Debian base with the language's interpreter and nothing else.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = [
     "BuildError",
     "build_busybox_image",
     "build_python_image",
+    "build_runtime_image",
     "debian_python_base",
     "main",
     "write_docker_archive",
@@ -91,6 +94,18 @@ def _compile_hello(directory: Path) -> Path:
     return binary
 
 
+def build_runtime_image(out: Path, language: str, cache_dir: Path, oci: bool = False) -> None:
+    """The Debian base with the language's interpreter alone; tag ``<language>-runtime``.
+
+    ``faas runtime add`` lays faasd's wrapper on it; the base is the one the Python images use.
+    """
+    if language != "python":
+        raise BuildError(f"no runtime recipe for {language!r}: python")
+    base = debian_python_base(cache_dir)
+    config = {"config": {"Cmd": ["python3"], "Env": [DEFAULT_PATH]}}
+    write_image(out, [base], config, f"{language}-runtime:latest", oci)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python3 -m tools.build_image", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -99,11 +114,18 @@ def main(argv: list[str] | None = None) -> int:
     busybox = kinds.add_parser("busybox", help="busybox and the static C handler")
     busybox.add_argument("--body", help="what the C handler answers (default: hello from C)")
     busybox.add_argument("--prelude", help="shell commands run before the handler, e.g. 'echo started >&2'")
-    busybox.add_argument("out", type=Path, help="the image tarball to write")
-    busybox.add_argument("--oci", action="store_true", help="write an OCI layout instead of docker save's")
+    runtime = kinds.add_parser("runtime", help="a runtime image for faas runtime add: Debian and an interpreter")
+    runtime.add_argument("language", choices=["python"], help="the interpreter's language")
+    runtime.add_argument("--cache", type=Path, default=Path("/var/cache/faasd"), help="where the base layer is kept")
+    for kind in (busybox, runtime):
+        kind.add_argument("out", type=Path, help="the image tarball to write")
+        kind.add_argument("--oci", action="store_true", help="write an OCI layout instead of docker save's")
     options = parser.parse_args(argv)
     try:
-        build_busybox_image(options.out, options.body, options.oci, options.prelude)
+        if options.kind == "runtime":
+            build_runtime_image(options.out, options.language, options.cache, options.oci)
+        else:
+            build_busybox_image(options.out, options.body, options.oci, options.prelude)
     except BuildError as exc:
         print(f"build_image: {exc}", file=sys.stderr)
         return 1

@@ -1,4 +1,5 @@
-"""A real image registry for tests and benchmarks: Debian's docker-registry on loopback, htpasswd basic auth.
+"""A real image registry for tests and benchmarks: Debian's docker-registry on loopback, with
+htpasswd basic auth, or with the bearer-token flow and a small token service beside it.
 
 Images get there as users put them: ``skopeo copy`` from an archive, or, for what skopeo will
 not write (an index for another platform, an uncompressed layer), the distribution API's own
@@ -10,11 +11,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import http.server
 import json
 import shutil
 import socket
+import ssl
 import subprocess
+import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,13 +34,98 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TokenService:
+    """The token service of distribution's token auth (docs/spec/auth/token.md), in a thread.
+
+    It signs JWTs (RS256, the certificate in the ``x5c`` header) with openssl for whatever scope
+    is asked, given the right basic credentials; without credentials, only ``pull`` of a
+    repository under ``public/``; with wrong ones, 401. docker-registry checks the tokens
+    against the certificate, as it would a real service's.
+    """
+
+    ISSUER, SERVICE = "faasd-tests-issuer", "faasd-tests"
+
+    def __init__(self, root: Path) -> None:
+        self.key, self.cert = root / "token-key.pem", root / "token-cert.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=faasd-tests",
+             "-keyout", str(self.key), "-out", str(self.cert)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        der = subprocess.run(
+            ["openssl", "x509", "-in", str(self.cert), "-outform", "DER"], check=True, capture_output=True
+        )
+        self._chain = [base64.b64encode(der.stdout).decode()]
+        service = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                status, body = service.answer(self.path, self.headers.get("Authorization"))
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.realm = f"http://127.0.0.1:{self._server.server_address[1]}/token"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def answer(self, path: str, authorization: str | None) -> tuple[int, bytes]:
+        expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        if authorization is not None and authorization != expected:
+            return 401, b'{"details": "wrong user name or password"}'
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+        access = []
+        for scope in query.get("scope", []):
+            kind, name, actions = scope.split(":")
+            if authorization is None:
+                actions = "pull" if name.startswith("public/") and "pull" in actions.split(",") else ""
+            access.append({"type": kind, "name": name, "actions": [a for a in actions.split(",") if a]})
+        now = int(time.time())
+        header = {"typ": "JWT", "alg": "RS256", "x5c": self._chain}
+        claims = {
+            "iss": self.ISSUER, "sub": USER if authorization else "", "aud": self.SERVICE,
+            "exp": now + 300, "nbf": now - 10, "iat": now, "jti": f"{now}-{time.monotonic_ns()}", "access": access,
+        }  # fmt: skip
+        signing = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        signed = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-sign", str(self.key)],
+            input=signing.encode(),
+            check=True,
+            capture_output=True,
+        )
+        return 200, json.dumps({"token": f"{signing}.{_b64url(signed.stdout)}"}).encode()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
 @dataclass
 class LocalRegistry:
-    """docker-registry serving ``root`` on 127.0.0.1:``port``; ``start``/``stop`` may repeat."""
+    """docker-registry serving ``root`` on 127.0.0.1:``port``; ``start``/``stop`` may repeat.
+
+    With ``tokens``, it asks clients for a bearer token from that service instead of basic auth.
+    """
 
     root: Path
     port: int
+    tokens: TokenService | None = None
+    tls: bool = False  # HTTPS with a certificate of its own (``certificate``), which no CA signed
     proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def certificate(self) -> Path:
+        return self.root / "tls-cert.pem"
 
     @property
     def host(self) -> str:
@@ -52,6 +142,27 @@ class LocalRegistry:
             "http": {"addr": self.host},
             "auth": {"htpasswd": {"realm": "faasd-tests", "path": str(self.root / "htpasswd")}},
         }
+        if self.tls:
+            if not self.certificate.exists():
+                subprocess.run(
+                    ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                     "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                     "-keyout", str(self.root / "tls-key.pem"), "-out", str(self.certificate)],
+                    check=True, capture_output=True,
+                )  # fmt: skip
+            config["http"] = {
+                "addr": self.host,
+                "tls": {"certificate": str(self.certificate), "key": str(self.root / "tls-key.pem")},
+            }
+        if self.tokens is not None:
+            config["auth"] = {
+                "token": {
+                    "realm": self.tokens.realm,
+                    "service": TokenService.SERVICE,
+                    "issuer": TokenService.ISSUER,
+                    "rootcertbundle": str(self.tokens.cert),
+                }
+            }
         (self.root / "config.yml").write_text(json.dumps(config))  # YAML reads JSON
         with open(self.root / "registry.log", "ab") as log:
             self.proc = subprocess.Popen(
@@ -60,7 +171,7 @@ class LocalRegistry:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                if self.request("GET", "/v2/")[0] == 200:
+                if self.request("GET", "/v2/")[0] in (200, 401):
                     return
             except OSError:
                 time.sleep(0.05)
@@ -71,12 +182,18 @@ class LocalRegistry:
             self.proc.terminate()
             self.proc.wait(timeout=20)
             self.proc = None
+        if self.tokens is not None:
+            self.tokens.stop()
 
     def request(
         self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], bytes]:
         auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn = (
+            http.client.HTTPSConnection("127.0.0.1", self.port, timeout=30, context=ssl._create_unverified_context())
+            if self.tls
+            else http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        )
         try:
             conn.request(method, path, body=body, headers={"Authorization": f"Basic {auth}", **(headers or {})})
             response = conn.getresponse()
@@ -137,10 +254,12 @@ class LocalRegistry:
         return self.root / "data/docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
 
 
-def start_registry(root: Path) -> LocalRegistry:
+def start_registry(root: Path, tokens: bool = False, tls: bool = False) -> LocalRegistry:
+    """A registry on a free loopback port: basic auth, or with ``tokens`` the bearer-token flow;
+    with ``tls``, on HTTPS."""
     if shutil.which("docker-registry") is None:
         raise RuntimeError("docker-registry is not installed: scripts/prepare.sh installs it")
     root.mkdir(parents=True, exist_ok=True)
-    registry = LocalRegistry(root, free_port())
+    registry = LocalRegistry(root, free_port(), TokenService(root) if tokens else None, tls)
     registry.start()
     return registry

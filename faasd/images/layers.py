@@ -51,6 +51,7 @@ class LayerStore:
         self._id_base = id_base
         self._lock = threading.Lock()  # lookups and pins of imports against collect
         self._pinned: Counter[str] = Counter()
+        self.owners: list[Path] = []  # the dirs of version dirs whose layer lists keep layers here
 
     def path(self, diff_id: str) -> Path:
         match = DIFF_ID.fullmatch(diff_id)

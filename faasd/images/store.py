@@ -62,12 +62,15 @@ class ImageStore:
     """The images directory: import, locate, mount and remove rootfs.
 
     ``id_base`` is the host id of container root: the layers' owners are shifted by it. The
-    layer store lives beside ``images_dir``, in the same state dir.
+    layer store lives beside ``images_dir``, in the same state dir, unless ``layers`` gives one
+    another store uses too (runtimes share the functions' layers).
     """
 
-    def __init__(self, images_dir: Path, limits: UnpackLimits, id_base: int) -> None:
+    def __init__(self, images_dir: Path, limits: UnpackLimits, id_base: int, layers: LayerStore | None = None) -> None:
         self.images_dir = images_dir
-        self.layers = LayerStore(images_dir.parent / "layers", id_base)
+        # Stores that share ``layers`` (functions' and runtimes') each keep the layers they list.
+        self.layers = layers or LayerStore(images_dir.parent / "layers", id_base)
+        self.layers.owners.append(images_dir)
         self._limits = limits
         self._id_base = id_base
 
@@ -209,10 +212,12 @@ class ImageStore:
         return self.layers.collect(self._referenced)
 
     def _referenced(self) -> set[str]:
-        """The layers every version dir lists, those of imports under way included."""
+        """The layers every version dir lists, those of imports under way included, in every
+        store that shares this layer store."""
         return {
             diff_id
-            for layer_list in self.images_dir.glob(f"*/*/{LAYER_LIST}")
+            for owner in self.layers.owners
+            for layer_list in owner.glob(f"*/*/{LAYER_LIST}")
             for diff_id in read_layer_list(layer_list)
         }
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.build_image import build_busybox_image, build_python_image
+from tools.build_image import build_busybox_image, build_python_image, build_runtime_image
 from tools.local_registry import LocalRegistry, start_registry
 
 BIN = Path(sys.executable).parent
@@ -247,3 +247,25 @@ def eventually(condition: Callable[[], bool], seconds: float = 10) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+@pytest.fixture(scope="session")
+def python_runtime_image(images: Path) -> Path:
+    """Debian's python3 alone, for ``faas runtime add python`` (the base the python images use)."""
+    out = images / "python-runtime.tar"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    build_runtime_image(out, "python", cache_dir=CACHE)
+    return out
+
+
+def http_request(
+    ip: str, method: str, path: str = "/", body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One request on a new connection; returns status, headers (lower-case names) and body."""
+    conn = http.client.HTTPConnection(ip, 80, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()

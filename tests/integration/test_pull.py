@@ -9,17 +9,17 @@ import hashlib
 import json
 import platform as host
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from faasd.images.archive import ARCH_NAMES
-from tests.integration.conftest import Daemon, http_get
+from tests.integration.conftest import Daemon, daemon_range, http_get
 from tests.integration.faulty import deployed
 from tests.integration.test_layers import app_image, base_layer  # noqa: F401  # base_layer: a fixture
 from tools.build_image import DEFAULT_PATH
-from tools.local_registry import OCI_INDEX, OCI_MANIFEST, PASSWORD, USER, LocalRegistry
+from tools.local_registry import OCI_INDEX, OCI_MANIFEST, PASSWORD, USER, LocalRegistry, start_registry
 
 
 def answer(ip: str) -> str:
@@ -201,6 +201,21 @@ def test_a_damaged_blob_is_refused_and_leaves_nothing(
     assert leftovers(puller, "damaged") == []
 
 
+@pytest.mark.parametrize(("change", "message"), [(-1000, "sent more than"), (1000, "truncated")])
+def test_a_manifest_that_misstates_a_layer_size_is_refused(
+    puller: Daemon, registry: LocalRegistry, busybox_image: Callable[..., Path], change: int, message: str
+) -> None:
+    registry.push_archive(busybox_image("misstated"), "team/sizes", "1")
+    data, media_type = registry.manifest("team/sizes", "1")
+    manifest = json.loads(data)
+    manifest["layers"][0]["size"] += change
+    registry.put_manifest("team/sizes", "misstated", manifest, media_type)
+    login(puller, registry.host)
+    result = puller.faas("new", "sizes", "--pull", f"{registry.host}/team/sizes:misstated")
+    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert leftovers(puller, "sizes") == []
+
+
 def test_unreachable_slow_and_unknown_are_named(puller: Daemon, registry: LocalRegistry) -> None:
     login(puller, registry.host)
     unknown = puller.faas("new", "nope", "--pull", f"{registry.host}/team/nothing:1")
@@ -216,3 +231,54 @@ def test_unreachable_slow_and_unknown_are_named(puller: Daemon, registry: LocalR
         slow = puller.faas("new", "nope", "--pull", f"127.0.0.1:{silent.getsockname()[1]}/team/app:1")
     assert slow.returncode == 1 and "did not answer in time" in slow.stderr, slow.stderr
     assert leftovers(puller, "nope") == []
+
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    """docker-registry asking for bearer tokens from a token service (distribution's token auth)."""
+    registry = start_registry(tmp_path_factory.mktemp("token-registry"), tokens=True)
+    yield registry
+    registry.stop()
+
+
+def test_the_bearer_token_flow_anonymous_and_with_credentials(
+    make_daemon: Callable[..., Daemon], token_registry: LocalRegistry, busybox_image: Callable[..., Path]
+) -> None:
+    public = token_registry.push_archive(busybox_image("public by token"), "public/hello", "1")
+    private = token_registry.push_archive(busybox_image("private by token"), "team/hello", "1")
+    daemon = make_daemon(daemon_range(1), "--insecure-registry", token_registry.host, "--registry-timeout", "5")
+    assert answer(deployed(daemon.faas("new", "public", "--pull", public))[1]) == "public by token"
+    anonymous = daemon.faas("new", "private", "--pull", private)
+    assert anonymous.returncode == 1 and f"faas login {token_registry.host}" in anonymous.stderr, anonymous.stderr
+    wrong = daemon.faas("login", token_registry.host, "-u", USER, "--password-stdin", input=b"wrong")
+    assert wrong.returncode == 1 and "token service refused the credentials" in wrong.stderr, wrong.stderr
+    login(daemon, token_registry.host)
+    assert answer(deployed(daemon.faas("new", "private", "--pull", private))[1]) == "private by token"
+    assert leftovers(daemon, "x") == []
+
+
+def test_https_is_checked_against_the_system_cas(
+    make_daemon: Callable[..., Daemon],
+    busybox_image: Callable[..., Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A registry on HTTPS whose certificate no CA signed: refused, until the daemon trusts it
+    (here through OpenSSL's SSL_CERT_FILE, as an added system CA would)."""
+    registry = start_registry(tmp_path_factory.mktemp("tls-registry"), tls=True)
+    try:
+        reference = registry.push_archive(busybox_image("over https"), "team/tls", "1")
+        doubting = make_daemon(daemon_range(1))
+        login = doubting.faas("login", registry.host, "-u", USER, "--password-stdin", input=PASSWORD.encode())
+        assert login.returncode == 1 and "cannot speak TLS" in login.stderr, login.stderr
+        refused = doubting.faas("new", "tls", "--pull", reference)
+        assert refused.returncode == 1 and "certificate verify failed" in refused.stderr, refused.stderr
+        monkeypatch.setenv("SSL_CERT_FILE", str(registry.certificate))
+        trusting = make_daemon(daemon_range(2))
+        auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        config = tmp_path_factory.mktemp("docker")
+        (config / "config.json").write_text(json.dumps({"auths": {registry.host: {"auth": auth}}}))
+        pulled = trusting.faas("new", "tls", "--pull", reference, env={"DOCKER_CONFIG": str(config)})
+        assert answer(deployed(pulled)[1]) == "over https"
+    finally:
+        registry.stop()

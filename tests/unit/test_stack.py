@@ -27,6 +27,7 @@ functions:
     limits: {timeout: 5, tmp_size: 16m, pids: 64}
     warm: 0
     reuse: 2
+    sandbox: fork
 """
 
 
@@ -43,7 +44,7 @@ def test_an_openfaas_shaped_file_is_read() -> None:
         "report",
         ArchiveSource(BASE / "images/report.tar", "report:2"),
         {},
-        {"timeout": "5", "tmp_size": "16m", "pids": "64", "warm": "0", "reuse": "2"},
+        {"timeout": "5", "tmp_size": "16m", "pids": "64", "warm": "0", "reuse": "2", "sandbox": "fork"},
     )
 
 

@@ -1,0 +1,231 @@
+"""Deploying a function from source: check the code in a container of its runtime, then import
+the runtime's layers plus one layer of code as the function's next version.
+
+The code is checked before anything is imported: the runtime's wrapper loads the entry (a
+syntax error names file, line and column; a missing handler is named), in a one-shot container
+with the files bound read-only at ``/faas/code``. A refused deploy leaves no file, version or
+address. The version is then imported by ``Functions.deploy`` like any image, so versions,
+rollback, pinned addresses, limits and logs are those of every function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from faasd.config import Config
+from faasd.errors import InvalidCode, InvalidRequest
+from faasd.functions import Functions
+from faasd.limits import Limits
+from faasd.registry import Function
+from faasd.source.archive import files_layer, write_archive
+from faasd.source.runtimes import CODE_DIR, IO_DIR, LANGUAGES, Runtime, Runtimes, composed_archive
+from faasd.source.sandbox import Finished, Mount, OneShot
+
+log = logging.getLogger(__name__)
+
+MAX_FILES = 1000
+MAX_PATH = 255
+PATH_PART = re.compile(r"[A-Za-z0-9_.@+-][A-Za-z0-9_.@+ -]{0,127}")
+IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]{0,127}")
+SOURCE_FIELDS = frozenset({"runtime", "files", "entry", "handler"})
+
+
+@dataclass(frozen=True)
+class Source:
+    """A function's code as deployed: its files (relative paths), the entry file, the handler name."""
+
+    runtime: str
+    files: Mapping[str, bytes]
+    entry: str
+    handler: str = "handler"
+
+    def env(self) -> list[str]:
+        return [f"FAAS_RUNTIME={self.runtime}", f"FAAS_ENTRY={self.entry}", f"FAAS_HANDLER={self.handler}"]
+
+
+def check_path(path: str) -> str:
+    """``path`` if it is a plain relative path inside the code dir, else a 400 saying why."""
+    parts = path.split("/")
+    if len(path) > MAX_PATH or not all(PATH_PART.fullmatch(part) for part in parts) or ".." in parts:
+        raise InvalidRequest(
+            f"file name {path[:80]!r} is not a relative path of letters, digits and ._@+- (no '..', no leading /)"
+        )
+    if parts[0] in ("", ".") or any(part in ("", ".") for part in parts):
+        raise InvalidRequest(f"file name {path[:80]!r} has an empty or '.' part")
+    return path
+
+
+def parse_source(body: Any, max_bytes: int) -> Source:
+    """The ``{"runtime", "files": {path: text}, "entry", "handler"}`` of a deploy, checked. Pure."""
+    if not isinstance(body, dict):
+        raise InvalidRequest('send a JSON object: {"runtime", "files": {"path": "source"}, "entry", "handler"}')
+    unknown = set(body) - SOURCE_FIELDS
+    if unknown:
+        raise InvalidRequest(
+            f"unknown field(s) {', '.join(sorted(unknown))}: a source deploy takes {sorted(SOURCE_FIELDS)}"
+        )
+    runtime, files, entry = body.get("runtime"), body.get("files"), body.get("entry")
+    handler = body.get("handler", "handler")
+    if not isinstance(runtime, str) or not runtime:
+        raise InvalidRequest("name the runtime: 'runtime' (faas runtime list)")
+    if not isinstance(files, dict) or not files:
+        raise InvalidRequest("'files' must map at least one file name to its source text")
+    if len(files) > MAX_FILES:
+        raise InvalidRequest(f"{len(files)} files: a function's source has at most {MAX_FILES}")
+    encoded: dict[str, bytes] = {}
+    for path, text in files.items():
+        if not isinstance(text, str):
+            raise InvalidRequest(f"the source of {check_path(path)!r} is not a string")
+        encoded[check_path(path)] = text.encode("utf-8", "surrogatepass")
+    size = sum(len(data) for data in encoded.values())
+    if size > max_bytes:
+        raise InvalidRequest(f"the source is {size} bytes, over the {max_bytes} byte limit")
+    if entry is None and len(encoded) == 1:
+        entry = next(iter(encoded))
+    if not isinstance(entry, str) or entry not in encoded:
+        raise InvalidRequest(
+            f"the entry {entry!r} is not one of the files sent: name it with 'entry' (faas new --entry)"
+        )
+    if not isinstance(handler, str) or not IDENTIFIER.fullmatch(handler):
+        raise InvalidRequest(f"the handler name {str(handler)[:80]!r} is not an identifier")
+    return Source(runtime, encoded, entry, handler)
+
+
+@contextmanager
+def code_dir(parent: Path, files: Mapping[str, bytes]) -> Iterator[Path]:
+    """The files in a fresh directory a container's root may read (never write), removed afterwards."""
+    directory = parent / f"code-{uuid.uuid4().hex[:16]}"
+    directory.mkdir(mode=0o755)
+    try:
+        for path, data in files.items():
+            target = directory / path
+            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class SourceFunctions:
+    """Deploys functions from source onto runtimes."""
+
+    def __init__(self, config: Config, functions: Functions, runtimes: Runtimes, oneshot: OneShot) -> None:
+        self._config = config
+        self._functions = functions
+        self.runtimes = runtimes
+        self._oneshot = oneshot
+
+    def parse(self, body: Any) -> Source:
+        return parse_source(body, self._config.max_source_bytes)
+
+    async def deploy(self, name: str, source: Source, limits: Limits, force: bool = False) -> Function:
+        """Check ``source`` on its runtime, then deploy it as the next version of ``name``
+        (``SameImage`` when the code, runtime and limits are the current version's, unless ``force``)."""
+        runtime = self.runtimes.get(source.runtime)
+        await self.check(runtime, source, limits)
+        layer = files_layer(source.files, CODE_DIR.lstrip("/"))
+        config = {
+            "Cmd": list(runtime.config.cmd),
+            "Env": [*runtime.config.env, *source.env()],
+            "WorkingDir": runtime.config.working_dir,
+            "User": runtime.config.user,
+        }
+        with composed_archive(self._config.uploads_dir) as archive:
+            await asyncio.to_thread(write_archive, archive, list(runtime.layers), [layer], config, f"{name}:source")
+            return await self._functions.deploy(
+                name, archive, image=f"runtime/{runtime.name}", tag=None, limits=limits, force=force
+            )
+
+    async def run(self, source: Source, event: Any, limits: Limits) -> dict[str, Any]:
+        """Call ``source`` once with ``event`` in a throw-away container of its runtime, under
+        ``limits``: ``{result, stdout, stderr, exit_code, duration_ms}`` (and ``error``)."""
+        runtime = self.runtimes.get(source.runtime)
+        language = LANGUAGES[runtime.language]
+        request_id = uuid.uuid4().hex[:16]
+        deadline_ms = int((time.time() + limits.timeout_seconds) * 1000)
+        env = [*source.env(), f"FAAS_REQUEST_ID={request_id}", f"FAAS_DEADLINE_MS={deadline_ms}"]
+        with (
+            code_dir(self._config.bundles_dir, source.files) as code,
+            code_dir(self._config.bundles_dir, {"input.json": json.dumps(event).encode()}) as io,
+        ):
+            finished = await self._oneshot.run(
+                self.runtimes.image(runtime),
+                [*language.command, "--once"],
+                env,
+                [Mount(code, CODE_DIR), Mount(io, IO_DIR)],
+                limits,
+                limits.timeout_seconds,
+            )
+        log.info(
+            "run runtime=%s id=%s exit=%s duration_ms=%.1f",
+            runtime.name,
+            request_id,
+            finished.exit_code,
+            finished.duration_ms,
+        )
+        return run_answer(finished, limits.timeout_seconds) | {"request_id": request_id}
+
+    async def check(self, runtime: Runtime, source: Source, limits: Limits) -> str:
+        """Load the code in a container of ``runtime`` as a request's would; its style, or a 400 saying why not."""
+        language = LANGUAGES[runtime.language]
+        with code_dir(self._config.bundles_dir, source.files) as directory:
+            finished = await self._oneshot.run(
+                self.runtimes.image(runtime),
+                [*language.command, "--check"],
+                source.env(),
+                [Mount(directory, CODE_DIR)],
+                limits,
+                self._config.build_timeout_seconds,
+            )
+        if finished.timed_out:
+            raise InvalidCode(f"loading {source.entry} took over {self._config.build_timeout_seconds:g} s")
+        verdict = last_json_line(finished.stdout)
+        if verdict.get("ok") is True:
+            return str(verdict.get("style", ""))
+        said = verdict.get("error") or finished.stderr.decode(errors="replace").strip()[-1000:] or "no output"
+        raise InvalidCode(f"the code cannot serve: {said}")
+
+
+def run_answer(finished: Finished, timeout: float) -> dict[str, Any]:
+    """What a run-once answers: the wrapper's verdict with the container's stderr and exit."""
+    verdict = last_json_line(finished.stdout)
+    answer: dict[str, Any] = {
+        "result": verdict.get("result"),
+        "stdout": verdict.get("stdout", ""),
+        "stderr": finished.stderr.decode("utf-8", "replace"),
+        "exit_code": finished.exit_code,
+        "duration_ms": finished.duration_ms,
+    }
+    if finished.timed_out:
+        answer["error"] = f"the run took over {timeout:g} s and was killed"
+    elif "error" in verdict:
+        answer["error"] = verdict["error"]
+    elif not verdict:
+        answer["error"] = "the runtime's wrapper gave no answer: see stderr"
+    return answer
+
+
+def last_json_line(output: bytes) -> dict[str, Any]:
+    """The last line of ``output`` that is a JSON object; {} when there is none."""
+    for line in reversed(output.splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return {}

@@ -1,0 +1,138 @@
+"""One-shot containers: code run before it is deployed, or once, in a runc container of a runtime.
+
+The container is built like a function's (``faasd.sandbox.spec``: read-only rootfs, user
+namespace, no network, no capabilities, seccomp, limits), without the control socket, plus bind
+mounts onto mount points the runtime's wrapper layer provides. Its stdout and stderr are
+collected up to a bound (the last bytes are kept: an installer's last lines say what failed),
+and it is killed at its timeout. Nothing of it runs on the host as root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from faasd.config import Config
+from faasd.errors import RuncError
+from faasd.images.archive import ImageConfig
+from faasd.limits import Limits
+from faasd.sandbox.runc import Runc
+from faasd.sandbox.spec import CONTROL_SOCKET, build_spec
+
+log = logging.getLogger(__name__)
+
+MAX_OUTPUT_BYTES = 256 * 1024  # of each stream, the last ones
+READ_BYTES = 65536
+KILL_GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host directory (or file) bound into the container."""
+
+    source: Path
+    destination: str
+    writable: bool = False
+
+    def spec(self) -> dict[str, object]:
+        options = ["rbind", "nosuid", "nodev", "rw" if self.writable else "ro"]
+        return {"destination": self.destination, "type": "bind", "source": str(self.source), "options": options}
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How a one-shot container ended and what it wrote."""
+
+    exit_code: int | None  # None when killed at its timeout
+    stdout: bytes
+    stderr: bytes
+    duration_ms: float
+
+    @property
+    def timed_out(self) -> bool:
+        return self.exit_code is None
+
+
+@dataclass(frozen=True)
+class RootfsImage:
+    """A mounted rootfs and what to run it as."""
+
+    rootfs: Path
+    config: ImageConfig
+    uid: int
+    gid: int
+
+
+async def read_tail(stream: asyncio.StreamReader | None, limit: int = MAX_OUTPUT_BYTES) -> bytes:
+    """Everything ``stream`` gives until its end, less all but the last ``limit`` bytes."""
+    kept = bytearray()
+    while stream is not None and (chunk := await stream.read(READ_BYTES)):
+        kept += chunk
+        if len(kept) > limit:
+            del kept[: len(kept) - limit]
+    return bytes(kept)
+
+
+class OneShot:
+    """Runs containers that do one thing and exit, each in a bundle of its own."""
+
+    def __init__(self, config: Config, runc: Runc) -> None:
+        self._config = config
+        self._runc = runc
+
+    async def run(
+        self,
+        image: RootfsImage,
+        args: list[str],
+        env: list[str],
+        mounts: list[Mount],
+        limits: Limits,
+        timeout: float,
+    ) -> Finished:
+        """Run ``args`` on ``image`` with ``env`` added and ``mounts`` bound, for ``timeout`` seconds at most."""
+        key = uuid.uuid4().hex[:16]
+        container_id = f"oneshot-{key}"
+        config = dataclasses.replace(image.config, entrypoint=(), cmd=tuple(args), env=(*image.config.env, *env))
+        spec = build_spec(
+            config, image.uid, image.gid, limits, image.rootfs, "oneshot", self._config.userns_base, container_id
+        )
+        spec["mounts"] = [m for m in spec["mounts"] if m["destination"] != CONTROL_SOCKET]
+        spec["mounts"] += [mount.spec() for mount in mounts]
+        bundle = self._config.bundles_dir / container_id
+        bundle.mkdir(mode=0o711)
+        started = time.monotonic()
+        try:
+            (bundle / "config.json").write_text(json.dumps(spec))
+            proc = await self._runc.run(container_id, bundle, asyncio.subprocess.PIPE, asyncio.subprocess.PIPE)
+            output = asyncio.gather(read_tail(proc.stdout), read_tail(proc.stderr))
+            try:
+                stdout, stderr = await asyncio.wait_for(asyncio.shield(output), timeout)
+                exit_code: int | None = await proc.wait()
+            except TimeoutError:
+                await self._kill(container_id, proc)
+                stdout, stderr = await output
+                exit_code = None
+        finally:
+            shutil.rmtree(bundle, ignore_errors=True)
+        duration_ms = round((time.monotonic() - started) * 1000, 1)
+        log.info("oneshot id=%s args=%s exit=%s duration_ms=%.1f", container_id, args[:3], exit_code, duration_ms)
+        return Finished(exit_code, stdout, stderr, duration_ms)
+
+    async def _kill(self, container_id: str, proc: asyncio.subprocess.Process) -> None:
+        with contextlib.suppress(RuncError):
+            await self._runc.kill(container_id)
+        try:
+            await asyncio.wait_for(proc.wait(), KILL_GRACE_SECONDS)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            with contextlib.suppress(RuncError):
+                await self._runc.delete(container_id)

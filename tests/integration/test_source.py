@@ -1,0 +1,385 @@
+"""Functions from source with the real daemon: runtimes, both code styles, responses, refusals, versions."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import (
+    Daemon,
+    daemon_range,
+    eventually,
+    first_ip,
+    free_port,
+    http_get,
+    http_request,
+    start_daemon,
+)
+
+SOURCE = Path(__file__).parent / "source"
+RANGE = daemon_range(50)
+GATEWAY_PORT = free_port()
+
+
+@pytest.fixture(scope="module")
+def daemon(daemon_roots: Path, python_runtime_image: Path) -> Iterator[Daemon]:
+    """One daemon for the module, with the python runtime added once."""
+    daemon = start_daemon(daemon_roots, RANGE, "--gateway", f"127.0.0.1:{GATEWAY_PORT}")
+    try:
+        added = daemon.faas("runtime", "add", "python", "-f", str(python_runtime_image))
+        assert added.returncode == 0, added.stderr
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def post_control(daemon: Daemon, path: str, body: object) -> tuple[int, dict]:
+    """A JSON POST to the control API on the daemon's unix socket, as any HTTP client sends it."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(daemon.socket))
+        conn = http.client.HTTPConnection("localhost")
+        conn.sock = sock
+        conn.request("POST", path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+
+
+def deploy(daemon: Daemon, name: str, *args: str) -> str:
+    result = daemon.faas("new", name, "--runtime", "python", *args)
+    assert result.returncode == 0, result.stderr
+    return daemon.faas("ip", name).stdout.strip()
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+def post_json(ip: str, event: object) -> tuple[int, dict[str, str], bytes]:
+    return http_request(ip, "POST", "/", json.dumps(event).encode(), {"Content-Type": "application/json"})
+
+
+def test_runtime_list_and_a_module_function_answers_in_every_shape(daemon: Daemon) -> None:
+    listed = json.loads(daemon.faas("runtime", "list", "--json").stdout)
+    assert [(r["name"], r["language"], r["layers"]) for r in listed] == [("python", "python", 2)]
+
+    ip = deploy(daemon, "shapes", "--code", str(SOURCE), "--entry", "handler.py")
+    status, headers, body = post_json(ip, {"a": 1})
+    assert status == 200 and headers["content-type"] == "application/json"
+    answer = json.loads(body)
+    assert answer["event"] == {"a": 1} and answer["function"] == "shapes" and answer["version"] == 1
+    assert answer["method"] == "POST" and answer["path"] == "/" and answer["remaining"] is True
+    assert len(answer["request_id"]) == 16
+
+    status, _, body = http_request(ip, "GET", "/some/path?kind=x&n=1", headers={"X-Agent": "tester"})
+    answer = json.loads(body)
+    assert status == 200 and answer["event"] == {"kind": "x", "n": "1"}, "a GET's event is its query"
+    assert answer["path"] == "/some/path" and answer["agent"] == "tester" and answer["method"] == "GET"
+
+    assert post_json(ip, {"kind": "text", "name": "source"})[::2] == (200, b"hello source")
+    assert post_json(ip, {"kind": "text"})[1]["content-type"] == "text/plain; charset=utf-8"
+    status, headers, body = post_json(ip, {"kind": "bytes"})
+    assert (status, headers["content-type"], body) == (200, "application/octet-stream", b"\x00\x01binary")
+    status, headers, body = post_json(ip, {"kind": "shape"})
+    assert (status, headers["x-made"], json.loads(body)) == (201, "yes", {"made": True})
+    assert post_json(ip, {"kind": "b64"})[::2] == (200, b"raw")
+    assert post_json(ip, {"kind": "number"})[::2] == (200, b"42")
+    status, _, body = http_request(ip, "POST", "/", b"not json")
+    assert status == 200 and json.loads(body)["event"] == "not json", "a body that is not JSON comes as text"
+
+    status, headers, body = post_json(ip, {"kind": "fail"})
+    error = json.loads(body)
+    assert status == 500 and headers["content-type"] == "application/json"
+    assert error == {"error": "ValueError: asked to fail", "request_id": error["request_id"]}
+
+    def logged() -> str:
+        return daemon.faas("logs", "shapes").stdout
+
+    assert eventually(lambda: "raise ValueError" in logged())
+    lines = logged().splitlines()
+    failed = [line for line in lines if line.split()[1] == error["request_id"]]
+    assert any('File "/faas/code/handler.py"' in line for line in failed), "the traceback is in the log"
+    assert not any("/faas/runtime/runtime.py" in line for line in failed), "the wrapper's frames are left out"
+    assert any(" stdout module loaded" in line for line in lines) and any("called with" in line for line in lines)
+    assert b"called with" not in body, "print goes to the log, never into the response"
+
+    described = json.loads(daemon.faas("describe", "shapes", "--json").stdout)
+    assert (described["runtime"], described["entry"], described["image"]) == ("python", "handler.py", "runtime/python")
+    assert "Runtime:   python" in daemon.faas("describe", "shapes").stdout
+
+
+def test_script_body_style_versions_and_rollback(daemon: Daemon, tmp_path: Path) -> None:
+    v1 = write(tmp_path, "double.py", 'print("doubling")\nreturn {"double": event["a"] * 2}\n')
+    ip = deploy(daemon, "double", "--code", str(v1))
+    assert post_json(ip, {"a": 21})[::2] == (200, b'{"double": 42}')
+    v2 = write(tmp_path, "double.py", "return f\"{event['a'] * 2} (v2)\"\n")
+    assert deploy(daemon, "double", "--code", str(v2)) == ip
+    assert post_json(ip, {"a": 2})[::2] == (200, b"4 (v2)")
+    again = daemon.faas("new", "double", "--runtime", "python", "--code", str(v2))
+    assert again.returncode == 0 and "same image as version 2" in again.stdout, "the same code is no new version"
+
+    listing = json.loads(daemon.faas("versions", "double", "--json").stdout)
+    assert [(v["version"], v["runtime"], v["entry"]) for v in listing["versions"]] == [
+        (1, "python", "double.py"),
+        (2, "python", "double.py"),
+    ]
+    assert daemon.faas("rollback", "double").returncode == 0
+    assert post_json(ip, {"a": 5})[::2] == (200, b'{"double": 10}')
+    pinned = daemon.faas("ip", "double", "--version", "2").stdout.strip()
+    assert post_json(pinned, {"a": 5})[::2] == (200, b"10 (v2)")
+    assert eventually(lambda: "stdout doubling" in daemon.faas("logs", "double").stdout)
+
+
+def test_async_handler_and_a_custom_handler_name(daemon: Daemon, tmp_path: Path) -> None:
+    code = write(
+        tmp_path,
+        "main.py",
+        "import asyncio\nasync def run(event, context):\n    await asyncio.sleep(0)\n    return [1, 2]\n",
+    )
+    ip = deploy(daemon, "asyncfn", "--code", str(code), "--handler", "run")
+    assert http_get(ip) == (200, b"[1, 2]")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "args", "said"),
+    [
+        ("syntax.py", "def handler(event, context):\n    return {'a': 1\n", (), "syntax.py:2:12: SyntaxError"),
+        ("indent.py", "x = 1\n  y = 2\n", (), "indent.py:2:2: IndentationError: unexpected indent"),
+        ("nothing.py", "x = 1\n", (), "defines no handler(event, context) and has no top-level return"),
+        ("named.py", "def handler(e, c):\n    return 1\n", ("--handler", "main"), "defines no main(event, context)"),
+        ("boom.py", "raise RuntimeError('at import')\ndef handler(e, c): pass\n", (), "RuntimeError: at import"),
+        ("notfn.py", "handler = 3\n", (), "handler is not a function"),
+    ],
+)
+def test_bad_code_is_refused_at_deploy_and_leaves_nothing(
+    daemon: Daemon, tmp_path: Path, name: str, text: str, args: tuple[str, ...], said: str
+) -> None:
+    before = sorted((daemon.state_dir / "images").iterdir())
+    result = daemon.faas("new", "refused", "--runtime", "python", "--code", str(write(tmp_path, name, text)), *args)
+    assert result.returncode == 1 and said in result.stderr, result.stderr
+    assert "refused" not in daemon.faas("list").stdout
+    assert sorted((daemon.state_dir / "images").iterdir()) == before
+    assert list((daemon.state_dir / "uploads").iterdir()) == []
+    left = [p.name for p in (daemon.root / "run" / "bundles").iterdir() if p.name.startswith(("oneshot-", "code-"))]
+    assert left == [], "the check's container and its copy of the code are gone"
+
+
+def test_deploys_refused_before_any_container(daemon: Daemon, tmp_path: Path) -> None:
+    code = write(tmp_path, "ok.py", "return 1\n")
+    unknown = daemon.faas("new", "nope", "--runtime", "ruby", "--code", str(code))
+    assert unknown.returncode == 1 and "no runtime named 'ruby'" in unknown.stderr
+    big = write(tmp_path, "big.py", "# " + "x" * (1024 * 1024) + "\nreturn 1\n")
+    over = daemon.faas("new", "nope", "--runtime", "python", "--code", str(big))
+    assert over.returncode == 1 and "over the 1048576 byte limit" in over.stderr
+    entry = daemon.faas("new", "nope", "--runtime", "python", "--code", str(code), "--entry", "missing.py")
+    assert entry.returncode == 1 and "the entry 'missing.py' is not one of the files sent" in entry.stderr
+    assert "nope" not in daemon.faas("list").stdout
+
+
+def test_runtime_rm_is_refused_while_used_and_a_runtime_needs_its_interpreter(
+    daemon: Daemon, busybox_image, python_runtime_image: Path, tmp_path: Path
+) -> None:
+    # A second runtime from the same image: its layers are shared with the first, nothing is unpacked again.
+    assert daemon.faas("runtime", "add", "py2", "--language", "python", "-f", str(python_runtime_image)).returncode == 0
+    deploy(daemon, "onpy2", "--code", str(write(tmp_path, "f.py", "return 'two'\n")))
+    refused = daemon.faas("runtime", "rm", "python")
+    assert refused.returncode == 1 and "is used by" in refused.stderr
+
+    result = daemon.faas("new", "onpy2b", "--runtime", "py2", "--code", str(write(tmp_path, "g.py", "return 'py2'\n")))
+    assert result.returncode == 0, result.stderr
+    assert http_get(daemon.faas("ip", "onpy2b").stdout.strip()) == (200, b"py2")
+    used = daemon.faas("runtime", "rm", "py2")
+    assert used.returncode == 1 and "onpy2b" in used.stderr
+    assert daemon.faas("rm", "onpy2b").returncode == 0
+    assert daemon.faas("runtime", "rm", "py2").returncode == 0
+    assert "py2" not in daemon.faas("runtime", "list").stdout
+    assert not (daemon.state_dir / "runtimes" / "py2").exists()
+
+    no_python = daemon.faas("runtime", "add", "python", "-f", str(busybox_image()))
+    assert no_python.returncode == 1 and "exists" in no_python.stderr
+    no_python = daemon.faas("runtime", "add", "bb", "--language", "python", "-f", str(busybox_image()))
+    assert no_python.returncode == 1 and "cannot run faasd's python wrapper" in no_python.stderr
+    assert not (daemon.state_dir / "runtimes" / "bb").exists()
+    unnamed = daemon.faas("runtime", "add", "ruby", "-f", str(busybox_image()))
+    assert unnamed.returncode != 0 and "language" in unnamed.stderr
+
+
+def test_runtimes_and_source_functions_survive_a_restart(
+    daemon_roots: Path, python_runtime_image: Path, tmp_path: Path
+) -> None:
+    daemon = start_daemon(daemon_roots, daemon_range(51))
+    try:
+        assert daemon.faas("runtime", "add", "python", "-f", str(python_runtime_image)).returncode == 0
+        assert (
+            daemon.faas(
+                "new", "kept", "--runtime", "python", "--code", str(write(tmp_path, "k.py", "return 'kept'\n"))
+            ).returncode
+            == 0
+        )
+        daemon.stop()
+        # A runtime whose record never got written (a crash mid-add) is gone after the restart.
+        half = daemon.state_dir / "runtimes" / "half" / "2"
+        half.mkdir(parents=True)
+        daemon.start()
+        assert http_get(first_ip(daemon_range(51))) == (200, b"kept")
+        assert not half.parent.exists()
+        assert [r["name"] for r in json.loads(daemon.faas("runtime", "list", "--json").stdout)] == ["python"]
+        again = daemon.faas(
+            "new", "again", "--runtime", "python", "--code", str(write(tmp_path, "a.py", "return 'again'\n"))
+        )
+        assert again.returncode == 0, again.stderr
+    finally:
+        daemon.stop()
+
+
+def test_the_readme_examples_answer_as_shown(daemon: Daemon) -> None:
+    examples = Path(__file__).resolve().parents[2] / "handlers" / "source"
+    add = deploy(daemon, "readme-add", "--code", str(examples / "add.py"))
+    assert post_json(add, {"a": 1, "b": 2})[::2] == (200, b'{"sum": 3}')
+    double = deploy(daemon, "readme-double", "--code", str(examples / "double.py"))
+    assert post_json(double, {"n": 21})[::2] == (200, b'{"double": 42}')
+
+
+def test_run_once_deploys_nothing_and_answers_result_stdout_stderr(daemon: Daemon, tmp_path: Path) -> None:
+    code = write(
+        tmp_path, "once.py", "def handler(event, context):\n    print('said')\n    return {'n': event['n'] + 1}\n"
+    )
+    before = daemon.faas("list", "--json").stdout
+    result = daemon.faas("run", "--runtime", "python", "--code", str(code), "--input", '{"n": 1}')
+    answer = json.loads(result.stdout)
+    assert result.returncode == 0 and answer["result"] == {"n": 2} and answer["stdout"] == "said\n"
+    assert answer["exit_code"] == 0 and answer["stderr"] == "" and answer["duration_ms"] > 0
+    failing = write(tmp_path, "fails.py", "return 1 / event\n")
+    result = daemon.faas("run", "--runtime", "python", "--code", str(failing), "--input", "0")
+    answer = json.loads(result.stdout)
+    assert result.returncode == 1 and answer["error"] == "ZeroDivisionError: division by zero"
+    assert answer["exit_code"] == 1 and 'File "/faas/code/fails.py", line 1' in answer["stderr"]
+    sleeper = write(tmp_path, "sleeps.py", "import time\ntime.sleep(60)\nreturn 1\n")
+    result = daemon.faas("run", "--runtime", "python", "--code", str(sleeper), "--timeout", "1")
+    answer = json.loads(result.stdout)
+    assert result.returncode == 1 and answer["exit_code"] is None and "took over 1 s" in answer["error"]
+    assert daemon.faas("list", "--json").stdout == before, "a run deploys nothing"
+
+
+def test_go_faas_upload_run_now_and_its_path_names(daemon: Daemon) -> None:
+    """The examples of go-faas's own README, sent as its clients send them."""
+    upload = {"path": "math/add", "language": "python", "code": 'return {"result": event["a"] + event["b"]}'}
+    status, answer = post_control(daemon, "/upload", upload)
+    assert status == 200 and (answer["path"], answer["language"]) == ("math/add", "python")
+    assert abs(answer["version"] - time.time()) < 120, "the version is the upload's Unix time"
+    ip = daemon.faas("ip", "math-add").stdout.strip()
+    assert post_json(ip, {"a": 10, "b": 5})[::2] == (200, b'{"result": 15}')
+    status, again = post_control(daemon, "/upload", upload)
+    assert status == 200 and json.loads(daemon.faas("versions", "math-add", "--json").stdout)["current"] == 2
+
+    run_now = {
+        "language": "python",
+        "code": "result = {\n  'sum': event['a'] + event['b'],\n  'product': event['a'] * event['b']\n}\nreturn result",
+        "input": '{"a": 10, "b": 5}',
+    }
+    assert post_control(daemon, "/run-now", run_now) == (200, {"data": {"sum": 15, "product": 50}, "type": "json"})
+    assert post_control(daemon, "/run-now", run_now | {"code": "return 'hi'"}) == (200, {"data": "hi", "type": "text"})
+    status, failed = post_control(daemon, "/run-now", run_now | {"code": "if event:\n  raise KeyError('x')\nreturn 1"})
+    assert status == 500 and failed["error"] == "KeyError: 'x'"
+    status, refused = post_control(daemon, "/upload", upload | {"language": "cobol"})
+    assert status == 400 and "unknown language 'cobol'" in refused["error"]
+
+
+def sse_events(ip: str, headers: dict[str, str] | None = None) -> list[tuple[float, str, str]]:
+    """Each event of an SSE response as (arrival time, event name, data), read as it arrives."""
+    conn = http.client.HTTPConnection(ip, 80, timeout=30)
+    conn.request("GET", "/", headers=headers or {})
+    response = conn.getresponse()
+    assert response.status == 200 and response.getheader("Content-Type") == "text/event-stream"
+    events, name, data = [], "message", []
+    while line := response.readline():
+        text = line.decode().rstrip("\n")
+        if text.startswith("event: "):
+            name = text[len("event: ") :]
+        elif text.startswith("data: "):
+            data.append(text[len("data: ") :])
+        elif not text and data:
+            events.append((time.time(), name, "\n".join(data)))
+            name, data = "message", []
+    conn.close()
+    return events
+
+
+def test_a_generator_streams_each_item_the_moment_it_is_yielded(daemon: Daemon, tmp_path: Path) -> None:
+    code = (
+        "import time\ndef handler(event, context):\n    for i in range(3):\n"
+        "        yield {'i': i, 't': time.time()}\n        time.sleep(0.5)\n    return 'done'\n"
+    )
+    ip = deploy(daemon, "stream", "--code", str(write(tmp_path, "gen.py", code)))
+    http_get(ip)  # a first connection, so the next one finds its container warm
+    events = sse_events(ip)
+    assert [(name, json.loads(data)["i"]) for _, name, data in events[:3]] == [("message", i) for i in range(3)]
+    assert events[3][1:] == ("result", "done")
+    delays = [arrived - json.loads(data)["t"] for arrived, _, data in events[:3]]
+    print("SSE delays from yield to arrival (ms):", [round(d * 1000, 2) for d in delays])
+    assert all(delay < 0.5 for delay in delays), "each item arrives before the next is made: nothing is held back"
+
+
+def test_accept_event_stream_streams_what_the_code_prints(daemon: Daemon, tmp_path: Path) -> None:
+    code = "import time\nfor i in range(3):\n    print(f'step {i}')\n    time.sleep(0.3)\nreturn {'done': True}\n"
+    ip = deploy(daemon, "printer", "--code", str(write(tmp_path, "p.py", code)))
+    events = sse_events(ip, {"Accept": "text/event-stream"})
+    assert [(name, data) for _, name, data in events] == [
+        ("message", "step 0"),
+        ("message", "step 1"),
+        ("message", "step 2"),
+        ("result", '{"done": true}'),
+    ]
+    assert events[1][0] - events[0][0] > 0.2, "each line is sent as it is printed, not at the end"
+    assert http_get(ip) == (200, b'{"done": true}'), "without the Accept header, the return value alone"
+    assert eventually(lambda: "stdout step 2" in daemon.faas("logs", "printer").stdout), "the lines reach the log too"
+
+    failing = "def handler(event, context):\n    yield 1\n    raise ValueError('mid-stream')\n"
+    ip = deploy(daemon, "streamfail", "--code", str(write(tmp_path, "f.py", failing)))
+    events = sse_events(ip)
+    assert events[0][1:] == ("message", "1") and events[1][1] == "error"
+    assert json.loads(events[1][2])["error"] == "ValueError: mid-stream"
+
+
+def gateway(method: str, path: str, body: bytes | None = None, host: str = "127.0.0.1") -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", GATEWAY_PORT, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers={"Host": host, "Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_the_gateway_routes_by_path_and_the_function_sees_the_path_after_it(daemon: Daemon, tmp_path: Path) -> None:
+    code = "def handler(event, context):\n    return {'path': context.path, 'event': event}\n"
+    deploy(daemon, "paths", "--code", str(write(tmp_path, "paths.py", code)))
+    status, body = gateway("POST", "/function/paths/a/b?x=1", b'{"k": 1}')
+    assert status == 200 and json.loads(body) == {"path": "/a/b", "event": {"k": 1}}
+    assert json.loads(gateway("POST", "/function/paths", b"{}")[1])["path"] == "/"
+    # GraalFaaS: POST /invoke/{id} with the event as the body, and GET /health.
+    assert json.loads(gateway("POST", "/invoke/paths", b'{"name": "World"}')[1]) == {
+        "path": "/",
+        "event": {"name": "World"},
+    }
+    assert gateway("GET", "/health") == (200, b'{"status": "UP"}')
+    # Host routing still wins: a function reached by its name keeps every path of its own.
+    assert json.loads(gateway("POST", "/function/other/x", b"{}", host="paths")[1])["path"] == "/function/other/x"
+    status, body = gateway("GET", "/function/nosuch/")
+    assert status == 404 and b"no function named 'nosuch'" in body
+
+
+def test_go_faas_run_by_path_on_the_gateway(daemon: Daemon) -> None:
+    upload = {"path": "calc/mul", "language": "python", "code": 'return {"result": event["a"] * event["b"]}'}
+    assert post_control(daemon, "/upload", upload)[0] == 200
+    status, body = gateway("POST", "/run/calc/mul", json.dumps({"input": {"a": 10, "b": 5}}).encode())
+    assert (status, json.loads(body)) == (200, {"data": {"result": 50}, "type": "json"})
+    status, body = gateway("POST", "/run/calc/mul", json.dumps({"input": '{"a": 2, "b": 3}'}).encode())
+    assert json.loads(body) == {"data": {"result": 6}, "type": "json"}, "input as JSON text, as go-faas takes it"
