@@ -7,7 +7,8 @@ answers with and a message that says what to do. Errors are raised deep, chained
     FaasError (500)
     ├── InvalidRequest (400)         bad name, bad header, bad query value
     │   ├── InvalidImage (400)       the archive is not a usable image
-    │   │   └── UnsafeArchive (400)  the archive tries to escape its rootfs
+    │   │   ├── UnsafeArchive (400)  the archive tries to escape its rootfs
+    │   │   └── NotATemplate (422)   --sandbox fork for an image whose handler cannot fork per connection
     │   ├── InvalidCode (400)        source code that cannot serve: a syntax error, no handler
     │   └── UploadCut (400)          the client hung up before the upload ended
     ├── Unauthorized (401)           the TCP API was called without the right bearer token
@@ -55,6 +56,13 @@ class InvalidCode(InvalidRequest):
 
 class UnsafeArchive(InvalidImage):
     """Raised when an archive entry would land outside the rootfs or write through a link."""
+
+
+class NotATemplate(InvalidImage):
+    """Raised when a version deployed with ``--sandbox fork`` did not become a template: its
+    handler does not serve through the SDK's ``serve()`` (or its app cannot be forked)."""
+
+    status = 422
 
 
 class UploadCut(InvalidRequest):
