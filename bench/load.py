@@ -8,7 +8,9 @@ the answers by status (and connection errors by kind), latency from connect to t
 the load runs; then each app's requests/s at every concurrency as a ratio to its lowest one.
 Run it as root:
 
-    sudo .venv/bin/python -m bench.load [--concurrency 4 64] [--seconds 20] [--app light heavy]
+    sudo .venv/bin/python -m bench.load [--concurrency 4 64] [--seconds 20] [--app light heavy] [--sandbox fork]
+
+``--sandbox fork`` deploys the apps in fork mode: each connection a child of a template.
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[4, 64], help="clients sending at once")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long clients start new requests")
     parser.add_argument("--app", nargs="+", choices=list(APPS), default=list(APPS), help="which apps to load")
+    parser.add_argument("--sandbox", choices=["runc", "fork"], default="runc", help="the apps' sandbox mode")
     options = parser.parse_args()
     throughput: dict[str, dict[int, float]] = {}
     with example_image(options.cache) as light:
@@ -135,7 +138,7 @@ def main() -> None:
             for concurrency in options.concurrency:
                 # A fresh daemon each: no warm pool or arrival rate carries over from the run before.
                 with BenchDaemon(light.parent / f"faasd-{app}-{concurrency}") as faasd:
-                    address, _ = faasd.deploy(app, image)
+                    address, _ = faasd.deploy(app, image, "--sandbox", options.sandbox)
                     tally, peaks, wall = asyncio.run(run_load(address, faasd.pid, concurrency, options.seconds))
                 print(f"== {app} app ({APPS[app].name}) ==")
                 report(tally, peaks, wall, concurrency)

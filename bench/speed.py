@@ -1,24 +1,31 @@
 """faasd's speed per connection, beside a raw runc-per-connection loop, and its deploy time.
 
 Both sides serve the same rootfs and the same handler (the example Python handler); each
-request uses a new TCP connection. faasd runs in three modes: warm (the default pool), cold
-(``--warm 0``: every connection starts its container) and reuse (``--reuse 1000``: throughput
-over isolation). For each, and for the baseline: connect→first byte and connect→last byte
-(p50/p90/p99), requests/s and errors, sequentially (paced, one request every ``--gap`` seconds,
-as a lightly used function sees them) and with 8 and 32 clients back to back; the daemon's own
-CPU time per request and its peak RSS. Then the deploy time of a first and a second function on
-one base. All in one run, because figures from different runs do not compare; and as the host
-drifts even within a run, each concurrency's rows run together, the baseline both before and
-after faasd's (its figures pool the two). Each faasd row gets a function of its own, deployed
+request uses a new TCP connection. faasd runs in four modes: warm (the default pool), cold
+(``--warm 0``: every connection starts its container), reuse (``--reuse 1000``: throughput
+over isolation) and fork (``--sandbox fork``: a fresh sandbox forked per connection from a
+template that loaded the app once). For each, and for the baseline: connect→first byte and
+connect→last byte (p50/p90/p99), requests/s and errors, sequentially (paced, one request every
+``--gap`` seconds, as a lightly used function sees them) and with 8 and 32 clients back to back;
+the daemon's own CPU time per request and its peak RSS, and the whole machine's CPU time per
+request (busy jiffies from /proc/stat: daemon, runc, templates and handlers, and whatever else
+runs on the host). Then the deploy time of a first and a second function on one base. All in
+one run, because figures from different runs do not compare; and as the host drifts even within
+a run, each concurrency's rows run together, the baseline both before and after faasd's (its
+figures pool the two). Each faasd row gets a function of its own, deployed
 for it and removed after it. As root:
 
-    sudo .venv/bin/python -m bench.speed [--requests 200] [--gap 0.1] [--cache /var/cache/faasd-tests]
+    sudo .venv/bin/python -m bench.speed [--requests 200] [--gap 0.1] [--modes fork cold] [--cache DIR]
+
+Last, the memory of fork mode: the PSS of a template, and of each of ``--held`` connections its
+children hold open at once (each waits for the rest of its request head).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import socket
 import statistics
@@ -179,7 +186,12 @@ class RawRuncServer:
 
 CONCURRENCIES = (1, 8, 32)
 # faasd's modes: the options of their ``faas new``.
-MODES = {"warm": ("--warm", "16"), "cold": ("--warm", "0"), "reuse": ("--reuse", "1000", "--warm", "16")}
+MODES = {
+    "warm": ("--warm", "16"),
+    "cold": ("--warm", "0"),
+    "reuse": ("--reuse", "1000", "--warm", "16"),
+    "fork": ("--sandbox", "fork"),
+}
 BASELINE = "raw runc"
 BASELINE_ROOTFS = "baseline"  # the function whose rootfs the baseline serves: it gets no connections
 
@@ -193,11 +205,21 @@ def describe(samples: list[Sample], wall: float) -> dict[str, float]:
     return row
 
 
-def measure(address: tuple[str, int], requests: int, concurrency: int, gap: float) -> tuple[list[Sample], float]:
+def machine_cpu_seconds() -> float:
+    """Busy CPU time of the whole machine since boot: /proc/stat's first line, all but idle and iowait."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(address: tuple[str, int], requests: int, concurrency: int, gap: float) -> tuple[list[Sample], float, float]:
+    """The samples, the wall time, and the machine's busy CPU seconds over them (the warm-up's too)."""
+    busy = machine_cpu_seconds()
     # Steady state: the first connections after a deploy or a change of load pay for cold caches
     # and, in faasd, for pools that have not yet grown to the load.
     run_load(address, concurrency, concurrency, gap)
-    return run_load(address, requests, concurrency, gap)
+    samples, wall = run_load(address, requests, concurrency, gap)
+    return samples, wall, machine_cpu_seconds() - busy
 
 
 def table_order(item: tuple[tuple[str, int], dict[str, float]]) -> tuple[int, int]:
@@ -206,11 +228,16 @@ def table_order(item: tuple[tuple[str, int], dict[str, float]]) -> tuple[int, in
     return [*MODES, BASELINE].index(server), concurrency
 
 
+def per_request_ms(seconds: float, requests: int) -> float:
+    return seconds * 1000 / requests
+
+
 def print_table(results: dict[tuple[str, int], dict[str, float]], requests: int, gap: float) -> None:
     print(f"{requests} requests per row, a new TCP connection each; c=1 paced one every {gap * 1000:.0f} ms; ms")
     print(
         f"{'server':<10}{'c':>3}{'ok':>5}{'err':>4}"
         f"{'first p50':>10}{'p90':>7}{'p99':>7}{'last p50':>10}{'p90':>7}{'p99':>7}{'req/s':>8}{'cpu ms/req':>11}"
+        f"{'machine ms/req':>15}"
     )
     for (server, concurrency), row in sorted(results.items(), key=table_order):
         cpu = f"{row['cpu_ms']:.2f}" if "cpu_ms" in row else "-"
@@ -218,14 +245,16 @@ def print_table(results: dict[tuple[str, int], dict[str, float]], requests: int,
             f"{server:<10}{concurrency:>3}{row['ok']:>5.0f}{row['errors']:>4.0f}"
             f"{row['first_p50']:>10.1f}{row['first_p90']:>7.1f}{row['first_p99']:>7.1f}"
             f"{row['last_p50']:>10.1f}{row['last_p90']:>7.1f}{row['last_p99']:>7.1f}{row['rps']:>8.1f}{cpu:>11}"
+            f"{row['machine_ms']:>15.1f}"
         )
-    print("ratios to raw runc at the same concurrency (first-byte p50, last-byte p50, req/s):")
+    print("ratios to raw runc at the same concurrency (first-byte p50, last-byte p50, req/s, machine CPU):")
     for (server, concurrency), row in sorted(results.items(), key=table_order):
         raw = results[(BASELINE, concurrency)]
         if server != BASELINE and row["ok"] and raw["ok"]:
             print(
                 f"  {server:<6} c={concurrency:<3} {row['first_p50'] / raw['first_p50']:.3f}x  "
-                f"{row['last_p50'] / raw['last_p50']:.3f}x  {row['rps'] / raw['rps']:.2f}x"
+                f"{row['last_p50'] / raw['last_p50']:.3f}x  {row['rps'] / raw['rps']:.2f}x  "
+                f"{row['machine_ms'] / raw['machine_ms']:.3f}x"
             )
 
 
@@ -233,7 +262,10 @@ def main() -> None:
     parser = bench_parser(__doc__)
     parser.add_argument("--requests", type=int, default=200, help="requests per row")
     parser.add_argument("--gap", type=float, default=0.1, help="seconds between sequential requests")
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES), help="faasd's modes to run")
+    parser.add_argument("--held", type=int, default=16, help="connections held open to measure fork mode's memory")
     options = parser.parse_args()
+    modes = {mode: MODES[mode] for mode in options.modes}
     with example_image(options.cache) as image:
         workdir = image.parent
         results: dict[tuple[str, int], dict[str, float]] = {}
@@ -245,14 +277,24 @@ def main() -> None:
                 for concurrency in CONCURRENCIES:
                     # The host drifts: the baseline runs before and after faasd's rows and pools both.
                     before = measure(BASELINE_ADDRESS, options.requests, concurrency, options.gap)
-                    for mode, flags in MODES.items():
+                    for mode, flags in modes.items():
                         row = measure_mode(faasd, image, mode, flags, options.requests, concurrency, options.gap)
                         results[(mode, concurrency)] = row
                     after = measure(BASELINE_ADDRESS, options.requests, concurrency, options.gap)
-                    results[(BASELINE, concurrency)] = describe(before[0] + after[0], before[1] + after[1])
+                    baseline = describe(before[0] + after[0], before[1] + after[1])
+                    requests = len(before[0]) + len(after[0]) + 2 * concurrency
+                    baseline["machine_ms"] = per_request_ms(before[2] + after[2], requests)
+                    results[(BASELINE, concurrency)] = baseline
             peak_mib = faasd.memory_kib()["VmHWM"] / 1024
+            if "fork" in modes:
+                template_kib, child_kib = fork_memory(faasd, image, options.held)
         print_table(results, options.requests, options.gap)
         print(f"daemon peak RSS over every row: {peak_mib:.1f} MiB (cpu ms/req: the daemon process alone)")
+        if "fork" in modes:
+            print(
+                f"fork mode memory (PSS): template {template_kib / 1024:.1f} MiB, "
+                f"each of {options.held} connections held open {child_kib / 1024:.2f} MiB"
+            )
         report_deploys(image, options.cache, workdir / "deploys")
 
 
@@ -262,11 +304,57 @@ def measure_mode(
     """One row of faasd in ``mode``, deployed for it alone and removed after: no other pool runs beside it."""
     address, _ = faasd.deploy(mode, image, *flags)
     before = faasd.cpu_seconds()
-    samples, wall = measure(address, requests, concurrency, gap)
+    samples, wall, busy = measure(address, requests, concurrency, gap)
     row = describe(samples, wall)
-    row["cpu_ms"] = (faasd.cpu_seconds() - before) * 1000 / (len(samples) + concurrency)  # the warm-up's too
+    row["cpu_ms"] = per_request_ms(faasd.cpu_seconds() - before, len(samples) + concurrency)  # the warm-up's too
+    row["machine_ms"] = per_request_ms(busy, len(samples) + concurrency)
     faasd.remove(mode)
     return row
+
+
+def pss_kib(pid: int) -> int:
+    """A process's proportional set size: its private pages plus its share of shared ones."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+def processes_in_cgroups(prefix: str) -> dict[int, str]:
+    """Every process whose cgroup (any hierarchy) is ``/faasd/<prefix>...``, with that cgroup's name."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                lines = (entry / "cgroup").read_text().splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                path = line.split(":", 2)[2]
+                if path.startswith(f"/faasd/{prefix}"):
+                    found[int(entry.name)] = path
+    return found
+
+
+def fork_memory(faasd: BenchDaemon, image: Path, held: int) -> tuple[int, int]:
+    """The PSS of a fork-mode template, and per connection of ``held`` its children hold at once."""
+    name = "forkmem"
+    address, _ = faasd.deploy(name, image, "--sandbox", "fork")
+    run_load(address, 1, 1, 0)  # the template is up
+    template = set(processes_in_cgroups(f"{name}-"))
+    sockets = [socket.create_connection(address) for _ in range(held)]
+    try:
+        for sock in sockets:
+            sock.sendall(b"GET / HTTP/1.1\r\n")  # the head is not over: each child waits for the rest
+        time.sleep(2)
+        children = set(processes_in_cgroups(f"{name}-")) - template
+        template_kib = sum(pss_kib(pid) for pid in template)
+        child_kib = sum(pss_kib(pid) for pid in children) // max(len(children), 1)
+    finally:
+        for sock in sockets:
+            sock.close()
+        faasd.remove(name)
+    return template_kib, child_kib
 
 
 if __name__ == "__main__":

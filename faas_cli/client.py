@@ -178,16 +178,19 @@ class Client:
         limits: dict[str, str] | None = None,
         force: bool = False,
         environment: dict[str, str] | None = None,
+        check: bool = False,
     ) -> dict[str, Any]:
         """Upload the blocks of ``tarball`` as a new version of ``name``; ``limits`` maps a limit
         (memory, cpus, pids, timeout, tmp_size) to its value as the user wrote it: the daemon
         checks it. An exception from ``tarball`` stops the upload before its end, so the daemon
         deploys nothing. The current version's image again is no new version (the answer has
-        ``same_as``) unless ``force``. ``environment`` is set over the image's ``Env``."""
+        ``same_as``) unless ``force``. ``environment`` is set over the image's ``Env``. With
+        ``check``, a version whose handler never gets ready is refused (422)."""
         settings = {
             "tag": tag,
             "image": image,
             "force": 1 if force else None,
+            "check": 1 if check else None,
             "env": json.dumps(environment) if environment else None,
             **(limits or {}),
         }

@@ -111,7 +111,7 @@ UPLOAD_CHUNK_BYTES = 1 << 20
 SOCKET_MODE = 0o660
 # Members of this group may use the unix socket without sudo, like docker's "docker" group.
 SOCKET_GROUP = "faas"
-DEPLOY_PARAMS = frozenset({"tag", "image", "force", "env", *LIMIT_PARAMETERS})
+DEPLOY_PARAMS = frozenset({"tag", "image", "force", "check", "env", *LIMIT_PARAMETERS})
 PULL_FIELDS = frozenset({"reference", "limits", "environment", "credentials", "dry_run", "force"})
 MAX_JSON_BODY = 256 << 10
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -322,16 +322,17 @@ def flag_param(params: dict[str, str], key: str) -> bool:
 
 async def deploy(request: web.Request, name: str, params: dict[str, str]) -> Function:
     """Import the request body as the next version of ``name`` (already checked by the caller);
-    ``SameImage`` when it is the current version's image (unless ``force``)."""
+    ``SameImage`` when it is the current version's image (unless ``force``); with ``check``,
+    ``CheckFailed`` when its handler never gets ready."""
     tag = reference_param(params, "tag")
     image = reference_param(params, "image") or tag or name
     limits = request.app[CONFIG].limits.with_overrides(params)
-    force = flag_param(params, "force")
+    force, check = flag_param(params, "force"), flag_param(params, "check")
     environment = environment_param(params)
     upload = await receive_upload(request, name)
     try:
         return await request.app[FUNCTIONS].deploy(
-            name, upload, image=image, tag=tag, limits=limits, force=force, environment=environment
+            name, upload, image=image, tag=tag, limits=limits, force=force, environment=environment, check=check
         )
     finally:
         upload.unlink(missing_ok=True)

@@ -7,13 +7,15 @@ answers with and a message that says what to do. Errors are raised deep, chained
     FaasError (500)
     ├── InvalidRequest (400)         bad name, bad header, bad query value
     │   ├── InvalidImage (400)       the archive is not a usable image
-    │   │   └── UnsafeArchive (400)  the archive tries to escape its rootfs
+    │   │   ├── UnsafeArchive (400)  the archive tries to escape its rootfs
+    │   │   └── NotATemplate (422)   --sandbox fork for an image whose handler cannot fork per connection
     │   ├── InvalidCode (400)        source code that cannot serve: a syntax error, no handler
     │   └── UploadCut (400)          the client hung up before the upload ended
     ├── Unauthorized (401)           the TCP API was called without the right bearer token
     ├── RegistryDenied (403)         an image registry refused the credentials, or asks for some
     ├── NotFound (404)               no function by that name
     ├── Conflict (409)               the operation collides with current state
+    ├── CheckFailed (422)            faas new --check: the new version's handler never got ready
     ├── ImageTooLarge (413)          the upload or its unpacked size is over the limit
     ├── InsufficientStorage (507)    the disk filled up during an import
     ├── RegistryUnavailable (502)    an image registry is down, slow, or answered out of protocol
@@ -56,6 +58,13 @@ class UnsafeArchive(InvalidImage):
     """Raised when an archive entry would land outside the rootfs or write through a link."""
 
 
+class NotATemplate(InvalidImage):
+    """Raised when a version deployed with ``--sandbox fork`` did not become a template: its
+    handler does not serve through the SDK's ``serve()`` (or its app cannot be forked)."""
+
+    status = 422
+
+
 class UploadCut(InvalidRequest):
     """Raised when the client hangs up, or breaks the body's framing, before its upload ends."""
 
@@ -92,6 +101,12 @@ class Conflict(FaasError):
     """Raised when the request collides with the current state (e.g. the IP range is full)."""
 
     status = 409
+
+
+class CheckFailed(FaasError):
+    """Raised when a deploy's check finds that the new version's handler exits or never connects."""
+
+    status = 422
 
 
 class ImageTooLarge(FaasError):

@@ -13,6 +13,7 @@ import functools
 import ipaddress
 import logging
 import socket
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
@@ -20,13 +21,14 @@ from pathlib import Path
 
 from faasd import metrics
 from faasd.admission import Admission, Overloaded
+from faasd.check import check_handler
 from faasd.config import Config
 from faasd.daemonlog import Throttle
 from faasd.dispatch import Dispatcher
 from faasd.environment import with_environment
 from faasd.errors import Conflict, FaasError, NotFound, RuntimeFailure
 from faasd.images.archive import ImageConfig
-from faasd.images.store import ImageStore
+from faasd.images.store import ImageStore, ImportedImage
 from faasd.instance import Instance
 from faasd.limits import Limits
 from faasd.logs import FunctionLog, Logs
@@ -117,24 +119,27 @@ class Listener:
         self._close_in_background(old)
 
     def _open_pool(self, version: Version) -> Pool:
-        self._running[version.number] += 1
+        pool: Pool
         if version.limits.sandbox == "fork":
             spec = self._dispatcher.fork_spec(version)
-            return TemplatePool(
+            pool = TemplatePool(
                 version,
                 lambda: self._dispatcher.fork_template(version, spec, self._function_log),
                 lambda pool: self._dispatcher.fork_connection(pool, self._function_log),
                 self._admission,
                 self._warm_idle_seconds,
             )
-        template = self._dispatcher.template(version)
-        return WarmPool(
-            version,
-            lambda: self._dispatcher.instance(version, template, self._function_log),
-            self._admission,
-            self._warm_idle_seconds,
-            self._dispatcher.start_bound,
-        )
+        else:
+            template = self._dispatcher.template(version)
+            pool = WarmPool(
+                version,
+                lambda: self._dispatcher.instance(version, template, self._function_log),
+                self._admission,
+                self._warm_idle_seconds,
+                self._dispatcher.start_bound,
+            )
+        self._running[version.number] += 1  # once nothing can fail: the pool's close takes it back
+        return pool
 
     def _pool_for(self, version: Version) -> Pool:
         if version.number == self.version.number:
@@ -313,7 +318,7 @@ class Functions:
         """Bring back the address and listener of every registered function (at start-up)."""
         for function in self._registry.functions():
             try:
-                self._store.check_servable(function.name, function.current.number)
+                await asyncio.to_thread(self._store.check_servable, function.name, function.current.number)
                 await self._expose(function)
             except FaasError as exc:
                 # One unservable function (its port taken, say) must not keep the others down.
@@ -326,7 +331,7 @@ class Functions:
 
     async def _restore_version(self, version: Version) -> None:
         try:
-            self._store.check_servable(version.function, version.number)
+            await asyncio.to_thread(self._store.check_servable, version.function, version.number)
             await self._expose_version(version)
         except FaasError as exc:
             log.error(
@@ -356,6 +361,7 @@ class Functions:
         force: bool = False,
         environment: Mapping[str, str] | None = None,
         pulled: str | None = None,
+        check: bool = False,
     ) -> Function:
         """Import ``archive`` as a new version of ``name``, whose containers get ``limits`` and
         ``environment`` over the image's own, and switch new connections to it. ``pulled`` is
@@ -364,10 +370,14 @@ class Functions:
         The image the current version already has, with the same environment and limits, is no
         new version unless ``force``: it would only push an older, real rollback target out of the
         kept ones. ``SameImage`` says so, and nothing changes.
+
+        With ``check``, one container of the new version must get ready before it is registered
+        (``faasd.check``): ``CheckFailed`` otherwise, and nothing changes either.
         """
         validate_name(name)
         async with self._locks[name]:
             number = self._registry.next_version(name)
+            before = self._current(name)
             metrics.IMPORT_BYTES.inc(archive.stat().st_size)
             with metrics.IMPORT_DURATION.time():
                 imported = await asyncio.to_thread(self._store.import_image, archive, name, number, tag)
@@ -378,7 +388,22 @@ class Functions:
                     "deploy unchanged function=%s same_as=%s digest=%s", name, same.current.number, imported.digest
                 )
                 raise SameImage.of(same)
+            if check:
+                candidate = Version(
+                    name, number, image, imported.digest, config, imported.uid, imported.gid, time.time(), limits
+                )
+                try:
+                    await check_handler(self._dispatcher, candidate, self._logs.get(name))
+                except BaseException:
+                    if number == 1:  # no function: no rootfs dir and no log (the refusal quotes it)
+                        await asyncio.to_thread(self._store.remove_function, name)
+                        await self._logs.remove(name)
+                    else:
+                        await asyncio.to_thread(self._store.remove_version, name, number)
+                    raise
             try:
+                if limits.sandbox == "fork":
+                    await self._check_template(name, number, image, imported, config, limits)
                 function = await asyncio.to_thread(
                     self._registry.add_version,
                     name,
@@ -397,13 +422,34 @@ class Functions:
             try:
                 await self._expose(function)
             except BaseException:
-                if number == 1:
-                    await asyncio.to_thread(self._registry.remove, name)
-                    await asyncio.to_thread(self._store.remove_function, name)
+                await self._undo_version(name, number, before)
                 raise
             await self._prune(name)
         log.info("deployed function=%s version=%s ip=%s image=%s", name, number, function.ip, image)
         return function
+
+    async def _undo_version(self, name: str, number: int, before: Version | None) -> None:
+        """Forget version ``number``, registered but never served, so that the registry agrees
+        with the listener again: on ``before``, or on nothing for a first deploy."""
+        if before is None:
+            await asyncio.to_thread(self._registry.remove, name)
+            await asyncio.to_thread(self._store.remove_function, name)
+            return
+        await asyncio.to_thread(self._registry.set_current, name, before.number)
+        await asyncio.to_thread(self._registry.forget_versions, name, [number])
+        await asyncio.to_thread(self._store.remove_version, name, number)
+
+    async def _check_template(
+        self, name: str, number: int, image: str, imported: ImportedImage, config: ImageConfig, limits: Limits
+    ) -> None:
+        """Refuse (``NotATemplate``) a fork-mode version whose handler does not become a template."""
+        version = Version(name, number, image, imported.digest, config, imported.uid, imported.gid, time.time(), limits)
+        try:
+            await self._dispatcher.check_template(version, self._logs.get(name))
+        except BaseException:
+            if self._current(name) is None:  # a first version: no log of a function that never was
+                await self._logs.remove(name)
+            raise
 
     def _current(self, name: str) -> Version | None:
         try:
@@ -426,11 +472,15 @@ class Functions:
                     raise Conflict(f"{name!r} has no version before {before} to roll back to (faas versions {name})")
                 number = max(earlier)
             self._registry.version(name, number)  # 404 for a version not kept
-            self._store.check_servable(name, number)
+            await asyncio.to_thread(self._store.check_servable, name, number)
             function = await asyncio.to_thread(self._registry.set_current, name, number)
             listener = self._listeners.get(name)
-            if listener is not None:
-                listener.switch(function.current)
+            try:
+                if listener is not None:
+                    listener.switch(function.current)
+            except BaseException:  # the listener serves the version it did: so must the registry
+                await asyncio.to_thread(self._registry.set_current, name, before)
+                raise
         log.info("rolled back function=%s from=%s to=%s", name, before, number)
         return function
 
@@ -446,7 +496,7 @@ class Functions:
             if (name, number) in self._version_listeners:
                 return version
             try:
-                self._store.check_servable(name, number)
+                await asyncio.to_thread(self._store.check_servable, name, number)
                 await self._expose_version(version)
             except BaseException:
                 if fresh:

@@ -1,4 +1,5 @@
-"""One port for every function: each connection goes where its HTTP ``Host`` header says.
+"""One port for every function: each connection goes where its HTTP ``Host`` header says, or
+else its path (``faasd.paths``: ``/function/NAME/...``, ``/invoke/NAME``, ``/run/PATH``).
 
 ``hello.localhost:8000`` (or a bare ``hello``) reaches function ``hello``. The header is read
 with ``MSG_PEEK``, so the request stays in the socket: the handler reads it whole, and the
@@ -8,12 +9,14 @@ connection is handed over exactly as one accepted on the function's own address.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections import Counter
 from collections.abc import Callable
 from http import HTTPStatus
 
+from faasd import paths
 from faasd.daemonlog import Throttle, clipped
 from faasd.errors import FaasError
 from faasd.registry import NAME_PATTERN
@@ -140,6 +143,11 @@ class Gateway:
             head = await self._head(client, peer[0])
             host = host_header(head)
             name = function_name(host, self._domain)
+            if name is None or name == self._domain:  # no function by host: maybe one by path
+                if paths.is_health(head):
+                    await self._answer(client, len(head), paths.HEALTH_RESPONSE)
+                    return
+                name = paths.path_function(head)
             if name is None:
                 raise BadHead(HTTPStatus.NOT_FOUND, f"no function is reached as {host!r}: {self._host_forms()}")
             self._route(name, client, peer)
@@ -180,6 +188,16 @@ class Gateway:
             self._heads_by_peer[address] -= 1
             if not self._heads_by_peer[address]:
                 del self._heads_by_peer[address]
+
+    async def _answer(self, client: socket.socket, head_bytes: int, response: bytes) -> None:
+        """Take the request head (only peeked so far: unread input would make the close a reset),
+        send an answer of the gateway's own and close."""
+        with client:
+            client.setblocking(False)
+            with contextlib.suppress(OSError):
+                client.recv(head_bytes)
+                await asyncio.get_running_loop().sock_sendall(client, response)
+                client.shutdown(socket.SHUT_WR)
 
     async def _refuse(self, client: socket.socket, peer: tuple[str, int], status: HTTPStatus, message: str) -> None:
         self._refusals.log(

@@ -238,6 +238,10 @@ class Instance:
             done, _ = await asyncio.wait(either, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiting.cancel()
+            # Until the cancelled accept has run, its reader stays registered on the control
+            # socket's fd: closed under it (``stop`` right after a timeout), that fd number could
+            # come back as the next child's pidfd, and the loop would never see that child exit.
+            await asyncio.wait({waiting})
         if self._exited in done:
             if waiting in done and not waiting.exception():
                 waiting.result().close()

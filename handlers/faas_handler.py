@@ -534,7 +534,7 @@ def _loopback_up() -> None:
 
 
 def _drop_privileges(libc: Any, bpf: bytes) -> None:
-    """Every capability of the new user namespace dropped, no_new_privs, then the seccomp filter."""
+    """Every capability of the new user namespace dropped, then no_new_privs and the filter."""
     import ctypes
 
     cap = 0
@@ -545,6 +545,13 @@ def _drop_privileges(libc: Any, bpf: bytes) -> None:
     _check(libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "prctl(PR_CAP_AMBIENT)")
     header = (ctypes.c_uint32 * 2)(_CAPABILITY_VERSION_3, 0)
     _check(libc.capset(header, (ctypes.c_uint32 * 6)()), "capset")
+    _install_filter(libc, bpf)
+
+
+def _install_filter(libc: Any, bpf: bytes) -> None:
+    """no_new_privs, then the seccomp filter ``bpf`` (an array of ``struct sock_filter``)."""
+    import ctypes
+
     _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
 
     class SockFprog(ctypes.Structure):

@@ -2,7 +2,7 @@
 
 A template's child is forked inside the template's container, so runc's cgroup would hold the
 template and all its children together. The daemon instead makes one cgroup per connection
-beside runc's (``/faasd/<id>``, as runc names a container's), writes the version's limits into
+beside runc's (``/faasd/<function>-<request id>``, as runc's are named), writes the version's limits into
 it and moves the child there, by the host pid it learnt through SCM_CREDENTIALS, before the
 child runs a line of the function's code (the child waits for the daemon's word).
 

@@ -67,6 +67,11 @@ class ForkConnection:
         self._exited: asyncio.Future[None] | None = None
         self._cgroup: ConnectionCgroup | None = None
 
+    @property
+    def running(self) -> bool:
+        """Its child was let go and has not exited."""
+        return self._exited is not None and not self._exited.done()
+
     async def start(self) -> Outcome | None:
         """Have a ready template; ``None`` then, else why not."""
         self.started = True
@@ -162,7 +167,7 @@ class ForkConnection:
         assert self._line is not None
         try:
             self._pidfd = os.pidfd_open(pid)
-            self._cgroup = ConnectionCgroup.create(self.id, self.version.limits)
+            self._cgroup = ConnectionCgroup.create(f"{self.version.function}-{self.id}", self.version.limits)
             self._cgroup.place(pid)
             self._line.send(b"go")
         except OSError as exc:  # it died meanwhile, or the cgroup could not be made: no go

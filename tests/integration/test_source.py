@@ -16,19 +16,21 @@ from tests.integration.conftest import (
     daemon_range,
     eventually,
     first_ip,
+    free_port,
     http_get,
     http_request,
     start_daemon,
 )
 
 SOURCE = Path(__file__).parent / "source"
-RANGE = daemon_range(40)
+RANGE = daemon_range(50)
+GATEWAY_PORT = free_port()
 
 
 @pytest.fixture(scope="module")
 def daemon(daemon_roots: Path, python_runtime_image: Path) -> Iterator[Daemon]:
     """One daemon for the module, with the python runtime added once."""
-    daemon = start_daemon(daemon_roots, RANGE)
+    daemon = start_daemon(daemon_roots, RANGE, "--gateway", f"127.0.0.1:{GATEWAY_PORT}")
     try:
         added = daemon.faas("runtime", "add", "python", "-f", str(python_runtime_image))
         assert added.returncode == 0, added.stderr
@@ -212,7 +214,7 @@ def test_runtime_rm_is_refused_while_used_and_a_runtime_needs_its_interpreter(
 def test_runtimes_and_source_functions_survive_a_restart(
     daemon_roots: Path, python_runtime_image: Path, tmp_path: Path
 ) -> None:
-    daemon = start_daemon(daemon_roots, daemon_range(41))
+    daemon = start_daemon(daemon_roots, daemon_range(51))
     try:
         assert daemon.faas("runtime", "add", "python", "-f", str(python_runtime_image)).returncode == 0
         assert (
@@ -226,7 +228,7 @@ def test_runtimes_and_source_functions_survive_a_restart(
         half = daemon.state_dir / "runtimes" / "half" / "2"
         half.mkdir(parents=True)
         daemon.start()
-        assert http_get(first_ip(daemon_range(41))) == (200, b"kept")
+        assert http_get(first_ip(daemon_range(51))) == (200, b"kept")
         assert not half.parent.exists()
         assert [r["name"] for r in json.loads(daemon.faas("runtime", "list", "--json").stdout)] == ["python"]
         again = daemon.faas(
@@ -288,3 +290,105 @@ def test_go_faas_upload_run_now_and_its_path_names(daemon: Daemon) -> None:
     assert status == 500 and failed["error"] == "KeyError: 'x'"
     status, refused = post_control(daemon, "/upload", upload | {"language": "cobol"})
     assert status == 400 and "unknown language 'cobol'" in refused["error"]
+
+
+def sse_events(ip: str, headers: dict[str, str] | None = None) -> list[tuple[float, str, str]]:
+    """Each event of an SSE response as (arrival time, event name, data), read as it arrives."""
+    conn = http.client.HTTPConnection(ip, 80, timeout=30)
+    conn.request("GET", "/", headers=headers or {})
+    response = conn.getresponse()
+    assert response.status == 200 and response.getheader("Content-Type") == "text/event-stream"
+    events, name, data = [], "message", []
+    while line := response.readline():
+        text = line.decode().rstrip("\n")
+        if text.startswith("event: "):
+            name = text[len("event: ") :]
+        elif text.startswith("data: "):
+            data.append(text[len("data: ") :])
+        elif not text and data:
+            events.append((time.time(), name, "\n".join(data)))
+            name, data = "message", []
+    conn.close()
+    return events
+
+
+def test_a_generator_streams_each_item_the_moment_it_is_yielded(daemon: Daemon, tmp_path: Path) -> None:
+    code = (
+        "import time\ndef handler(event, context):\n    for i in range(3):\n"
+        "        yield {'i': i, 't': time.time()}\n        time.sleep(0.5)\n    return 'done'\n"
+    )
+    ip = deploy(daemon, "stream", "--code", str(write(tmp_path, "gen.py", code)))
+    http_get(ip)  # a first connection, so the next one finds its container warm
+    events = sse_events(ip)
+    assert [(name, json.loads(data)["i"]) for _, name, data in events[:3]] == [("message", i) for i in range(3)]
+    assert events[3][1:] == ("result", "done")
+    delays = [arrived - json.loads(data)["t"] for arrived, _, data in events[:3]]
+    print("SSE delays from yield to arrival (ms):", [round(d * 1000, 2) for d in delays])
+    assert all(delay < 0.5 for delay in delays), "each item arrives before the next is made: nothing is held back"
+
+
+def test_accept_event_stream_streams_what_the_code_prints(daemon: Daemon, tmp_path: Path) -> None:
+    code = "import time\nfor i in range(3):\n    print(f'step {i}')\n    time.sleep(0.3)\nreturn {'done': True}\n"
+    ip = deploy(daemon, "printer", "--code", str(write(tmp_path, "p.py", code)))
+    events = sse_events(ip, {"Accept": "text/event-stream"})
+    assert [(name, data) for _, name, data in events] == [
+        ("message", "step 0"),
+        ("message", "step 1"),
+        ("message", "step 2"),
+        ("result", '{"done": true}'),
+    ]
+    assert events[1][0] - events[0][0] > 0.2, "each line is sent as it is printed, not at the end"
+    assert http_get(ip) == (200, b'{"done": true}'), "without the Accept header, the return value alone"
+    assert eventually(lambda: "stdout step 2" in daemon.faas("logs", "printer").stdout), "the lines reach the log too"
+
+    failing = "def handler(event, context):\n    yield 1\n    raise ValueError('mid-stream')\n"
+    ip = deploy(daemon, "streamfail", "--code", str(write(tmp_path, "f.py", failing)))
+    events = sse_events(ip)
+    assert events[0][1:] == ("message", "1") and events[1][1] == "error"
+    assert json.loads(events[1][2])["error"] == "ValueError: mid-stream"
+
+
+def gateway(method: str, path: str, body: bytes | None = None, host: str = "127.0.0.1") -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", GATEWAY_PORT, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers={"Host": host, "Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_the_gateway_routes_by_path_and_the_function_sees_the_path_after_it(daemon: Daemon, tmp_path: Path) -> None:
+    code = "def handler(event, context):\n    return {'path': context.path, 'event': event}\n"
+    deploy(daemon, "paths", "--code", str(write(tmp_path, "paths.py", code)))
+    status, body = gateway("POST", "/function/paths/a/b?x=1", b'{"k": 1}')
+    assert status == 200 and json.loads(body) == {"path": "/a/b", "event": {"k": 1}}
+    assert json.loads(gateway("POST", "/function/paths", b"{}")[1])["path"] == "/"
+    # GraalFaaS: POST /invoke/{id} with the event as the body, and GET /health.
+    assert json.loads(gateway("POST", "/invoke/paths", b'{"name": "World"}')[1]) == {
+        "path": "/",
+        "event": {"name": "World"},
+    }
+    assert gateway("GET", "/health") == (200, b'{"status": "UP"}')
+    # Host routing still wins: a function reached by its name keeps every path of its own.
+    assert json.loads(gateway("POST", "/function/other/x", b"{}", host="paths")[1])["path"] == "/function/other/x"
+    status, body = gateway("GET", "/function/nosuch/")
+    assert status == 404 and b"no function named 'nosuch'" in body
+
+
+def test_go_faas_run_by_path_on_the_gateway(daemon: Daemon) -> None:
+    upload = {"path": "calc/mul", "language": "python", "code": 'return {"result": event["a"] * event["b"]}'}
+    assert post_control(daemon, "/upload", upload)[0] == 200
+    status, body = gateway("POST", "/run/calc/mul", json.dumps({"input": {"a": 10, "b": 5}}).encode())
+    assert (status, json.loads(body)) == (200, {"data": {"result": 50}, "type": "json"})
+    status, body = gateway("POST", "/run/calc/mul", json.dumps({"input": '{"a": 2, "b": 3}'}).encode())
+    assert json.loads(body) == {"data": {"result": 6}, "type": "json"}, "input as JSON text, as go-faas takes it"
+
+
+def test_a_graalfaas_manifest_with_dependencies_and_invoke_by_id(daemon: Daemon) -> None:
+    result = daemon.faas("new", "--manifest", str(SOURCE / "graal" / "hello-deps.jsonc"))
+    assert result.returncode == 0, result.stderr
+    status, body = gateway("POST", "/invoke/hello-deps", b'{"name": "PyUser"}')
+    assert (status, body) == (200, b"Hello, PyUser!"), "a one-argument handler(event), as GraalFaaS calls it"
+    described = json.loads(daemon.faas("describe", "hello-deps", "--json").stdout)
+    assert (described["runtime"], described["entry"]) == ("python", "handler.py")

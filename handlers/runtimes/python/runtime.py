@@ -28,6 +28,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -45,6 +46,8 @@ MAX_CAPTURED = 256 * 1024  # of what a run prints, the last bytes come back
 SCRIPT_NAME = "__faas_script__"
 # The keys of a response shape: a returned dict made only of these (statusCode included) sets them.
 SHAPE_KEYS = frozenset({"statusCode", "headers", "body", "isBase64Encoded"})
+# Code object flags (inspect.CO_*), without importing inspect in every container.
+CO_VARARGS, CO_GENERATOR, CO_ASYNC_GENERATOR = 0x04, 0x20, 0x200
 
 
 class LoadError(Exception):
@@ -168,6 +171,20 @@ def parse_event(method: str, body: bytes, query: dict[str, str]) -> Any:
         return body.decode("utf-8", "replace")
 
 
+def adapt(function: Callable[..., Any]) -> Callable[[Any, Context], Any]:
+    """``function`` called as ``(event, context)``, whether it takes both or the event alone
+    (GraalFaaS's ``handler(event)``)."""
+    code = getattr(function, "__code__", None)
+    if code is None or code.co_flags & CO_VARARGS:
+        return function
+    positional = code.co_argcount - (1 if hasattr(function, "__self__") else 0)
+    if positional >= 2:
+        return function
+    if positional == 1:
+        return lambda event, _context: function(event)
+    return lambda _event, _context: function()
+
+
 def call(function: Callable[..., Any], event: Any, context: Context) -> Any:
     """Call the handler; a coroutine it returns is run to its end."""
     result = function(event, context)
@@ -208,16 +225,134 @@ def print_user_traceback(exc: BaseException) -> None:
     sys.stderr.flush()
 
 
+def own_path(path: str, function: str) -> tuple[str, bool]:
+    """The path after the gateway's prefix (``/function/NAME``, ``/invoke/NAME``), and whether the
+    request came by go-faas's ``/run/PATH``, whose body is ``{"input", "stream"}``."""
+    for prefix in (f"/function/{function}", f"/invoke/{function}"):
+        if path == prefix or path.startswith(prefix + "/"):
+            return path[len(prefix) :] or "/", False
+    if path.startswith("/run/"):
+        named = re.sub(r"[^a-z0-9]+", "-", path[len("/run/") :].lower()).strip("-")[:63].rstrip("-")
+        return path, bool(function) and named == function
+    return path, False
+
+
+def go_faas_event(body: Any) -> tuple[Any, bool]:
+    """The event and stream flag of go-faas's ``{"input", "stream"}``; ``input`` may be JSON text."""
+    if not isinstance(body, dict):
+        return body, False
+    event = body.get("input")
+    if isinstance(event, str):
+        try:
+            event = json.loads(event)
+        except ValueError:
+            pass
+    return event, body.get("stream") is True
+
+
+def is_generator(function: Callable[..., Any]) -> bool:
+    """Whether calling ``function`` makes a generator or an async generator: it streams."""
+    code = getattr(function, "__code__", None)
+    return code is not None and bool(code.co_flags & (CO_GENERATOR | CO_ASYNC_GENERATOR))
+
+
+class LineEvents:
+    """``sys.stdout`` while a call streams: each whole line printed is queued as an event, and
+    still written to the log."""
+
+    def __init__(self, events: Any, log: Any) -> None:
+        self._events = events
+        self._log = log
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self._log.write(text)
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._events.put(("line", line))
+        return len(text)
+
+    def flush(self) -> None:
+        self._log.flush()
+
+
+def produce(function: Callable[..., Any], event: Any, context: Context, events: Any) -> None:
+    """Call ``function`` and queue what it yields, then its return value (or its error)."""
+    try:
+        result = function(event, context)
+        if hasattr(result, "__anext__"):
+            import asyncio
+
+            async def drain() -> None:
+                async for item in result:
+                    events.put(("item", jsonable(item)))
+
+            asyncio.run(drain())
+            value = None
+        elif hasattr(result, "__next__") and hasattr(result, "throw"):
+            while True:
+                try:
+                    events.put(("item", jsonable(next(result))))
+                except StopIteration as stop:
+                    value = stop.value
+                    break
+        else:
+            value = call(lambda *_: result, event, context)
+        events.put(("result", jsonable(value)))
+    except Exception as exc:
+        print_user_traceback(exc)
+        events.put(("error", {"error": f"{type(exc).__name__}: {exc}", "request_id": context.request_id}))
+
+
+def stream(function: Callable[..., Any], event: Any, context: Context) -> Any:
+    """Server-Sent Events of one call: each item it yields and each line it prints as a ``data:``
+    event, sent the moment it comes, then ``event: result`` with its return value (or ``event:
+    error``). The call runs on a thread, so a line is sent while the code still runs."""
+    import queue
+    import threading
+
+    import faas_handler
+
+    events: Any = queue.Queue()
+    log = sys.stdout
+    sys.stdout = LineEvents(events, log)
+    sys.setswitchinterval(0.0005)  # hand the GIL over soon after an event is queued
+    threading.Thread(target=produce, args=(function, event, context, events), daemon=True).start()
+    try:
+        while True:
+            kind, value = events.get()
+            if kind in ("item", "line"):
+                yield faas_handler.Event(value)
+            else:
+                yield faas_handler.Event(value, event=kind)
+                return
+    finally:
+        sys.stdout = log
+
+
 def make_handle(function: Callable[..., Any]) -> Callable[[Any], Any]:
     """The plain faas_handler app that runs ``function`` for each request."""
     import faas_handler
 
+    generates = is_generator(function)
+    function = adapt(function)
+
     def handle(request: Any) -> Any:
         headers = {name.lower(): value for name, value in request.headers.items()}
-        context = Context(request.metadata, request.method, request.path, headers)
+        path, go_faas = own_path(request.path, str(request.metadata.get("function", "")))
+        context = Context(request.metadata, request.method, path, headers)
         try:
             event = parse_event(request.method, request.body, request.query)
-            status, pairs, data, implied = response_parts(call(function, event, context))
+            wants_stream = "text/event-stream" in headers.get("accept", "")
+            if go_faas:
+                event, wants_stream = go_faas_event(event)
+            if generates or wants_stream:
+                return faas_handler.sse(stream(function, event, context))
+            result = call(function, event, context)
+            if go_faas:
+                result = {"data": jsonable(result), "type": "text" if isinstance(result, str) else "json"}
+            status, pairs, data, implied = response_parts(result)
         except Exception as exc:
             print_user_traceback(exc)
             error = {"error": f"{type(exc).__name__}: {exc}", "request_id": context.request_id}
@@ -262,7 +397,7 @@ def run_once(name: str) -> int:
         metadata = {"id": os.environ.get("FAAS_REQUEST_ID", ""), "function": "", "version": None}
         metadata["deadline"] = int(os.environ.get("FAAS_DEADLINE_MS", "0"))
         _, function = load(name)
-        verdict["result"] = jsonable(call(function, event, Context(metadata, "RUN", "/", {})))
+        verdict["result"] = jsonable(call(adapt(function), event, Context(metadata, "RUN", "/", {})))
     except LoadError as exc:
         verdict["error"] = str(exc)
     except Exception as exc:

@@ -276,6 +276,53 @@ def visit(_: dict[str, list[str]], metadata: dict[str, Any]) -> dict[str, Any]:
     return {"boot": BOOT, "id": metadata.get("id"), "visits": count, "more": metadata.get("more", False)}
 
 
+# What one connection leaves behind for the next to look for: in a fresh sandbox, none of it is there.
+TRACES = {"abstract": "\0faasd-probe-trace", "port": 7777, "files": ["/tmp/trace", "/dev/shm/trace"], "ipc_key": 0x5EED}
+IPC_CREAT = 0o1000
+HELD: list[socket.socket] = []
+
+
+def leave_traces(query: dict[str, list[str]]) -> dict[str, Any]:
+    """Leave a trace of every kind, then stay ``hold`` seconds, so a concurrent connection may look."""
+    unix = socket.socket(socket.AF_UNIX)
+    unix.bind(TRACES["abstract"])
+    unix.listen()
+    tcp = socket.create_server(("127.0.0.1", TRACES["port"]))
+    HELD.extend((unix, tcp))
+    for path in TRACES["files"]:
+        write_byte(path)
+    shm = LIBC.shmget(TRACES["ipc_key"], 4096, IPC_CREAT | 0o666)
+    time.sleep(float(query.get("hold", ["0"])[0]))
+    return {"sysv_shm": shm >= 0}
+
+
+def look(_: dict[str, list[str]]) -> dict[str, Any]:
+    """What of another connection's traces, and of other processes, this one can reach."""
+    shm = LIBC.shmget(TRACES["ipc_key"], 0, 0)
+    return {
+        "abstract": outcome(lambda: connect_unix("@" + TRACES["abstract"][1:])),
+        "port": outcome(lambda: connect_tcp(f"127.0.0.1:{TRACES['port']}")),
+        "files": {path: os.path.exists(path) for path in TRACES["files"]},
+        "sysv_shm": "found" if shm >= 0 else errno.errorcode.get(ctypes.get_errno()),
+        "signal_all": outcome(lambda: os.kill(-1, 0)),  # every process this one could signal
+        "proc": sorted(os.listdir("/proc")),
+    }
+
+
+REMEMBERED: dict[str, str | None] = {"value": None}
+
+
+def remember(query: dict[str, list[str]]) -> dict[str, Any]:
+    """Set a module global; answer what it was before, and this process's boot token."""
+    previous, REMEMBERED["value"] = REMEMBERED["value"], query["value"][0]
+    return {"previous": previous, "boot": BOOT}
+
+
+def crash(_: dict[str, list[str]]) -> None:
+    """A segmentation fault, as a broken C extension would cause."""
+    ctypes.string_at(0)
+
+
 PROBES: dict[str, Callable[[dict[str, list[str]]], Any]] = {
     "/identity": identity,
     "/syscalls": syscalls,
@@ -293,6 +340,10 @@ PROBES: dict[str, Callable[[dict[str, list[str]]], Any]] = {
     "/cpu": cpu,
     "/exit": leave,
     "/linger": linger,
+    "/leave": leave_traces,
+    "/look": look,
+    "/remember": remember,
+    "/crash": crash,
 }
 WITH_METADATA: dict[str, Callable[[dict[str, list[str]], dict[str, Any]], Any]] = {"/visit": visit}
 

@@ -1,0 +1,46 @@
+"""``faas new --check`` with the real daemon: a version whose handler exits or never connects is
+refused, with its last log lines, before it is registered; a working one deploys as usual."""
+
+from __future__ import annotations
+
+from tests.integration.conftest import daemon_range, first_ip, http_get
+
+
+def test_a_broken_handler_is_refused_at_deploy_time_with_its_last_lines(make_daemon, busybox_image) -> None:
+    daemon = make_daemon(daemon_range(73), "--start-timeout", "2")
+    ip = first_ip(daemon_range(73))
+    checked = daemon.faas("new", "hello", "-f", str(busybox_image("v1")), "--check")
+    assert checked.returncode == 0 and "Deployed hello" in checked.stdout, checked.stderr
+
+    exits = busybox_image("v2", prelude="echo 'cannot import app' >&2; exit 3")
+    refused = daemon.faas("new", "hello", "-f", str(exits), "--check")
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        "faas: the check of hello version 2 failed: its container exited before its handler connected to "
+        "/control.sock (exit status 3); nothing deployed. Its last lines: [stderr] cannot import app\n"
+    )
+    assert [row.split()[0] for row in daemon.faas("versions", "hello").stdout.splitlines()[1:]] == ["1"]
+    assert sorted(p.name for p in (daemon.state_dir / "images" / "hello").iterdir()) == ["1"]
+    assert http_get(ip) == (200, b"v1\n"), "the current version still serves"
+    assert "outcome=check_start_failed exit=3" in daemon.faas("logs", "hello").stdout
+
+    silent = busybox_image("v3", prelude="echo 'waiting for nothing'; sleep 30")
+    refused = daemon.faas("new", "hello", "-f", str(silent), "--check")
+    assert refused.returncode == 1 and "its handler did not connect to /control.sock within --start-timeout" in (
+        refused.stderr
+    )
+    assert refused.stderr.endswith("Its last lines: [stdout] waiting for nothing\n")
+
+    unchecked = daemon.faas("new", "hello", "-f", str(exits))
+    assert unchecked.returncode == 0, "without --check it deploys, as before"
+    assert http_get(ip)[0] == 502
+
+
+def test_a_new_function_that_fails_its_check_leaves_nothing(make_daemon, busybox_image) -> None:
+    daemon = make_daemon(daemon_range(74))
+    refused = daemon.faas("new", "broken", "-f", str(busybox_image("x", prelude="exit 1")), "--check")
+    assert refused.returncode == 1 and "the check of broken version 1 failed" in refused.stderr
+    assert "Its last lines: (none)" in refused.stderr
+    assert daemon.faas("list", "--json").stdout.strip() == "[]"
+    assert not (daemon.state_dir / "images" / "broken").exists()
+    assert not (daemon.state_dir / "logs" / "broken").exists()

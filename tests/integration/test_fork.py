@@ -1,0 +1,133 @@
+"""What fork mode adds to the sandbox (test_sandbox.py runs every default in both modes): two
+connections of one function cannot reach each other, a child cannot reach its template, every
+request starts from the template's pristine image, and a template that crashes, dies or hangs
+costs no connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Daemon, daemon_range, eventually, http_get, start_daemon
+from tests.integration.test_sandbox import ask
+
+
+@dataclass
+class Forks:
+    daemon: Daemon
+    probe: str
+
+
+@pytest.fixture(scope="module")
+def forks(daemon_roots: Path, probe_image: Path) -> Iterator[Forks]:
+    daemon = start_daemon(daemon_roots, daemon_range(61), "--sandbox", "fork", "--start-timeout", "3")
+    yield Forks(daemon, daemon.deploy("probe", probe_image))
+    daemon.stop()
+
+
+def templates(daemon: Daemon, function: str) -> dict[str, int]:
+    """The running containers of ``function`` (in fork mode, its templates) by id, with their host pid."""
+    listed = subprocess.run(
+        ["runc", "--root", str(daemon.root / "run" / "runc"), "list", "--format", "json"],
+        capture_output=True,
+        check=True,
+    )
+    found = json.loads(listed.stdout or b"null") or []
+    return {c["id"]: c["pid"] for c in found if c["id"].startswith(f"{function}-") and c["status"] == "running"}
+
+
+def test_concurrent_connections_cannot_reach_each_other(forks: Forks) -> None:
+    first: dict[str, object] = {}
+    leaving = threading.Thread(target=lambda: first.update(answer=ask(forks.probe, "/leave", hold="4")))
+    leaving.start()
+    try:
+        assert eventually(lambda: bool(templates(forks.daemon, "probe")), 10)
+        time.sleep(1.5)  # the first connection's child is forked and has left its traces
+        status, seen = ask(forks.probe, "/look")
+    finally:
+        leaving.join()
+    assert first["answer"] == (200, {"sysv_shm": True}), "the first connection left every trace"
+    assert status == 200
+    assert seen == {
+        "abstract": "ECONNREFUSED",  # its own network namespace: another abstract socket namespace
+        "port": "ECONNREFUSED",  # and another lo
+        "files": {"/tmp/trace": False, "/dev/shm/trace": False},
+        "sysv_shm": "ENOENT",  # its own ipc namespace
+        "signal_all": "ESRCH",  # pid 1 of its own pid namespace: nobody else to signal, template included
+        "proc": ["self"],
+    }, seen
+
+
+def test_a_child_cannot_reach_its_template(forks: Forks) -> None:
+    assert ask(forks.probe, "/control") == (200, "ECONNREFUSED"), "the template's control socket is closed"
+    status, fds = ask(forks.probe, "/fds")
+    assert status == 200
+    assert sorted(int(fd) for fd in fds) == [0, 1, 2, 3], "stdio and the client: not the template's channel"
+    status, results = ask(forks.probe, "/syscalls")
+    assert (status, results["ptrace"], results["unshare"], results["mount"]) == (200, "EPERM", "EPERM", "EPERM")
+
+
+def test_every_request_starts_from_the_pristine_template(forks: Forks) -> None:
+    answers = [ask(forks.probe, "/remember", value=str(n)) for n in range(3)]
+    assert [status for status, _ in answers] == [200] * 3
+    assert [answer["previous"] for _, answer in answers] == [None] * 3, "no request sees the last one's global"
+    assert len({answer["boot"] for _, answer in answers}) == 1, "all were forked from one template's loaded app"
+
+
+def test_a_crashing_child_never_takes_the_template_down(forks: Forks) -> None:
+    _, before = ask(forks.probe, "/remember", value="x")
+    status, body = http_get(forks.probe, "/crash")
+    assert status == 502 and b"exited without answering" in body
+    status, after = ask(forks.probe, "/remember", value="y")
+    assert status == 200 and after["boot"] == before["boot"], "the same template serves on"
+
+
+def test_a_dead_template_is_replaced_without_losing_a_connection(forks: Forks) -> None:
+    ask(forks.probe, "/interfaces")
+    running = templates(forks.daemon, "probe")
+    assert len(running) == 1
+    os.kill(next(iter(running.values())), signal.SIGKILL)
+    assert ask(forks.probe, "/interfaces") == (200, ["lo"])
+    assert eventually(
+        lambda: len(templates(forks.daemon, "probe")) == 1 and templates(forks.daemon, "probe") != running
+    )
+
+
+def test_a_hung_template_is_replaced_and_its_connection_served(forks: Forks) -> None:
+    ask(forks.probe, "/interfaces")
+    running = templates(forks.daemon, "probe")
+    assert len(running) == 1
+    os.kill(next(iter(running.values())), signal.SIGSTOP)  # it takes the connection and never forks
+    assert ask(forks.probe, "/interfaces") == (200, ["lo"]), "sent again, to a new template, after --start-timeout"
+    assert eventually(lambda: not set(templates(forks.daemon, "probe")) & set(running)), "the hung one was killed"
+
+
+def test_a_handler_without_the_sdk_cannot_be_a_template(forks: Forks, busybox_image: Callable[..., Path]) -> None:
+    result = forks.daemon.faas("new", "classic", "-f", str(busybox_image()), "--sandbox", "fork")
+    assert result.returncode != 0
+    assert "cannot run with --sandbox fork" in result.stderr and "serve() from faas_handler.py" in result.stderr
+    assert "classic" not in forks.daemon.faas("list").stdout, "nothing was deployed"
+    assert not templates(forks.daemon, "classic")
+
+
+def test_a_redeploy_drains_the_old_template(forks: Forks, probe_image: Path) -> None:
+    slow: dict[str, object] = {}
+    serving = threading.Thread(target=lambda: slow.update(answer=ask(forks.probe, "/leave", hold="2")))
+    serving.start()
+    assert eventually(lambda: bool(templates(forks.daemon, "probe")))
+    old = templates(forks.daemon, "probe")
+    forks.daemon.deploy("probe", probe_image, "--force")
+    serving.join()
+    assert slow["answer"] == (200, {"sysv_shm": True}), "the connection in flight finished on the old template"
+    assert ask(forks.probe, "/interfaces") == (200, ["lo"])
+    assert eventually(lambda: not set(templates(forks.daemon, "probe")) & set(old)), "the old template is gone"
