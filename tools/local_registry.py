@@ -15,6 +15,7 @@ import http.server
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -119,7 +120,12 @@ class LocalRegistry:
     root: Path
     port: int
     tokens: TokenService | None = None
+    tls: bool = False  # HTTPS with a certificate of its own (``certificate``), which no CA signed
     proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def certificate(self) -> Path:
+        return self.root / "tls-cert.pem"
 
     @property
     def host(self) -> str:
@@ -136,6 +142,18 @@ class LocalRegistry:
             "http": {"addr": self.host},
             "auth": {"htpasswd": {"realm": "faasd-tests", "path": str(self.root / "htpasswd")}},
         }
+        if self.tls:
+            if not self.certificate.exists():
+                subprocess.run(
+                    ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                     "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                     "-keyout", str(self.root / "tls-key.pem"), "-out", str(self.certificate)],
+                    check=True, capture_output=True,
+                )  # fmt: skip
+            config["http"] = {
+                "addr": self.host,
+                "tls": {"certificate": str(self.certificate), "key": str(self.root / "tls-key.pem")},
+            }
         if self.tokens is not None:
             config["auth"] = {
                 "token": {
@@ -171,7 +189,11 @@ class LocalRegistry:
         self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], bytes]:
         auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn = (
+            http.client.HTTPSConnection("127.0.0.1", self.port, timeout=30, context=ssl._create_unverified_context())
+            if self.tls
+            else http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        )
         try:
             conn.request(method, path, body=body, headers={"Authorization": f"Basic {auth}", **(headers or {})})
             response = conn.getresponse()
@@ -232,11 +254,12 @@ class LocalRegistry:
         return self.root / "data/docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
 
 
-def start_registry(root: Path, tokens: bool = False) -> LocalRegistry:
-    """A registry on a free loopback port: basic auth, or with ``tokens`` the bearer-token flow."""
+def start_registry(root: Path, tokens: bool = False, tls: bool = False) -> LocalRegistry:
+    """A registry on a free loopback port: basic auth, or with ``tokens`` the bearer-token flow;
+    with ``tls``, on HTTPS."""
     if shutil.which("docker-registry") is None:
         raise RuntimeError("docker-registry is not installed: scripts/prepare.sh installs it")
     root.mkdir(parents=True, exist_ok=True)
-    registry = LocalRegistry(root, free_port(), TokenService(root) if tokens else None)
+    registry = LocalRegistry(root, free_port(), TokenService(root) if tokens else None, tls)
     registry.start()
     return registry

@@ -255,3 +255,30 @@ def test_the_bearer_token_flow_anonymous_and_with_credentials(
     login(daemon, token_registry.host)
     assert answer(deployed(daemon.faas("new", "private", "--pull", private))[1]) == "private by token"
     assert leftovers(daemon, "x") == []
+
+
+def test_https_is_checked_against_the_system_cas(
+    make_daemon: Callable[..., Daemon],
+    busybox_image: Callable[..., Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A registry on HTTPS whose certificate no CA signed: refused, until the daemon trusts it
+    (here through OpenSSL's SSL_CERT_FILE, as an added system CA would)."""
+    registry = start_registry(tmp_path_factory.mktemp("tls-registry"), tls=True)
+    try:
+        reference = registry.push_archive(busybox_image("over https"), "team/tls", "1")
+        doubting = make_daemon(daemon_range(1))
+        login = doubting.faas("login", registry.host, "-u", USER, "--password-stdin", input=PASSWORD.encode())
+        assert login.returncode == 1 and "cannot speak TLS" in login.stderr, login.stderr
+        refused = doubting.faas("new", "tls", "--pull", reference)
+        assert refused.returncode == 1 and "certificate verify failed" in refused.stderr, refused.stderr
+        monkeypatch.setenv("SSL_CERT_FILE", str(registry.certificate))
+        trusting = make_daemon(daemon_range(2))
+        auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        config = tmp_path_factory.mktemp("docker")
+        (config / "config.json").write_text(json.dumps({"auths": {registry.host: {"auth": auth}}}))
+        pulled = trusting.faas("new", "tls", "--pull", reference, env={"DOCKER_CONFIG": str(config)})
+        assert answer(deployed(pulled)[1]) == "over https"
+    finally:
+        registry.stop()

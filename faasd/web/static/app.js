@@ -57,13 +57,17 @@ function size(bytes) {
   return String(bytes);
 }
 
+const SANDBOXES = { runc: "runc: a container per connection", fork: "fork: a child of a template per connection" };
+
 function sandbox(f) {
-  return (f.limits && f.limits.sandbox) || f.sandbox || "runc run per connection";
+  const mode = f.limits.sandbox || "runc";
+  return SANDBOXES[mode] || mode;
 }
 
 function limitsText(limits) {
   return `memory ${size(limits.memory_bytes)}  cpus ${limits.cpus}  pids ${limits.pids}  ` +
-    `timeout ${limits.timeout_seconds}s  tmp ${size(limits.tmp_bytes)}  warm ${limits.warm}  reuse ${limits.reuse}`;
+    `timeout ${limits.timeout_seconds}s  tmp ${size(limits.tmp_bytes)}  warm ${limits.warm}  reuse ${limits.reuse}  ` +
+    `sandbox ${limits.sandbox || "runc"}`;
 }
 
 function show(view) {

@@ -65,3 +65,24 @@ def test_progress_without_a_terminal_prints_a_line_per_layer() -> None:
         "sha256:111111111111  held (2.0 kB)",
         "sha256:222222222222  pulled (3.0 kB)",
     ]
+
+
+def test_progress_at_a_terminal_redraws_one_line_per_layer_in_place() -> None:
+    out = io.StringIO()
+    layer = "sha256:" + "3" * 64
+    events = [
+        {
+            "event": "resolved",
+            "reference": "r/a:1",
+            "digest": "sha256:" + "0" * 64,
+            "changed": True,
+            "layers": [{"digest": layer, "size": 3000, "held": False}],
+        },
+        {"event": "layer", "digest": layer, "size": 3000, "done": 1500},
+        {"event": "layer", "digest": layer, "size": 3000, "done": 3000},
+    ]
+    list(PullProgress(out, live=True).track(events))
+    drawn = out.getvalue()
+    assert "sha256:333333333333  1.5 kB / 3.0 kB" in drawn
+    assert drawn.count("\x1b[1A") == 2  # each redraw goes back up over the one line drawn
+    assert drawn.endswith("\r\x1b[2Ksha256:333333333333  pulled (3.0 kB)\n")
