@@ -71,6 +71,11 @@ class BenchDaemon:
         subprocess.run([*self._faas, "rm", name], check=True, capture_output=True)
 
     @property
+    def socket(self) -> Path:
+        """The control API's unix socket."""
+        return self._workdir / "run" / "faasd.sock"
+
+    @property
     def pid(self) -> int:
         return self._proc.pid
 

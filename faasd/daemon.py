@@ -191,6 +191,12 @@ def stop_on_signals(drain_seconds: float) -> asyncio.Event:
     return stop
 
 
+async def stop_task(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT; a second signal skips the drain."""
     runc = Runc(config.runc_binary, config.runc_root)
@@ -201,6 +207,7 @@ async def serve(config: Config) -> None:
     )
     for directory in (config.run_dir, config.runc_root, config.images_dir, config.runtimes_dir):
         directory.mkdir(parents=True, exist_ok=True, mode=0o711)
+    store.prepare()
     oneshot = OneShot(config, runc)
     # Before the leftovers go: the runtimes' layers are kept from then on.
     runtimes = Runtimes(config, store, oneshot)
@@ -234,6 +241,7 @@ async def serve(config: Config) -> None:
         try:
             await functions.restore()
             async with contextlib.AsyncExitStack() as stack:
+                stack.push_async_callback(stop_task, asyncio.create_task(metrics.watch_loop_lag()))
                 # Closed in reverse: the gateway, then the functions' listeners stop accepting and
                 # drain, and only then the API, which answers (``/healthz``) during the drain.
                 sources = SourceFunctions(config, functions, runtimes, oneshot)

@@ -131,6 +131,7 @@ class Dispatcher:
         version = instance.version
         began = time.monotonic()
         kept = False
+        settled = False  # the handler is gone (exited, killed) or never had the client
         try:
             outcome = instance.start_failure if instance.started else await instance.start()
             if outcome is None:
@@ -141,21 +142,20 @@ class Dispatcher:
                 hint = f"{message}: see `faas logs {version.function}` (request {instance.id})"
                 await send_error(client, status, hint, request_id=instance.id)
             kept = instance.ready
+            settled = not kept
         finally:
-            stopped = False
-            try:
-                if instance.running and not kept:
-                    await instance.stop()  # first: once it is gone, no handler holds the client
-                    stopped = True
-            finally:
-                if instance.running:
-                    # Its handler may hold the socket too and set SO_LINGER again between our
-                    # setsockopt and close: this close may wait, so it waits off the loop.
-                    await asyncio.to_thread(close_client, client)
-                else:
-                    close_client(client)
-            if not kept and not stopped:
+            if settled:
+                close_client(client)
                 await instance.stop()
+            elif kept:
+                # Its handler may hold the socket too and set SO_LINGER again between our
+                # setsockopt and close: this close may wait, so it waits off the loop.
+                await asyncio.to_thread(close_client, client)
+            else:  # failed while its handler held the client: end it first, then nothing else does
+                try:
+                    await instance.stop()
+                finally:
+                    close_client(client)
         duration_ms = round((time.monotonic() - began) * 1000, 1)
         count(version.function, outcome, duration_ms / 1000)
         instance.record(version=version.number, outcome=outcome.value, exit=instance.exit_code, duration_ms=duration_ms)

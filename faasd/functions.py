@@ -119,24 +119,27 @@ class Listener:
         self._close_in_background(old)
 
     def _open_pool(self, version: Version) -> Pool:
-        self._running[version.number] += 1
+        pool: Pool
         if version.limits.sandbox == "fork":
             spec = self._dispatcher.fork_spec(version)
-            return TemplatePool(
+            pool = TemplatePool(
                 version,
                 lambda: self._dispatcher.fork_template(version, spec, self._function_log),
                 lambda pool: self._dispatcher.fork_connection(pool, self._function_log),
                 self._admission,
                 self._warm_idle_seconds,
             )
-        template = self._dispatcher.template(version)
-        return WarmPool(
-            version,
-            lambda: self._dispatcher.instance(version, template, self._function_log),
-            self._admission,
-            self._warm_idle_seconds,
-            self._dispatcher.start_bound,
-        )
+        else:
+            template = self._dispatcher.template(version)
+            pool = WarmPool(
+                version,
+                lambda: self._dispatcher.instance(version, template, self._function_log),
+                self._admission,
+                self._warm_idle_seconds,
+                self._dispatcher.start_bound,
+            )
+        self._running[version.number] += 1  # once nothing can fail: the pool's close takes it back
+        return pool
 
     def _pool_for(self, version: Version) -> Pool:
         if version.number == self.version.number:
@@ -315,7 +318,7 @@ class Functions:
         """Bring back the address and listener of every registered function (at start-up)."""
         for function in self._registry.functions():
             try:
-                self._store.check_servable(function.name, function.current.number)
+                await asyncio.to_thread(self._store.check_servable, function.name, function.current.number)
                 await self._expose(function)
             except FaasError as exc:
                 # One unservable function (its port taken, say) must not keep the others down.
@@ -328,7 +331,7 @@ class Functions:
 
     async def _restore_version(self, version: Version) -> None:
         try:
-            self._store.check_servable(version.function, version.number)
+            await asyncio.to_thread(self._store.check_servable, version.function, version.number)
             await self._expose_version(version)
         except FaasError as exc:
             log.error(
@@ -374,6 +377,7 @@ class Functions:
         validate_name(name)
         async with self._locks[name]:
             number = self._registry.next_version(name)
+            before = self._current(name)
             metrics.IMPORT_BYTES.inc(archive.stat().st_size)
             with metrics.IMPORT_DURATION.time():
                 imported = await asyncio.to_thread(self._store.import_image, archive, name, number, tag)
@@ -418,13 +422,22 @@ class Functions:
             try:
                 await self._expose(function)
             except BaseException:
-                if number == 1:
-                    await asyncio.to_thread(self._registry.remove, name)
-                    await asyncio.to_thread(self._store.remove_function, name)
+                await self._undo_version(name, number, before)
                 raise
             await self._prune(name)
         log.info("deployed function=%s version=%s ip=%s image=%s", name, number, function.ip, image)
         return function
+
+    async def _undo_version(self, name: str, number: int, before: Version | None) -> None:
+        """Forget version ``number``, registered but never served, so that the registry agrees
+        with the listener again: on ``before``, or on nothing for a first deploy."""
+        if before is None:
+            await asyncio.to_thread(self._registry.remove, name)
+            await asyncio.to_thread(self._store.remove_function, name)
+            return
+        await asyncio.to_thread(self._registry.set_current, name, before.number)
+        await asyncio.to_thread(self._registry.forget_versions, name, [number])
+        await asyncio.to_thread(self._store.remove_version, name, number)
 
     async def _check_template(
         self, name: str, number: int, image: str, imported: ImportedImage, config: ImageConfig, limits: Limits
@@ -459,11 +472,15 @@ class Functions:
                     raise Conflict(f"{name!r} has no version before {before} to roll back to (faas versions {name})")
                 number = max(earlier)
             self._registry.version(name, number)  # 404 for a version not kept
-            self._store.check_servable(name, number)
+            await asyncio.to_thread(self._store.check_servable, name, number)
             function = await asyncio.to_thread(self._registry.set_current, name, number)
             listener = self._listeners.get(name)
-            if listener is not None:
-                listener.switch(function.current)
+            try:
+                if listener is not None:
+                    listener.switch(function.current)
+            except BaseException:  # the listener serves the version it did: so must the registry
+                await asyncio.to_thread(self._registry.set_current, name, before)
+                raise
         log.info("rolled back function=%s from=%s to=%s", name, before, number)
         return function
 
@@ -479,7 +496,7 @@ class Functions:
             if (name, number) in self._version_listeners:
                 return version
             try:
-                self._store.check_servable(name, number)
+                await asyncio.to_thread(self._store.check_servable, name, number)
                 await self._expose_version(version)
             except BaseException:
                 if fresh:

@@ -12,6 +12,7 @@ iterate the loop's dicts and deques while the loop changes them.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
@@ -44,6 +45,12 @@ CONTAINER_PATH = Counter(
 )
 QUEUED = Gauge("faasd_queue_depth", "Connections waiting for a container slot.")
 FUNCTIONS = Gauge("faasd_functions", "Deployed functions.")
+LOOP_LAG = Histogram(
+    "faasd_loop_lag_seconds",
+    "How late the event loop, which every function and the API share, woke a timer due every 100 ms.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+LOOP_LAG_EVERY_SECONDS = 0.1
 IMPORT_DURATION = Histogram(
     "faasd_import_seconds",
     "Image imports, from upload received to rootfs ready.",
@@ -83,3 +90,12 @@ def sample() -> None:
     """Read every ``sampled`` gauge; call it on the event loop, before rendering the page."""
     for gauge, read in _SAMPLED.items():
         gauge.set(read())
+
+
+async def watch_loop_lag() -> None:
+    """Measure, until cancelled, how late the loop runs what is due: a blocked loop shows here."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + LOOP_LAG_EVERY_SECONDS
+        await asyncio.sleep(LOOP_LAG_EVERY_SECONDS)
+        LOOP_LAG.observe(max(0.0, loop.time() - due))

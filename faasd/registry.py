@@ -105,8 +105,36 @@ def first_free_address(ip_range: ipaddress.IPv4Network, used: set[ipaddress.IPv4
     raise Conflict(f"no free address left in {ip_range}: remove a function or widen --ip-range")
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """Every function and version as of the last commit, for readers that must not wait."""
+
+    functions: dict[str, Function]  # by name, in name order
+    versions: dict[str, tuple[Version, ...]]  # by function name, oldest first
+
+    @classmethod
+    def read(cls, db: sqlite3.Connection) -> Snapshot:
+        versions: dict[str, list[Version]] = {}
+        for row in db.execute("SELECT * FROM versions ORDER BY function, version"):
+            versions.setdefault(row["function"], []).append(_version(row))
+        functions = {}
+        for row in db.execute("SELECT name, ip, current_version, created FROM functions ORDER BY name"):
+            kept = {version.number: version for version in versions.get(row["name"], ())}
+            if row["current_version"] in kept:
+                current = kept[row["current_version"]]
+                functions[row["name"]] = Function(
+                    row["name"], ipaddress.IPv4Address(row["ip"]), current, row["created"]
+                )
+        return cls(functions, {name: tuple(kept) for name, kept in versions.items()})
+
+
 class Registry:
-    """The functions table and the versions table, behind a lock so threads may share it."""
+    """The functions table and the versions table, written by one thread at a time.
+
+    Writes commit with an fsync, in a thread. Reads never touch the database: they come from a
+    ``Snapshot`` replaced whole after each commit, so a reader on the event loop never waits for
+    a writer's lock or its fsync.
+    """
 
     def __init__(self, path: Path, ip_range: ipaddress.IPv4Network) -> None:
         self._ip_range = ip_range
@@ -117,6 +145,7 @@ class Registry:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._migrate()
+        self._snapshot = Snapshot.read(self._db)
 
     def _migrate(self) -> None:
         """Create the tables, or bring an older faasd's tables up to date.
@@ -164,7 +193,7 @@ class Registry:
             try:
                 row = self._db.execute("SELECT ip, created FROM functions WHERE name = ?", (name,)).fetchone()
                 if row is None:
-                    ip = first_free_address(self._ip_range, self._addresses_locked())
+                    ip = first_free_address(self._ip_range, self.addresses())
                     self._db.execute(
                         "INSERT INTO functions (name, ip, current_version, created) VALUES (?, ?, ?, ?)",
                         (name, str(ip), number, now),
@@ -180,44 +209,46 @@ class Registry:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            return self._get_locked(name)
+            self._refresh_locked()
+            return self.get(name)
 
     def next_version(self, name: str) -> int:
         """The number the next version of ``name`` will get (for naming its rootfs)."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE function = ?", (name,)
-            ).fetchone()
-            return int(row[0])
+        return max((version.number for version in self._snapshot.versions.get(name, ())), default=0) + 1
 
     def get(self, name: str) -> Function:
-        with self._lock:
-            return self._get_locked(name)
+        function = self._snapshot.functions.get(name)
+        if function is None:
+            raise NotFound(f"no function named {name!r}")
+        return function
 
     def functions(self) -> list[Function]:
         """Every registered function, by name."""
-        with self._lock:
-            names = [r["name"] for r in self._db.execute("SELECT name FROM functions ORDER BY name")]
-            return [self._get_locked(n) for n in names]
+        return list(self._snapshot.functions.values())
 
     def versions(self, name: str) -> list[Version]:
         """Every registered version of ``name``, oldest first."""
-        with self._lock:
-            self._get_locked(name)
-            rows = self._db.execute("SELECT * FROM versions WHERE function = ? ORDER BY version", (name,)).fetchall()
-            return [_version(r) for r in rows]
+        snapshot = self._snapshot
+        if name not in snapshot.functions:
+            raise NotFound(f"no function named {name!r}")
+        return list(snapshot.versions.get(name, ()))
 
     def version(self, name: str, number: int) -> Version:
         """Version ``number`` of ``name``, if it is still kept."""
-        with self._lock:
-            return self._version_locked(name, number)
+        versions = self.versions(name)  # an unknown function is reported as such
+        for version in versions:
+            if version.number == number:
+                return version
+        kept = ", ".join(str(version.number) for version in versions)
+        raise NotFound(f"{name!r} has no version {number}: the versions kept are {kept} (faas versions {name})")
 
     def set_current(self, name: str, number: int) -> Function:
         """Make the kept version ``number`` the one new connections to ``name`` get."""
         with self._lock:
-            self._version_locked(name, number)
+            self.version(name, number)
             self._db.execute("UPDATE functions SET current_version = ? WHERE name = ?", (number, name))
-            return self._get_locked(name)
+            self._refresh_locked()
+            return self.get(name)
 
     def assign_address(self, name: str, number: int) -> tuple[Version, bool]:
         """Version ``number`` of ``name`` with its own address, given from the range on the first
@@ -225,10 +256,10 @@ class Registry:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                version = self._version_locked(name, number)
+                version = self.version(name, number)
                 fresh = version.ip is None
                 if fresh:
-                    ip = first_free_address(self._ip_range, self._addresses_locked())
+                    ip = first_free_address(self._ip_range, self.addresses())
                     self._db.execute(
                         "UPDATE versions SET ip = ? WHERE function = ? AND version = ?", (str(ip), name, number)
                     )
@@ -237,17 +268,21 @@ class Registry:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._refresh_locked()
             return version, fresh
 
     def release_address(self, name: str, number: int) -> None:
         """Give version ``number``'s own address back to the range."""
         with self._lock:
             self._db.execute("UPDATE versions SET ip = NULL WHERE function = ? AND version = ?", (name, number))
+            self._refresh_locked()
 
     def addresses(self) -> set[ipaddress.IPv4Address]:
         """Every address in use: each function's, and the versions' own."""
-        with self._lock:
-            return self._addresses_locked()
+        snapshot = self._snapshot
+        return {function.ip for function in snapshot.functions.values()} | {
+            version.ip for versions in snapshot.versions.values() for version in versions if version.ip is not None
+        }
 
     def forget_versions(self, name: str, numbers: list[int]) -> list[Version]:
         """Drop old versions of ``name`` (their own addresses go back to the range); the current
@@ -264,45 +299,20 @@ class Registry:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._refresh_locked()
             return sorted((_version(r) for r in rows), key=lambda v: v.number)
 
     def remove(self, name: str) -> Function:
         """Delete ``name`` and all its versions; returns what was removed."""
         with self._lock:
-            function = self._get_locked(name)
+            function = self.get(name)
             self._db.execute("DELETE FROM functions WHERE name = ?", (name,))
+            self._refresh_locked()
             return function
 
-    def _addresses_locked(self) -> set[ipaddress.IPv4Address]:
-        rows = self._db.execute("SELECT ip FROM functions UNION SELECT ip FROM versions WHERE ip IS NOT NULL")
-        return {ipaddress.IPv4Address(r["ip"]) for r in rows}
-
-    def _version_locked(self, name: str, number: int) -> Version:
-        row = self._db.execute("SELECT * FROM versions WHERE function = ? AND version = ?", (name, number)).fetchone()
-        if row is not None:
-            return _version(row)
-        self._get_locked(name)  # an unknown function is reported as such
-        kept = ", ".join(
-            str(r[0])
-            for r in self._db.execute("SELECT version FROM versions WHERE function = ? ORDER BY version", (name,))
-        )
-        raise NotFound(f"{name!r} has no version {number}: the versions kept are {kept} (faas versions {name})")
-
-    def _get_locked(self, name: str) -> Function:
-        row = self._db.execute(
-            "SELECT v.*, f.name, f.ip AS fip, f.created AS fcreated FROM functions f "
-            "JOIN versions v ON v.function = f.name AND v.version = f.current_version "
-            "WHERE f.name = ?",
-            (name,),
-        ).fetchone()
-        if row is None:
-            raise NotFound(f"no function named {name!r}")
-        return Function(
-            name=row["name"],
-            ip=ipaddress.IPv4Address(row["fip"]),
-            current=_version(row),
-            created=row["fcreated"],
-        )
+    def _refresh_locked(self) -> None:
+        """Read every row again after a commit; readers see the new snapshot whole, or the old one."""
+        self._snapshot = Snapshot.read(self._db)
 
 
 def _version(row: sqlite3.Row) -> Version:

@@ -139,6 +139,24 @@ def test_a_function_that_cannot_listen_does_not_keep_the_others_down(make_daemon
     assert "cannot restore function=blocked" in daemon.log.read_text()
 
 
+def test_a_redeploy_that_cannot_be_served_leaves_the_registry_on_the_version_served(make_daemon, busybox_image) -> None:
+    daemon = make_daemon(daemon_range(44))
+    ip = daemon.deploy("squatted", busybox_image("one"))
+    assert daemon.stop() == 0
+    with socket.socket() as squatter:
+        squatter.bind((ip, 80))
+        squatter.listen()
+        daemon.start()  # the function is registered but cannot listen
+        result = daemon.faas("new", "squatted", "-f", str(busybox_image("two")))
+        assert result.returncode != 0 and "cannot listen" in result.stderr
+        versions = json.loads(daemon.faas("versions", "squatted", "--json").stdout)
+        assert [v["version"] for v in versions["versions"]] == [1] and versions["current"] == 1
+        assert not (daemon.state_dir / "images" / "squatted" / "2").exists()
+    assert daemon.stop() == 0
+    daemon.start()
+    assert http_get(ip) == (200, b"one\n"), "the version the registry keeps is the one served"
+
+
 def refused(ip: str) -> bool:
     try:
         socket.create_connection((ip, 80), timeout=2).close()

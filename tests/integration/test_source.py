@@ -383,3 +383,12 @@ def test_go_faas_run_by_path_on_the_gateway(daemon: Daemon) -> None:
     assert (status, json.loads(body)) == (200, {"data": {"result": 50}, "type": "json"})
     status, body = gateway("POST", "/run/calc/mul", json.dumps({"input": '{"a": 2, "b": 3}'}).encode())
     assert json.loads(body) == {"data": {"result": 6}, "type": "json"}, "input as JSON text, as go-faas takes it"
+
+
+def test_a_graalfaas_manifest_with_dependencies_and_invoke_by_id(daemon: Daemon) -> None:
+    result = daemon.faas("new", "--manifest", str(SOURCE / "graal" / "hello-deps.jsonc"))
+    assert result.returncode == 0, result.stderr
+    status, body = gateway("POST", "/invoke/hello-deps", b'{"name": "PyUser"}')
+    assert (status, body) == (200, b"Hello, PyUser!"), "a one-argument handler(event), as GraalFaaS calls it"
+    described = json.loads(daemon.faas("describe", "hello-deps", "--json").stdout)
+    assert (described["runtime"], described["entry"]) == ("python", "handler.py")

@@ -1,6 +1,8 @@
 import contextlib
 import ipaddress
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -181,3 +183,33 @@ def test_addresses_run_out_with_a_clear_error(registry: Registry) -> None:
     with pytest.raises(Conflict, match="no free address left in 127.10.0.0/29"):
         registry.assign_address("hello", 5)
     assert registry.version("hello", 5).ip is None
+
+
+def test_reads_never_wait_for_a_write_held_up_in_the_database(tmp_path: Path) -> None:
+    """A write waits for the database (here another connection's lock; in life, an fsync) while
+    the event loop reads: the reads answer at once, from what was last committed."""
+    registry = Registry(tmp_path / "faasd.db", RANGE)
+    registry.add_version("hello", 1, "hello:1", "sha256:a", CONFIG, 0, 0, LIMITS)
+    blocker = sqlite3.connect(tmp_path / "faasd.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    writing = threading.Thread(
+        target=registry.add_version, args=("hello", 2, "hello:2", "sha256:b", CONFIG, 0, 0, LIMITS)
+    )
+    writing.start()
+    time.sleep(0.2)  # the write holds the registry and waits for the database
+    read: list[object] = []
+
+    def reads() -> None:
+        read.extend([registry.get("hello").current.number, registry.next_version("hello"), len(registry.functions())])
+        read.extend([len(registry.versions("hello")), registry.version("hello", 1).number, len(registry.addresses())])
+
+    reader = threading.Thread(target=reads)
+    reader.start()
+    reader.join(2)
+    assert writing.is_alive() and not reader.is_alive(), "the reads waited for the write"
+    assert read == [1, 2, 1, 1, 1, 1]
+    blocker.execute("ROLLBACK")
+    writing.join(10)
+    assert registry.get("hello").current.number == 2 and registry.next_version("hello") == 3
+    blocker.close()
+    registry.close()

@@ -46,6 +46,8 @@ MAX_CAPTURED = 256 * 1024  # of what a run prints, the last bytes come back
 SCRIPT_NAME = "__faas_script__"
 # The keys of a response shape: a returned dict made only of these (statusCode included) sets them.
 SHAPE_KEYS = frozenset({"statusCode", "headers", "body", "isBase64Encoded"})
+# Code object flags (inspect.CO_*), without importing inspect in every container.
+CO_VARARGS, CO_GENERATOR, CO_ASYNC_GENERATOR = 0x04, 0x20, 0x200
 
 
 class LoadError(Exception):
@@ -169,6 +171,20 @@ def parse_event(method: str, body: bytes, query: dict[str, str]) -> Any:
         return body.decode("utf-8", "replace")
 
 
+def adapt(function: Callable[..., Any]) -> Callable[[Any, Context], Any]:
+    """``function`` called as ``(event, context)``, whether it takes both or the event alone
+    (GraalFaaS's ``handler(event)``)."""
+    code = getattr(function, "__code__", None)
+    if code is None or code.co_flags & CO_VARARGS:
+        return function
+    positional = code.co_argcount - (1 if hasattr(function, "__self__") else 0)
+    if positional >= 2:
+        return function
+    if positional == 1:
+        return lambda event, _context: function(event)
+    return lambda _event, _context: function()
+
+
 def call(function: Callable[..., Any], event: Any, context: Context) -> Any:
     """Call the handler; a coroutine it returns is run to its end."""
     result = function(event, context)
@@ -232,9 +248,6 @@ def go_faas_event(body: Any) -> tuple[Any, bool]:
         except ValueError:
             pass
     return event, body.get("stream") is True
-
-
-CO_GENERATOR, CO_ASYNC_GENERATOR = 0x20, 0x200  # code object flags (inspect.CO_*), without importing inspect
 
 
 def is_generator(function: Callable[..., Any]) -> bool:
@@ -323,6 +336,7 @@ def make_handle(function: Callable[..., Any]) -> Callable[[Any], Any]:
     import faas_handler
 
     generates = is_generator(function)
+    function = adapt(function)
 
     def handle(request: Any) -> Any:
         headers = {name.lower(): value for name, value in request.headers.items()}
@@ -383,7 +397,7 @@ def run_once(name: str) -> int:
         metadata = {"id": os.environ.get("FAAS_REQUEST_ID", ""), "function": "", "version": None}
         metadata["deadline"] = int(os.environ.get("FAAS_DEADLINE_MS", "0"))
         _, function = load(name)
-        verdict["result"] = jsonable(call(function, event, Context(metadata, "RUN", "/", {})))
+        verdict["result"] = jsonable(call(adapt(function), event, Context(metadata, "RUN", "/", {})))
     except LoadError as exc:
         verdict["error"] = str(exc)
     except Exception as exc:
