@@ -7,12 +7,15 @@ over isolation) and fork (``--sandbox fork``: a fresh sandbox forked per connect
 template that loaded the app once). For each, and for the baseline: connect→first byte and
 connect→last byte (p50/p90/p99), requests/s and errors, sequentially (paced, one request every
 ``--gap`` seconds, as a lightly used function sees them) and with 8 and 32 clients back to back;
-the daemon's own CPU time per request and its peak RSS, and the whole machine's CPU time per
-request (busy jiffies from /proc/stat: daemon, runc, templates and handlers, and whatever else
-runs on the host). Then the deploy time of a first and a second function on one base. All in
-one run, because figures from different runs do not compare; and as the host drifts even within
-a run, each concurrency's rows run together, the baseline both before and after faasd's (its
-figures pool the two). Each faasd row gets a function of its own, deployed
+the daemon's own CPU time per request and its peak RSS, the whole machine's CPU time per request
+(busy jiffies from /proc/stat: daemon, runc, templates and handlers, and whatever else runs on the
+host), and the CPU time per request of the processes each side owns (``own``: faasd with the
+``runc run``s and containers it reaped, and a fork-mode template with the children it reaped;
+the raw loop's reaped ``runc run``s and containers), which a shared host does not inflate. Then
+the deploy time of a first and a second function on one base. All in one run, because figures
+from different runs do not compare; and as the host drifts even within a run, each concurrency's
+rows run together, the baseline both before and after faasd's (its figures pool the two). Each
+faasd row gets a function of its own, deployed
 for it and removed after it. As root:
 
     sudo .venv/bin/python -m bench.speed [--requests 200] [--gap 0.1] [--modes fork cold] [--cache DIR]
@@ -212,6 +215,18 @@ def machine_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and of the children it has reaped (utime, stime, cutime, cstime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_children_cpu_seconds() -> float:
+    """CPU time of this process's reaped children: the raw loop's ``runc run``s and their containers."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
 def measure(address: tuple[str, int], requests: int, concurrency: int, gap: float) -> tuple[list[Sample], float, float]:
     """The samples, the wall time, and the machine's busy CPU seconds over them (the warm-up's too)."""
     busy = machine_cpu_seconds()
@@ -237,7 +252,7 @@ def print_table(results: dict[tuple[str, int], dict[str, float]], requests: int,
     print(
         f"{'server':<10}{'c':>3}{'ok':>5}{'err':>4}"
         f"{'first p50':>10}{'p90':>7}{'p99':>7}{'last p50':>10}{'p90':>7}{'p99':>7}{'req/s':>8}{'cpu ms/req':>11}"
-        f"{'machine ms/req':>15}"
+        f"{'machine ms/req':>15}{'own ms/req':>11}"
     )
     for (server, concurrency), row in sorted(results.items(), key=table_order):
         cpu = f"{row['cpu_ms']:.2f}" if "cpu_ms" in row else "-"
@@ -245,16 +260,16 @@ def print_table(results: dict[tuple[str, int], dict[str, float]], requests: int,
             f"{server:<10}{concurrency:>3}{row['ok']:>5.0f}{row['errors']:>4.0f}"
             f"{row['first_p50']:>10.1f}{row['first_p90']:>7.1f}{row['first_p99']:>7.1f}"
             f"{row['last_p50']:>10.1f}{row['last_p90']:>7.1f}{row['last_p99']:>7.1f}{row['rps']:>8.1f}{cpu:>11}"
-            f"{row['machine_ms']:>15.1f}"
+            f"{row['machine_ms']:>15.1f}{row['own_ms']:>11.1f}"
         )
-    print("ratios to raw runc at the same concurrency (first-byte p50, last-byte p50, req/s, machine CPU):")
+    print("ratios to raw runc at the same concurrency (first-byte p50, last-byte p50, req/s, machine CPU, own CPU):")
     for (server, concurrency), row in sorted(results.items(), key=table_order):
         raw = results[(BASELINE, concurrency)]
         if server != BASELINE and row["ok"] and raw["ok"]:
             print(
                 f"  {server:<6} c={concurrency:<3} {row['first_p50'] / raw['first_p50']:.3f}x  "
                 f"{row['last_p50'] / raw['last_p50']:.3f}x  {row['rps'] / raw['rps']:.2f}x  "
-                f"{row['machine_ms'] / raw['machine_ms']:.3f}x"
+                f"{row['machine_ms'] / raw['machine_ms']:.3f}x  {row['own_ms'] / raw['own_ms']:.3f}x"
             )
 
 
@@ -276,14 +291,19 @@ def main() -> None:
             with RawRuncServer(rootfs, ["python3", "/app/app.py"], ["PATH=/usr/bin:/bin"], workdir / "raw"):
                 for concurrency in CONCURRENCIES:
                     # The host drifts: the baseline runs before and after faasd's rows and pools both.
+                    own = own_children_cpu_seconds()
                     before = measure(BASELINE_ADDRESS, options.requests, concurrency, options.gap)
+                    own = own_children_cpu_seconds() - own
                     for mode, flags in modes.items():
                         row = measure_mode(faasd, image, mode, flags, options.requests, concurrency, options.gap)
                         results[(mode, concurrency)] = row
+                    own -= own_children_cpu_seconds()
                     after = measure(BASELINE_ADDRESS, options.requests, concurrency, options.gap)
+                    own += own_children_cpu_seconds()
                     baseline = describe(before[0] + after[0], before[1] + after[1])
                     requests = len(before[0]) + len(after[0]) + 2 * concurrency
                     baseline["machine_ms"] = per_request_ms(before[2] + after[2], requests)
+                    baseline["own_ms"] = per_request_ms(own, requests)
                     results[(BASELINE, concurrency)] = baseline
             peak_mib = faasd.memory_kib()["VmHWM"] / 1024
             if "fork" in modes:
@@ -303,21 +323,27 @@ def measure_mode(
 ) -> dict[str, float]:
     """One row of faasd in ``mode``, deployed for it alone and removed after: no other pool runs beside it."""
     address, _ = faasd.deploy(mode, image, *flags)
-    before = faasd.cpu_seconds()
+    run_load(address, 1, 1, 0)  # a fork-mode template is up
+    before, tree, templates = faasd.cpu_seconds(), tree_cpu_seconds(faasd.pid), template_pids(mode)
+    template_cpu = sum(tree_cpu_seconds(pid) for pid in templates)
     samples, wall, busy = measure(address, requests, concurrency, gap)
     row = describe(samples, wall)
+    template_cpu = sum(tree_cpu_seconds(pid) for pid in templates) - template_cpu
     row["cpu_ms"] = per_request_ms(faasd.cpu_seconds() - before, len(samples) + concurrency)  # the warm-up's too
     row["machine_ms"] = per_request_ms(busy, len(samples) + concurrency)
+    row["own_ms"] = per_request_ms(tree_cpu_seconds(faasd.pid) - tree + template_cpu, len(samples) + concurrency)
     faasd.remove(mode)
     return row
 
 
-def pss_kib(pid: int) -> int:
-    """A process's proportional set size: its private pages plus its share of shared ones."""
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1])
-    return 0
+def pss_kib(pid: int) -> int | None:
+    """A process's proportional set size (its private pages plus its share of shared ones);
+    None once it has exited."""
+    try:
+        lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) for line in lines if line.startswith("Pss:")), None)
 
 
 def processes_in_cgroups(prefix: str) -> dict[int, str]:
@@ -336,20 +362,28 @@ def processes_in_cgroups(prefix: str) -> dict[int, str]:
     return found
 
 
+def template_pids(function: str) -> list[int]:
+    """The host pids of ``function``'s fork-mode templates: its processes whose parent is none of them."""
+    found = processes_in_cgroups(f"{function}-")
+    parents = {pid: int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1]) for pid in found}
+    return [pid for pid, parent in parents.items() if parent not in found]
+
+
 def fork_memory(faasd: BenchDaemon, image: Path, held: int) -> tuple[int, int]:
     """The PSS of a fork-mode template, and per connection of ``held`` its children hold at once."""
     name = "forkmem"
     address, _ = faasd.deploy(name, image, "--sandbox", "fork")
     run_load(address, 1, 1, 0)  # the template is up
-    template = set(processes_in_cgroups(f"{name}-"))
+    template = set(template_pids(name))
     sockets = [socket.create_connection(address) for _ in range(held)]
     try:
         for sock in sockets:
             sock.sendall(b"GET / HTTP/1.1\r\n")  # the head is not over: each child waits for the rest
         time.sleep(2)
-        children = set(processes_in_cgroups(f"{name}-")) - template
-        template_kib = sum(pss_kib(pid) for pid in template)
-        child_kib = sum(pss_kib(pid) for pid in children) // max(len(children), 1)
+        children = set(processes_in_cgroups(f"{name}-")) - template  # the held ones, and any warm ones
+        template_kib = sum(pss_kib(pid) or 0 for pid in template)
+        sizes = [size for size in map(pss_kib, children) if size is not None]
+        child_kib = sum(sizes) // max(len(sizes), 1)
     finally:
         for sock in sockets:
             sock.close()
