@@ -324,7 +324,8 @@ def measure_mode(
     """One row of faasd in ``mode``, deployed for it alone and removed after: no other pool runs beside it."""
     address, _ = faasd.deploy(mode, image, *flags)
     run_load(address, 1, 1, 0)  # a fork-mode template is up
-    before, tree, templates = faasd.cpu_seconds(), tree_cpu_seconds(faasd.pid), template_pids(mode)
+    templates = template_pids(mode) if "fork" in flags else []
+    before, tree = faasd.cpu_seconds(), tree_cpu_seconds(faasd.pid)
     template_cpu = sum(tree_cpu_seconds(pid) for pid in templates)
     samples, wall, busy = measure(address, requests, concurrency, gap)
     row = describe(samples, wall)
