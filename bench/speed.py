@@ -215,10 +215,17 @@ def machine_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+def stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command's name (state, ppid, ...); empty once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return []
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """CPU time of a process and of the children it has reaped (utime, stime, cutime, cstime)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return sum(int(value) for value in stat_fields(pid)[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def own_children_cpu_seconds() -> float:
@@ -366,8 +373,8 @@ def processes_in_cgroups(prefix: str) -> dict[int, str]:
 def template_pids(function: str) -> list[int]:
     """The host pids of ``function``'s fork-mode templates: its processes whose parent is none of them."""
     found = processes_in_cgroups(f"{function}-")
-    parents = {pid: int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1]) for pid in found}
-    return [pid for pid, parent in parents.items() if parent not in found]
+    parents = {pid: stat_fields(pid)[1:2] for pid in found}
+    return [pid for pid, parent in parents.items() if parent and int(parent[0]) not in found]
 
 
 def fork_memory(faasd: BenchDaemon, image: Path, held: int) -> tuple[int, int]:
