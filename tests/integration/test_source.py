@@ -69,6 +69,8 @@ def post_json(ip: str, event: object) -> tuple[int, dict[str, str], bytes]:
 def test_runtime_list_and_a_module_function_answers_in_every_shape(daemon: Daemon) -> None:
     listed = json.loads(daemon.faas("runtime", "list", "--json").stdout)
     assert [(r["name"], r["language"], r["layers"]) for r in listed] == [("python", "python", 2)]
+    cache = daemon.state_dir / "runtimes" / "python" / "3" / "rootfs" / "faas" / "runtime" / "__pycache__"
+    assert sorted(p.name.split(".")[0] for p in cache.iterdir()) == ["faas_handler", "runtime"], "compiled at add"
 
     ip = deploy(daemon, "shapes", "--code", str(SOURCE), "--entry", "handler.py")
     status, headers, body = post_json(ip, {"a": 1})
