@@ -628,9 +628,7 @@ async def lookup_layers(request: web.Request) -> web.Response:
 
 async def list_functions(request: web.Request) -> web.Response:
     query_params(request)
-    config = request.app[CONFIG]
-    listed = [function_json(f) | {"gateway": gateway_json(config, f.name)} for f in request.app[FUNCTIONS].all()]
-    return web.json_response({"functions": listed})
+    return web.json_response({"functions": [function_json(f) for f in request.app[FUNCTIONS].all()]})
 
 
 async def get_function(request: web.Request) -> web.Response:

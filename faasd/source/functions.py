@@ -115,6 +115,10 @@ def code_dir(parent: Path, files: Mapping[str, bytes]) -> Iterator[Path]:
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
+        for folder, _, names in os.walk(directory):  # the modes above, whatever the daemon's umask
+            os.chmod(folder, 0o755)
+            for name in names:
+                os.chmod(os.path.join(folder, name), 0o644, follow_symlinks=False)
         yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)

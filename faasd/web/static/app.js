@@ -97,7 +97,7 @@ async function renderFunctions() {
     const link = element("a", f.name);
     link.href = `#/functions/${encodeURIComponent(f.name)}`;
     const l = f.limits;
-    return row([link, f.ip, f.gateway ? f.gateway.url : "-", f.version, f.image, size(l.memory_bytes), l.cpus,
+    return row([link, f.ip, f.version, f.image, size(l.memory_bytes), l.cpus,
       l.pids, `${l.timeout_seconds}s`, size(l.tmp_bytes), l.warm, l.reuse, sandbox(f)]);
   }));
   $("#no-functions").hidden = functions.length > 0;
