@@ -50,6 +50,7 @@ COMPILED = re.compile(r"[A-Za-z0-9_]+\.[A-Za-z0-9_-]+\.pyc")
 RUNTIME_DIR = "/faas/runtime"
 CODE_DIR = "/faas/code"
 IO_DIR = "/faas/io"  # a run-once's input
+JOB_DATA = "/data"  # a job's files (a mount point of a layer of its own: it is outside /faas)
 # Mount points one-shot containers bind onto: the rootfs is read-only, runc cannot make them.
 MOUNT_POINTS = ("runtime", "code", "deps", "data", "io")
 PROBE_TIMEOUT_SECONDS = 30.0
@@ -225,10 +226,11 @@ class Runtimes:
     async def _compose(
         self, name: str, number: int, base_layers: list[str], files: dict[str, bytes], config: dict[str, Any]
     ) -> ImportedImage:
-        """Version ``number`` of runtime ``name``: the image's layers and one of ``files`` under /faas."""
-        wrapper = files_layer(files, "faas", MOUNT_POINTS)
+        """Version ``number`` of runtime ``name``: the image's layers, one of ``files`` under /faas
+        and the mount point /data."""
+        layers = [files_layer(files, "faas", MOUNT_POINTS), files_layer({}, JOB_DATA.lstrip("/"))]
         with composed_archive(self._config.uploads_dir) as path:
-            write_archive(path, base_layers, [wrapper], config, f"faas-runtime/{name}:latest")
+            write_archive(path, base_layers, layers, config, f"faas-runtime/{name}:latest")
             return await asyncio.to_thread(self._store.import_image, path, name, number, None)
 
     async def _compile(self, image: RootfsImage, lang: Language) -> dict[str, bytes]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
+import io
 import json
 import socket
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,7 +73,7 @@ def post_json(ip: str, event: object) -> tuple[int, dict[str, str], bytes]:
 
 def test_runtime_list_and_a_module_function_answers_in_every_shape(daemon: Daemon) -> None:
     listed = json.loads(daemon.faas("runtime", "list", "--json").stdout)
-    assert [(r["name"], r["language"], r["layers"]) for r in listed] == [("python", "python", 2)]
+    assert [(r["name"], r["language"], r["layers"]) for r in listed] == [("python", "python", 3)]
     cache = daemon.state_dir / "runtimes" / "python" / "3" / "rootfs" / "faas" / "runtime" / "__pycache__"
     assert sorted(p.name.split(".")[0] for p in cache.iterdir()) == ["faas_handler", "runtime"], "compiled at add"
 
@@ -384,3 +387,38 @@ def test_a_graalfaas_manifest_with_dependencies_and_invoke_by_id(daemon: Daemon)
     assert (status, body) == (200, b"Hello, PyUser!"), "a one-argument handler(event), as GraalFaaS calls it"
     described = json.loads(daemon.faas("describe", "hello-deps", "--json").stdout)
     assert (described["runtime"], described["entry"]) == ("python", "handler.py")
+
+
+def tar_of(files: dict[str, bytes]) -> str:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_a_functron_job_runs_its_files_with_stdin_and_a_timeout(daemon: Daemon) -> None:
+    """Functron's request, as its README gives it, on the python runtime."""
+    main = b"import sys\nprint('read', sys.stdin.read(), 'from', open('/data/lib/word.txt').read())\n"
+    job = {
+        "FnName": "my-example-function",
+        "DockerFile": "FROM python\nENV GREETING=hi\nCMD python3 /data/main.py",
+        "TarFile": tar_of({"main.py": main, "lib/word.txt": b"the tar"}),
+        "Stdin": "Hello!",
+        "Timeout": 5.0,
+    }
+    status, answer = post_control(daemon, "/v1/jobs", job)
+    assert status == 200 and answer["stdout"] == "read Hello! from the tar\n" and answer["exit_code"] == 0
+    writes = job | {"DockerFile": 'FROM python\nCMD ["python3", "-c", "open(\'/data/x\', \'w\')"]'}
+    status, answer = post_control(daemon, "/v1/jobs", writes)
+    assert answer["exit_code"] == 1 and "Read-only file system" in answer["stderr"], "/data is read-only"
+    slow = job | {"DockerFile": "FROM python\nCMD sleep 30", "Timeout": 1}
+    status, answer = post_control(daemon, "/v1/jobs", slow)
+    assert status == 200 and answer["timed_out"] is True and answer["exit_code"] is None
+    status, refused = post_control(daemon, "/v1/jobs", job | {"DockerFile": "FROM python\nRUN rm -rf /\nCMD true"})
+    assert status == 400 and "RUN is not taken" in refused["error"]
+    escaping = job | {"TarFile": tar_of({"../../etc/evil": b"x"})}
+    status, refused = post_control(daemon, "/v1/jobs", escaping)
+    assert status == 400 and "evil" in refused["error"]
