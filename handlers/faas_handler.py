@@ -348,7 +348,7 @@ _MOUNT_OPTION_FLAGS = {"nosuid": _MS_NOSUID, "nodev": _MS_NODEV, "noexec": _MS_N
 _PR_SET_SECCOMP, _PR_CAPBSET_DROP, _PR_SET_CHILD_SUBREAPER, _PR_SET_NO_NEW_PRIVS, _PR_CAP_AMBIENT = 22, 24, 36, 38, 47
 _PR_CAP_AMBIENT_CLEAR_ALL, _SECCOMP_MODE_FILTER, _CAPABILITY_VERSION_3 = 4, 2, 0x20080522
 _SIOCSIFFLAGS, _IFF_UP_LOOPBACK_RUNNING = 0x8914, 0x1 | 0x8 | 0x40
-_FORK_FDS = 4  # client, line to the daemon, stdout, stderr
+_FORK_FDS = 3  # the child's line to the daemon, its stdout, its stderr
 _EINVAL = 22
 
 
@@ -415,7 +415,11 @@ def _fork_child(
     fds: list[int],
     app: WSGIApp,
 ) -> None:
-    """Fork the child that serves one connection; the template goes back to its channel."""
+    """Fork a child for one connection to come; the template goes back to its channel.
+
+    The child builds its sandbox, then waits on its line for the connection (its metadata and the
+    client's fd): no code of the app runs for it before, and it serves no other.
+    """
     scratch, bpf = setup
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # or the child would write the template's pending output again
@@ -427,7 +431,7 @@ def _fork_child(
 
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         channel.close()
-        client_fd, line_fd, stdout_fd, stderr_fd = fds
+        line_fd, stdout_fd, stderr_fd = fds
         os.dup2(stdout_fd, 1)
         os.dup2(stderr_fd, 2)
         _enter_namespaces(libc)
@@ -439,11 +443,16 @@ def _fork_child(
         _loopback_up()
         if line.recv(8) != b"go":  # the daemon has put this process in its connection's cgroups
             os._exit(1)
-        line.close()
-        os.closerange(3, client_fd)
-        os.closerange(client_fd + 1, os.sysconf("SC_OPEN_MAX"))
+        os.closerange(3, line_fd)
+        os.closerange(line_fd + 1, os.sysconf("SC_OPEN_MAX"))
         _drop_privileges(libc, bpf)
-        client = socket.socket(fileno=client_fd)
+        message, client_fds = _receive(line, MAX_MESSAGE_BYTES, 1)
+        line.close()
+        if not client_fds:  # the daemon no longer needs this child
+            status = 0
+            return
+        metadata = json.loads(message)
+        client = socket.socket(fileno=client_fds[0])
         client.setblocking(True)
         with client:
             _serve_client(client, metadata, app)
@@ -1213,8 +1222,8 @@ class _Waiting(io.RawIOBase):
     """The client's socket as the raw stream under a connection's buffered reader, whose reads
     can be bounded: while ``until`` (monotonic) is set, a read that finds no byte by then reads
     as the end of the stream. The buffered reader reads here only when its buffer is empty, so
-    a request already received (pipelined) is never waited for; and no socket timeout is set,
-    which would cost two system calls a request."""
+    a request already received (pipelined) is never waited for. No socket timeout is set: it
+    would flip O_NONBLOCK, a flag of the open file the daemon holds too, twice a request."""
 
     def __init__(self, client: socket.socket) -> None:
         super().__init__()
