@@ -32,6 +32,7 @@ from faas_cli.client import (
     UnixEndpoint,
 )
 from faas_cli.engine import find_engine, saved_image
+from faas_cli.manifest import read_manifest
 from faas_cli.progress import Progress
 from faas_cli.pulling import PullProgress, docker_config_path, docker_credentials
 from faas_cli.run import run
@@ -240,7 +241,7 @@ def main(ctx: click.Context, socket_path: Path, host: HttpEndpoint | None, token
 
 
 @main.command()
-@function_name
+@click.argument("name", required=False, shell_complete=complete_function_names)
 @click.option(
     "-t",
     "--tag",
@@ -336,10 +337,17 @@ def main(ctx: click.Context, socket_path: Path, host: HttpEndpoint | None, token
     metavar="NAME",
     help="With --runtime: the function the entry exports.  [default: handler]",
 )
+@click.option(
+    "--manifest",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Deploy the source a GraalFaaS-style manifest describes (JSON with comments); NAME defaults to its id.",
+)
 @click.pass_obj
 def new(
     client: Client,
-    name: str,
+    name: str | None,
     image: str | None,
     tarball: io.BufferedReader | None,
     engine: str | None,
@@ -353,6 +361,7 @@ def new(
     code: tuple[Path, ...],
     entry: str | None,
     handler: str | None,
+    manifest: Path | None,
     **limits: str | None,
 ) -> None:
     """Deploy an image, or source code on a runtime, as function NAME (again: a new version, same IP).
@@ -375,10 +384,19 @@ def new(
       docker save hello | faas new hello
       faas new hello -f both.tar -t hello:2 --memory 64m --timeout 5
       faas new add --runtime python --code handler.py
+      faas new --manifest my-function.jsonc
       faas new hello --pull 127.0.0.1:5000/team/hello:1 -e GREETING=hi
       faas new hello -t hello:2 --check
     """
     settings = {key: value for key, value in limits.items() if value is not None}
+    if manifest is not None:
+        if runtime or code or entry or handler or image is not None or tarball is not None or environment:
+            raise click.UsageError("--manifest says the runtime, code, entry and handler: give it alone")
+        manifest_name, body = read_manifest(manifest)
+        print_deployed(client.deploy_source(name or manifest_name, body, settings, force), as_json)
+        return
+    if name is None:
+        raise click.UsageError("Missing argument 'NAME'.")  # as click says it, now that --manifest may name it
     if reference is not None:
         if image is not None or tarball is not None:
             raise click.UsageError("--pull takes the image from a registry: give it without -t or -f")

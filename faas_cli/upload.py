@@ -9,7 +9,9 @@ lets faasd tell every layer that follows as it arrives.
 From a pipe (``docker save IMAGE | faas new``, or ``-t``), the archive is read once: a layer is
 left out when the metadata that already passed, or its name (``blobs/sha256/<hex>``, which
 Docker >= 25 writes), says which it is and faasd holds it; faasd is asked as each one comes. The
-legacy ``<id>/layer.tar`` comes before its manifest.json, so it is sent whole.
+legacy ``<id>/layer.tar`` comes before its manifest.json: it is held back in a temporary file
+while it is hashed (an uncompressed layer's digest is its diff_id), then sent, or left out if
+faasd holds it.
 
 A layer left out is faasd's to supply: should it be freed before the import, faasd refuses the
 deploy (409) and a second ``faas new`` sends it.
@@ -21,9 +23,10 @@ import io
 import os
 import stat
 import tarfile
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import IO, Protocol
 
 from faas_cli.client import UPLOAD_BLOCK_BYTES, file_blocks
 from faasd.images.thin import (
@@ -81,7 +84,7 @@ def tarball_upload(file: io.BufferedReader, client: LayerLookup) -> Upload:
 
 def stream_upload(blocks: Iterable[bytes], client: LayerLookup) -> Upload:
     """The upload of an archive read once, from a pipe or a container engine."""
-    stripper = LayerStripper(HeldLayers(client))
+    stripper = LayerStripper(HeldLayers(client), measure=True)
     return Upload(_stripped(stripper, blocks), None, stripper.left_out)
 
 
@@ -165,17 +168,46 @@ def _span(info: tarfile.TarInfo) -> int:
 
 
 def _stripped(stripper: LayerStripper, blocks: Iterable[bytes]) -> Iterator[bytes]:
-    """``blocks`` through ``stripper``, one block out for each that comes in (and is not left out)."""
+    """``blocks`` through ``stripper``, one block out for each that comes in (and is not left out),
+    but what a member being measured brings, which waits until the stripper knows it."""
+    held = _HeldBack()
     for block in blocks:
-        if out := _joined(stripper.feed(block)):
-            yield out
-    if out := _joined(stripper.close()):
-        yield out
+        yield from held.take(list(stripper.feed(block)), stripper.measuring)
+    yield from held.take(list(stripper.close()), holding=False)
 
 
-def _joined(pieces: Iterable[bytes | Rewind]) -> bytes:
-    joined = bytearray()
-    for piece in pieces:
-        assert isinstance(piece, bytes), "only a stripper that measures rewinds"
-        joined += piece
-    return bytes(joined)
+class _HeldBack:
+    """The output of a stripper that measures, sent as it comes but for a member being hashed:
+    that waits in a temporary file (it may be a layer of any size), so that a ``Rewind`` can
+    replace it with its marker before any byte of it is sent."""
+
+    def __init__(self) -> None:
+        self._spool: IO[bytes] | None = None
+        self._start = 0  # the output offset of the spool's first byte
+
+    def take(self, pieces: list[bytes | Rewind], holding: bool) -> Iterator[bytes]:
+        """What may be sent now of ``pieces``; ``holding``: a member is being measured."""
+        if self._spool is None and not holding and not any(isinstance(p, Rewind) for p in pieces):
+            if out := b"".join(p for p in pieces if isinstance(p, bytes)):
+                self._start += len(out)
+                yield out
+            return
+        if self._spool is None:
+            self._spool = tempfile.TemporaryFile()
+        for piece in pieces:
+            if isinstance(piece, Rewind):
+                self._spool.truncate(piece.offset - self._start)
+                self._spool.seek(0, os.SEEK_END)
+                piece = piece.data
+            self._spool.write(piece)
+        if not holding:
+            yield from self._release()
+
+    def _release(self) -> Iterator[bytes]:
+        assert self._spool is not None
+        spool, self._spool = self._spool, None
+        with spool:
+            self._start += spool.tell()
+            spool.seek(0)
+            while block := spool.read(UPLOAD_BLOCK_BYTES):
+                yield block

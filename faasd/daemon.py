@@ -207,6 +207,7 @@ async def serve(config: Config) -> None:
     )
     for directory in (config.run_dir, config.runc_root, config.images_dir, config.runtimes_dir):
         directory.mkdir(parents=True, exist_ok=True, mode=0o711)
+    store.prepare()
     oneshot = OneShot(config, runc)
     # Before the leftovers go: the runtimes' layers are kept from then on.
     runtimes = Runtimes(config, store, oneshot)

@@ -23,12 +23,12 @@ from faasd.daemonlog import Throttle
 from faasd.errors import NotATemplate
 from faasd.handoff import close_client
 from faasd.images.store import ImageStore
-from faasd.instance import KILL_GRACE_SECONDS, Instance, Outcome
+from faasd.instance import KILL_GRACE_SECONDS, Instance, Outcome, Sandbox
 from faasd.logs import FunctionLog
 from faasd.registry import Version
 from faasd.replies import send_error
 from faasd.sandbox.bpf import compile_profile
-from faasd.sandbox.fork import ForkConnection, TemplatePool
+from faasd.sandbox.fork import ForkConnection, Templates
 from faasd.sandbox.runc import Runc
 from faasd.sandbox.seccomp import fork_child_profile, template_profile
 from faasd.sandbox.spec import SpecTemplate, build_spec
@@ -77,6 +77,12 @@ class Dispatcher:
         a wait for its turn about as long as one for a slot, then the start itself."""
         return self.config.admission.queue_timeout + self.config.start_timeout_seconds + KILL_GRACE_SECONDS
 
+    @property
+    def fork_start_bound(self) -> float:
+        """The longest a fork-mode child's start may take: its template's start and readiness,
+        a fork asked of it, and once more of a new one if that one hung."""
+        return 4 * self.config.start_timeout_seconds + 2 * KILL_GRACE_SECONDS
+
     def template(self, version: Version, seccomp: dict[str, Any] | None = None) -> SpecTemplate:
         """The ``config.json`` every container of ``version`` shares, but for its id (with the
         ``seccomp`` filter given, or the default one)."""
@@ -118,11 +124,11 @@ class Dispatcher:
             reason = template.refusal or f"its container did not start ({failure.value}, see faas logs)"
             raise NotATemplate(f"{version.function!r} cannot run with --sandbox fork: {reason}")
 
-    def fork_connection(self, pool: TemplatePool, function_log: FunctionLog) -> ForkConnection:
-        """A connection to be served by a child of ``pool``'s template."""
-        return ForkConnection(self.config, pool, function_log)
+    def fork_connection(self, templates: Templates, function_log: FunctionLog) -> ForkConnection:
+        """A child of the version's template, not yet forked."""
+        return ForkConnection(self.config, templates, function_log)
 
-    async def serve(self, instance: Instance | ForkConnection, client: socket.socket, peer: tuple[str, int]) -> bool:
+    async def serve(self, instance: Sandbox, client: socket.socket, peer: tuple[str, int]) -> bool:
         """Serve ``client`` on ``instance``, started here unless its pool started it.
 
         True when the container is ready for another connection (``reuse``); otherwise it has

@@ -29,21 +29,19 @@ from faasd.environment import with_environment
 from faasd.errors import Conflict, FaasError, NotFound, RuntimeFailure
 from faasd.images.archive import ImageConfig
 from faasd.images.store import ImageStore, ImportedImage
-from faasd.instance import Instance
 from faasd.limits import Limits
 from faasd.logs import FunctionLog, Logs
 from faasd.network import Aliases, open_listener
 from faasd.pool import WarmPool
 from faasd.registry import Function, Registry, Version, validate_name
 from faasd.replies import send_error
-from faasd.sandbox.fork import TemplatePool
+from faasd.sandbox.fork import ForkPool, Templates
 
 log = logging.getLogger(__name__)
 # Any client can make a busy daemon refuse connection after connection: the log gets a few lines.
 REFUSALS = Throttle(log)
 
 Adopt = Callable[[socket.socket, tuple[str, int]], None]
-Pool = WarmPool | TemplatePool  # a version's runc containers, or its fork-mode template
 
 
 class SameImage(Conflict):
@@ -105,7 +103,7 @@ class Listener:
         self._running: Counter[int] = Counter()  # version number -> connections and pools using it
         self._retired: set[int] = set()  # versions to remove when nothing uses them any more
         self.pool = self._open_pool(function.current)
-        self._pinned: dict[int, Pool] = {}  # pools of other versions, reached on their own address
+        self._pinned: dict[int, WarmPool] = {}  # pools of other versions, reached on their own address
         self._accepting = asyncio.create_task(accept_connections(sock, self.adopt, function.name))
 
     @property
@@ -118,16 +116,21 @@ class Listener:
         old, self.pool = self.pool, pinned or self._open_pool(version)
         self._close_in_background(old)
 
-    def _open_pool(self, version: Version) -> Pool:
-        pool: Pool
+    def _open_pool(self, version: Version) -> WarmPool:
+        pool: WarmPool
         if version.limits.sandbox == "fork":
             spec = self._dispatcher.fork_spec(version)
-            pool = TemplatePool(
+            templates = Templates(
                 version,
                 lambda: self._dispatcher.fork_template(version, spec, self._function_log),
-                lambda pool: self._dispatcher.fork_connection(pool, self._function_log),
+                self._warm_idle_seconds,
+            )
+            pool = ForkPool(
+                templates,
+                lambda: self._dispatcher.fork_connection(templates, self._function_log),
                 self._admission,
                 self._warm_idle_seconds,
+                self._dispatcher.fork_start_bound,
             )
         else:
             template = self._dispatcher.template(version)
@@ -141,19 +144,19 @@ class Listener:
         self._running[version.number] += 1  # once nothing can fail: the pool's close takes it back
         return pool
 
-    def _pool_for(self, version: Version) -> Pool:
+    def _pool_for(self, version: Version) -> WarmPool:
         if version.number == self.version.number:
             return self.pool
         if version.number not in self._pinned:
             self._pinned[version.number] = self._open_pool(version)
         return self._pinned[version.number]
 
-    def _close_in_background(self, pool: Pool) -> None:
+    def _close_in_background(self, pool: WarmPool) -> None:
         task = asyncio.create_task(self._close_pool(pool))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _close_pool(self, pool: Pool) -> None:
+    async def _close_pool(self, pool: WarmPool) -> None:
         try:
             await pool.close()
         finally:
@@ -169,13 +172,13 @@ class Listener:
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
-    async def _serve(self, pool: Pool, client: socket.socket, peer: tuple[str, int]) -> None:
+    async def _serve(self, pool: WarmPool, client: socket.socket, peer: tuple[str, int]) -> None:
         try:
             await self._admit_and_dispatch(pool, client, peer)
         finally:
             await self._release(pool.version.number)
 
-    async def _admit_and_dispatch(self, pool: Pool, client: socket.socket, peer: tuple[str, int]) -> None:
+    async def _admit_and_dispatch(self, pool: WarmPool, client: socket.socket, peer: tuple[str, int]) -> None:
         function = pool.version.function
         with client:
             try:
@@ -195,8 +198,7 @@ class Listener:
             except Exception:
                 log.exception("connection failed function=%s version=%s", function, pool.version.number)
             finally:
-                if kept:  # only a runc container is kept for another connection
-                    assert isinstance(pool, WarmPool) and isinstance(instance, Instance)
+                if kept:
                     pool.give_back(instance)  # its slot goes back with it
                 else:
                     self._admission.release(function)

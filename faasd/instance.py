@@ -20,7 +20,7 @@ import socket
 import time
 import uuid
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from faasd import metrics
 from faasd.admission import Starts
@@ -74,6 +74,36 @@ def _silent(handler: socket.socket) -> bool:
 
 def new_request_id() -> str:
     return uuid.uuid4().hex[:16]
+
+
+class Sandbox(Protocol):
+    """What a pool and the dispatcher drive: a never-used sandbox for one connection (or, under
+    reuse, a few), a runc container (``Instance``) or a child of a template (``ForkConnection``)."""
+
+    version: Version
+    id: str
+    served: int
+    started: bool
+    start_failure: Outcome | None
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def exit_code(self) -> int | None: ...
+
+    async def start(self) -> Outcome | None: ...
+
+    async def serve(self, client: socket.socket, peer: tuple[str, int]) -> Outcome: ...
+
+    async def stop(self) -> None: ...
+
+    async def wait_exit(self) -> None: ...
+
+    def record(self, **fields: object) -> None: ...
 
 
 class Instance:

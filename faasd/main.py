@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import sys
 from pathlib import Path
@@ -15,6 +16,11 @@ from faasd.config import Config, LogLimits, TcpAddress
 from faasd.limits import Limits, parse_size
 
 REGISTRY_PATTERN = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:]+\](:[0-9]{1,5})?")
+# Everything the daemon writes is root's alone: files 0600 (the database and its WAL, bundles'
+# config.json, which hold the functions' Env). Directories keep their search bit for others
+# (0711), since containers run as unprivileged host uids and must reach their rootfs and control
+# socket through them, but no one else may list or read them.
+PRIVATE_UMASK = 0o066
 DOMAIN_PATTERN = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
 
@@ -279,4 +285,5 @@ def main(
         insecure_registries=insecure_registries,
         registry_timeout_seconds=registry_timeout,
     )
+    os.umask(PRIVATE_UMASK)
     sys.exit(daemon.run(config))

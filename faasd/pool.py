@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from faasd.admission import Admission, Overloaded
-from faasd.instance import Instance, Outcome
+from faasd.instance import Outcome, Sandbox
 from faasd.registry import Version
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def warm_target(arrivals_per_second: float, start_seconds: float, cap: int, reus
     return min(cap, math.ceil(arrivals_per_second / reuse * start_seconds) + 1)
 
 
-def _new_future() -> asyncio.Future[tuple[Instance, bool]]:
+def _new_future() -> asyncio.Future[tuple[Sandbox, bool]]:
     return asyncio.get_running_loop().create_future()
 
 
@@ -63,7 +63,7 @@ class Claim:
     """A connection waiting for a container of the pool."""
 
     # The container, and whether it was ready before (warm, or back under reuse) or started for a connection.
-    offered: asyncio.Future[tuple[Instance, bool]] = field(default_factory=_new_future)
+    offered: asyncio.Future[tuple[Sandbox, bool]] = field(default_factory=_new_future)
     covered: bool = False  # a start asked for by a connection is counted on for it
     expects_return: bool = False  # it waits a while for a container serving another to come back
 
@@ -74,7 +74,7 @@ class WarmPool:
     def __init__(
         self,
         version: Version,
-        new_instance: Callable[[], Instance],
+        new_instance: Callable[[], Sandbox],
         admission: Admission,
         idle_seconds: float,
         start_bound: float,
@@ -85,8 +85,8 @@ class WarmPool:
         self._admission = admission
         self._idle_seconds = idle_seconds
         self._start_bound = start_bound
-        self._ready: deque[Instance] = deque()
-        self._lent: set[Instance] = set()  # serving a connection, to come back under reuse
+        self._ready: deque[Sandbox] = deque()
+        self._lent: set[Sandbox] = set()  # serving a connection, to come back under reuse
         self._starting = 0
         self._starting_for_claims = 0
         self._arrivals: deque[float] = deque()
@@ -105,7 +105,7 @@ class WarmPool:
     def ready(self) -> int:
         return len(self._ready)
 
-    async def claim(self) -> tuple[Instance, bool]:
+    async def claim(self) -> tuple[Sandbox, bool]:
         """A container for a new connection, its slot with it, and whether it was ready before the
         connection needed it (a warm one, or one back under reuse); may raise ``Overloaded``.
 
@@ -123,7 +123,7 @@ class WarmPool:
             self._lent.add(instance)
         return instance, ready
 
-    async def _claim(self) -> tuple[Instance, bool]:
+    async def _claim(self) -> tuple[Sandbox, bool]:
         instance = self._take_ready()
         if instance is not None:
             return instance, True
@@ -150,7 +150,7 @@ class WarmPool:
             self._withdraw(claim)
             raise
 
-    async def _offered(self, claim: Claim) -> tuple[Instance, bool]:
+    async def _offered(self, claim: Claim) -> tuple[Sandbox, bool]:
         """The container offered to ``claim``, which counts on a start under way: within the
         time one start may take, or ``Overloaded``."""
         try:
@@ -174,7 +174,7 @@ class WarmPool:
         slot.result()  # raises Overloaded
         return True
 
-    def _take_ready(self) -> Instance | None:
+    def _take_ready(self) -> Sandbox | None:
         """A ready container for a new connection, its slot with it; ``None`` when there is none."""
         now = self._last_arrival = time.monotonic()
         self._arrivals.append(now)
@@ -192,7 +192,7 @@ class WarmPool:
                 self._discard(candidate)
         return instance
 
-    def give_back(self, instance: Instance) -> None:
+    def give_back(self, instance: Sandbox) -> None:
         """Keep ``instance`` (slot and all), ready for another connection under ``reuse``.
 
         It goes first in line, ahead of never-used ones, and is kept even with ``warm`` 0:
@@ -287,7 +287,7 @@ class WarmPool:
         self._starting -= 1
         self._starting_for_claims -= for_claim
 
-    def _start_failed(self, instance: Instance, failure: Outcome, for_claim: bool) -> None:
+    def _start_failed(self, instance: Sandbox, failure: Outcome, for_claim: bool) -> None:
         """Back off from warm starts; a connection left with no start coming gets the failure."""
         backoff = self._back_off()
         log.warning(
@@ -323,7 +323,7 @@ class WarmPool:
             self._claims.remove(claim)
             claim.offered.set_exception(Overloaded(f"no container could be started: {error}", retry_after=1))
 
-    def _keep_or_discard(self, instance: Instance, *, first: bool) -> None:
+    def _keep_or_discard(self, instance: Sandbox, *, first: bool) -> None:
         """Keep a ready container no connection waits for, ``first`` in line or last; or stop it
         when the pool is closed, another function's connection wants its slot, or (a new one)
         enough are ready already."""
@@ -340,7 +340,7 @@ class WarmPool:
             self._ready.append(instance)
             self._schedule_idle_check()  # one that ran while this started must not leave it behind
 
-    async def _watch(self, instance: Instance) -> None:
+    async def _watch(self, instance: Sandbox) -> None:
         """Reap ``instance`` if it dies while it waits in the pool (taken, given back or not)."""
         await instance.wait_exit()
         self._lent.discard(instance)
@@ -365,7 +365,7 @@ class WarmPool:
         there are such starts under way."""
         return sum(claim.covered and not claim.offered.done() for claim in self._claims)
 
-    def _hand_over(self, claim: Claim, instance: Instance, *, ready: bool) -> None:
+    def _hand_over(self, claim: Claim, instance: Sandbox, *, ready: bool) -> None:
         self._claims.remove(claim)
         claim.offered.set_result((instance, ready))
 
@@ -384,7 +384,7 @@ class WarmPool:
         elif not slot.cancelled() and slot.exception() is None:
             self._admission.release(self.version.function)
 
-    def _discard(self, instance: Instance) -> None:
+    def _discard(self, instance: Sandbox) -> None:
         """Give back ``instance``'s slot now and end the container in the background."""
         self._admission.release(self.version.function)
         self._spawn(self._stops, instance.stop())

@@ -45,6 +45,7 @@ import io
 import json
 import os
 import re
+import select
 import socket
 import sys
 import time
@@ -347,7 +348,7 @@ _MOUNT_OPTION_FLAGS = {"nosuid": _MS_NOSUID, "nodev": _MS_NODEV, "noexec": _MS_N
 _PR_SET_SECCOMP, _PR_CAPBSET_DROP, _PR_SET_CHILD_SUBREAPER, _PR_SET_NO_NEW_PRIVS, _PR_CAP_AMBIENT = 22, 24, 36, 38, 47
 _PR_CAP_AMBIENT_CLEAR_ALL, _SECCOMP_MODE_FILTER, _CAPABILITY_VERSION_3 = 4, 2, 0x20080522
 _SIOCSIFFLAGS, _IFF_UP_LOOPBACK_RUNNING = 0x8914, 0x1 | 0x8 | 0x40
-_FORK_FDS = 4  # client, line to the daemon, stdout, stderr
+_FORK_FDS = 3  # the child's line to the daemon, its stdout, its stderr
 _EINVAL = 22
 
 
@@ -414,7 +415,11 @@ def _fork_child(
     fds: list[int],
     app: WSGIApp,
 ) -> None:
-    """Fork the child that serves one connection; the template goes back to its channel."""
+    """Fork a child for one connection to come; the template goes back to its channel.
+
+    The child builds its sandbox, then waits on its line for the connection (its metadata and the
+    client's fd): no code of the app runs for it before, and it serves no other.
+    """
     scratch, bpf = setup
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # or the child would write the template's pending output again
@@ -426,7 +431,7 @@ def _fork_child(
 
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         channel.close()
-        client_fd, line_fd, stdout_fd, stderr_fd = fds
+        line_fd, stdout_fd, stderr_fd = fds
         os.dup2(stdout_fd, 1)
         os.dup2(stderr_fd, 2)
         _enter_namespaces(libc)
@@ -438,11 +443,16 @@ def _fork_child(
         _loopback_up()
         if line.recv(8) != b"go":  # the daemon has put this process in its connection's cgroups
             os._exit(1)
-        line.close()
-        os.closerange(3, client_fd)
-        os.closerange(client_fd + 1, os.sysconf("SC_OPEN_MAX"))
+        os.closerange(3, line_fd)
+        os.closerange(line_fd + 1, os.sysconf("SC_OPEN_MAX"))
         _drop_privileges(libc, bpf)
-        client = socket.socket(fileno=client_fd)
+        message, client_fds = _receive(line, MAX_MESSAGE_BYTES, 1)
+        line.close()
+        if not client_fds:  # the daemon no longer needs this child
+            status = 0
+            return
+        metadata = json.loads(message)
+        client = socket.socket(fileno=client_fds[0])
         client.setblocking(True)
         with client:
             _serve_client(client, metadata, app)
@@ -1195,17 +1205,46 @@ class _Deadline:
         now = time.monotonic()
         return now + max(self.slowest, now - started) + DEADLINE_MARGIN <= self.at
 
-    def wait_for_request(self) -> float | None:
-        """How long the next request may be waited for: None for ever, 0 or less not at all."""
+    def request_cutoff(self) -> float | None:
+        """Until when (monotonic) the next request may be waited for; None: for ever."""
         if self.at is None:
             return None
-        return self.at - DEADLINE_MARGIN - self.slowest - time.monotonic()
+        return self.at - DEADLINE_MARGIN - self.slowest
 
     def bounded(self, seconds: float) -> float:
         """``seconds``, or what is left before the deadline less half the margin: for the close."""
         if self.at is None:
             return seconds
         return max(0.0, min(seconds, self.at - DEADLINE_MARGIN / 2 - time.monotonic()))
+
+
+class _Waiting(io.RawIOBase):
+    """The client's socket as the raw stream under a connection's buffered reader, whose reads
+    can be bounded: while ``until`` (monotonic) is set, a read that finds no byte by then reads
+    as the end of the stream. The buffered reader reads here only when its buffer is empty, so
+    a request already received (pipelined) is never waited for. No socket timeout is set: it
+    would flip O_NONBLOCK, a flag of the open file the daemon holds too, twice a request."""
+
+    def __init__(self, client: socket.socket) -> None:
+        super().__init__()
+        self.raw = client.makefile("rb", buffering=0)
+        self.until: float | None = None
+        self.readable_soon = select.poll()  # not select.select, which fails on an fd over 1023
+        self.readable_soon.register(client, select.POLLIN)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        if self.until is not None:
+            left = self.until - time.monotonic()
+            if left <= 0 or not self.readable_soon.poll(left * 1000):  # a hang-up or an error counts: recv tells
+                return 0
+        return self.raw.readinto(buffer)
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
 
 
 class _Connection:
@@ -1218,7 +1257,8 @@ class _Connection:
         self.app = app
         self.peer = _peer(metadata, client)
         self.local = client.getsockname()
-        self.rfile = client.makefile("rb")
+        self.reader = _Waiting(client)
+        self.rfile = io.BufferedReader(self.reader)
         self.wfile = client.makefile("wb")  # buffered: status line, headers and a first chunk leave in one segment
         self.deadline = _Deadline.from_metadata(metadata)
         self.answered = 0  # responses sent
@@ -1240,22 +1280,14 @@ class _Connection:
         """Wait for the next request's first byte (or the end of the stream). On a kept-alive
         connection, only as long as one as slow as the slowest so far could still be served
         before the deadline: False then, and the idle connection closes before the kill."""
-        wait = self.deadline.wait_for_request()
-        if wait is None:
+        if self.deadline.at is None:
             return True  # no deadline: reading the request does the waiting
-        if not self.answered:
-            self.rfile.peek(1)  # a first request is waited for as long as the client takes
-            return True
-        if wait <= 0:
-            return False
-        self.client.settimeout(wait)
+        if self.answered:  # a first request is waited for as long as the client takes
+            self.reader.until = self.deadline.request_cutoff()
         try:
-            self.rfile.peek(1)  # what is buffered already, or one read
-        except socket.timeout:  # noqa: UP041 - TimeoutError is socket.timeout from 3.10 on only
-            return False
+            return bool(self.rfile.peek(1))  # what is buffered already, or one read
         finally:
-            self.client.settimeout(None)
-        return True
+            self.reader.until = None
 
     def _serve_one(self, started: float) -> bool:
         """Answer the next request, whose first byte came at ``started``; whether the connection may carry another."""

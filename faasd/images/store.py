@@ -13,7 +13,8 @@ leaves nothing behind.
 
 Each layer is owned by ids shifted into the containers' user namespace (``id_base`` + the
 image's ids; see ``faasd.images.unpack``), and the directories above a rootfs are 0711: the
-mapped root can traverse them to its rootfs, but list nothing.
+mapped root can traverse them to its rootfs, but list nothing. The images dir itself is
+searchable by container root's group alone (``prepare``): other local users reach no rootfs.
 
 A version dir from before the layer store (a plain ``rootfs`` directory, no ``layers``) is
 served as it is, and removed like any other.
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".tmp-"
 TRAVERSE_ONLY = 0o711
+IMAGES_MODE = 0o710  # root's, and container root's group's to search
 LAYER_LIST = "layers"
 TOP_LAYER = "top"
 EMPTY_LAYER = "empty"
@@ -73,6 +75,17 @@ class ImageStore:
         self.layers.owners.append(images_dir)
         self._limits = limits
         self._id_base = id_base
+
+    def prepare(self) -> None:
+        """Make the images dir root's, searchable by container root alone (``IMAGES_MODE``). At start-up.
+
+        A container's runc init runs as container root (host uid and gid ``id_base``) and walks
+        the host path to its rootfs; no other local user gets as far as a rootfs, where the
+        image's files (and whatever secrets an image holds) are readable.
+        """
+        self.images_dir.mkdir(parents=True, exist_ok=True)
+        os.chown(self.images_dir, 0, self._id_base)
+        self.images_dir.chmod(IMAGES_MODE)
 
     def rootfs(self, function: str, version: int) -> Path:
         return self.images_dir / function / str(version) / "rootfs"

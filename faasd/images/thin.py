@@ -19,8 +19,9 @@ manifests and configs under blobs/. A member named ``blobs/sha256/<hex>`` with n
 is taken for the layer ``sha256:<hex>``: an uncompressed layer's blob digest is its diff_id
 (Docker >= 25 and podman write layers so). The legacy ``<id>/layer.tar`` comes before its
 manifest.json, so a stream read once cannot tell it: faas, reading a file, sends the metadata
-first; the daemon hashes such a member as it writes it and takes it back if it is a layer it
-holds (``measure``).
+first; read from a pipe, faas holds such a member back (in a temporary file) while it hashes it,
+and the daemon hashes it as it writes it: either takes it back if it is a layer faasd holds
+(``measure``).
 
 The walk is bounded like the import: extended headers over ``MAX_EXTENDED_HEADER`` and anything
 the walker does not follow (global or sparse headers, a damaged block) end it, and the rest
@@ -347,6 +348,11 @@ class LayerStripper:
         self._seen = 0  # data bytes of the current member so far, padding excluded
         self._start = 0  # where the current member starts in the output
 
+    @property
+    def measuring(self) -> bool:
+        """Whether a member is being hashed: what was given out since it began may be rewound."""
+        return self._hash is not None
+
     def feed(self, data: bytes) -> Iterator[bytes | Rewind]:
         for event in self._walker.feed(data):
             yield from self._handle(event)
@@ -401,7 +407,8 @@ class LayerStripper:
             return
         if self._metadata is not None:
             self.index.add(info.name, bytes(self._metadata))
-        if self._hash is not None and self._held(diff_id := f"sha256:{self._hash.hexdigest()}"):
+        measured, self._hash = self._hash, None
+        if measured is not None and self._held(diff_id := f"sha256:{measured.hexdigest()}"):
             self._count_left_out(info)
             self.written = self._start
             yield Rewind(self._start, self._out(omitted_marker(info.name, diff_id)))

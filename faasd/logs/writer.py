@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from faasd.config import LogLimits
+from faasd.images.tree import remove_or_log
 from faasd.logs.capture import Capture
 from faasd.logs.files import LogFiles
 from faasd.logs.records import format_lines
@@ -154,18 +155,14 @@ class Logs:
         await asyncio.get_running_loop().run_in_executor(self._executor, remove)
 
     async def sweep(self, names: set[str]) -> list[Path]:
-        """Delete what is under the logs dir but no function's log (an interrupted remove)."""
+        """Delete what is under the logs dir but no function's log (an interrupted remove); what
+        went. What cannot be removed is logged and left: the daemon serves all the same."""
 
         def sweep() -> list[Path]:
             if not self._directory.is_dir():
                 return []
             leftovers = [path for path in self._directory.iterdir() if path.name not in names]
-            for path in leftovers:
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink()
-            return leftovers
+            return [path for path in leftovers if remove_or_log(path)]
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, sweep)
 

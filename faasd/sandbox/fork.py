@@ -1,19 +1,20 @@
 """Fork mode: each connection gets a fresh sandbox forked from its version's template.
 
-``TemplatePool`` stands where a warm pool stands for runc mode (the listener claims from it) and
-keeps one template per version (``template.py``): started with the first connection, replaced
-when it dies or hangs, drained when the version is switched away from or idle. A connection is a
-``ForkConnection``, which the dispatcher drives as it drives a runc container (start, serve,
-stop): the daemon sends the template the client's fd with the connection's metadata, its log
-pipes and one end of a fresh socket pair, its *line*. The child sends a word on that line from
-inside its new namespaces; with SO_PASSCRED the kernel adds the child's pid as the daemon sees
-it. The daemon opens a pidfd on it, moves it into a cgroup of its own (``cgroups.py``) and only
-then answers, so no code of the function runs outside its limits. The pidfd then tells the
-child's exit and takes the kill at the deadline: the child is pid 1 of its pid namespace, so
-the kernel ends every process of the connection with it.
+A ``ForkConnection`` is a child of the version's template (``template.py``), forked ahead of
+demand and kept ready by the version's warm pool as runc containers are (``ForkPool``; ``--warm``
+caps how many wait). Starting one sends the template a message with the child's log pipes and one
+end of a fresh socket pair, its *line*. The child sends a word on its line from inside its new
+namespaces; with SO_PASSCRED the kernel adds the child's pid as the daemon sees it. The daemon
+opens a pidfd on it, moves it into a cgroup of its own (``cgroups.py``) and answers; the child
+drops its privileges and waits on its line. A connection is then handed to it there, with its
+metadata, and no code of the function has run before. The pidfd tells the child's exit and takes
+the kill at the deadline: the child is pid 1 of its pid namespace, so every process of the
+connection ends with it.
 
-A connection whose child never started (the template died, or did not fork in time) is sent to a
-new template once; the old one is killed first, so it cannot serve the client behind our back.
+``Templates`` keeps one template per version: started when a child is first asked for, replaced
+when it dies or hangs (a child asked of a template that never forks it is asked of a new one,
+the old one killed first), drained when the pool closes (a redeploy, rollback, rm) or after
+``idle_seconds`` without a child asked for.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from typing import Any
 from faasd.admission import Admission
 from faasd.config import Config
 from faasd.handoff import encode_metadata
-from faasd.instance import Outcome, new_request_id
+from faasd.instance import Outcome, Sandbox, new_request_id
 from faasd.logs import FunctionLog
+from faasd.pool import WarmPool
 from faasd.registry import Version
 from faasd.sandbox.cgroups import ConnectionCgroup
 from faasd.sandbox.template import Template
@@ -47,21 +49,19 @@ MAX_BACKOFF_SECONDS = 30.0
 
 
 class ForkConnection:
-    """One connection served by a child of its version's template."""
+    """One child of its version's template: a sandbox for one connection, ready before it comes."""
 
-    ready = False  # never given another connection
     exit_code: int | None = None  # the template reaps its children; the daemon sees their pidfd
 
-    def __init__(self, config: Config, pool: TemplatePool, function_log: FunctionLog) -> None:
-        self.version = pool.version
+    def __init__(self, config: Config, templates: Templates, function_log: FunctionLog) -> None:
+        self.version = templates.version
         self.id = new_request_id()
         self.served = 0
         self.started = False
         self.start_failure: Outcome | None = None
         self._config = config
-        self._pool = pool
+        self._templates = templates
         self._capture = function_log.capture(self.id)
-        self._template: Template | None = None
         self._line: socket.socket | None = None
         self._pidfd = -1
         self._exited: asyncio.Future[None] | None = None
@@ -72,17 +72,40 @@ class ForkConnection:
         """Its child was let go and has not exited."""
         return self._exited is not None and not self._exited.done()
 
+    @property
+    def ready(self) -> bool:
+        """Its child waits for a connection."""
+        return self.running and self._line is not None and not self.served
+
+    async def wait_exit(self) -> None:
+        if self._exited is not None:
+            await asyncio.shield(self._exited)
+
     async def start(self) -> Outcome | None:
-        """Have a ready template; ``None`` then, else why not."""
+        """Have the template fork the child and let it go; ``None`` once it waits, else why not."""
         self.started = True
-        self._template = await self._pool.template()
-        if self._template is None:
+        try:
+            self.start_failure = await self._start()
+        except Exception:  # no fds left, no cgroup made: a failed start all the same, never a hang
+            log.exception("fork child not started function=%s id=%s", self.version.function, self.id)
             self.start_failure = Outcome.START_FAILED
         return self.start_failure
 
+    async def _start(self) -> Outcome | None:
+        template = await self._templates.get()
+        pid = None if template is None else await self._fork(template)
+        if template is not None and pid is None:  # that template is dead or hung: one more try
+            await self._templates.replace(template)
+            template = await self._templates.get()
+            pid = None if template is None else await self._fork(template)
+        if pid is None:
+            return Outcome.START_FAILED
+        self._admit(pid)
+        return None if self.running else Outcome.START_FAILED
+
     async def serve(self, client: socket.socket, peer: tuple[str, int]) -> Outcome:
-        """Have a child of the template serve ``client``; return once it is done or killed."""
-        assert self._template is not None, "serve() needs a started connection"
+        """Hand ``client`` to the waiting child; return once it is done or killed."""
+        assert self._line is not None, "serve() needs a ready child"
         self.served = 1
         timeout = self.version.limits.timeout_seconds
         metadata = {
@@ -92,16 +115,14 @@ class ForkConnection:
             "deadline": int((time.time() + timeout) * 1000),
             "peer": f"{peer[0]}:{peer[1]}",
         }
-        pid = await self._fork(self._template, client, metadata)
-        if pid is None:  # no child: that template is dead or hung; one more try on a new one
-            await self._pool.replace(self._template)
-            self._template = await self._pool.template()
-            pid = None if self._template is None else await self._fork(self._template, client, metadata)
-        if pid is None:
+        client.setblocking(True)  # the flag is the open file's: the child's copy must block
+        try:
+            socket.send_fds(self._line, [encode_metadata(metadata)], [client.fileno()])
+        except OSError:  # it died a moment ago
             return Outcome.START_FAILED
-        self._admit(pid)
-        if self._exited is None:
-            return Outcome.START_FAILED
+        finally:
+            self._close_line()
+        assert self._exited is not None
         try:
             await asyncio.wait_for(asyncio.shield(self._exited), timeout)
         except TimeoutError:
@@ -109,22 +130,21 @@ class ForkConnection:
             return Outcome.DEADLINE if bytes_written(client) else Outcome.DEADLINE_SILENT
         return Outcome.SERVED if bytes_written(client) else Outcome.NO_ANSWER
 
-    async def _fork(self, template: Template, client: socket.socket, metadata: dict[str, object]) -> int | None:
-        """Send the connection to ``template``; the host pid of the child it forked, or None."""
+    async def _fork(self, template: Template) -> int | None:
+        """Ask ``template`` for a child; its host pid, or None if it never came."""
         self._close_line()
         line, childs_line = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._line = line
         line.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         line.setblocking(False)
-        client.setblocking(True)  # the flag is the open file's: the child's copy must block
+        child = {"id": self.id, "function": self.version.function, "version": self.version.number}
         with childs_line:
             try:
                 template.send(
-                    encode_metadata(metadata),
-                    [client.fileno(), childs_line.fileno(), self._capture.stdout, self._capture.stderr],
+                    encode_metadata(child), [childs_line.fileno(), self._capture.stdout, self._capture.stderr]
                 )
             except OSError as exc:
-                log.warning("template refused a connection function=%s error=%s", self.version.function, exc)
+                log.warning("template refused a child function=%s error=%s", self.version.function, exc)
                 return None
         return await self._child_pid(line, template)
 
@@ -141,14 +161,8 @@ class ForkConnection:
                 return
             except OSError:
                 data, ancillary = b"", []
-            pid = next(
-                (
-                    UCRED.unpack(d)[0]
-                    for level, kind, d in ancillary
-                    if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS)
-                ),
-                None,
-            )
+            credentials = (UCRED.unpack(d)[0] for level, kind, d in ancillary if kind == socket.SCM_CREDENTIALS)
+            pid = next(credentials, None)
             if not word.done():
                 word.set_result(pid if data == b"started" and pid else None)
 
@@ -163,7 +177,7 @@ class ForkConnection:
         return word.result() if word.done() else None
 
     def _admit(self, pid: int) -> None:
-        """Open a pidfd on the child, move it into its cgroup, and let it run the function."""
+        """Open a pidfd on the child, move it into its cgroup, and let it go on."""
         assert self._line is not None
         try:
             self._pidfd = os.pidfd_open(pid)
@@ -173,9 +187,8 @@ class ForkConnection:
         except OSError as exc:  # it died meanwhile, or the cgroup could not be made: no go
             log.error("fork child not admitted function=%s id=%s error=%s", self.version.function, self.id, exc)
             self._kill()
-            return
-        finally:
             self._close_line()
+            return
         loop = asyncio.get_running_loop()
         self._exited = loop.create_future()
         loop.add_reader(self._pidfd, self._on_exit)
@@ -199,15 +212,16 @@ class ForkConnection:
         """End the child if it still runs, and remove its cgroup; safe to call twice."""
         self._close_line()
         try:
-            if self._exited is not None and not self._exited.done():
+            if self.running:
                 self._kill()
-                await asyncio.shield(self._exited)
+                await self.wait_exit()
             if self._pidfd >= 0:
                 asyncio.get_running_loop().remove_reader(self._pidfd)
                 os.close(self._pidfd)
                 self._pidfd = -1
             if self._cgroup is not None:
                 await self._remove_cgroup(self._cgroup)
+                self._cgroup = None
         finally:
             await self._capture.close()
 
@@ -224,53 +238,26 @@ class ForkConnection:
         self._capture.record(**fields, sandbox="fork")
 
 
-class TemplatePool:
-    """The template of one version in fork mode, and the connections it serves; claimed from
-    by the listener as a warm pool is."""
+class Templates:
+    """The template of one version in fork mode: one at a time, started when first needed."""
 
-    ready = 0  # no container waits ready here: each connection's sandbox is forked for it
-
-    def __init__(
-        self,
-        version: Version,
-        new_template: Callable[[], Template],
-        new_connection: Callable[[TemplatePool], ForkConnection],
-        admission: Admission,
-        idle_seconds: float,
-    ) -> None:
+    def __init__(self, version: Version, new_template: Callable[[], Template], idle_seconds: float) -> None:
         self.version = version
         self._new_template = new_template
-        self._new_connection = new_connection
-        self._admission = admission
         self._idle_seconds = idle_seconds
         self._current: Template | None = None
         self._starting: asyncio.Future[Template | None] | None = None
-        self._last_arrival = time.monotonic()
+        self._last_use = time.monotonic()
         self._idle_check: asyncio.TimerHandle | None = None
         self._paused_until = 0.0
         self._failures = 0
         self._stops: set[asyncio.Task[None]] = set()
         self._closed = False
 
-    async def claim(self) -> tuple[ForkConnection, bool]:
-        """A connection's slot and its sandbox-to-be; whether a template was ready for it. May
-        raise ``Overloaded``."""
-        self._last_arrival = time.monotonic()
-        self._schedule_idle_check()
-        await self._admission.acquire(self.version.function)
-        return self._new_connection(self), self._current is not None and self._current.alive
-
-    def refill(self) -> None:
-        """Have a template started if none is ready or starting (the first connection's start
-        then serves the next ones)."""
-        if not self._closed and self._starting is None and not (self._current and self._current.alive):
-            self._starting = asyncio.ensure_future(self._start())
-
-    def shed(self) -> bool:
-        return False  # nothing waits idle holding a slot
-
-    async def template(self) -> Template | None:
+    async def get(self) -> Template | None:
         """The ready template, started now if there is none; None if it could not start."""
+        self._last_use = time.monotonic()
+        self._schedule_idle_check()
         if self._current is not None and self._current.alive:
             return self._current
         if self._current is not None:  # it died: reap it, start another
@@ -278,8 +265,8 @@ class TemplatePool:
             self._current = None
         if self._closed or time.monotonic() < self._paused_until:
             return None
-        self.refill()
-        assert self._starting is not None
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
         return await asyncio.shield(self._starting)
 
     async def _start(self) -> Template | None:
@@ -306,9 +293,7 @@ class TemplatePool:
             self._stop_in_background(template)
             return None
         self._failures = 0
-        old, self._current = self._current, template
-        if old is not None:
-            self._stop_in_background(old)
+        self._current = template
         log.info(
             "template ready function=%s version=%s id=%s",
             self.version.function,
@@ -318,7 +303,7 @@ class TemplatePool:
         return template
 
     async def replace(self, template: Template) -> None:
-        """Kill ``template`` (dead, or hung on a connection): the next connection starts another."""
+        """Kill ``template`` (dead, or hung on a child): the next child asked for starts another."""
         if self._current is template:
             self._current = None
             log.warning("template replaced function=%s id=%s", self.version.function, template.instance.id)
@@ -331,7 +316,7 @@ class TemplatePool:
         task.add_done_callback(self._stops.discard)
 
     async def close(self) -> None:
-        """Drain the template: connections it serves finish (each within its deadline)."""
+        """Drain the template: the children it forked finish (each within its deadline)."""
         self._closed = True
         if self._idle_check is not None:
             self._idle_check.cancel()
@@ -348,12 +333,32 @@ class TemplatePool:
             self._idle_check = asyncio.get_running_loop().call_later(self._idle_seconds, self._on_idle_check)
 
     def _on_idle_check(self) -> None:
-        """Drain the template if nothing arrived for ``idle_seconds``; else look again later."""
+        """Drain the template if no child was asked for in ``idle_seconds``; else look again later."""
         self._idle_check = None
-        quiet = time.monotonic() - self._last_arrival
+        quiet = time.monotonic() - self._last_use
         if quiet < self._idle_seconds:
             self._idle_check = asyncio.get_running_loop().call_later(self._idle_seconds - quiet, self._on_idle_check)
         elif self._current is not None:
             log.info("template drained function=%s idle_s=%.0f", self.version.function, quiet)
             self._stop_in_background(self._current, drain=True)
             self._current = None
+
+
+class ForkPool(WarmPool):
+    """A warm pool of a fork-mode version: its ready sandboxes are children of ``templates``."""
+
+    def __init__(
+        self,
+        templates: Templates,
+        new_instance: Callable[[], Sandbox],
+        admission: Admission,
+        idle_seconds: float,
+        start_bound: float,
+    ) -> None:
+        super().__init__(templates.version, new_instance, admission, idle_seconds, start_bound)
+        self.templates = templates
+
+    async def close(self) -> None:
+        """Stop the children waiting, then drain the template."""
+        await super().close()
+        await self.templates.close()

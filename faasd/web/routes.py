@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 from aiohttp import hdrs, web
@@ -12,6 +13,8 @@ from faasd.errors import InvalidRequest, Unauthorized
 from faasd.functions import Functions
 from faasd.web import probe
 from faasd.web.session import clear_session, no_store, set_session
+
+log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 ASSETS = frozenset({"app.js", "style.css"})
@@ -43,6 +46,7 @@ async def login(token: str, request: web.Request) -> web.Response:
     form = await request.post()
     presented = form.get("token")
     if not isinstance(presented, str) or not token_matches(token, presented.strip()):
+        log.warning("web login refused peer=%s", request.remote)
         raise Unauthorized("that is not the token in api.token in faasd's state dir")
     response = web.Response(status=204)
     set_session(response, token)

@@ -87,13 +87,24 @@ def oversized_pax() -> bytes:
     return tar_bytes([(info, payload)])
 
 
+def oci_image(setting: Setting, layer: bytes, tag: str) -> Path:
+    """An OCI archive of one layer (gzipped in it), with true digests."""
+    path = setting.scratch / "layer.tar"
+    path.write_bytes(layer)
+    out = setting.scratch / "image.tar"
+    write_oci_archive(out, [path], CONFIG, tag)
+    return out
+
+
+def manifest_entry(image: Path) -> dict[str, Any]:
+    """The one image entry of a docker-save archive's manifest.json."""
+    with tarfile.open(image) as tar:
+        return json.loads(tar.extractfile("manifest.json").read())[0]  # type: ignore[union-attr]
+
+
 def gzip_bomb_layer(setting: Setting) -> Path:
     """A valid layer followed by 64 MiB of zeros, gzipped to about 64 KiB, in an OCI archive."""
-    layer = setting.scratch / "bomb.tar"
-    layer.write_bytes(layer_bytes([("bin/hello", "file", "x")]) + bytes(64 << 20))
-    out = setting.scratch / "image.tar"
-    write_oci_archive(out, [layer], CONFIG, "bomb:1")
-    return out
+    return oci_image(setting, layer_bytes([("bin/hello", "file", "x")]) + bytes(64 << 20), "bomb:1")
 
 
 def gzip_bomb_archive(setting: Setting) -> Path:
@@ -106,10 +117,7 @@ def gzip_bomb_archive(setting: Setting) -> Path:
 
 
 def oci_tampered_blob(setting: Setting) -> Path:
-    layer = setting.scratch / "layer.tar"
-    layer.write_bytes(layer_bytes([("bin/hello", "file", "x")]))
-    out = setting.scratch / "image.tar"
-    write_oci_archive(out, [layer], CONFIG, "tampered:1")
+    out = oci_image(setting, layer_bytes([("bin/hello", "file", "x")]), "tampered:1")
     with tarfile.open(out) as tar:
         layer_blob = json.loads(tar.extractfile(_oci_manifest_name(tar)).read())["layers"][0]["digest"]  # type: ignore[union-attr]
     evil = gzip.compress(layer_bytes([("bin/hello", "file", "evil")]))
@@ -135,9 +143,8 @@ def named_in_manifest(kind: str) -> Callable[[Setting], Path]:
 
     def build(setting: Setting) -> Path:
         image = docker_image(setting, [("bin/hello", "file", "x")])
-        with tarfile.open(image) as tar:
-            manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
-        missing = manifest[0]["Config"] if kind == "Config" else manifest[0]["Layers"][0]
+        entry = manifest_entry(image)
+        missing = entry["Config"] if kind == "Config" else entry["Layers"][0]
         return rewrite(image, lambda name, data: None if name == missing else data)
 
     return build
@@ -171,27 +178,21 @@ def padded_member(member: str, size: int) -> Callable[[Setting], Path]:
 
     def build(setting: Setting) -> Path:
         image = docker_image(setting, [("bin/hello", "file", "x")])
-        with tarfile.open(image) as tar:
-            config = json.loads(tar.extractfile("manifest.json").read())[0]["Config"]  # type: ignore[union-attr]
-        target = config if member == "config" else member
+        target = manifest_entry(image)["Config"] if member == "config" else member
         return rewrite(image, lambda name, data: data + b" " * (size - len(data)) if name == target else data)
 
     return build
 
 
 def padded_oci_index(setting: Setting) -> Path:
-    layer = setting.scratch / "layer.tar"
-    layer.write_bytes(layer_bytes([("bin/hello", "file", "x")]))
-    out = setting.scratch / "image.tar"
-    write_oci_archive(out, [layer], CONFIG, "padded:1")
+    out = oci_image(setting, layer_bytes([("bin/hello", "file", "x")]), "padded:1")
     return rewrite(out, lambda name, data: data + b" " * (2 << 20) if name == "index.json" else data)
 
 
 def deep_tree_with_wrong_diff_id(setting: Setting) -> Path:
     """A layer 1 500 directories deep whose config states another diff_id."""
     image = docker_image(setting, [("d/" * 1500 + "f", "file", "x")])
-    with tarfile.open(image) as tar:
-        config = json.loads(tar.extractfile("manifest.json").read())[0]["Config"]  # type: ignore[union-attr]
+    config = manifest_entry(image)["Config"]
 
     def wrong_diff_id(name: str, data: bytes) -> bytes:
         if name != config:

@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from faasd.images.tree import remove_tree
 from tests.integration.conftest import Daemon, daemon_range, http_get, new_daemon
 from tests.unit.images.layers import make_deep_tree
 
@@ -43,16 +44,21 @@ def test_start_up_removes_deep_leftovers_and_logs_what_it_cannot_remove(
     deep = daemon.state_dir / "layers" / ".tmp-gone-deep"
     deep.mkdir()
     make_deep_tree(deep, DEPTH)
-    stuck = daemon.state_dir / "layers" / ".tmp-gone-stuck"
-    stuck.mkdir()
-    (stuck / "immutable").write_text("x")
-    subprocess.run(["chattr", "+i", str(stuck / "immutable")], check=True)
+    stuck = [daemon.state_dir / "layers" / ".tmp-gone-stuck", daemon.state_dir / "logs" / "removed-function"]
+    for directory in stuck:
+        directory.mkdir(parents=True)
+        (directory / "immutable").write_text("x")
+        subprocess.run(["chattr", "+i", str(directory / "immutable")], check=True)
     try:
         daemon.start()
         assert http_get(ip) == (200, b"hello from C\n")
-        assert not deep.exists() and stuck.exists()
-        assert f"cannot remove path={stuck} error=Operation not permitted" in daemon.log.read_text()
+        assert not deep.exists()
+        for directory in stuck:
+            assert directory.exists()
+            assert f"cannot remove path={directory} error=Operation not permitted" in daemon.log.read_text()
     finally:
-        subprocess.run(["chattr", "-i", str(stuck / "immutable")], check=True)
+        for directory in stuck:
+            subprocess.run(["chattr", "-i", str(directory / "immutable")], check=True)
+        remove_tree(deep)  # pytest's own clean-up recurses
         if daemon.proc is not None:
             daemon.stop()

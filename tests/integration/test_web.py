@@ -87,12 +87,14 @@ def screenshot(driver: WebDriver, name: str, height: int) -> None:
         driver.set_window_size(1280, 1400)
 
 
-def test_the_page_needs_the_token_once_and_never_in_a_url(make_daemon, busybox_image, browser: WebDriver) -> None:
+def test_the_page_needs_the_token_once_and_never_in_a_url(
+    make_daemon, busybox_image, python_image: Path, browser: WebDriver
+) -> None:
     port, gateway = free_port(), free_port()
     daemon: Daemon = make_daemon(daemon_range(71), "--listen", f"127.0.0.1:{port}", "--gateway", f"127.0.0.1:{gateway}")
     daemon.deploy("hello", busybox_image("hello v1"))
     daemon.deploy("hello", busybox_image("hello v2"), "--memory", "64m")
-    daemon.deploy("other", busybox_image("the other one"))
+    daemon.deploy("other", python_image, "--sandbox", "fork")
     ip = first_ip(daemon_range(71))
     token = (daemon.state_dir / "api.token").read_text().strip()
     page = f"http://127.0.0.1:{port}/"
@@ -104,27 +106,29 @@ def test_the_page_needs_the_token_once_and_never_in_a_url(make_daemon, busybox_i
 
     browser.get(page)
     wait_for(browser, "#login-view", "Log in")
-    screenshot(browser, "login", 360)
+    screenshot(browser, "login", 480)
     browser.find_element(By.ID, "token").send_keys("not-the-token")
     browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
     wait_for(browser, "#login-error", "not the token")
     browser.find_element(By.ID, "token").send_keys(token)
     browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
 
-    # The list: address, version, limits, sandbox mode, gateway address.
+    # The list: address, version, limits, sandbox mode.
     wait_for(browser, "#functions tbody", "other")
     listed = browser.find_elements(By.CSS_SELECTOR, "#functions tbody tr")
     rows = {row.find_elements(By.TAG_NAME, "td")[0].text: row for row in listed}
     cells = [td.text for td in rows["hello"].find_elements(By.TAG_NAME, "td")]
-    assert cells[:4] == ["hello", ip, f"http://hello.localhost:{gateway}/", "2"]
-    assert cells[5:] == ["64m", "1", "128", "30s", "64m", "4", "1", "runc run per connection"]
-    screenshot(browser, "functions", 260)
+    assert cells[:3] == ["hello", ip, "2"]
+    assert cells[4:] == ["64m", "1", "128", "30s", "64m", "4", "1", "runc: a container per connection"]
+    screenshot(browser, "functions", 400)
     cookies = {c["name"]: c for c in browser.get_cookies()}
     assert cookies["faasd_session"]["httpOnly"] and cookies["faasd_session"]["sameSite"] == "Strict"
     assert token not in cookies["faasd_session"]["value"]
     session = f"faasd_session={cookies['faasd_session']['value']}"
     assert api(port, "GET", "/v1/functions", {"Cookie": session})[0] == 200
     assert api(port, "POST", "/v1/functions/hello/rollback", {"Cookie": session})[0] == 401, "no page header: refused"
+
+    assert rows["other"].find_elements(By.TAG_NAME, "td")[-1].text == "fork: a child of a template per connection"
 
     # One function: its versions, with rollback both ways.
     rows["hello"].find_element(By.TAG_NAME, "a").click()
@@ -157,7 +161,7 @@ def test_the_page_needs_the_token_once_and_never_in_a_url(make_daemon, busybox_i
         ),
         "the rate chart never drew a line",
     )
-    screenshot(browser, "function", 1400)
+    screenshot(browser, "function", 1600)
 
     history = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert all(token not in url for url in [*history, browser.current_url]), "the token never went into a URL"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+from collections.abc import Iterator
 
 import pytest
 from click.testing import CliRunner
@@ -12,12 +14,30 @@ from faasd.config import Config, TcpAddress
 from faasd.main import main
 
 
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @pytest.fixture
-def started(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
-    """The configs ``faasd`` would run with; the daemon itself is not started."""
+def started(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Config]]:
+    """The configs ``faasd`` would run with; the daemon itself is not started (nor is this
+    process left with its umask)."""
     configs: list[Config] = []
     monkeypatch.setattr(daemon, "run", lambda config: configs.append(config) or 0)
-    return configs
+    before = current_umask()
+    yield configs
+    os.umask(before)
+
+
+def test_the_daemon_writes_with_a_umask_that_leaves_others_nothing_to_read(
+    started: list[Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    masks: list[int] = []
+    monkeypatch.setattr(daemon, "run", lambda config: masks.append(current_umask()) or 0)
+    assert CliRunner().invoke(main, []).exit_code == 0
+    assert masks == [0o066]
 
 
 def test_tcp_listener_is_off_by_default(started: list[Config]) -> None:

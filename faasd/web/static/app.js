@@ -57,13 +57,17 @@ function size(bytes) {
   return String(bytes);
 }
 
+const SANDBOXES = { runc: "runc: a container per connection", fork: "fork: a child of a template per connection" };
+
 function sandbox(f) {
-  return (f.limits && f.limits.sandbox) || f.sandbox || "runc run per connection";
+  const mode = f.limits.sandbox || "runc";
+  return SANDBOXES[mode] || mode;
 }
 
 function limitsText(limits) {
   return `memory ${size(limits.memory_bytes)}  cpus ${limits.cpus}  pids ${limits.pids}  ` +
-    `timeout ${limits.timeout_seconds}s  tmp ${size(limits.tmp_bytes)}  warm ${limits.warm}  reuse ${limits.reuse}`;
+    `timeout ${limits.timeout_seconds}s  tmp ${size(limits.tmp_bytes)}  warm ${limits.warm}  reuse ${limits.reuse}  ` +
+    `sandbox ${limits.sandbox || "runc"}`;
 }
 
 function show(view) {
@@ -93,7 +97,7 @@ async function renderFunctions() {
     const link = element("a", f.name);
     link.href = `#/functions/${encodeURIComponent(f.name)}`;
     const l = f.limits;
-    return row([link, f.ip, f.gateway ? f.gateway.url : "-", f.version, f.image, size(l.memory_bytes), l.cpus,
+    return row([link, f.ip, f.version, f.image, size(l.memory_bytes), l.cpus,
       l.pids, `${l.timeout_seconds}s`, size(l.tmp_bytes), l.warm, l.reuse, sandbox(f)]);
   }));
   $("#no-functions").hidden = functions.length > 0;

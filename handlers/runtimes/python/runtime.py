@@ -17,9 +17,9 @@ text for a str, ``application/octet-stream`` for bytes, and ``{"statusCode", "he
 sets those. An exception becomes a 500 ``{"error", "request_id"}``, its traceback goes to the log.
 ``print`` goes to the log (stdout), never into the response.
 
-    python3 runtime.py           serve connections from /control.sock (what a container runs)
+    python3 runtime.py           serve connections from /control.sock (main.py does, in a container)
     python3 runtime.py --check   load the code and print {"ok": ...} as JSON (faasd runs it at deploy)
-    python3 runtime.py --probe   print {"ok": true} (faasd runs it when a runtime is added)
+    python3 runtime.py --compile DIR   compile the wrapper into DIR/__pycache__ (when a runtime is added)
     python3 runtime.py --once    call the code once with /faas/io/input.json (faas run)
 """
 
@@ -46,6 +46,8 @@ MAX_CAPTURED = 256 * 1024  # of what a run prints, the last bytes come back
 SCRIPT_NAME = "__faas_script__"
 # The keys of a response shape: a returned dict made only of these (statusCode included) sets them.
 SHAPE_KEYS = frozenset({"statusCode", "headers", "body", "isBase64Encoded"})
+# Code object flags (inspect.CO_*), without importing inspect in every container.
+CO_VARARGS, CO_GENERATOR, CO_ASYNC_GENERATOR = 0x04, 0x20, 0x200
 
 
 class LoadError(Exception):
@@ -169,6 +171,20 @@ def parse_event(method: str, body: bytes, query: dict[str, str]) -> Any:
         return body.decode("utf-8", "replace")
 
 
+def adapt(function: Callable[..., Any]) -> Callable[[Any, Context], Any]:
+    """``function`` called as ``(event, context)``, whether it takes both or the event alone
+    (GraalFaaS's ``handler(event)``)."""
+    code = getattr(function, "__code__", None)
+    if code is None or code.co_flags & CO_VARARGS:
+        return function
+    positional = code.co_argcount - (1 if hasattr(function, "__self__") else 0)
+    if positional >= 2:
+        return function
+    if positional == 1:
+        return lambda event, _context: function(event)
+    return lambda _event, _context: function()
+
+
 def call(function: Callable[..., Any], event: Any, context: Context) -> Any:
     """Call the handler; a coroutine it returns is run to its end."""
     result = function(event, context)
@@ -232,9 +248,6 @@ def go_faas_event(body: Any) -> tuple[Any, bool]:
         except ValueError:
             pass
     return event, body.get("stream") is True
-
-
-CO_GENERATOR, CO_ASYNC_GENERATOR = 0x20, 0x200  # code object flags (inspect.CO_*), without importing inspect
 
 
 def is_generator(function: Callable[..., Any]) -> bool:
@@ -323,6 +336,7 @@ def make_handle(function: Callable[..., Any]) -> Callable[[Any], Any]:
     import faas_handler
 
     generates = is_generator(function)
+    function = adapt(function)
 
     def handle(request: Any) -> Any:
         headers = {name.lower(): value for name, value in request.headers.items()}
@@ -383,7 +397,7 @@ def run_once(name: str) -> int:
         metadata = {"id": os.environ.get("FAAS_REQUEST_ID", ""), "function": "", "version": None}
         metadata["deadline"] = int(os.environ.get("FAAS_DEADLINE_MS", "0"))
         _, function = load(name)
-        verdict["result"] = jsonable(call(function, event, Context(metadata, "RUN", "/", {})))
+        verdict["result"] = jsonable(call(adapt(function), event, Context(metadata, "RUN", "/", {})))
     except LoadError as exc:
         verdict["error"] = str(exc)
     except Exception as exc:
@@ -411,15 +425,32 @@ def jsonable(result: Any) -> Any:
     return result
 
 
+def compile_wrapper(out_dir: str) -> int:
+    """Compile this wrapper and the SDK into ``out_dir/__pycache__`` (faasd adds them to the
+    runtime: a read-only rootfs never caches bytecode), as this interpreter names its caches."""
+    import importlib.util
+    import py_compile
+
+    target = os.path.join(out_dir, "__pycache__")
+    os.makedirs(target, exist_ok=True)
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in ("runtime.py", "faas_handler.py"):
+        source = os.path.join(here, name)
+        cached = os.path.basename(importlib.util.cache_from_source(source))
+        mode = py_compile.PycInvalidationMode.UNCHECKED_HASH  # no stat of the source, which never changes
+        py_compile.compile(source, cfile=os.path.join(target, cached), doraise=True, invalidation_mode=mode)
+    print(json.dumps({"ok": True, "python": "{}.{}.{}".format(*sys.version_info[:3])}))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     name = os.environ.get("FAAS_HANDLER", "handler")
     if argv[1:] == ["--check"]:
         return check(name)
     if argv[1:] == ["--once"]:
         return run_once(name)
-    if argv[1:] == ["--probe"]:  # faasd's test of a runtime image as it is added
-        print(json.dumps({"ok": True, "python": "{}.{}.{}".format(*sys.version_info[:3])}))
-        return 0
+    if argv[1:2] == ["--compile"] and len(argv) == 3:  # when faasd adds the runtime
+        return compile_wrapper(argv[2])
     try:
         _, function = load(name)
     except LoadError as exc:

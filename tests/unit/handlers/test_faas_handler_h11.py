@@ -158,6 +158,7 @@ CORPUS: dict[str, bytes] = {
     "chunked, a 0x size": request(*CHUNKED, body=b"0x5\r\nhello\r\n0\r\n\r\n"),
     "chunked, an empty size": request(*CHUNKED, body=b"\r\nhello\r\n0\r\n\r\n"),
     "chunked, whitespace before the size": request(*CHUNKED, body=b" 5\r\nhello\r\n0\r\n\r\n"),
+    "chunked, a size of 12 digits": request(*CHUNKED, body=b"000000000005\r\nhello\r\n0\r\n\r\n"),
     "chunked, a size of 21 digits": request(*CHUNKED, body=b"000000000000000000005\r\nhello\r\n0\r\n\r\n"),
     "chunked twice": request(*CHUNKED, "Transfer-Encoding: chunked", body=b"0\r\n\r\n"),
     "chunked, listed twice": request(
