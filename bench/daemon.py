@@ -55,6 +55,10 @@ class BenchDaemon:
         ip = subprocess.run([*self._faas, "ip", name], check=True, capture_output=True, text=True).stdout.strip()
         return (ip, 80), seconds
 
+    def ip(self, name: str) -> str:
+        """``faas ip NAME``."""
+        return subprocess.run([*self._faas, "ip", name], check=True, capture_output=True, text=True).stdout.strip()
+
     def try_deploy(self, name: str, image: Path) -> str:
         """Deploy ``image`` as ``name``; what ``faas new`` said when it refused, "" when it deployed."""
         result = subprocess.run([*self._faas, "new", name, "-f", str(image)], capture_output=True, text=True)

@@ -35,8 +35,9 @@ from pathlib import Path
 
 from bench.daemon import BenchDaemon, bench_parser, example_image
 from bench.load import percentile, run_load
-from tools.build_image import ROOT, build_python_image
+from tools.build_image import build_python_image
 
+PROBE_APP = Path(__file__).resolve().parent.parent / "tests" / "integration" / "probe"
 LAG_BUCKET = re.compile(r'faasd_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)')
 PROBE_EVERY_SECONDS = 0.02
 PROBE_TIMEOUT_SECONDS = 30.0
@@ -181,7 +182,7 @@ def main() -> None:
     options = parser.parse_args()
     with example_image(options.cache) as image:
         probe = image.with_name("probe.tar")
-        build_python_image(probe, cache_dir=options.cache, app_dir=ROOT / "tests" / "integration" / "probe")
+        build_python_image(probe, cache_dir=options.cache, app_dir=PROBE_APP)
         with BenchDaemon(image.parent / "faasd") as faasd:
             hello, _ = faasd.deploy("hello", image)
             lingers, _ = faasd.deploy("lingers", probe, "--warm", "0")

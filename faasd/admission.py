@@ -8,23 +8,24 @@ that find none wait in one first-come queue of at most ``queue`` connections, fo
 Warm containers (``faasd.pool``) hold slots too, taken only when free (``try_acquire``); when a
 connection has to wait, ``reclaim`` is asked to give one back by stopping an idle warm container.
 
-Apart from the slots, ``Starts`` bounds how many containers *start* at once: a start is CPU
-work (runc, then the handler's imports), and many at once only share the CPUs, each taking
-longer, until all of them pass the start timeout and every one is wasted. The rest wait for a
-turn, in arrival order, and a start's timeout runs from its turn.
+Apart from the slots, ``Starts`` bounds how many containers *start* at once. A start is CPU
+work (runc, then the handler's imports): past what the CPUs can run side by side, more at once
+only make each one slower, until all of them pass the start timeout and every one is wasted.
+The others wait for their turn, in arrival order, and a start's timeout runs from its turn.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
+import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 CONTAINERS_PER_CPU = 16
-STARTS_PER_CPU = 2
 QUEUE_PER_SLOT = 4
 DEFAULT_QUEUE_TIMEOUT = 10.0
 
@@ -32,11 +33,6 @@ DEFAULT_QUEUE_TIMEOUT = 10.0
 def default_total() -> int:
     """Containers the machine runs at once by default: starting one costs CPU, waiting costs little."""
     return CONTAINERS_PER_CPU * (os.cpu_count() or 1)
-
-
-def default_starting() -> int:
-    """Containers that start at once by default: about what the CPUs can run side by side."""
-    return STARTS_PER_CPU * (os.cpu_count() or 1)
 
 
 class Overloaded(Exception):
@@ -56,7 +52,6 @@ class AdmissionLimits:
     per_function: int
     queue: int
     queue_timeout: float
-    starting: int = field(default_factory=default_starting)
 
     @classmethod
     def derive(
@@ -65,7 +60,6 @@ class AdmissionLimits:
         per_function: int | None = None,
         queue: int | None = None,
         queue_timeout: float = DEFAULT_QUEUE_TIMEOUT,
-        starting: int | None = None,
     ) -> AdmissionLimits:
         """The bounds given, the others derived: from the machine, then from each other."""
         total = total or default_total()
@@ -74,7 +68,6 @@ class AdmissionLimits:
             per_function=min(per_function or total, total),
             queue=QUEUE_PER_SLOT * total if queue is None else queue,
             queue_timeout=queue_timeout,
-            starting=min(starting or default_starting(), total),
         )
 
 
@@ -165,26 +158,66 @@ class Admission:
 
 
 class Starts:
-    """Turns to start a container: ``limit`` at once, the others wait in arrival order."""
+    """Turns to start a container: at most ``limit`` at once, the others wait in arrival order.
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._turns = asyncio.Semaphore(limit)
-        self._waiting = 0
+    The limit follows how long starts take, as a congestion window does: one more after each
+    start that took less than ``slow_seconds``, half after one that took longer (once per
+    ``slow_seconds``), between ``least`` (the CPUs) and ``most``. A small handler's starts, quick
+    and waiting as much as computing, run many at once; a heavy app's, each one CPU-bound, only
+    as many as keep each start near ``slow_seconds``: well inside the start timeout, and at the
+    rate the CPUs allow.
+    """
+
+    def __init__(self, least: int, most: int, slow_seconds: float) -> None:
+        self.limit = self._least = least
+        self._most = most
+        self._slow_seconds = slow_seconds
+        self._running = 0
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._shrunk_at = -math.inf
+
+    @classmethod
+    def for_machine(cls, total: int, start_timeout: float) -> Starts:
+        """As many at once as there are CPUs at least, and as slots at most; a start is slow past
+        a quarter of the start timeout."""
+        return cls(min(os.cpu_count() or 1, total), total, start_timeout / 4)
 
     @property
     def waiting(self) -> int:
-        return self._waiting
+        return len(self._waiting)
 
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
-        """Hold one of the turns while the block runs; wait for it first if all are taken."""
-        self._waiting += 1
-        try:
-            await self._turns.acquire()
-        finally:
-            self._waiting -= 1
+        """Hold a turn while the block runs; wait for one first if all are taken."""
+        if self._waiting or self._running >= self.limit:
+            granted = asyncio.get_running_loop().create_future()
+            self._waiting.append(granted)
+            try:
+                await granted
+            except BaseException:
+                if granted.done() and not granted.cancelled():
+                    self._end(None)  # granted just before the cancel: give it to the next
+                elif granted in self._waiting:
+                    self._waiting.remove(granted)
+                raise
+        else:
+            self._running += 1
+        began = time.monotonic()
         try:
             yield
         finally:
-            self._turns.release()
+            self._end(time.monotonic() - began)
+
+    def _end(self, took: float | None) -> None:
+        self._running -= 1
+        now = time.monotonic()
+        if took is not None and took < self._slow_seconds:
+            self.limit = min(self._most, self.limit + 1)
+        elif took is not None and now - self._shrunk_at >= self._slow_seconds:
+            self.limit = max(self._least, self.limit // 2)
+            self._shrunk_at = now
+        while self._waiting and self._running < self.limit:
+            granted = self._waiting.popleft()
+            if not granted.done():  # one cancelled a moment ago takes no turn
+                self._running += 1
+                granted.set_result(None)

@@ -16,6 +16,8 @@
     POST   /v1/functions/{name}/source[?memory=M...]   body {"runtime", "files", "entry", "handler"}
     POST   /v1/run[?memory=M...]                  body {"runtime", "files", "entry", "handler", "input"}
                                                 -> {"result", "stdout", "stderr", "exit_code", "duration_ms"}
+    POST   /v1/jobs                               body {"FnName", "DockerFile", "TarFile", "Stdin", "Timeout"}
+                                                -> {"stdout", "stderr", "exit_code", "timed_out", "duration_ms"}
     POST   /v1/runtimes/{name}[?language=L&tag=T]      body: the image tarball (streamed)
     GET    /v1/runtimes
     DELETE /v1/runtimes/{name}                    refused while a function's kept version uses it
@@ -92,6 +94,7 @@ from faasd.logs import Logs, parse_query, read_log
 from faasd.registry import Function, Version, validate_name
 from faasd.source import compat
 from faasd.source.functions import SourceFunctions
+from faasd.source.jobs import MAX_STDIN_BYTES, MAX_TAR_BYTES, parse_job
 from faasd.source.runtimes import Runtimes, source_fields
 from faasd.web import routes, session
 
@@ -349,6 +352,7 @@ async def post_function(request: web.Request) -> web.Response:
 
 
 MAX_SOURCE_BODY_FACTOR = 2  # JSON escapes may double the source's bytes on the wire
+MAX_JOB_BODY = 2 * MAX_TAR_BYTES + MAX_STDIN_BYTES  # base64 takes 4/3, JSON escapes more of Stdin
 
 
 async def post_source_function(request: web.Request) -> web.Response:
@@ -402,6 +406,13 @@ async def post_run_now(request: web.Request) -> web.Response:
     if "error" in answer:
         return web.json_response({"error": answer["error"], "stderr": answer["stderr"]}, status=500)
     return web.json_response(compat.run_answer(answer["result"]))
+
+
+async def post_job(request: web.Request) -> web.Response:
+    """A Functron job: files, a command, stdin and a timeout, run once on a runtime."""
+    query_params(request)
+    body = await read_json(request, MAX_JOB_BODY)
+    return web.json_response(await request.app[SOURCES].run_job(parse_job(body)))
 
 
 async def read_json(request: web.Request, max_bytes: int) -> Any:
@@ -785,6 +796,7 @@ def make_app(
         [
             web.post("/v1/functions/{name}/source", post_source_function),
             web.post("/v1/run", post_run),
+            web.post("/v1/jobs", post_job),
             web.post("/upload", post_upload),
             web.post("/run-now", post_run_now),
             web.post("/v1/runtimes/{name}", post_runtime),

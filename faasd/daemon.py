@@ -230,7 +230,7 @@ async def serve(config: Config) -> None:
             registry,
             store,
             aliases,
-            Dispatcher(config, runc, store, Starts(config.admission.starting)),
+            Dispatcher(config, runc, store, Starts.for_machine(config.admission.total, config.start_timeout_seconds)),
             admission,
             logs,
         )

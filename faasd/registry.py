@@ -6,6 +6,7 @@ API acknowledged survives a crash. The daemon's in-memory listeners are rebuilt 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import re
@@ -139,6 +140,7 @@ class Registry:
     def __init__(self, path: Path, ip_range: ipaddress.IPv4Network) -> None:
         self._ip_range = ip_range
         self._lock = threading.Lock()
+        _keep_private(path)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -313,6 +315,17 @@ class Registry:
     def _refresh_locked(self) -> None:
         """Read every row again after a commit; readers see the new snapshot whole, or the old one."""
         self._snapshot = Snapshot.read(self._db)
+
+
+def _keep_private(path: Path) -> None:
+    """Make a database an older faasd left readable root's alone, before it is opened.
+
+    Its ``Env`` columns hold secrets. SQLite creates the WAL and shared-memory files with the
+    database's own mode, so those of them that exist already are the only others to fix.
+    """
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            file.chmod(0o600)
 
 
 def _version(row: sqlite3.Row) -> Version:

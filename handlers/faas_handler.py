@@ -1222,8 +1222,8 @@ class _Waiting(io.RawIOBase):
     """The client's socket as the raw stream under a connection's buffered reader, whose reads
     can be bounded: while ``until`` (monotonic) is set, a read that finds no byte by then reads
     as the end of the stream. The buffered reader reads here only when its buffer is empty, so
-    a request already received (pipelined) is never waited for; and no socket timeout is set,
-    which would cost two system calls a request."""
+    a request already received (pipelined) is never waited for. No socket timeout is set: it
+    would flip O_NONBLOCK, a flag of the open file the daemon holds too, twice a request."""
 
     def __init__(self, client: socket.socket) -> None:
         super().__init__()

@@ -11,11 +11,14 @@ rollback, pinned addresses, limits and logs are those of every function.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import io
 import json
 import logging
 import os
 import re
 import shutil
+import tarfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -27,15 +30,18 @@ from typing import Any
 from faasd.config import Config
 from faasd.errors import InvalidCode, InvalidRequest
 from faasd.functions import Functions
+from faasd.images.unpack import Budget, UnpackLimits, apply_layer
 from faasd.limits import Limits
 from faasd.registry import Function
 from faasd.source.archive import files_layer, write_archive
-from faasd.source.runtimes import CODE_DIR, IO_DIR, LANGUAGES, Runtime, Runtimes, composed_archive
+from faasd.source.jobs import MAX_TAR_BYTES, Job
+from faasd.source.runtimes import CODE_DIR, IO_DIR, JOB_DATA, LANGUAGES, Runtime, Runtimes, composed_archive
 from faasd.source.sandbox import Finished, Mount, OneShot
 
 log = logging.getLogger(__name__)
 
 MAX_FILES = 1000
+JOB_FILES = UnpackLimits(max_bytes=4 * MAX_TAR_BYTES, max_entries=100_000)
 MAX_PATH = 255
 PATH_PART = re.compile(r"[A-Za-z0-9_.@+-][A-Za-z0-9_.@+ -]{0,127}")
 IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]{0,127}")
@@ -124,6 +130,21 @@ def code_dir(parent: Path, files: Mapping[str, bytes]) -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@contextmanager
+def unpacked(parent: Path, tar: bytes, id_base: int) -> Iterator[Path]:
+    """``tar`` unpacked by the image unpacker (paths resolved inside the root, owners shifted
+    into the containers' range) into a fresh directory, removed afterwards."""
+    directory = parent / f"data-{uuid.uuid4().hex[:16]}"
+    directory.mkdir(mode=0o755)
+    try:
+        if tar:
+            with tarfile.open(fileobj=io.BytesIO(tar), mode="r|") as layer:
+                apply_layer(layer, directory, Budget(JOB_FILES), id_base)
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 class SourceFunctions:
     """Deploys functions from source onto runtimes."""
 
@@ -164,13 +185,13 @@ class SourceFunctions:
         env = [*source.env(), f"FAAS_REQUEST_ID={request_id}", f"FAAS_DEADLINE_MS={deadline_ms}"]
         with (
             code_dir(self._config.bundles_dir, source.files) as code,
-            code_dir(self._config.bundles_dir, {"input.json": json.dumps(event).encode()}) as io,
+            code_dir(self._config.bundles_dir, {"input.json": json.dumps(event).encode()}) as io_dir,
         ):
             finished = await self._oneshot.run(
                 self.runtimes.image(runtime),
                 [*language.command, "--once"],
                 env,
-                [Mount(code, CODE_DIR), Mount(io, IO_DIR)],
+                [Mount(code, CODE_DIR), Mount(io_dir, IO_DIR)],
                 limits,
                 limits.timeout_seconds,
             )
@@ -182,6 +203,39 @@ class SourceFunctions:
             finished.duration_ms,
         )
         return run_answer(finished, limits.timeout_seconds) | {"request_id": request_id}
+
+    async def run_job(self, job: Job) -> dict[str, Any]:
+        """Run ``job`` on its runtime: its files at /data (read-only), its stdin, its timeout."""
+        runtime = self.runtimes.get(job.runtime)
+        image = self.runtimes.image(runtime)
+        image = dataclasses.replace(image, config=dataclasses.replace(image.config, working_dir=job.workdir))
+        limits = dataclasses.replace(self._config.limits, timeout_seconds=job.timeout)
+        with (
+            unpacked(self._config.bundles_dir, job.tar, self._config.userns_base) as data,
+            code_dir(self._config.bundles_dir, {"stdin": job.stdin}) as io_dir,
+        ):
+            finished = await self._oneshot.run(
+                image,
+                list(job.args),
+                list(job.env),
+                [Mount(data, JOB_DATA), Mount(io_dir, IO_DIR)],
+                limits,
+                job.timeout,
+            )
+        log.info(
+            "job name=%s runtime=%s exit=%s duration_ms=%.1f",
+            job.name,
+            runtime.name,
+            finished.exit_code,
+            finished.duration_ms,
+        )
+        return {
+            "stdout": finished.stdout.decode("utf-8", "replace"),
+            "stderr": finished.stderr.decode("utf-8", "replace"),
+            "exit_code": finished.exit_code,
+            "timed_out": finished.timed_out,
+            "duration_ms": finished.duration_ms,
+        }
 
     async def check(self, runtime: Runtime, source: Source, limits: Limits) -> str:
         """Load the code in a container of ``runtime`` as a request's would; its style, or a 400 saying why not."""

@@ -18,8 +18,12 @@ import contextlib
 import json
 import logging
 import os
+import re
+import shutil
+import stat
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,19 +33,24 @@ from faasd.config import Config
 from faasd.errors import Conflict, InvalidImage, InvalidRequest, NotFound
 from faasd.images.archive import ImageConfig
 from faasd.images.layers import fsync_path
-from faasd.images.store import LAYER_LIST, ImageStore, discard, read_layer_list
+from faasd.images.store import LAYER_LIST, ImageStore, ImportedImage, discard, read_layer_list
 from faasd.images.unpack import UnpackLimits
 from faasd.registry import validate_name
 from faasd.source.archive import files_layer, write_archive
-from faasd.source.sandbox import OneShot, RootfsImage
+from faasd.source.sandbox import Mount, OneShot, RootfsImage
 
 log = logging.getLogger(__name__)
 
 RECORD = "runtime.json"
-BASE, COMPOSED = 1, 2  # the version dirs of a runtime: the image alone, then with the wrapper
+# The version dirs of a runtime: the image alone, with the wrapper, with the wrapper compiled.
+BASE, WRAPPED, COMPOSED = 1, 2, 3
+MAX_COMPILED_FILES = 16
+MAX_COMPILED_BYTES = 4 << 20
+COMPILED = re.compile(r"[A-Za-z0-9_]+\.[A-Za-z0-9_-]+\.pyc")
 RUNTIME_DIR = "/faas/runtime"
 CODE_DIR = "/faas/code"
 IO_DIR = "/faas/io"  # a run-once's input
+JOB_DATA = "/data"  # a job's files (a mount point of a layer of its own: it is outside /faas)
 # Mount points one-shot containers bind onto: the rootfs is read-only, runc cannot make them.
 MOUNT_POINTS = ("runtime", "code", "deps", "data", "io")
 PROBE_TIMEOUT_SECONDS = 30.0
@@ -72,7 +81,7 @@ LANGUAGES = {
     "python": Language(
         "python",
         "python3",
-        ("runtime.py",),
+        ("main.py", "runtime.py"),
         ("faas_handler.py",),
         # The rootfs is read-only: no bytecode is ever written; print reaches the log at once.
         ("PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1", f"PYTHONPATH={RUNTIME_DIR}"),
@@ -181,7 +190,6 @@ class Runtimes:
                 raise Conflict(f"runtime {name!r} exists: remove it first (faas runtime rm {name})")
             try:
                 runtime = await self._import(name, lang, archive, tag)
-                await self._probe(runtime, lang)
                 await asyncio.to_thread(self._write_record, runtime)
             except BaseException:
                 await asyncio.to_thread(self._store.remove_function, name)
@@ -190,18 +198,19 @@ class Runtimes:
         return runtime
 
     async def _import(self, name: str, lang: Language, archive: Path, tag: str | None) -> Runtime:
+        """The image as it is, then with the wrapper, which compiles itself there (and so shows that
+        the interpreter runs), then with the wrapper and its bytecode: the runtime."""
         base = await asyncio.to_thread(self._store.import_image, archive, name, BASE, tag)
-        base_dir = self._config.runtimes_dir / name / str(BASE)
-        try:
-            base_layers = read_layer_list(base_dir / LAYER_LIST)
-            wrapper = files_layer(lang.wrapper_files(self._config.wrappers_dir), "faas", MOUNT_POINTS)
-            env = [*base.config.env, *lang.env, f"FAAS_LANGUAGE={lang.name}"]
-            config = {"Cmd": list(lang.command), "Env": env, "WorkingDir": CODE_DIR, "User": base.config.user}
-            with composed_archive(self._config.uploads_dir) as path:
-                write_archive(path, base_layers, [wrapper], config, f"faas-runtime/{name}:latest")
-                imported = await asyncio.to_thread(self._store.import_image, path, name, COMPOSED, None)
-        finally:
-            await asyncio.to_thread(discard, base_dir)
+        base_layers = read_layer_list(self._config.runtimes_dir / name / str(BASE) / LAYER_LIST)
+        files = lang.wrapper_files(self._config.wrappers_dir)
+        env = [*base.config.env, *lang.env, f"FAAS_LANGUAGE={lang.name}"]
+        config = {"Cmd": list(lang.command), "Env": env, "WorkingDir": CODE_DIR, "User": base.config.user}
+        wrapped = await self._compose(name, WRAPPED, base_layers, files, config)
+        image = RootfsImage(self._store.rootfs(name, WRAPPED), wrapped.config, wrapped.uid, wrapped.gid)
+        compiled = await self._compile(image, lang)
+        imported = await self._compose(name, COMPOSED, base_layers, files | compiled, config)
+        for number in (BASE, WRAPPED):
+            await asyncio.to_thread(discard, self._config.runtimes_dir / name / str(number))
         return Runtime(
             name=name,
             language=lang.name,
@@ -214,22 +223,36 @@ class Runtimes:
             layers=tuple(read_layer_list(self._config.runtimes_dir / name / str(COMPOSED) / LAYER_LIST)),
         )
 
-    async def _probe(self, runtime: Runtime, lang: Language) -> None:
-        """Run the wrapper once: an image without the interpreter is refused now, not at a deploy."""
-        finished = await self._oneshot.run(
-            self.image(runtime),
-            [*lang.command, "--probe"],
-            [],
-            [],
-            self._config.limits,
-            PROBE_TIMEOUT_SECONDS,
-        )
-        if finished.exit_code != 0:
-            said = (finished.stderr or finished.stdout).decode(errors="replace").strip()[-500:]
-            raise InvalidImage(
-                f"the image cannot run faasd's {lang.name} wrapper with {lang.interpreter!r} "
-                f"(exit {finished.exit_code}): {said or 'no output'}"
+    async def _compose(
+        self, name: str, number: int, base_layers: list[str], files: dict[str, bytes], config: dict[str, Any]
+    ) -> ImportedImage:
+        """Version ``number`` of runtime ``name``: the image's layers, one of ``files`` under /faas
+        and the mount point /data."""
+        layers = [files_layer(files, "faas", MOUNT_POINTS), files_layer({}, JOB_DATA.lstrip("/"))]
+        with composed_archive(self._config.uploads_dir) as path:
+            write_archive(path, base_layers, layers, config, f"faas-runtime/{name}:latest")
+            return await asyncio.to_thread(self._store.import_image, path, name, number, None)
+
+    async def _compile(self, image: RootfsImage, lang: Language) -> dict[str, bytes]:
+        """The wrapper's bytecode, compiled by the runtime's own interpreter in a one-shot container;
+        an image without the interpreter is refused here, not at a deploy."""
+        owner = (self._config.userns_base + image.uid, self._config.userns_base + image.gid)
+        with writable_dir(self._config.bundles_dir, owner) as out:
+            finished = await self._oneshot.run(
+                image,
+                [*lang.command, "--compile", IO_DIR],
+                [],
+                [Mount(out, IO_DIR, writable=True)],
+                self._config.limits,
+                PROBE_TIMEOUT_SECONDS,
             )
+            if finished.exit_code != 0:
+                said = (finished.stderr or finished.stdout).decode(errors="replace").strip()[-500:]
+                raise InvalidImage(
+                    f"the image cannot run faasd's {lang.name} wrapper with {lang.interpreter!r} "
+                    f"(exit {finished.exit_code}): {said or 'no output'}"
+                )
+            return await asyncio.to_thread(read_compiled, out / "__pycache__")
 
     def _write_record(self, runtime: Runtime) -> None:
         """Write ``runtime.json``: from now on the runtime exists, and survives a crash."""
@@ -281,3 +304,42 @@ def composed_archive(directory: Path) -> Iterator[Path]:
         yield Path(name)
     finally:
         Path(name).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def writable_dir(parent: Path, owner: tuple[int, int]) -> Iterator[Path]:
+    """A fresh directory the container's user (host ids ``owner``) may write, removed afterwards."""
+    directory = parent / f"out-{uuid.uuid4().hex[:16]}"
+    directory.mkdir(mode=0o700)
+    try:
+        os.chown(directory, *owner)
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def read_compiled(directory: Path) -> dict[str, bytes]:
+    """The bytecode files a container wrote into ``directory``, by their place in the wrapper layer.
+
+    What the container wrote is not trusted: only regular files with a bytecode cache's name, a
+    few and small, each opened without following a link.
+    """
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as exc:
+        raise InvalidImage(f"the wrapper wrote no bytecode: {exc.strerror}") from None
+    if len(names) > MAX_COMPILED_FILES or not all(COMPILED.fullmatch(name) for name in names):
+        raise InvalidImage(f"the wrapper wrote unexpected files: {', '.join(names)[:200]}")
+    files = {}
+    for name in names:
+        try:
+            fd = os.open(directory / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as exc:  # a link (ELOOP), or gone
+            raise InvalidImage(f"the wrapper's {name} cannot be read: {exc.strerror}") from None
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise InvalidImage(f"the wrapper's {name} is not a regular file")
+            files[f"runtime/__pycache__/{name}"] = file.read(MAX_COMPILED_BYTES + 1)
+    if sum(len(data) for data in files.values()) > MAX_COMPILED_BYTES:
+        raise InvalidImage("the wrapper's bytecode is over its size limit")
+    return files

@@ -104,9 +104,10 @@ def flask_image(images: Path) -> Path:
 
 
 def test_a_burst_of_heavy_starts_takes_turns_and_none_is_killed_for_being_slow(make_daemon, flask_image: Path) -> None:
-    """Starts that would share two CPUs 32 ways, and all pass the start timeout, take turns."""
-    daemon = make_daemon(daemon_range(41), "--start-timeout", "4")
+    """64 connections at once to an app whose every start imports Flask: sharing two CPUs 32
+    ways, every start would pass the start timeout; taking turns, each one is quick."""
+    daemon = make_daemon(daemon_range(41))
     ip = daemon.deploy("heavy", flask_image, "--warm", "0")
-    with ThreadPoolExecutor(32) as pool:
-        statuses = list(pool.map(lambda _: http_get(ip, timeout=120)[0], range(32)))
-    assert set(statuses) <= {200, 503} and statuses.count(200) >= 16, sorted(statuses)
+    with ThreadPoolExecutor(64) as pool:
+        statuses = list(pool.map(lambda _: http_get(ip, timeout=120)[0], range(64)))
+    assert set(statuses) <= {200, 503} and statuses.count(200) >= 32, sorted(statuses)

@@ -181,11 +181,11 @@ def test_progress_shows_bytes_and_rate_on_a_terminal_only(daemon: Daemon, image:
     assert status == 0 and stdout.startswith("Deployed shown at ")
     # The engine pauses half-way, so the line is drawn mid-upload, then left as a summary.
     assert "\rUploading  " in shown and "B/s" in shown
-    size = format_bytes(image.stat().st_size)
-    assert f"Uploaded {size} in " in shown and shown.endswith("importing\r\n")
+    assert "\rUploaded " in shown and shown.endswith("importing\r\n")
 
-    # From a file, faas reads the archive ahead: the layer faasd holds now is left out, and said so.
+    # The layer faasd holds now is left out, and said so (from a pipe too, if it held it then).
     status, _, shown = run_on_a_terminal(daemon, "new", "shown", "-f", str(image), path=tmp_path / "bin")
+    size = format_bytes(image.stat().st_size)
     assert status == 0 and "\rUploaded " in shown and f"Uploaded {size} in " not in shown
     with tarfile.open(image) as tar:
         layer = format_bytes(tar.getmember(json.load(tar.extractfile("manifest.json"))[0]["Layers"][0]).size)  # type: ignore[arg-type]

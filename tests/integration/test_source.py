@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
+import io
 import json
 import socket
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +18,6 @@ from tests.integration.conftest import (
     Daemon,
     daemon_range,
     eventually,
-    first_ip,
     free_port,
     http_get,
     http_request,
@@ -30,7 +32,10 @@ GATEWAY_PORT = free_port()
 @pytest.fixture(scope="module")
 def daemon(daemon_roots: Path, python_runtime_image: Path) -> Iterator[Daemon]:
     """One daemon for the module, with the python runtime added once."""
-    daemon = start_daemon(daemon_roots, RANGE, "--gateway", f"127.0.0.1:{GATEWAY_PORT}")
+    # One warm container a function, and a short drain: the machine's cores are few.
+    daemon = start_daemon(
+        daemon_roots, RANGE, "--gateway", f"127.0.0.1:{GATEWAY_PORT}", "--warm", "1", "--drain-timeout", "1"
+    )
     try:
         added = daemon.faas("runtime", "add", "python", "-f", str(python_runtime_image))
         assert added.returncode == 0, added.stderr
@@ -68,7 +73,9 @@ def post_json(ip: str, event: object) -> tuple[int, dict[str, str], bytes]:
 
 def test_runtime_list_and_a_module_function_answers_in_every_shape(daemon: Daemon) -> None:
     listed = json.loads(daemon.faas("runtime", "list", "--json").stdout)
-    assert [(r["name"], r["language"], r["layers"]) for r in listed] == [("python", "python", 2)]
+    assert [(r["name"], r["language"], r["layers"]) for r in listed] == [("python", "python", 3)]
+    cache = daemon.state_dir / "runtimes" / "python" / "3" / "rootfs" / "faas" / "runtime" / "__pycache__"
+    assert sorted(p.name.split(".")[0] for p in cache.iterdir()) == ["faas_handler", "runtime"], "compiled at add"
 
     ip = deploy(daemon, "shapes", "--code", str(SOURCE), "--entry", "handler.py")
     status, headers, body = post_json(ip, {"a": 1})
@@ -211,32 +218,20 @@ def test_runtime_rm_is_refused_while_used_and_a_runtime_needs_its_interpreter(
     assert unnamed.returncode != 0 and "language" in unnamed.stderr
 
 
-def test_runtimes_and_source_functions_survive_a_restart(
-    daemon_roots: Path, python_runtime_image: Path, tmp_path: Path
-) -> None:
-    daemon = start_daemon(daemon_roots, daemon_range(51))
-    try:
-        assert daemon.faas("runtime", "add", "python", "-f", str(python_runtime_image)).returncode == 0
-        assert (
-            daemon.faas(
-                "new", "kept", "--runtime", "python", "--code", str(write(tmp_path, "k.py", "return 'kept'\n"))
-            ).returncode
-            == 0
-        )
-        daemon.stop()
-        # A runtime whose record never got written (a crash mid-add) is gone after the restart.
-        half = daemon.state_dir / "runtimes" / "half" / "2"
-        half.mkdir(parents=True)
-        daemon.start()
-        assert http_get(first_ip(daemon_range(51))) == (200, b"kept")
-        assert not half.parent.exists()
-        assert [r["name"] for r in json.loads(daemon.faas("runtime", "list", "--json").stdout)] == ["python"]
-        again = daemon.faas(
-            "new", "again", "--runtime", "python", "--code", str(write(tmp_path, "a.py", "return 'again'\n"))
-        )
-        assert again.returncode == 0, again.stderr
-    finally:
-        daemon.stop()
+def test_runtimes_and_source_functions_survive_a_restart(daemon: Daemon, tmp_path: Path) -> None:
+    ip = deploy(daemon, "kept", "--code", str(write(tmp_path, "k.py", "return 'kept'\n")))
+    daemon.stop()
+    # A runtime whose record never got written (a crash mid-add) is gone after the restart.
+    half = daemon.state_dir / "runtimes" / "half" / "2"
+    half.mkdir(parents=True)
+    daemon.start()
+    assert http_get(ip) == (200, b"kept")
+    assert not half.parent.exists()
+    assert [r["name"] for r in json.loads(daemon.faas("runtime", "list", "--json").stdout)] == ["python"]
+    assert http_get(deploy(daemon, "again", "--code", str(write(tmp_path, "a.py", "return 'again'\n")))) == (
+        200,
+        b"again",
+    )
 
 
 def test_the_readme_examples_answer_as_shown(daemon: Daemon) -> None:
@@ -392,3 +387,38 @@ def test_a_graalfaas_manifest_with_dependencies_and_invoke_by_id(daemon: Daemon)
     assert (status, body) == (200, b"Hello, PyUser!"), "a one-argument handler(event), as GraalFaaS calls it"
     described = json.loads(daemon.faas("describe", "hello-deps", "--json").stdout)
     assert (described["runtime"], described["entry"]) == ("python", "handler.py")
+
+
+def tar_of(files: dict[str, bytes]) -> str:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_a_functron_job_runs_its_files_with_stdin_and_a_timeout(daemon: Daemon) -> None:
+    """Functron's request, as its README gives it, on the python runtime."""
+    main = b"import sys\nprint('read', sys.stdin.read(), 'from', open('/data/lib/word.txt').read())\n"
+    job = {
+        "FnName": "my-example-function",
+        "DockerFile": "FROM python\nENV GREETING=hi\nCMD python3 /data/main.py",
+        "TarFile": tar_of({"main.py": main, "lib/word.txt": b"the tar"}),
+        "Stdin": "Hello!",
+        "Timeout": 5.0,
+    }
+    status, answer = post_control(daemon, "/v1/jobs", job)
+    assert status == 200 and answer["stdout"] == "read Hello! from the tar\n" and answer["exit_code"] == 0
+    writes = job | {"DockerFile": 'FROM python\nCMD ["python3", "-c", "open(\'/data/x\', \'w\')"]'}
+    status, answer = post_control(daemon, "/v1/jobs", writes)
+    assert answer["exit_code"] == 1 and "Read-only file system" in answer["stderr"], "/data is read-only"
+    slow = job | {"DockerFile": "FROM python\nCMD sleep 30", "Timeout": 1}
+    status, answer = post_control(daemon, "/v1/jobs", slow)
+    assert status == 200 and answer["timed_out"] is True and answer["exit_code"] is None
+    status, refused = post_control(daemon, "/v1/jobs", job | {"DockerFile": "FROM python\nRUN rm -rf /\nCMD true"})
+    assert status == 400 and "RUN is not taken" in refused["error"]
+    escaping = job | {"TarFile": tar_of({"../../etc/evil": b"x"})}
+    status, refused = post_control(daemon, "/v1/jobs", escaping)
+    assert status == 400 and "evil" in refused["error"]

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from faasd.admission import STARTS_PER_CPU, Admission, AdmissionLimits, Overloaded, Starts
+from faasd.admission import Admission, AdmissionLimits, Overloaded, Starts
 
 
 def admission(total: int = 2, per_function: int = 2, queue: int = 4, queue_timeout: float = 5.0) -> Admission:
@@ -143,30 +143,50 @@ async def test_a_waiting_connection_asks_for_a_warm_container_back() -> None:
 
 
 async def test_only_so_many_containers_start_at_once_and_the_rest_take_turns_in_order() -> None:
-    starts = Starts(2)
+    starts = Starts(least=2, most=8, slow_seconds=60)
     running: list[int] = []
-    most = 0
     order: list[int] = []
     release = asyncio.Event()
 
     async def start(number: int) -> None:
-        nonlocal most
         async with starts.turn():
             order.append(number)
             running.append(number)
-            most = max(most, len(running))
             await release.wait()
             running.remove(number)
 
     tasks = [asyncio.create_task(start(n)) for n in range(6)]
     await settle()
     assert (running, starts.waiting) == ([0, 1], 4)
+    tasks[2].cancel()  # gave up waiting: takes no turn
     release.set()
-    await asyncio.gather(*tasks)
-    assert most == 2 and order == list(range(6)) and starts.waiting == 0
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert order == [0, 1, 3, 4, 5] and starts.waiting == 0
 
 
-def test_starts_at_once_follow_the_cpus_and_never_pass_the_slots() -> None:
-    assert AdmissionLimits.derive(total=64).starting == STARTS_PER_CPU * (os.cpu_count() or 1)
-    assert AdmissionLimits.derive(total=1).starting == 1
-    assert AdmissionLimits.derive(total=64, starting=3).starting == 3
+async def hold_turns(starts: Starts, count: int, seconds: float) -> None:
+    async def start() -> None:
+        async with starts.turn():
+            await asyncio.sleep(seconds)
+
+    await asyncio.gather(*(start() for _ in range(count)))
+
+
+async def test_quick_starts_widen_the_window_and_slow_ones_halve_it_down_to_the_cpus() -> None:
+    starts = Starts(least=2, most=16, slow_seconds=0.05)
+    await hold_turns(starts, 6, 0)
+    assert starts.limit == 8, "each quick start lets one more run at once"
+    await hold_turns(starts, 40, 0)
+    assert starts.limit == 16, "up to the slots"
+    await hold_turns(starts, 16, 0.1)
+    assert starts.limit == 8, "a round of slow starts halves it once"
+    for _ in range(4):
+        await asyncio.sleep(0.05)
+        await hold_turns(starts, 2, 0.1)
+    assert starts.limit == 2, "never below the CPUs"
+
+
+def test_the_window_follows_the_machine_and_the_start_timeout() -> None:
+    starts = Starts.for_machine(total=64, start_timeout=10)
+    assert starts.limit == min(os.cpu_count() or 1, 64)
+    assert Starts.for_machine(total=1, start_timeout=10).limit == 1

@@ -62,7 +62,7 @@ def store(config: Config) -> ImageStore:
 def functions(config: Config, logs: Logs, store: ImageStore) -> Functions:
     """The real ``Functions``; a request that gets past the checks would touch its registry and store."""
     registry = Registry(config.database_path, config.ip_range)
-    dispatcher = Dispatcher(config, Runc("runc", config.runc_root), store, Starts(1))
+    dispatcher = Dispatcher(config, Runc("runc", config.runc_root), store, Starts(1, 1, 1.0))
     yield Functions(config, registry, store, Aliases(), dispatcher, Admission(config.admission), logs)
     registry.close()
 

@@ -53,7 +53,7 @@ async def api(config: Config, registry: Registry) -> AsyncIterator[TestClient]:
     # The rootfs above belong to whoever runs the test: that is the owner the store expects here.
     store = ImageStore(config.images_dir, UnpackLimits(max_bytes=1 << 20, max_entries=1000), id_base=os.getuid())
     logs = Logs(config.logs_dir, config.logs)
-    dispatcher = Dispatcher(config, Runc("runc", config.runc_root), store, Starts(1))
+    dispatcher = Dispatcher(config, Runc("runc", config.runc_root), store, Starts(1, 1, 1.0))
     functions = Functions(config, registry, store, Aliases(), dispatcher, Admission(config.admission), logs)
     async with TestClient(TestServer(make_app(config, functions, logs, store.layers), host="127.0.0.1")) as client:
         yield client

@@ -213,3 +213,19 @@ def test_reads_never_wait_for_a_write_held_up_in_the_database(tmp_path: Path) ->
     assert registry.get("hello").current.number == 2 and registry.next_version("hello") == 3
     blocker.close()
     registry.close()
+
+
+def test_a_database_an_older_faasd_left_readable_is_made_roots_alone(tmp_path: Path) -> None:
+    path = tmp_path / "faasd.db"
+    Registry(path, RANGE).close()
+    wal = path.with_name("faasd.db-wal")
+    wal.touch()
+    for file in (path, wal):
+        file.chmod(0o644)
+    registry = Registry(path, RANGE)
+    try:
+        registry.add_version("hello", 1, "hello:1", "sha256:a", CONFIG, 0, 0, LIMITS)
+        modes = {file.name: file.stat().st_mode & 0o777 for file in tmp_path.iterdir()}
+    finally:
+        registry.close()
+    assert modes and set(modes.values()) == {0o600}, modes

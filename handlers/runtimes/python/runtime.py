@@ -17,9 +17,9 @@ text for a str, ``application/octet-stream`` for bytes, and ``{"statusCode", "he
 sets those. An exception becomes a 500 ``{"error", "request_id"}``, its traceback goes to the log.
 ``print`` goes to the log (stdout), never into the response.
 
-    python3 runtime.py           serve connections from /control.sock (what a container runs)
+    python3 runtime.py           serve connections from /control.sock (main.py does, in a container)
     python3 runtime.py --check   load the code and print {"ok": ...} as JSON (faasd runs it at deploy)
-    python3 runtime.py --probe   print {"ok": true} (faasd runs it when a runtime is added)
+    python3 runtime.py --compile DIR   compile the wrapper into DIR/__pycache__ (when a runtime is added)
     python3 runtime.py --once    call the code once with /faas/io/input.json (faas run)
 """
 
@@ -425,15 +425,32 @@ def jsonable(result: Any) -> Any:
     return result
 
 
+def compile_wrapper(out_dir: str) -> int:
+    """Compile this wrapper and the SDK into ``out_dir/__pycache__`` (faasd adds them to the
+    runtime: a read-only rootfs never caches bytecode), as this interpreter names its caches."""
+    import importlib.util
+    import py_compile
+
+    target = os.path.join(out_dir, "__pycache__")
+    os.makedirs(target, exist_ok=True)
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in ("runtime.py", "faas_handler.py"):
+        source = os.path.join(here, name)
+        cached = os.path.basename(importlib.util.cache_from_source(source))
+        mode = py_compile.PycInvalidationMode.UNCHECKED_HASH  # no stat of the source, which never changes
+        py_compile.compile(source, cfile=os.path.join(target, cached), doraise=True, invalidation_mode=mode)
+    print(json.dumps({"ok": True, "python": "{}.{}.{}".format(*sys.version_info[:3])}))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     name = os.environ.get("FAAS_HANDLER", "handler")
     if argv[1:] == ["--check"]:
         return check(name)
     if argv[1:] == ["--once"]:
         return run_once(name)
-    if argv[1:] == ["--probe"]:  # faasd's test of a runtime image as it is added
-        print(json.dumps({"ok": True, "python": "{}.{}.{}".format(*sys.version_info[:3])}))
-        return 0
+    if argv[1:2] == ["--compile"] and len(argv) == 3:  # when faasd adds the runtime
+        return compile_wrapper(argv[2])
     try:
         _, function = load(name)
     except LoadError as exc:

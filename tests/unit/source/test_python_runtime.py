@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,24 @@ def test_what_a_handler_returns_becomes_the_response(result: object, parts: tupl
 )
 def test_the_event_is_the_body_or_the_query(method: str, body: bytes, query: dict[str, str], event: object) -> None:
     assert runtime.parse_event(method, body, query) == event
+
+
+def test_the_wrapper_compiles_itself_into_what_a_runtime_layer_takes(tmp_path: Path) -> None:
+    from faasd.errors import InvalidImage
+    from faasd.source.runtimes import read_compiled
+
+    laid = tmp_path / "runtime"  # as the wrapper layer lays them out: the SDK beside the wrapper
+    laid.mkdir()
+    shutil.copy(RUNTIME / "runtime.py", laid)
+    shutil.copy(RUNTIME.parents[1] / "faas_handler.py", laid)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, str(laid / "runtime.py"), "--compile", str(out)], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and json.loads(done.stdout)["ok"] is True, done.stderr
+    compiled = read_compiled(out / "__pycache__")
+    tag = sys.implementation.cache_tag
+    assert sorted(compiled) == [f"runtime/__pycache__/faas_handler.{tag}.pyc", f"runtime/__pycache__/runtime.{tag}.pyc"]
+    (out / "__pycache__" / f"evil.{tag}.pyc").symlink_to("/etc/shadow")
+    with pytest.raises(InvalidImage, match="evil"):  # a link is never followed
+        read_compiled(out / "__pycache__")
