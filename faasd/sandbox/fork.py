@@ -116,12 +116,11 @@ class ForkConnection:
             "peer": f"{peer[0]}:{peer[1]}",
         }
         client.setblocking(True)  # the flag is the open file's: the child's copy must block
-        try:
-            socket.send_fds(self._line, [encode_metadata(metadata)], [client.fileno()])
-        except OSError:  # it died a moment ago
-            return Outcome.START_FAILED
-        finally:
-            self._close_line()
+        if not self._hand_over(client, metadata):
+            # It died a moment ago (with its template, say) and never saw the client: a new one.
+            await self._release()
+            if await self._start() is not None or not self._hand_over(client, metadata):
+                return Outcome.START_FAILED
         assert self._exited is not None
         try:
             await asyncio.wait_for(asyncio.shield(self._exited), timeout)
@@ -129,6 +128,17 @@ class ForkConnection:
             self._kill()
             return Outcome.DEADLINE if bytes_written(client) else Outcome.DEADLINE_SILENT
         return Outcome.SERVED if bytes_written(client) else Outcome.NO_ANSWER
+
+    def _hand_over(self, client: socket.socket, metadata: dict[str, object]) -> bool:
+        """Send the child its connection; False if it is gone."""
+        assert self._line is not None
+        try:
+            socket.send_fds(self._line, [encode_metadata(metadata)], [client.fileno()])
+        except OSError:
+            return False
+        finally:
+            self._close_line()
+        return True
 
     async def _fork(self, template: Template) -> int | None:
         """Ask ``template`` for a child; its host pid, or None if it never came."""
@@ -210,20 +220,25 @@ class ForkConnection:
 
     async def stop(self) -> None:
         """End the child if it still runs, and remove its cgroup; safe to call twice."""
-        self._close_line()
         try:
-            if self.running:
-                self._kill()
-                await self.wait_exit()
-            if self._pidfd >= 0:
-                asyncio.get_running_loop().remove_reader(self._pidfd)
-                os.close(self._pidfd)
-                self._pidfd = -1
-            if self._cgroup is not None:
-                await self._remove_cgroup(self._cgroup)
-                self._cgroup = None
+            await self._release()
         finally:
             await self._capture.close()
+
+    async def _release(self) -> None:
+        """End the child if it still runs; close its line and pidfd, remove its cgroup."""
+        self._close_line()
+        if self.running:
+            self._kill()
+            await self.wait_exit()
+        self._exited = None
+        if self._pidfd >= 0:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+        if self._cgroup is not None:
+            await self._remove_cgroup(self._cgroup)
+            self._cgroup = None
 
     @staticmethod
     async def _remove_cgroup(cgroup: ConnectionCgroup) -> None:
