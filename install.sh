@@ -41,7 +41,10 @@ faas build handlers/hello -o "$image" --cache "${FAAS_CACHE:-/var/cache/faasd}"
 faas new hello -f "$image"
 echo "install.sh: adding the python runtime (Debian's python3, the same cached base) and a function from source"
 .venv/bin/python -m tools.build_image runtime python "$runtime" --cache "${FAAS_CACHE:-/var/cache/faasd}" >/dev/null
-faas runtime list --json | grep -q '"name": "python"' || faas runtime add python -f "$runtime"
+case "$(faas runtime list --json)" in
+    *'"name": "python"'*) ;;  # added by an earlier run
+    *) faas runtime add python -f "$runtime" ;;
+esac
 faas new add --runtime python --code handlers/source/add.py
 echo
 echo "Try:"
