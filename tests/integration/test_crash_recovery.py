@@ -165,19 +165,20 @@ def test_kill_9_mid_import_keeps_the_old_version(make_daemon, busybox_image, tmp
     assert http_get(ip) == (200, b"old version\n")
 
 
-def test_sigterm_lets_running_requests_finish(make_daemon, busybox_image, tmp_path: Path) -> None:
+def test_sigterm_lets_running_requests_finish(make_daemon, probe_image: Path) -> None:
     daemon = make_daemon(daemon_range(14), "--drain-timeout", "10")
-    slow = busybox_variant(busybox_image(), tmp_path / "slow.tar", ["/bin/sh", "-c", "sleep 2; hello slowpoke; exit 0"])
-    ip = daemon.deploy("slowpoke", slow, "--warm", "0")  # every container is a running request's
+    # Slow to answer, quick to start: starts take turns, and a handler slow to connect would
+    # hold its turn, so three would never run at once on a machine of two CPUs.
+    ip = daemon.deploy("slowpoke", probe_image, "--warm", "0")  # every container is a running request's
     with ThreadPoolExecutor(max_workers=3) as pool:
-        answers = [pool.submit(http_get, ip) for _ in range(3)]
+        answers = [pool.submit(http_get, ip, "/sleep?s=3") for _ in range(3)]
         assert eventually(lambda: len(containers(daemon)) == 3)
         proc = daemon.proc
         proc.send_signal(signal.SIGTERM)
         with socket.socket() as probe:
             assert eventually(lambda: probe.connect_ex((ip, 80)) != 0, 1), "new connections are refused at once"
         assert proc.poll() is None, "while the running ones drain"
-        assert [a.result() for a in answers] == [(200, b"slowpoke\n")] * 3
+        assert [a.result() for a in answers] == [(200, b'{"slept": 3.0}\n')] * 3
     assert proc.wait(timeout=10) == 0
     daemon.proc = None
     assert containers(daemon) == {} and bundles(daemon) == []

@@ -208,6 +208,13 @@ def spin(_: dict[str, list[str]]) -> None:
         pass
 
 
+def nap(query: dict[str, list[str]]) -> dict[str, float]:
+    """Answer after ``s`` seconds: a request that is running, not starting, for that long."""
+    seconds = float(query.get("s", ["1"])[0])
+    time.sleep(seconds)
+    return {"slept": seconds}
+
+
 def tmp(query: dict[str, list[str]]) -> dict[str, Any]:
     """Fill a writable tmpfs (``dir``, /tmp by default) until the kernel says no."""
     written = 0
@@ -336,6 +343,7 @@ PROBES: dict[str, Callable[[dict[str, list[str]]], Any]] = {
     "/memory": memory,
     "/fork": fork,
     "/spin": spin,
+    "/sleep": nap,
     "/tmp": tmp,
     "/cpu": cpu,
     "/exit": leave,
