@@ -412,7 +412,8 @@ async def post_job(request: web.Request) -> web.Response:
     """A Functron job: files, a command, stdin and a timeout, run once on a runtime."""
     query_params(request)
     body = await read_json(request, MAX_JOB_BODY)
-    return web.json_response(await request.app[SOURCES].run_job(parse_job(body)))
+    job = await asyncio.to_thread(parse_job, body)  # decodes up to 64 MiB of base64: not on the loop
+    return web.json_response(await request.app[SOURCES].run_job(job))
 
 
 async def read_json(request: web.Request, max_bytes: int) -> Any:
@@ -425,7 +426,7 @@ async def read_json(request: web.Request, max_bytes: int) -> Any:
         if len(data) > max_bytes:
             raise InvalidRequest(f"the body is over the {max_bytes} byte limit")
     try:
-        return json.loads(data)
+        return await asyncio.to_thread(json.loads, data)  # a job's body parses for a while: off the loop
     except ValueError as exc:
         raise InvalidRequest(f"the body is not JSON: {exc}") from exc
 
