@@ -17,12 +17,11 @@ import json
 import logging
 import os
 import re
-import shutil
 import tarfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 from faasd.config import Config
 from faasd.errors import InvalidCode, InvalidRequest
 from faasd.functions import Functions
+from faasd.images.tree import remove_or_log
 from faasd.images.unpack import Budget, UnpackLimits, apply_layer
 from faasd.limits import Limits
 from faasd.registry import Function
@@ -109,40 +109,51 @@ def parse_source(body: Any, max_bytes: int) -> Source:
     return Source(runtime, encoded, entry, handler)
 
 
-@contextmanager
-def code_dir(parent: Path, files: Mapping[str, bytes]) -> Iterator[Path]:
-    """The files in a fresh directory a container's root may read (never write), removed afterwards."""
+@asynccontextmanager
+async def code_dir(parent: Path, files: Mapping[str, bytes]) -> AsyncIterator[Path]:
+    """The files in a fresh directory a container's root may read (never write), removed afterwards.
+
+    Written and removed in a thread: a job's stdin alone may be 16 MiB."""
     directory = parent / f"code-{uuid.uuid4().hex[:16]}"
-    directory.mkdir(mode=0o755)
     try:
-        for path, data in files.items():
-            target = directory / path
-            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-        for folder, _, names in os.walk(directory):  # the modes above, whatever the daemon's umask
-            os.chmod(folder, 0o755)
-            for name in names:
-                os.chmod(os.path.join(folder, name), 0o644, follow_symlinks=False)
+        await asyncio.to_thread(write_files, directory, files)
         yield directory
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        await asyncio.to_thread(remove_or_log, directory)
 
 
-@contextmanager
-def unpacked(parent: Path, tar: bytes, id_base: int) -> Iterator[Path]:
+def write_files(directory: Path, files: Mapping[str, bytes]) -> None:
+    directory.mkdir(mode=0o755)
+    for path, data in files.items():
+        target = directory / path
+        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+    for folder, _, names in os.walk(directory):  # the modes above, whatever the daemon's umask
+        os.chmod(folder, 0o755)
+        for name in names:
+            os.chmod(os.path.join(folder, name), 0o644, follow_symlinks=False)
+
+
+@asynccontextmanager
+async def unpacked(parent: Path, tar: bytes, id_base: int) -> AsyncIterator[Path]:
     """``tar`` unpacked by the image unpacker (paths resolved inside the root, owners shifted
-    into the containers' range) into a fresh directory, removed afterwards."""
+    into the containers' range) into a fresh directory, removed afterwards; both in a thread,
+    as a tar of up to 64 MiB takes a while."""
     directory = parent / f"data-{uuid.uuid4().hex[:16]}"
-    directory.mkdir(mode=0o755)
     try:
-        if tar:
-            with tarfile.open(fileobj=io.BytesIO(tar), mode="r|") as layer:
-                apply_layer(layer, directory, Budget(JOB_FILES), id_base)
+        await asyncio.to_thread(unpack_files, directory, tar, id_base)
         yield directory
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        await asyncio.to_thread(remove_or_log, directory)
+
+
+def unpack_files(directory: Path, tar: bytes, id_base: int) -> None:
+    directory.mkdir(mode=0o755)
+    if tar:
+        with tarfile.open(fileobj=io.BytesIO(tar), mode="r|") as layer:
+            apply_layer(layer, directory, Budget(JOB_FILES), id_base)
 
 
 class SourceFunctions:
@@ -183,7 +194,7 @@ class SourceFunctions:
         request_id = uuid.uuid4().hex[:16]
         deadline_ms = int((time.time() + limits.timeout_seconds) * 1000)
         env = [*source.env(), f"FAAS_REQUEST_ID={request_id}", f"FAAS_DEADLINE_MS={deadline_ms}"]
-        with (
+        async with (
             code_dir(self._config.bundles_dir, source.files) as code,
             code_dir(self._config.bundles_dir, {"input.json": json.dumps(event).encode()}) as io_dir,
         ):
@@ -210,7 +221,7 @@ class SourceFunctions:
         image = self.runtimes.image(runtime)
         image = dataclasses.replace(image, config=dataclasses.replace(image.config, working_dir=job.workdir))
         limits = dataclasses.replace(self._config.limits, timeout_seconds=job.timeout)
-        with (
+        async with (
             unpacked(self._config.bundles_dir, job.tar, self._config.userns_base) as data,
             code_dir(self._config.bundles_dir, {"stdin": job.stdin}) as io_dir,
         ):
@@ -240,7 +251,7 @@ class SourceFunctions:
     async def check(self, runtime: Runtime, source: Source, limits: Limits) -> str:
         """Load the code in a container of ``runtime`` as a request's would; its style, or a 400 saying why not."""
         language = LANGUAGES[runtime.language]
-        with code_dir(self._config.bundles_dir, source.files) as directory:
+        async with code_dir(self._config.bundles_dir, source.files) as directory:
             finished = await self._oneshot.run(
                 self.runtimes.image(runtime),
                 [*language.command, "--check"],
