@@ -39,7 +39,7 @@ from faasd.pool import WarmPool
 from faasd.registry import Version
 from faasd.sandbox.cgroups import ConnectionCgroup
 from faasd.sandbox.template import Template
-from faasd.tcpinfo import bytes_written
+from faasd.tcpinfo import bytes_read, bytes_written
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +118,22 @@ class ForkConnection:
         client.setblocking(True)  # the flag is the open file's: the child's copy must block
         if not self._hand_over(client, metadata):
             # It died a moment ago (with its template, say) and never saw the client: a new one.
-            await self._release()
-            if await self._start() is not None or not self._hand_over(client, metadata):
-                return Outcome.START_FAILED
+            return await self._serve_on_another(client, metadata, timeout)
+        outcome = await self._wait(client, timeout)
+        if outcome is Outcome.NO_ANSWER and bytes_read(client) == 0:
+            # It took the client but died before reading a byte (its template killed, taking it
+            # along): the connection is whole, so a new child gets it, once.
+            return await self._serve_on_another(client, metadata, timeout)
+        return outcome
+
+    async def _serve_on_another(self, client: socket.socket, metadata: dict[str, object], timeout: float) -> Outcome:
+        await self._release()
+        if await self._start() is not None or not self._hand_over(client, metadata):
+            return Outcome.START_FAILED
+        return await self._wait(client, timeout)
+
+    async def _wait(self, client: socket.socket, timeout: float) -> Outcome:
+        """Wait for the child that has ``client`` to exit, or kill it at the deadline."""
         assert self._exited is not None
         try:
             await asyncio.wait_for(asyncio.shield(self._exited), timeout)
