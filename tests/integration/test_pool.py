@@ -36,7 +36,14 @@ def metric(daemon: Daemon, name: str, **labels: str) -> float:
 
 def ready_versions(daemon: Daemon) -> list[str]:
     """The version directory each bundle's rootfs is in: which version the containers run."""
-    return sorted(json.loads((b / "config.json").read_text())["root"]["path"].split("/")[-2] for b in bundles(daemon))
+    versions = []
+    for bundle in bundles(daemon):
+        try:
+            config = json.loads((bundle / "config.json").read_text())
+        except FileNotFoundError:  # a bundle removed between the listing and the read
+            continue
+        versions.append(config["root"]["path"].split("/")[-2])
+    return sorted(versions)
 
 
 @pytest.fixture
