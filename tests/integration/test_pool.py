@@ -40,7 +40,7 @@ def ready_versions(daemon: Daemon) -> list[str]:
     for bundle in bundles(daemon):
         try:
             config = json.loads((bundle / "config.json").read_text())
-        except FileNotFoundError:  # a bundle removed between the listing and the read
+        except (FileNotFoundError, json.JSONDecodeError):  # a bundle made or removed while listed
             continue
         versions.append(config["root"]["path"].split("/")[-2])
     return sorted(versions)
