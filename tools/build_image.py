@@ -2,11 +2,12 @@
 handler, and the Python ones ``faas build`` makes (``faas_cli.imagebuild``).
 
     python3 -m tools.build_image busybox OUT.tar [--body TEXT] [--prelude SHELL] [--oci]
-    python3 -m tools.build_image runtime python OUT.tar [--cache DIR] [--oci]
+    python3 -m tools.build_image runtime python|node OUT.tar [--cache DIR] [--oci]
 
 Debian's static busybox plus the static C handler (handlers/c/hello.c), one layer; builds in
 about a second. The Python images are ``faas build DIR -o OUT.tar``'s. A runtime image (for
-``faas runtime add``) is the Debian base with the language's interpreter and nothing else.
+``faas runtime add``) is the Debian base with the language's interpreter and its tools: python3
+alone; nodejs with node-typescript and npm, which deploys of TypeScript and package.json use.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from faas_cli.imagebuild import (
     add_dir,
     add_symlink,
     build_python_image,
+    debian_node_base,
     debian_python_base,
     normalize,
     run,
@@ -45,6 +47,7 @@ __all__ = [
     "build_busybox_image",
     "build_python_image",
     "build_runtime_image",
+    "debian_node_base",
     "debian_python_base",
     "main",
     "write_docker_archive",
@@ -94,15 +97,23 @@ def _compile_hello(directory: Path) -> Path:
     return binary
 
 
-def build_runtime_image(out: Path, language: str, cache_dir: Path, oci: bool = False) -> None:
-    """The Debian base with the language's interpreter alone; tag ``<language>-runtime``.
+# A runtime's base layer (built once, cached) and the command its image runs.
+RUNTIME_RECIPES = {
+    "python": (debian_python_base, "python3"),
+    "node": (debian_node_base, "node"),
+}
 
-    ``faas runtime add`` lays faasd's wrapper on it; the base is the one the Python images use.
+
+def build_runtime_image(out: Path, language: str, cache_dir: Path, oci: bool = False) -> None:
+    """The Debian base with the language's interpreter (and tools); tag ``<language>-runtime``.
+
+    ``faas runtime add`` lays faasd's wrapper on it; python's base is the one the Python images use.
     """
-    if language != "python":
-        raise BuildError(f"no runtime recipe for {language!r}: python")
-    base = debian_python_base(cache_dir)
-    config = {"config": {"Cmd": ["python3"], "Env": [DEFAULT_PATH]}}
+    if language not in RUNTIME_RECIPES:
+        raise BuildError(f"no runtime recipe for {language!r}: {', '.join(RUNTIME_RECIPES)}")
+    make_base, interpreter = RUNTIME_RECIPES[language]
+    base = make_base(cache_dir)
+    config = {"config": {"Cmd": [interpreter], "Env": [DEFAULT_PATH]}}
     write_image(out, [base], config, f"{language}-runtime:latest", oci)
 
 
@@ -115,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     busybox.add_argument("--body", help="what the C handler answers (default: hello from C)")
     busybox.add_argument("--prelude", help="shell commands run before the handler, e.g. 'echo started >&2'")
     runtime = kinds.add_parser("runtime", help="a runtime image for faas runtime add: Debian and an interpreter")
-    runtime.add_argument("language", choices=["python"], help="the interpreter's language")
+    runtime.add_argument("language", choices=sorted(RUNTIME_RECIPES), help="the interpreter's language")
     runtime.add_argument("--cache", type=Path, default=Path("/var/cache/faasd"), help="where the base layer is kept")
     for kind in (busybox, runtime):
         kind.add_argument("out", type=Path, help="the image tarball to write")

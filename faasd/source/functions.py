@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from faasd.config import Config
-from faasd.errors import InvalidCode, InvalidRequest
+from faasd.errors import InvalidCode, InvalidRequest, NotATemplate
 from faasd.functions import Functions
 from faasd.images.tree import remove_or_log
 from faasd.images.unpack import Budget, UnpackLimits, apply_layer
@@ -172,6 +172,7 @@ class SourceFunctions:
         """Check ``source`` on its runtime, then deploy it as the next version of ``name``
         (``SameImage`` when the code, runtime and limits are the current version's, unless ``force``)."""
         runtime = self.runtimes.get(source.runtime)
+        refuse_fork(runtime, limits)
         await self.check(runtime, source, limits)
         layer = files_layer(source.files, CODE_DIR.lstrip("/"))
         config = {
@@ -267,6 +268,16 @@ class SourceFunctions:
             return str(verdict.get("style", ""))
         said = verdict.get("error") or finished.stderr.decode(errors="replace").strip()[-1000:] or "no output"
         raise InvalidCode(f"the code cannot serve: {said}")
+
+
+def refuse_fork(runtime: Runtime, limits: Limits) -> None:
+    """``NotATemplate`` for fork mode on a runtime whose language cannot fork (Node has no fork())."""
+    language = LANGUAGES[runtime.language]
+    if limits.sandbox == "fork" and not language.forks:
+        raise NotATemplate(
+            f"functions of runtime {runtime.name!r} cannot run with --sandbox fork: a {language.name} process "
+            "cannot fork into fresh sandboxes; deploy with --sandbox runc"
+        )
 
 
 def run_answer(finished: Finished, timeout: float) -> dict[str, Any]:
