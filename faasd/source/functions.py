@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import io
 import json
 import logging
@@ -21,7 +22,7 @@ import stat
 import tarfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,7 @@ MAX_PATH = 255
 PATH_PART = re.compile(r"[A-Za-z0-9_.@+-][A-Za-z0-9_.@+ -]{0,127}")
 IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]{0,127}")
 SOURCE_FIELDS = frozenset({"runtime", "files", "entry", "handler"})
+MessageSink = Callable[[Any], Awaitable[None]]  # a streamed run's items and printed lines, as they come
 
 
 @dataclass(frozen=True)
@@ -242,9 +244,13 @@ class SourceFunctions:
                 async with unpacked(self._config.bundles_dir, out, self._config.userns_base) as built:
                     yield Workspace(code, built_dir(built, "deps"), out)
 
-    async def run(self, source: Source, event: Any, limits: Limits) -> dict[str, Any]:
+    async def run(
+        self, source: Source, event: Any, limits: Limits, on_message: MessageSink | None = None
+    ) -> dict[str, Any]:
         """Call ``source`` once with ``event`` in a throw-away container of its runtime, under
-        ``limits``: ``{result, stdout, stderr, exit_code, duration_ms}`` (and ``error``)."""
+        ``limits``: ``{result, stdout, stderr, exit_code, duration_ms}`` (and ``error``). With
+        ``on_message``, the call streams: each item it yields and line it prints goes to it as it
+        comes (as well as into ``stdout``)."""
         runtime = self.runtimes.get(source.runtime)
         language = LANGUAGES[runtime.language]
         request_id = uuid.uuid4().hex[:16]
@@ -256,11 +262,12 @@ class SourceFunctions:
         ):
             finished = await self._oneshot.run(
                 self.runtimes.image(runtime),
-                [*language.command, "--once"],
+                [*language.command, "--once", *(["--stream"] if on_message else [])],
                 env,
                 [*space.mounts(), Mount(io_dir, IO_DIR)],
                 limits,
                 limits.timeout_seconds,
+                on_line=None if on_message is None else functools.partial(forward_message, on_message),
             )
         log.info(
             "run runtime=%s id=%s exit=%s duration_ms=%.1f",
@@ -322,6 +329,17 @@ class SourceFunctions:
             return str(verdict.get("style", ""))
         said = verdict.get("error") or finished.stderr.decode(errors="replace").strip()[-1000:] or "no output"
         raise InvalidCode(f"the code cannot serve: {said}")
+
+
+async def forward_message(on_message: MessageSink, line: bytes) -> None:
+    """Give ``on_message`` the data of a wrapper's ``{"event": "message", "data": ...}`` line;
+    any other line (the verdict, or what code wrote on the wrapper's stdout) is no message."""
+    try:
+        sent = json.loads(line)
+    except ValueError:
+        return
+    if isinstance(sent, dict) and sent.get("event") == "message" and "data" in sent:
+        await on_message(sent["data"])
 
 
 def run_answer(finished: Finished, timeout: float) -> dict[str, Any]:
