@@ -150,7 +150,7 @@ def write_files(directory: Path, files: Mapping[str, bytes]) -> None:
 
 
 @asynccontextmanager
-async def unpacked(parent: Path, tar: bytes | BinaryIO, id_base: int) -> AsyncIterator[Path]:
+async def unpacked(parent: Path, tar: bytes, id_base: int) -> AsyncIterator[Path]:
     """``tar`` unpacked by the image unpacker (paths resolved inside the root, owners shifted
     into the containers' range) into a fresh directory, removed afterwards; both in a thread,
     as a tar of up to 64 MiB takes a while."""
@@ -162,10 +162,10 @@ async def unpacked(parent: Path, tar: bytes | BinaryIO, id_base: int) -> AsyncIt
         await asyncio.to_thread(remove_or_log, directory)
 
 
-def unpack_files(directory: Path, tar: bytes | BinaryIO, id_base: int) -> None:
+def unpack_files(directory: Path, tar: bytes, id_base: int) -> None:
     directory.mkdir(mode=0o755)
     if tar:
-        with tarfile.open(fileobj=io.BytesIO(tar) if isinstance(tar, bytes) else tar, mode="r|") as layer:
+        with tarfile.open(fileobj=io.BytesIO(tar), mode="r|") as layer:
             apply_layer(layer, directory, Budget(JOB_FILES), id_base)
 
 
@@ -182,16 +182,25 @@ class Workspace:
         return [Mount(self.code, CODE_DIR), *([Mount(self.deps, DEPS_DIR)] if self.deps else [])]
 
 
-def built_dir(unpacked: Path, name: str) -> Path:
-    """``unpacked/name``, a directory the build made, to bind; never a link it made (runc would
-    follow it on the host)."""
-    try:
-        is_dir = stat.S_ISDIR(os.lstat(unpacked / name).st_mode)
-    except FileNotFoundError:
-        is_dir = False
-    if not is_dir:
-        raise InvalidCode(f"the build made no {name} directory")
-    return unpacked / name
+def lay_out_built(
+    directory: Path, files: Mapping[str, bytes], built: BinaryIO, id_base: int
+) -> tuple[Path, Path | None]:
+    """The code and what its build made, as the code layer will hold them: the files in
+    ``directory/code``, then the build's tar unpacked over ``directory`` by the image unpacker
+    (paths resolved inside it). The code and deps directories to bind. Blocking."""
+    directory.mkdir(mode=0o755)
+    write_files(directory / "code", files)
+    built.seek(0)
+    with tarfile.open(fileobj=built, mode="r|") as layer:
+        apply_layer(layer, directory, Budget(JOB_FILES), id_base)
+    return real_dir(directory / "code"), real_dir(directory / "deps") if os.path.lexists(directory / "deps") else None
+
+
+def real_dir(path: Path) -> Path:
+    """``path`` if it is a directory and no link a build made (runc would follow it on the host)."""
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        raise InvalidCode(f"the build made {path.name} something else than a directory")
+    return path
 
 
 class SourceFunctions:
@@ -231,18 +240,23 @@ class SourceFunctions:
 
     @asynccontextmanager
     async def workspace(self, runtime: Runtime, source: Source, limits: Limits) -> AsyncIterator[Workspace]:
-        """The code in a directory, built first when it asks to be (its language's manifest is
-        among its files); everything removed afterwards."""
-        step = LANGUAGES[runtime.language].build
+        """The code in a directory, built first when it asks to be (its language's manifest, or a
+        file to compile, is among its files); everything removed afterwards."""
+        language = LANGUAGES[runtime.language]
         async with code_dir(self._config.bundles_dir, source.files) as code:
-            if step is None or step.manifest not in source.files:
+            if language.build is None or not language.build.asks(source.files):
                 yield Workspace(code)
                 return
             with temporary_file(self._config.uploads_dir) as out:
-                await self._builder.run(self.runtimes.image(runtime), LANGUAGES[runtime.language], code, limits, out)
-                out.seek(0)
-                async with unpacked(self._config.bundles_dir, out, self._config.userns_base) as built:
-                    yield Workspace(code, built_dir(built, "deps"), out)
+                await self._builder.run(self.runtimes.image(runtime), language, source.files, code, limits, out)
+                directory = self._config.bundles_dir / f"built-{uuid.uuid4().hex[:16]}"
+                try:
+                    built_code, deps = await asyncio.to_thread(
+                        lay_out_built, directory, source.files, out, self._config.userns_base
+                    )
+                    yield Workspace(built_code, deps, out)
+                finally:
+                    await asyncio.to_thread(remove_or_log, directory)
 
     async def run(
         self, source: Source, event: Any, limits: Limits, on_message: MessageSink | None = None
