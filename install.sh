@@ -39,7 +39,7 @@ trap 'rm -f "$image" "$runtime"' EXIT
 echo "install.sh: building the example image (the first time takes a minute or two)"
 faas build handlers/hello -o "$image" --cache "${FAAS_CACHE:-/var/cache/faasd}"
 faas new hello -f "$image"
-echo "install.sh: adding the python and node runtimes (Debian's python3; Debian's nodejs, npm, tsc) and functions from source"
+echo "install.sh: adding the python and node runtimes (Debian's python3 and pip; nodejs, npm and tsc; built once and cached) and functions from source"
 for language in python node; do
     case "$(faas runtime list --json)" in
         *"\"name\": \"$language\""*) ;;  # added by an earlier run

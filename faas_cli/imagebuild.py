@@ -138,9 +138,10 @@ def to_stderr(line: str) -> None:
     print(line, file=sys.stderr)
 
 
-def debian_python_base(cache_dir: Path, say: Say = to_stderr) -> Path:
-    """Debian bookworm (minbase) with python3 as one layer tar: built once, then reused."""
-    return debian_base(cache_dir, "python", MMDEBSTRAP, say)
+def debian_python_base(cache_dir: Path, say: Say = to_stderr, include: Sequence[str] = ()) -> Path:
+    """Debian bookworm (minbase) with python3, and the Debian packages ``include``, as one layer
+    tar: built once, then reused."""
+    return debian_base(cache_dir, "python", [*MMDEBSTRAP, *(f"--include={package}" for package in include)], say)
 
 
 def debian_node_base(cache_dir: Path, say: Say = to_stderr) -> Path:

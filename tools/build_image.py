@@ -7,7 +7,8 @@ handler, and the Python ones ``faas build`` makes (``faas_cli.imagebuild``).
 Debian's static busybox plus the static C handler (handlers/c/hello.c), one layer; builds in
 about a second. The Python images are ``faas build DIR -o OUT.tar``'s. A runtime image (for
 ``faas runtime add``) is the Debian base with the language's interpreter and its tools: python3
-alone; nodejs with node-typescript and npm, which deploys of TypeScript and package.json use.
+and pip; nodejs with npm and node-typescript. They install a function's requirements.txt or
+package.json, and compile its TypeScript, at deploy time in a container of the runtime.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ __all__ = [
 BUSYBOX = Path("/bin/busybox")
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 GROUP = "root:x:0:\nnogroup:x:65534:\n"
+# Debian packages a runtime image has beside python3, by language (node's are in its base recipe).
+RUNTIME_PACKAGES = {"python": ("python3-pip",)}
+# The command a runtime image runs, by language.
+INTERPRETERS = {"python": "python3", "node": "node"}
 
 
 def build_busybox_image(out: Path, body: str | None = None, oci: bool = False, prelude: str | None = None) -> None:
@@ -97,23 +102,23 @@ def _compile_hello(directory: Path) -> Path:
     return binary
 
 
-# A runtime's base layer (built once, cached) and the command its image runs.
-RUNTIME_RECIPES = {
-    "python": (debian_python_base, "python3"),
-    "node": (debian_node_base, "node"),
-}
+def runtime_base(language: str, cache_dir: Path) -> Path:
+    """The runtime's base layer, built once and cached: its Debian packages on a minbase."""
+    if language == "node":
+        return debian_node_base(cache_dir)
+    return debian_python_base(cache_dir, include=RUNTIME_PACKAGES[language])
 
 
 def build_runtime_image(out: Path, language: str, cache_dir: Path, oci: bool = False) -> None:
-    """The Debian base with the language's interpreter (and tools); tag ``<language>-runtime``.
+    """The Debian base with the language's interpreter and its tools; tag ``<language>-runtime``.
 
-    ``faas runtime add`` lays faasd's wrapper on it; python's base is the one the Python images use.
+    ``faas runtime add`` lays faasd's wrapper on it; pip (or npm, tsc) prepares a function's code
+    at deploy time, in a container of the runtime.
     """
-    if language not in RUNTIME_RECIPES:
-        raise BuildError(f"no runtime recipe for {language!r}: {', '.join(RUNTIME_RECIPES)}")
-    make_base, interpreter = RUNTIME_RECIPES[language]
-    base = make_base(cache_dir)
-    config = {"config": {"Cmd": [interpreter], "Env": [DEFAULT_PATH]}}
+    if language not in INTERPRETERS:
+        raise BuildError(f"no runtime recipe for {language!r}: {', '.join(INTERPRETERS)}")
+    base = runtime_base(language, cache_dir)
+    config = {"config": {"Cmd": [INTERPRETERS[language]], "Env": [DEFAULT_PATH]}}
     write_image(out, [base], config, f"{language}-runtime:latest", oci)
 
 
@@ -126,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     busybox.add_argument("--body", help="what the C handler answers (default: hello from C)")
     busybox.add_argument("--prelude", help="shell commands run before the handler, e.g. 'echo started >&2'")
     runtime = kinds.add_parser("runtime", help="a runtime image for faas runtime add: Debian and an interpreter")
-    runtime.add_argument("language", choices=sorted(RUNTIME_RECIPES), help="the interpreter's language")
+    runtime.add_argument("language", choices=sorted(INTERPRETERS), help="the interpreter's language")
     runtime.add_argument("--cache", type=Path, default=Path("/var/cache/faasd"), help="where the base layer is kept")
     for kind in (busybox, runtime):
         kind.add_argument("out", type=Path, help="the image tarball to write")

@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import io
 import json
 import logging
 import os
 import re
+import stat
 import tarfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from faasd.config import Config
 from faasd.errors import InvalidCode, InvalidRequest, NotATemplate
@@ -34,9 +36,19 @@ from faasd.images.unpack import Budget, UnpackLimits, apply_layer
 from faasd.limits import Limits
 from faasd.registry import Function
 from faasd.source.archive import files_layer, write_archive
+from faasd.source.build import Builder, code_layer, temporary_file
 from faasd.source.jobs import MAX_TAR_BYTES, Job
-from faasd.source.runtimes import CODE_DIR, IO_DIR, JOB_DATA, LANGUAGES, Runtime, Runtimes, composed_archive
-from faasd.source.sandbox import Finished, Mount, OneShot
+from faasd.source.runtimes import (
+    CODE_DIR,
+    DEPS_DIR,
+    IO_DIR,
+    JOB_DATA,
+    LANGUAGES,
+    Runtime,
+    Runtimes,
+    composed_archive,
+)
+from faasd.source.sandbox import Finished, Mount, OneShot, Tmpfs
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +58,7 @@ MAX_PATH = 255
 PATH_PART = re.compile(r"[A-Za-z0-9_.@+-][A-Za-z0-9_.@+ -]{0,127}")
 IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]{0,127}")
 SOURCE_FIELDS = frozenset({"runtime", "files", "entry", "handler"})
+MessageSink = Callable[[Any], Awaitable[None]]  # a streamed run's items and printed lines, as they come
 
 
 @dataclass(frozen=True)
@@ -156,6 +169,40 @@ def unpack_files(directory: Path, tar: bytes, id_base: int) -> None:
             apply_layer(layer, directory, Budget(JOB_FILES), id_base)
 
 
+@dataclass(frozen=True)
+class Workspace:
+    """A function's code as containers of its runtime see it before it is deployed: host
+    directories bound read-only, and the tar of what its build made (None without a build)."""
+
+    code: Path
+    deps: Path | None = None
+    built: BinaryIO | None = None
+
+    def mounts(self) -> list[Mount | Tmpfs]:
+        return [Mount(self.code, CODE_DIR), *([Mount(self.deps, DEPS_DIR)] if self.deps else [])]
+
+
+def lay_out_built(
+    directory: Path, files: Mapping[str, bytes], built: BinaryIO, id_base: int
+) -> tuple[Path, Path | None]:
+    """The code and what its build made, as the code layer will hold them: the files in
+    ``directory/code``, then the build's tar unpacked over ``directory`` by the image unpacker
+    (paths resolved inside it). The code and deps directories to bind. Blocking."""
+    directory.mkdir(mode=0o755)
+    write_files(directory / "code", files)
+    built.seek(0)
+    with tarfile.open(fileobj=built, mode="r|") as layer:
+        apply_layer(layer, directory, Budget(JOB_FILES), id_base)
+    return real_dir(directory / "code"), real_dir(directory / "deps") if os.path.lexists(directory / "deps") else None
+
+
+def real_dir(path: Path) -> Path:
+    """``path`` if it is a directory and no link a build made (runc would follow it on the host)."""
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        raise InvalidCode(f"the build made {path.name} something else than a directory")
+    return path
+
+
 class SourceFunctions:
     """Deploys functions from source onto runtimes."""
 
@@ -164,6 +211,7 @@ class SourceFunctions:
         self._functions = functions
         self.runtimes = runtimes
         self._oneshot = oneshot
+        self._builder = Builder(config, oneshot)
 
     def parse(self, body: Any) -> Source:
         return parse_source(body, self._config.max_source_bytes)
@@ -173,39 +221,68 @@ class SourceFunctions:
         (``SameImage`` when the code, runtime and limits are the current version's, unless ``force``)."""
         runtime = self.runtimes.get(source.runtime)
         refuse_fork(runtime, limits)
-        await self.check(runtime, source, limits)
-        layer = files_layer(source.files, CODE_DIR.lstrip("/"))
         config = {
             "Cmd": list(runtime.config.cmd),
             "Env": [*runtime.config.env, *source.env()],
             "WorkingDir": runtime.config.working_dir,
             "User": runtime.config.user,
         }
-        with composed_archive(self._config.uploads_dir) as archive:
-            await asyncio.to_thread(write_archive, archive, list(runtime.layers), [layer], config, f"{name}:source")
-            return await self._functions.deploy(
-                name, archive, image=f"runtime/{runtime.name}", tag=None, limits=limits, force=force
-            )
+        async with self.workspace(runtime, source, limits) as space:
+            await self.check(runtime, source, limits, space)
+            with composed_archive(self._config.uploads_dir) as archive, temporary_file(self._config.uploads_dir) as out:
+                layer: bytes | BinaryIO = files_layer(source.files, CODE_DIR.lstrip("/"))
+                if space.built is not None:
+                    await asyncio.to_thread(code_layer, out, source.files, space.built)
+                    layer = out
+                await asyncio.to_thread(write_archive, archive, list(runtime.layers), [layer], config, f"{name}:source")
+                return await self._functions.deploy(
+                    name, archive, image=f"runtime/{runtime.name}", tag=None, limits=limits, force=force
+                )
 
-    async def run(self, source: Source, event: Any, limits: Limits) -> dict[str, Any]:
+    @asynccontextmanager
+    async def workspace(self, runtime: Runtime, source: Source, limits: Limits) -> AsyncIterator[Workspace]:
+        """The code in a directory, built first when it asks to be (its language's manifest, or a
+        file to compile, is among its files); everything removed afterwards."""
+        language = LANGUAGES[runtime.language]
+        async with code_dir(self._config.bundles_dir, source.files) as code:
+            if language.build is None or not language.build.asks(source.files):
+                yield Workspace(code)
+                return
+            with temporary_file(self._config.uploads_dir) as out:
+                await self._builder.run(self.runtimes.image(runtime), language, source.files, code, limits, out)
+                directory = self._config.bundles_dir / f"built-{uuid.uuid4().hex[:16]}"
+                try:
+                    built_code, deps = await asyncio.to_thread(
+                        lay_out_built, directory, source.files, out, self._config.userns_base
+                    )
+                    yield Workspace(built_code, deps, out)
+                finally:
+                    await asyncio.to_thread(remove_or_log, directory)
+
+    async def run(
+        self, source: Source, event: Any, limits: Limits, on_message: MessageSink | None = None
+    ) -> dict[str, Any]:
         """Call ``source`` once with ``event`` in a throw-away container of its runtime, under
-        ``limits``: ``{result, stdout, stderr, exit_code, duration_ms}`` (and ``error``)."""
+        ``limits``: ``{result, stdout, stderr, exit_code, duration_ms}`` (and ``error``). With
+        ``on_message``, the call streams: each item it yields and line it prints goes to it as it
+        comes (as well as into ``stdout``)."""
         runtime = self.runtimes.get(source.runtime)
         language = LANGUAGES[runtime.language]
         request_id = uuid.uuid4().hex[:16]
         deadline_ms = int((time.time() + limits.timeout_seconds) * 1000)
         env = [*source.env(), f"FAAS_REQUEST_ID={request_id}", f"FAAS_DEADLINE_MS={deadline_ms}"]
         async with (
-            code_dir(self._config.bundles_dir, source.files) as code,
+            self.workspace(runtime, source, limits) as space,
             code_dir(self._config.bundles_dir, {"input.json": json.dumps(event).encode()}) as io_dir,
         ):
             finished = await self._oneshot.run(
                 self.runtimes.image(runtime),
-                [*language.command, "--once"],
+                [*language.command, "--once", *(["--stream"] if on_message else [])],
                 env,
-                [Mount(code, CODE_DIR), Mount(io_dir, IO_DIR)],
+                [*space.mounts(), Mount(io_dir, IO_DIR)],
                 limits,
                 limits.timeout_seconds,
+                on_line=None if on_message is None else functools.partial(forward_message, on_message),
             )
         log.info(
             "run runtime=%s id=%s exit=%s duration_ms=%.1f",
@@ -249,18 +326,17 @@ class SourceFunctions:
             "duration_ms": finished.duration_ms,
         }
 
-    async def check(self, runtime: Runtime, source: Source, limits: Limits) -> str:
+    async def check(self, runtime: Runtime, source: Source, limits: Limits, space: Workspace) -> str:
         """Load the code in a container of ``runtime`` as a request's would; its style, or a 400 saying why not."""
         language = LANGUAGES[runtime.language]
-        async with code_dir(self._config.bundles_dir, source.files) as directory:
-            finished = await self._oneshot.run(
-                self.runtimes.image(runtime),
-                [*language.command, "--check"],
-                source.env(),
-                [Mount(directory, CODE_DIR)],
-                limits,
-                self._config.build_timeout_seconds,
-            )
+        finished = await self._oneshot.run(
+            self.runtimes.image(runtime),
+            [*language.command, "--check"],
+            source.env(),
+            space.mounts(),
+            limits,
+            self._config.build_timeout_seconds,
+        )
         if finished.timed_out:
             raise InvalidCode(f"loading {source.entry} took over {self._config.build_timeout_seconds:g} s")
         verdict = last_json_line(finished.stdout)
@@ -278,6 +354,17 @@ def refuse_fork(runtime: Runtime, limits: Limits) -> None:
             f"functions of runtime {runtime.name!r} cannot run with --sandbox fork: a {language.name} process "
             "cannot fork into fresh sandboxes; deploy with --sandbox runc"
         )
+
+
+async def forward_message(on_message: MessageSink, line: bytes) -> None:
+    """Give ``on_message`` the data of a wrapper's ``{"event": "message", "data": ...}`` line;
+    any other line (the verdict, or what code wrote on the wrapper's stdout) is no message."""
+    try:
+        sent = json.loads(line)
+    except ValueError:
+        return
+    if isinstance(sent, dict) and sent.get("event") == "message" and "data" in sent:
+        await on_message(sent["data"])
 
 
 def run_answer(finished: Finished, timeout: float) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import stat
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,11 +50,30 @@ MAX_COMPILED_BYTES = 4 << 20
 COMPILED = re.compile(r"[A-Za-z0-9_]+\.[A-Za-z0-9_-]+\.pyc")
 RUNTIME_DIR = "/faas/runtime"
 CODE_DIR = "/faas/code"
+DEPS_DIR = "/faas/deps"  # a function's installed dependencies, on its import path
+PACKAGES_DIR = "/faas/packages"  # the operator's packages, while a build installs from them
 IO_DIR = "/faas/io"  # a run-once's input
 JOB_DATA = "/data"  # a job's files (a mount point of a layer of its own: it is outside /faas)
 # Mount points one-shot containers bind onto: the rootfs is read-only, runc cannot make them.
-MOUNT_POINTS = ("runtime", "code", "deps", "data", "io")
+MOUNT_POINTS = ("runtime", "code", "deps", "packages", "data", "io")
 PROBE_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class BuildStep:
+    """How a language builds a function at deploy time (``faasd.source.build``)."""
+
+    script: str  # a file of the wrapper that builds, run by the interpreter
+    what: str  # what it runs, for messages
+    manifests: tuple[str, ...]  # top-level files that ask for an install from the operator's packages
+    suffixes: tuple[str, ...] = ()  # files that ask for a compile
+
+    def installs(self, files: Collection[str]) -> bool:
+        return any(manifest in files for manifest in self.manifests)
+
+    def asks(self, files: Collection[str]) -> bool:
+        """Whether code of these files is built before it is checked."""
+        return self.installs(files) or any(name.endswith(self.suffixes) for name in files if self.suffixes)
 
 
 @dataclass(frozen=True)
@@ -66,6 +85,7 @@ class Language:
     wrapper: tuple[str, ...]  # files of handlers/runtimes/<name>/, laid into /faas/runtime
     shared: tuple[str, ...]  # files of handlers/ laid beside them (the Python SDK)
     env: tuple[str, ...]
+    build: BuildStep | None = None
     bytecode: bool = True  # ``--compile DIR`` writes the wrapper's bytecode into DIR/__pycache__
     forks: bool = True  # its functions may run with --sandbox fork (a template that forks per connection)
 
@@ -84,14 +104,17 @@ LANGUAGES = {
     "python": Language(
         "python",
         "python3",
-        ("main.py", "runtime.py"),
+        ("main.py", "runtime.py", "build.py"),
         ("faas_handler.py",),
         # The rootfs is read-only: no bytecode is ever written; print reaches the log at once.
         ("PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1", f"PYTHONPATH={RUNTIME_DIR}"),
+        BuildStep("build.py", "pip install", ("requirements.txt",)),
     ),
     # Node takes its connections over its IPC channel (faasd.channel): it reads no fd off a
     # socket of its own. It has no fork(), so no template either; V8 keeps no bytecode on disk.
-    "node": Language("node", "node", ("runtime.js",), (), (f"{HANDOFF_ENV}={NODE_IPC}",), bytecode=False, forks=False),
+    "node": Language(
+        "node", "node", ("runtime.js",), (), (f"{HANDOFF_ENV}={NODE_IPC}",), None, bytecode=False, forks=False
+    ),
 }
 
 

@@ -4,7 +4,8 @@ The container is built like a function's (``faasd.sandbox.spec``: read-only root
 namespace, no network, no capabilities, seccomp, limits), without the control socket, plus bind
 mounts onto mount points the runtime's wrapper layer provides. Its stdout and stderr are
 collected up to a bound (the last bytes are kept: an installer's last lines say what failed),
-and it is killed at its timeout. Nothing of it runs on the host as root.
+or stdout is copied to a file up to a bound (a build's output), and it is killed at its timeout
+or when it writes past that bound. Nothing of it runs on the host as root.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import logging
 import shutil
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from faasd.channel import CHANNEL_ENV
 from faasd.config import Config
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 MAX_OUTPUT_BYTES = 256 * 1024  # of each stream, the last ones
 READ_BYTES = 65536
 KILL_GRACE_SECONDS = 5.0
+LineSink = Callable[[bytes], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -49,17 +53,38 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class Tmpfs:
+    """A writable tmpfs of at most ``size`` bytes (charged to the container's memory too)."""
+
+    destination: str
+    size: int
+
+    def spec(self) -> dict[str, object]:
+        options = ["nosuid", "nodev", "mode=1777", f"size={self.size}"]
+        return {"destination": self.destination, "type": "tmpfs", "source": "tmpfs", "options": options}
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where a container's stdout goes whole, instead of keeping its tail: at most ``limit`` bytes."""
+
+    file: BinaryIO
+    limit: int
+
+
+@dataclass(frozen=True)
 class Finished:
     """How a one-shot container ended and what it wrote."""
 
-    exit_code: int | None  # None when killed at its timeout
+    exit_code: int | None  # None when killed, at its timeout or past its output's limit
     stdout: bytes
     stderr: bytes
     duration_ms: float
+    output_over: bool = False  # killed for writing more than its Output's limit
 
     @property
     def timed_out(self) -> bool:
-        return self.exit_code is None
+        return self.exit_code is None and not self.output_over
 
 
 @dataclass(frozen=True)
@@ -72,14 +97,42 @@ class RootfsImage:
     gid: int
 
 
-async def read_tail(stream: asyncio.StreamReader | None, limit: int = MAX_OUTPUT_BYTES) -> bytes:
-    """Everything ``stream`` gives until its end, less all but the last ``limit`` bytes."""
+async def read_tail(
+    stream: asyncio.StreamReader | None, limit: int = MAX_OUTPUT_BYTES, on_line: LineSink | None = None
+) -> bytes:
+    """Everything ``stream`` gives until its end, less all but the last ``limit`` bytes; with
+    ``on_line``, each whole line is also given to it the moment it ends (one longer than
+    ``limit`` is left out: memory stays bounded whatever the container writes)."""
     kept = bytearray()
+    line = bytearray()
+    skipping = False  # the rest of a line already over the limit
     while stream is not None and (chunk := await stream.read(READ_BYTES)):
         kept += chunk
         if len(kept) > limit:
             del kept[: len(kept) - limit]
+        if on_line is not None:
+            line += chunk
+            while (end := line.find(b"\n")) >= 0:
+                if not skipping and end <= limit:
+                    await on_line(bytes(line[:end]))
+                skipping = False
+                del line[: end + 1]
+            if len(line) > limit:
+                line.clear()
+                skipping = True
     return bytes(kept)
+
+
+async def copy_out(stream: asyncio.StreamReader | None, output: Output) -> bool:
+    """Copy ``stream`` to ``output.file`` (in a thread: a disk write must not hold the loop);
+    False, having stopped, once it passes the limit."""
+    written = 0
+    while stream is not None and (chunk := await stream.read(READ_BYTES)):
+        written += len(chunk)
+        if written > output.limit:
+            return False
+        await asyncio.to_thread(output.file.write, chunk)
+    return True
 
 
 class OneShot:
@@ -94,11 +147,15 @@ class OneShot:
         image: RootfsImage,
         args: list[str],
         env: list[str],
-        mounts: list[Mount],
+        mounts: list[Mount | Tmpfs],
         limits: Limits,
         timeout: float,
+        output: Output | None = None,
+        on_line: LineSink | None = None,
     ) -> Finished:
-        """Run ``args`` on ``image`` with ``env`` added and ``mounts`` bound, for ``timeout`` seconds at most."""
+        """Run ``args`` on ``image`` with ``env`` added and ``mounts`` bound, for ``timeout`` seconds
+        at most; its stdout into ``output`` when given, else also to ``on_line`` line by line as
+        it comes. An error of ``on_line`` (its client gone) ends the container and is raised."""
         key = uuid.uuid4().hex[:16]
         container_id = f"oneshot-{key}"
         config = dataclasses.replace(image.config, entrypoint=(), cmd=tuple(args), env=(*image.config.env, *env))
@@ -115,19 +172,34 @@ class OneShot:
         try:
             (bundle / "config.json").write_text(json.dumps(spec))
             proc = await self._runc.run(container_id, bundle, asyncio.subprocess.PIPE, asyncio.subprocess.PIPE)
-            output = asyncio.gather(read_tail(proc.stdout), read_tail(proc.stderr))
+            stdout_task = asyncio.ensure_future(
+                read_tail(proc.stdout, on_line=on_line) if output is None else copy_out(proc.stdout, output)
+            )
+            stderr_task = asyncio.ensure_future(read_tail(proc.stderr))
+            exit_code: int | None = None
+            over = False
             try:
-                stdout, stderr = await asyncio.wait_for(asyncio.shield(output), timeout)
-                exit_code: int | None = await proc.wait()
+                async with asyncio.timeout(timeout):
+                    over = await asyncio.shield(stdout_task) is False
+                    if not over:
+                        await asyncio.shield(stderr_task)
+                        exit_code = await proc.wait()
             except TimeoutError:
+                pass
+            except BaseException:  # on_line failed, or the caller was cancelled: end it first
                 await self._kill(container_id, proc)
-                stdout, stderr = await output
-                exit_code = None
+                stderr_task.cancel()
+                raise
+            if exit_code is None:  # at its timeout, or writing on into a pipe no one reads
+                await self._kill(container_id, proc)
+            stderr = await stderr_task
+            copied = await stdout_task
+            stdout = copied if isinstance(copied, bytes) else b""
         finally:
             shutil.rmtree(bundle, ignore_errors=True)
         duration_ms = round((time.monotonic() - started) * 1000, 1)
         log.info("oneshot id=%s args=%s exit=%s duration_ms=%.1f", container_id, args[:3], exit_code, duration_ms)
-        return Finished(exit_code, stdout, stderr, duration_ms)
+        return Finished(exit_code, stdout, stderr, duration_ms, over)
 
     async def _kill(self, container_id: str, proc: asyncio.subprocess.Process) -> None:
         with contextlib.suppress(RuncError):

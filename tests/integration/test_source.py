@@ -1,4 +1,9 @@
-"""Functions from source with the real daemon: runtimes, both code styles, responses, refusals, versions."""
+"""Functions from source with the real daemon: runtimes, both code styles, responses, refusals, versions.
+
+The tests of what a function answers run in both sandbox modes: the daemon's default is a runc
+container per connection in one run, a child forked from a template (``--sandbox fork``) in the
+other; the rest (refusals, runtimes, one-shot runs) run once, under runc.
+"""
 
 from __future__ import annotations
 
@@ -27,8 +32,9 @@ from tests.integration.conftest import (
 
 SOURCE = Path(__file__).parent / "source"
 SOURCE_JS = Path(__file__).parent / "source_js"
-RANGE = daemon_range(50)
-GATEWAY_PORT = free_port()
+MODES = {"runc": 50, "fork": 52}  # each sandbox mode's daemon range
+GATEWAY_PORT = free_port()  # one mode's daemon stops before the other's starts
+runc_only = pytest.mark.parametrize("daemon", ["runc"], indirect=True)
 
 
 @dataclass(frozen=True)
@@ -56,18 +62,40 @@ PYTHON = Lang(
 NODE = Lang(
     "node", ".js", SOURCE_JS, "Error: asked to fail", "/faas/code/handler.js:", "/faas/runtime/runtime.js", "javascript"
 )
-LANGS = [pytest.param(PYTHON, id="python"), pytest.param(NODE, id="node")]
+# Each language in each sandbox mode it has (node has no fork mode), or under runc alone.
+by_language = pytest.mark.parametrize(
+    ("daemon", "lang"),
+    [
+        pytest.param("runc", PYTHON, id="runc-python"),
+        pytest.param("fork", PYTHON, id="fork-python"),
+        pytest.param("runc", NODE, id="runc-node"),
+    ],
+    indirect=["daemon"],
+)
+by_language_runc = pytest.mark.parametrize(
+    ("daemon", "lang"),
+    [pytest.param("runc", PYTHON, id="runc-python"), pytest.param("runc", NODE, id="runc-node")],
+    indirect=["daemon"],
+)
 
 
-@pytest.fixture(scope="module")
-def daemon(daemon_roots: Path, python_runtime_image: Path, node_runtime_image: Path) -> Iterator[Daemon]:
-    """One daemon for the module, with the python and node runtimes added once."""
+@pytest.fixture(scope="module", params=list(MODES))
+def daemon(
+    request: pytest.FixtureRequest, daemon_roots: Path, python_runtime_image: Path, node_runtime_image: Path
+) -> Iterator[Daemon]:
+    """One daemon for the module and sandbox mode (its default), with the python runtime added once,
+    and under runc the node runtime (it has no fork mode)."""
+    mode = request.param
     # One warm container a function, and a short drain: the machine's cores are few.
     daemon = start_daemon(
-        daemon_roots, RANGE, "--gateway", f"127.0.0.1:{GATEWAY_PORT}", "--warm", "1", "--drain-timeout", "1"
+        daemon_roots,
+        daemon_range(MODES[mode]),
+        *("--gateway", f"127.0.0.1:{GATEWAY_PORT}", "--warm", "1", "--drain-timeout", "1"),
+        *("--sandbox", mode),
     )
     try:
-        for name, image in (("python", python_runtime_image), ("node", node_runtime_image)):
+        runtimes = {"python": python_runtime_image} | ({"node": node_runtime_image} if mode == "runc" else {})
+        for name, image in runtimes.items():
             added = daemon.faas("runtime", "add", name, "-f", str(image))
             assert added.returncode == 0, added.stderr
         yield daemon
@@ -112,6 +140,7 @@ def post_for_json(ip: str, event: object) -> tuple[int, object]:
     return status, json.loads(body)
 
 
+@runc_only
 def test_runtime_list(daemon: Daemon) -> None:
     listed = json.loads(daemon.faas("runtime", "list", "--json").stdout)
     assert [(r["name"], r["language"], r["layers"]) for r in listed] == [("node", "node", 3), ("python", "python", 3)]
@@ -121,7 +150,7 @@ def test_runtime_list(daemon: Daemon) -> None:
     assert sorted(p.name for p in wrapper.iterdir()) == ["runtime.js"], "node keeps no bytecode: the wrapper alone"
 
 
-@pytest.mark.parametrize("lang", LANGS)
+@by_language
 def test_a_module_function_answers_in_every_shape(daemon: Daemon, lang: Lang) -> None:
     name = f"shapes-{lang.runtime}"
     ip = deploy(daemon, name, "--code", str(lang.source), "--entry", f"handler{lang.ext}", runtime=lang.runtime)
@@ -182,7 +211,7 @@ def test_a_module_function_answers_in_every_shape(daemon: Daemon, lang: Lang) ->
     conn.close()
 
 
-@pytest.mark.parametrize("lang", LANGS)
+@by_language
 def test_script_body_style_versions_and_rollback(daemon: Daemon, tmp_path: Path, lang: Lang) -> None:
     name, entry = f"double-{lang.runtime}", f"double{lang.ext}"
     v1 = code_of(
@@ -210,7 +239,7 @@ def test_script_body_style_versions_and_rollback(daemon: Daemon, tmp_path: Path,
     assert eventually(lambda: "stdout doubling" in daemon.faas("logs", name).stdout)
 
 
-@pytest.mark.parametrize("lang", LANGS)
+@by_language
 def test_async_handler_and_a_custom_handler_name(daemon: Daemon, tmp_path: Path, lang: Lang) -> None:
     code = code_of(
         lang,
@@ -224,6 +253,36 @@ def test_async_handler_and_a_custom_handler_name(daemon: Daemon, tmp_path: Path,
     assert (status, json.loads(body)) == (200, [1, 2])
 
 
+STATEFUL = """import os, uuid
+LOADED = uuid.uuid4().hex
+seen = None
+def handler(event, context):
+    global seen
+    previous, seen = seen, event
+    return {"previous": previous, "loaded": LOADED, "pid": os.getpid(), "proc": sorted(os.listdir("/proc"))}
+"""
+
+
+@runc_only
+def test_fork_mode_forks_every_call_from_code_loaded_once(daemon: Daemon, tmp_path: Path) -> None:
+    code = str(write(tmp_path, "state.py", STATEFUL))
+    forked = deploy(daemon, "forked", "--code", code, "--sandbox", "fork")
+    answers = [json.loads(post_json(forked, {"n": n})[2]) for n in range(3)]
+    assert [answer["previous"] for answer in answers] == [None] * 3, "a global one call sets is unset for the next"
+    assert len({answer["loaded"] for answer in answers}) == 1, "the code was loaded once, by the template"
+    assert all(answer["pid"] == 1 and answer["proc"] == ["self"] for answer in answers), "a pid namespace each"
+    assert "sandbox fork" in daemon.faas("describe", "forked").stdout
+    listing = json.loads(daemon.faas("versions", "forked", "--json").stdout)
+    assert [v["limits"]["sandbox"] for v in listing["versions"]] == ["fork"]
+
+    started = deploy(daemon, "started", "--code", code)  # the daemon's default: a container per call
+    answers = [json.loads(post_json(started, {"n": n})[2]) for n in range(3)]
+    assert [answer["previous"] for answer in answers] == [None] * 3
+    assert len({answer["loaded"] for answer in answers}) == 3, "each container loaded the code itself"
+    assert "sandbox runc" in daemon.faas("describe", "started").stdout
+
+
+@runc_only
 @pytest.mark.parametrize(
     ("name", "text", "args", "said"),
     [
@@ -278,6 +337,7 @@ def test_bad_code_is_refused_at_deploy_and_leaves_nothing(
     assert left == [], "the check's container and its copy of the code are gone"
 
 
+@runc_only
 def test_deploys_refused_before_any_container(daemon: Daemon, tmp_path: Path) -> None:
     code = write(tmp_path, "ok.py", "return 1\n")
     unknown = daemon.faas("new", "nope", "--runtime", "ruby", "--code", str(code))
@@ -290,6 +350,7 @@ def test_deploys_refused_before_any_container(daemon: Daemon, tmp_path: Path) ->
     assert "nope" not in daemon.faas("list").stdout
 
 
+@runc_only
 def test_runtime_rm_is_refused_while_used_and_a_runtime_needs_its_interpreter(
     daemon: Daemon, busybox_image, python_runtime_image: Path, tmp_path: Path
 ) -> None:
@@ -318,6 +379,7 @@ def test_runtime_rm_is_refused_while_used_and_a_runtime_needs_its_interpreter(
     assert unnamed.returncode != 0 and "language" in unnamed.stderr
 
 
+@runc_only
 def test_runtimes_and_source_functions_survive_a_restart(daemon: Daemon, tmp_path: Path) -> None:
     ip = deploy(daemon, "kept", "--code", str(write(tmp_path, "k.py", "return 'kept'\n")))
     daemon.stop()
@@ -334,7 +396,7 @@ def test_runtimes_and_source_functions_survive_a_restart(daemon: Daemon, tmp_pat
     )
 
 
-@pytest.mark.parametrize("lang", LANGS)
+@by_language_runc
 def test_the_readme_examples_answer_as_shown(daemon: Daemon, lang: Lang) -> None:
     examples = Path(__file__).resolve().parents[2] / "handlers" / "source"
     add = deploy(daemon, f"readme-add-{lang.runtime}", "--code", str(examples / f"add{lang.ext}"), runtime=lang.runtime)
@@ -363,7 +425,7 @@ RUN_ONCE = {
 }
 
 
-@pytest.mark.parametrize("lang", LANGS)
+@by_language_runc
 def test_run_once_deploys_nothing_and_answers_result_stdout_stderr(daemon: Daemon, tmp_path: Path, lang: Lang) -> None:
     once, fails, error, frame, sleeps = RUN_ONCE[lang.runtime]
     code = write(tmp_path, f"once{lang.ext}", once)
@@ -382,6 +444,45 @@ def test_run_once_deploys_nothing_and_answers_result_stdout_stderr(daemon: Daemo
     answer = json.loads(result.stdout)
     assert result.returncode == 1 and answer["exit_code"] is None and "took over 1 s" in answer["error"]
     assert daemon.faas("list", "--json").stdout == before, "a run deploys nothing"
+
+
+@runc_only
+def test_run_once_streams_each_line_and_item_as_it_comes_then_the_answer(daemon: Daemon, tmp_path: Path) -> None:
+    code = (
+        "import time\ndef handler(event, context):\n    for i in range(3):\n        print(f'line {i}')\n"
+        "        yield {'i': i, 't': time.time()}\n        time.sleep(0.4)\n    return 'done'\n"
+    )
+    source = {"runtime": "python", "files": {"gen.py": code}, "input": None, "stream": True}
+    events = post_control_events(daemon, "/v1/run", source)
+    assert [(name, data) for _, name, data in events[:6:2]] == [("message", f"line {i}") for i in range(3)]
+    items = [json.loads(data) for _, _, data in events[1:6:2]]
+    assert [item["i"] for item in items] == [0, 1, 2]
+    delays = [arrived - item["t"] for (arrived, _, _), item in zip(events[1:6:2], items, strict=True)]
+    print("run-once SSE delays from yield to arrival (ms):", [round(d * 1000, 2) for d in delays])
+    assert all(delay < 0.4 for delay in delays), "each item arrives before the next is made"
+    name, answer = events[6][1], json.loads(events[6][2])
+    assert (name, answer["result"], answer["exit_code"], len(events)) == ("result", "done", 0, 7)
+
+    path = write(tmp_path, "count.py", "for i in range(2):\n    print(f'step {i}')\nreturn {'done': True}\n")
+    result = daemon.faas("run", "--runtime", "python", "--code", str(path), "--stream")
+    lines, _, rest = result.stdout.partition("{")
+    assert result.returncode == 0 and lines == "step 0\nstep 1\n", result.stdout
+    assert json.loads("{" + rest)["result"] == {"done": True}
+    failing = write(tmp_path, "fails.py", "print('before')\nreturn 1 / 0\n")
+    result = daemon.faas("run", "--runtime", "python", "--code", str(failing), "--stream")
+    lines, _, rest = result.stdout.partition("{")
+    assert result.returncode == 1 and lines == "before\n"
+    assert json.loads("{" + rest)["error"] == "ZeroDivisionError: division by zero"
+
+    run_now = {"language": "python", "code": "print('working')\nreturn {'sum': event['a']}", "input": '{"a": 4}'}
+    events = post_control_events(daemon, "/run-now", run_now | {"stream": True})
+    assert [(name, data) for _, name, data in events] == [("message", "working"), ("result", '{"sum": 4}')]
+    events = post_control_events(
+        daemon, "/run-now", run_now | {"stream": True, "code": "if event:\n  raise KeyError('x')\nreturn 1"}
+    )
+    assert events[-1][1] == "error" and json.loads(events[-1][2])["error"] == "KeyError: 'x'"
+    status, refused = post_control(daemon, "/v1/run", source | {"runtime": "nosuch"})
+    assert status == 404, "a refusal before the code runs keeps its own status, streaming or not"
 
 
 # The examples of go-faas's own README, per language: an upload's path and code; run-now's code,
@@ -404,7 +505,7 @@ GO_FAAS = {
 }
 
 
-@pytest.mark.parametrize("lang", LANGS)
+@by_language
 def test_go_faas_upload_run_now_and_its_path_names(daemon: Daemon, lang: Lang) -> None:
     """The examples of go-faas's own README, sent as its clients send them."""
     path, uploaded, run_code, text_code, (failing_code, failed_error) = GO_FAAS[lang.runtime]
@@ -431,6 +532,20 @@ def sse_events(ip: str, headers: dict[str, str] | None = None) -> list[tuple[flo
     """Each event of an SSE response as (arrival time, event name, data), read as it arrives."""
     conn = http.client.HTTPConnection(ip, 80, timeout=30)
     conn.request("GET", "/", headers=headers or {})
+    return read_events(conn)
+
+
+def post_control_events(daemon: Daemon, path: str, body: object) -> list[tuple[float, str, str]]:
+    """The events of a JSON POST to the control API that streams, as ``sse_events`` reads them."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(daemon.socket))
+        conn = http.client.HTTPConnection("localhost", timeout=30)
+        conn.sock = sock
+        conn.request("POST", path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+        return read_events(conn)
+
+
+def read_events(conn: http.client.HTTPConnection) -> list[tuple[float, str, str]]:
     response = conn.getresponse()
     assert response.status == 200 and response.getheader("Content-Type") == "text/event-stream"
     events, name, data = [], "message", []
@@ -467,7 +582,7 @@ STREAMS = {
 }
 
 
-@pytest.mark.parametrize("lang", LANGS)
+@by_language
 def test_a_generator_streams_each_item_the_moment_it_is_yielded(daemon: Daemon, tmp_path: Path, lang: Lang) -> None:
     code = STREAMS[lang.runtime][0]
     ip = deploy(
@@ -482,7 +597,7 @@ def test_a_generator_streams_each_item_the_moment_it_is_yielded(daemon: Daemon, 
     assert all(delay < 0.5 for delay in delays), "each item arrives before the next is made: nothing is held back"
 
 
-@pytest.mark.parametrize("lang", LANGS)
+@by_language
 def test_accept_event_stream_streams_what_the_code_prints(daemon: Daemon, tmp_path: Path, lang: Lang) -> None:
     _, printer, failing, error = STREAMS[lang.runtime]
     name = f"printer-{lang.runtime}"
@@ -521,7 +636,7 @@ def gateway(method: str, path: str, body: bytes | None = None, host: str = "127.
         conn.close()
 
 
-@pytest.mark.parametrize("lang", LANGS)
+@by_language
 def test_the_gateway_routes_by_path_and_the_function_sees_the_path_after_it(
     daemon: Daemon, tmp_path: Path, lang: Lang
 ) -> None:
@@ -545,9 +660,11 @@ def test_the_gateway_routes_by_path_and_the_function_sees_the_path_after_it(
     assert json.loads(gateway("POST", "/function/other/x", b"{}", host=name)[1])["path"] == "/function/other/x"
     status, body = gateway("GET", "/function/nosuch/")
     assert status == 404 and b"no function named 'nosuch'" in body
+    status, body = gateway("GET", "/function/nosuch/")
+    assert status == 404 and b"no function named 'nosuch'" in body
 
 
-@pytest.mark.parametrize("lang", LANGS)
+@by_language
 def test_go_faas_run_by_path_on_the_gateway(daemon: Daemon, lang: Lang) -> None:
     code = code_of(lang, 'return {"result": event["a"] * event["b"]}', "return { result: event.a * event.b };")
     path = f"calc/mul-{lang.runtime}"
@@ -559,6 +676,25 @@ def test_go_faas_run_by_path_on_the_gateway(daemon: Daemon, lang: Lang) -> None:
     assert json.loads(body) == {"data": {"result": 6}, "type": "json"}, "input as JSON text, as go-faas takes it"
 
 
+def test_go_faas_runs_the_version_uploaded_at_a_timestamp(daemon: Daemon) -> None:
+    upload = {"path": "calc/which", "language": "python", "code": "return 'first'"}
+    status, first = post_control(daemon, "/upload", upload)
+    assert status == 200
+    while int(time.time()) == first["version"]:  # go-faas's versions are whole seconds
+        time.sleep(0.05)
+    status, second = post_control(daemon, "/upload", upload | {"code": "return 'second'"})
+    assert status == 200 and second["version"] > first["version"]
+    run = json.dumps({"input": {}}).encode()
+    assert json.loads(gateway("POST", f"/run/calc/which?version={first['version']}", run)[1])["data"] == "first"
+    assert json.loads(gateway("POST", f"/run/calc/which?version={second['version']}", run)[1])["data"] == "second"
+    assert json.loads(gateway("POST", "/run/calc/which", run)[1])["data"] == "second", "the latest, by default"
+    status, body = gateway("POST", "/run/calc/which?version=1000000000", run)
+    assert status == 404 and b"'calc-which' has no version uploaded at 1000000000" in body
+    assert str(first["version"]).encode() in body, "the answer lists the kept versions' timestamps"
+    status, body = gateway("POST", "/run/calc/which?version=yesterday", run)
+    assert status == 400 and b"one Unix timestamp" in body
+
+
 def test_a_graalfaas_manifest_with_dependencies_and_invoke_by_id(daemon: Daemon) -> None:
     result = daemon.faas("new", "--manifest", str(SOURCE / "graal" / "hello-deps.jsonc"))
     assert result.returncode == 0, result.stderr
@@ -568,6 +704,7 @@ def test_a_graalfaas_manifest_with_dependencies_and_invoke_by_id(daemon: Daemon)
     assert (described["runtime"], described["entry"]) == ("python", "handler.py")
 
 
+@runc_only
 @pytest.mark.parametrize(
     ("manifest", "name", "entry"),
     [("hello-deps.jsonc", "hello-deps-js", "index.js"), ("hello-esm.jsonc", "hello-esm", "index.mjs")],
@@ -595,6 +732,7 @@ def tar_of(files: dict[str, bytes]) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+@runc_only
 def test_a_functron_job_runs_its_files_with_stdin_and_a_timeout(daemon: Daemon) -> None:
     """Functron's request, as its README gives it, on the python runtime."""
     main = b"import sys\nprint('read', sys.stdin.read(), 'from', open('/data/lib/word.txt').read())\n"
@@ -620,6 +758,7 @@ def test_a_functron_job_runs_its_files_with_stdin_and_a_timeout(daemon: Daemon) 
     assert status == 400 and "evil" in refused["error"]
 
 
+@runc_only
 def test_node_refuses_fork_mode_and_leaves_nothing(daemon: Daemon, tmp_path: Path) -> None:
     code = write(tmp_path, "f.js", "return 1;\n")
     before = sorted((daemon.state_dir / "images").iterdir())
@@ -629,6 +768,7 @@ def test_node_refuses_fork_mode_and_leaves_nothing(daemon: Daemon, tmp_path: Pat
     assert sorted((daemon.state_dir / "images").iterdir()) == before
 
 
+@runc_only
 def test_node_containers_are_reused_and_failures_answer_as_for_any_handler(daemon: Daemon, tmp_path: Path) -> None:
     """The channel goes through the same container life: reuse, 502 for a handler gone without a
     word, 504 at the deadline, each in the function's log."""

@@ -28,6 +28,8 @@
  *     node runtime.js --check   load the code and print {"ok": ...} as JSON (faasd runs it at deploy)
  *     node runtime.js --compile DIR   check that this node can run the wrapper (when a runtime is added)
  *     node runtime.js --once    call the code once with /faas/io/input.json (faas run)
+ *     node runtime.js --once --stream   the same, and each item it yields and line it logs as
+ *                               {"event": "message", "data": ...} on stdout as it comes (faas run --stream)
  *
  * Connections come over the IPC channel faasd opens as fd 3 (NODE_CHANNEL_FD): this process says
  * {"faas": "ready"}, and each connection arrives as a message whose handle is the client's socket
@@ -288,26 +290,20 @@ function jsonable(result) {
 }
 
 /**
- * The path after the gateway's prefix (/function/NAME, /invoke/NAME), and whether the request
- * came by go-faas's /run/PATH, whose body is {"input", "stream"}.
+ * The path after the `prefix` the gateway routed the connection by (/function/NAME, in the
+ * metadata); a request whose path is not under it keeps its whole path.
  */
-function ownPath(requestPath, fn) {
-  for (const prefix of [`/function/${fn}`, `/invoke/${fn}`]) {
-    if (requestPath === prefix || requestPath.startsWith(`${prefix}/`)) {
-      return [requestPath.slice(prefix.length) || '/', false];
-    }
+function mountedPath(requestPath, metadata) {
+  const prefix = metadata.prefix;
+  if (typeof prefix === 'string' && prefix && (requestPath === prefix || requestPath.startsWith(`${prefix}/`))) {
+    return requestPath.slice(prefix.length) || '/';
   }
-  if (requestPath.startsWith('/run/')) {
-    const named = requestPath
-      .slice('/run/'.length)
-      .toLowerCase()
-      .replace(/[^a-z0-9]+/g, '-')
-      .replace(/^-+|-+$/g, '')
-      .slice(0, 63)
-      .replace(/-+$/, '');
-    return [requestPath, Boolean(fn) && named === fn];
-  }
-  return [requestPath, false];
+  return requestPath;
+}
+
+/** Whether the gateway routed the connection by go-faas's /run/PATH: its body is {"input", "stream"}, its answer {"data", "type"}. */
+function byGoFaas(metadata) {
+  return typeof metadata.prefix === 'string' && metadata.prefix.startsWith('/run/');
 }
 
 /** The event and stream flag of go-faas's {"input", "stream"}; input may be JSON text. */
@@ -355,14 +351,11 @@ function flushWrite(res, text) {
 }
 
 /**
- * Server-Sent Events of one call: each item it yields and each line it logs, sent the moment it
- * comes, then `event: result` with its return value (or `event: error`).
+ * Call `fn` and give `emit` each item it yields and each line it logs meanwhile, the moment it
+ * comes; then its outcome, {result} or {error}, its stack in the log.
  */
-async function stream(res, fn, event, context) {
-  res.statusCode = 200;
-  res.setHeader('Content-Type', 'text/event-stream');
-  res.setHeader('Cache-Control', 'no-store');
-  const untee = teeLines((line) => flushWrite(res, sseEvent(line)));
+async function produce(fn, event, context, emit) {
+  const untee = teeLines(emit);
   try {
     const result = fn(event, context);
     let value;
@@ -372,17 +365,30 @@ async function stream(res, fn, event, context) {
           value = step.value;
           break;
         }
-        flushWrite(res, sseEvent(jsonable(step.value)));
+        emit(jsonable(step.value));
       }
     } else {
       value = await result;
     }
-    flushWrite(res, sseEvent(jsonable(value), 'result'));
+    return { result: jsonable(value) };
   } catch (err) {
     printUserStack(err);
-    flushWrite(res, sseEvent({ error: errorText(err), request_id: context.requestId }, 'error'));
+    return { error: errorText(err) };
   } finally {
     untee();
+  }
+}
+
+/** Server-Sent Events of one call: each item and line as a data: event, then `event: result` (or `event: error`). */
+async function stream(res, fn, event, context) {
+  res.statusCode = 200;
+  res.setHeader('Content-Type', 'text/event-stream');
+  res.setHeader('Cache-Control', 'no-store');
+  const outcome = await produce(fn, event, context, (data) => flushWrite(res, sseEvent(data)));
+  if ('result' in outcome) {
+    flushWrite(res, sseEvent(outcome.result, 'result'));
+  } else {
+    flushWrite(res, sseEvent({ error: outcome.error, request_id: context.requestId }, 'error'));
   }
   res.end();
 }
@@ -435,10 +441,10 @@ function makeHandle(fn, generates) {
     } catch {
       // an invalid escape stays as it came
     }
-    const [ownedPath, goFaas] = ownPath(requestPath, String(metadata.function || ''));
+    const goFaas = byGoFaas(metadata);
     const query = {};
     for (const [key, value] of url.searchParams) if (!(key in query)) query[key] = value;
-    const context = new Context(metadata, req.method, ownedPath, { ...req.headers });
+    const context = new Context(metadata, req.method, mountedPath(requestPath, metadata), { ...req.headers });
     let body;
     try {
       body = await readBody(req);
@@ -538,9 +544,11 @@ function redirectStdout(sink) {
 /**
  * Load the code, call it once with the event in FAAS_IO_DIR/input.json, and write
  * {"result"|"error", "stdout"} as one JSON line on stdout (faasd's run-once). What the code
- * prints is kept meanwhile (its last bytes), and comes back as "stdout".
+ * prints is kept meanwhile (its last bytes), and comes back as "stdout". When it `streams`, each
+ * item the code yields and line it prints is first written on stdout as
+ * {"event": "message", "data": ...}, at once (faasd sends each as an SSE event).
  */
-async function runOnce(name) {
+async function runOnce(name, streams) {
   let captured = '';
   const untee = redirectStdout((text) => {
     captured = (captured + text).slice(-MAX_CAPTURED);
@@ -552,8 +560,13 @@ async function runOnce(name) {
     const metadata = { id: process.env.FAAS_REQUEST_ID || '', function: '', version: null };
     metadata.deadline = Number(process.env.FAAS_DEADLINE_MS || 0);
     const { run } = await load(name);
-    const result = run(event, new Context(metadata, 'RUN', '/', {}));
-    verdict.result = jsonable(await result);
+    const context = new Context(metadata, 'RUN', '/', {});
+    if (streams) {
+      const emit = (data) => fs.writeSync(1, `${JSON.stringify({ event: 'message', data })}\n`);
+      Object.assign(verdict, await produce(run, event, context, emit));
+    } else {
+      verdict.result = jsonable(await run(event, context));
+    }
   } catch (err) {
     if (!(err instanceof LoadError)) printUserStack(err);
     verdict.error = err instanceof LoadError ? err.message : errorText(err);
@@ -579,7 +592,9 @@ function probe() {
 async function main(argv) {
   const name = process.env.FAAS_HANDLER || 'handler';
   if (argv.length === 1 && argv[0] === '--check') return check(name);
-  if (argv.length === 1 && argv[0] === '--once') return runOnce(name);
+  if (argv[0] === '--once' && (argv.length === 1 || (argv.length === 2 && argv[1] === '--stream'))) {
+    return runOnce(name, argv.length === 2);
+  }
   if (argv.length === 2 && argv[0] === '--compile') return probe();
   let loaded;
   try {

@@ -21,6 +21,8 @@ sets those. An exception becomes a 500 ``{"error", "request_id"}``, its tracebac
     python3 runtime.py --check   load the code and print {"ok": ...} as JSON (faasd runs it at deploy)
     python3 runtime.py --compile DIR   compile the wrapper into DIR/__pycache__ (when a runtime is added)
     python3 runtime.py --once    call the code once with /faas/io/input.json (faas run)
+    python3 runtime.py --once --stream   the same, and each item it yields and line it prints as
+                                 {"event": "message", "data": ...} on stdout as it comes (faas run --stream)
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import re
 import sys
 import time
 import traceback
@@ -47,7 +48,7 @@ SCRIPT_NAME = "__faas_script__"
 # The keys of a response shape: a returned dict made only of these (statusCode included) sets them.
 SHAPE_KEYS = frozenset({"statusCode", "headers", "body", "isBase64Encoded"})
 # Code object flags (inspect.CO_*), without importing inspect in every container.
-CO_VARARGS, CO_GENERATOR, CO_ASYNC_GENERATOR = 0x04, 0x20, 0x200
+CO_VARARGS, CO_GENERATOR, CO_COROUTINE, CO_ASYNC_GENERATOR = 0x04, 0x20, 0x80, 0x200
 
 
 class LoadError(Exception):
@@ -225,16 +226,11 @@ def print_user_traceback(exc: BaseException) -> None:
     sys.stderr.flush()
 
 
-def own_path(path: str, function: str) -> tuple[str, bool]:
-    """The path after the gateway's prefix (``/function/NAME``, ``/invoke/NAME``), and whether the
-    request came by go-faas's ``/run/PATH``, whose body is ``{"input", "stream"}``."""
-    for prefix in (f"/function/{function}", f"/invoke/{function}"):
-        if path == prefix or path.startswith(prefix + "/"):
-            return path[len(prefix) :] or "/", False
-    if path.startswith("/run/"):
-        named = re.sub(r"[^a-z0-9]+", "-", path[len("/run/") :].lower()).strip("-")[:63].rstrip("-")
-        return path, bool(function) and named == function
-    return path, False
+def by_go_faas(metadata: dict[str, Any]) -> bool:
+    """Whether the gateway routed the connection by go-faas's ``/run/PATH`` (the ``prefix`` of its
+    handoff metadata), whose body is ``{"input", "stream"}`` and whose answer is ``{"data", "type"}``."""
+    prefix = metadata.get("prefix")
+    return isinstance(prefix, str) and prefix.startswith("/run/")
 
 
 def go_faas_event(body: Any) -> tuple[Any, bool]:
@@ -331,17 +327,31 @@ def stream(function: Callable[..., Any], event: Any, context: Context) -> Any:
         sys.stdout = log
 
 
+def import_what_calls_need(function: Callable[..., Any]) -> None:
+    """Import now what every call of ``function`` would import (asyncio for a coroutine, a thread
+    and a queue to stream a generator): a container does it before its connection comes, and a
+    template (``--sandbox fork``) once for all its children, each of which would pay it again."""
+    flags = getattr(getattr(function, "__code__", None), "co_flags", 0)
+    if flags & (CO_COROUTINE | CO_ASYNC_GENERATOR):
+        import asyncio  # noqa: F401
+    if flags & (CO_GENERATOR | CO_ASYNC_GENERATOR):
+        import queue  # noqa: F401
+        import threading  # noqa: F401
+
+
 def make_handle(function: Callable[..., Any]) -> Callable[[Any], Any]:
     """The plain faas_handler app that runs ``function`` for each request."""
     import faas_handler
 
+    import_what_calls_need(function)
     generates = is_generator(function)
     function = adapt(function)
 
     def handle(request: Any) -> Any:
         headers = {name.lower(): value for name, value in request.headers.items()}
-        path, go_faas = own_path(request.path, str(request.metadata.get("function", "")))
-        context = Context(request.metadata, request.method, path, headers)
+        go_faas = by_go_faas(request.metadata)
+        # The path after the gateway's prefix: the SDK took it off (faas_handler's SCRIPT_NAME).
+        context = Context(request.metadata, request.method, request.path, headers)
         try:
             event = parse_event(request.method, request.body, request.query)
             wants_stream = "text/event-stream" in headers.get("accept", "")
@@ -379,11 +389,13 @@ def check(name: str) -> int:
     return 0
 
 
-def run_once(name: str) -> int:
+def run_once(name: str, streams: bool = False) -> int:
     """Load the code, call it once with the event in ``FAAS_IO/input.json``, and write
     ``{"result"|"error", "stdout"}`` as one JSON line on stdout (faasd's run-once).
 
-    What the code prints goes to a file under /tmp meanwhile, and comes back as ``stdout``.
+    What the code prints goes to a file under /tmp meanwhile, and comes back as ``stdout``. When
+    it ``streams``, each item the code yields and line it prints is first written on stdout as
+    ``{"event": "message", "data": ...}``, flushed at once (faasd sends each as an SSE event).
     """
     verdict_out = os.fdopen(os.dup(1), "w")
     captured = os.path.join(os.environ.get("TMPDIR", "/tmp"), "faas-stdout")
@@ -397,7 +409,11 @@ def run_once(name: str) -> int:
         metadata = {"id": os.environ.get("FAAS_REQUEST_ID", ""), "function": "", "version": None}
         metadata["deadline"] = int(os.environ.get("FAAS_DEADLINE_MS", "0"))
         _, function = load(name)
-        verdict["result"] = jsonable(call(adapt(function), event, Context(metadata, "RUN", "/", {})))
+        context = Context(metadata, "RUN", "/", {})
+        if streams:
+            verdict.update(streamed(adapt(function), event, context, verdict_out))
+        else:
+            verdict["result"] = jsonable(call(adapt(function), event, context))
     except LoadError as exc:
         verdict["error"] = str(exc)
     except Exception as exc:
@@ -410,6 +426,17 @@ def run_once(name: str) -> int:
     verdict_out.write(json.dumps(verdict) + "\n")
     verdict_out.flush()
     return 1 if "error" in verdict else 0
+
+
+def streamed(function: Callable[..., Any], event: Any, context: Context, out: Any) -> dict[str, Any]:
+    """Call ``function`` as ``stream`` does, writing each item and line to ``out`` as an event line;
+    the outcome, ``{"result": ...}`` or ``{"error": ...}``."""
+    for sent in stream(function, event, context):
+        if sent.event is not None:  # the last: result or error
+            return {"result": sent.data} if sent.event == "result" else {"error": sent.data["error"]}
+        out.write(json.dumps({"event": "message", "data": sent.data}) + "\n")
+        out.flush()
+    return {"error": "the call ended without a result"}
 
 
 def jsonable(result: Any) -> Any:
@@ -447,8 +474,8 @@ def main(argv: list[str]) -> int:
     name = os.environ.get("FAAS_HANDLER", "handler")
     if argv[1:] == ["--check"]:
         return check(name)
-    if argv[1:] == ["--once"]:
-        return run_once(name)
+    if argv[1:] in (["--once"], ["--once", "--stream"]):
+        return run_once(name, streams=argv[2:] == ["--stream"])
     if argv[1:2] == ["--compile"] and len(argv) == 3:  # when faasd adds the runtime
         return compile_wrapper(argv[2])
     try:
@@ -458,7 +485,8 @@ def main(argv: list[str]) -> int:
         return 1
     import faas_handler
 
-    # One place takes connections and serves them: a mode that forks per connection replaces this call.
+    # Connections, or (under --sandbox fork) the daemon's word that this process is the template:
+    # the code is loaded once, above, and serve() forks a sandboxed child per connection.
     faas_handler.serve(make_handle(function), style="plain")
     return 0
 
