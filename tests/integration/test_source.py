@@ -762,9 +762,9 @@ def test_a_functron_job_runs_its_files_with_stdin_and_a_timeout(daemon: Daemon) 
 def test_node_refuses_fork_mode_and_leaves_nothing(daemon: Daemon, tmp_path: Path) -> None:
     code = write(tmp_path, "f.js", "return 1;\n")
     before = sorted((daemon.state_dir / "images").iterdir())
-    result = daemon.faas("new", "forked", "--runtime", "node", "--code", str(code), "--sandbox", "fork")
+    result = daemon.faas("new", "js-forked", "--runtime", "node", "--code", str(code), "--sandbox", "fork")
     assert result.returncode == 1 and "cannot run with --sandbox fork" in result.stderr, result.stderr
-    assert "--sandbox runc" in result.stderr and "forked" not in daemon.faas("list").stdout
+    assert "--sandbox runc" in result.stderr and "js-forked" not in daemon.faas("list").stdout
     assert sorted((daemon.state_dir / "images").iterdir()) == before
 
 
@@ -790,3 +790,41 @@ def test_node_containers_are_reused_and_failures_answer_as_for_any_handler(daemo
     status, body = http_get(ip)
     assert status == 504 and b"did not answer before its deadline" in body
     assert eventually(lambda: "outcome=deadline_silent" in daemon.faas("logs", "slow").stdout)
+
+
+@runc_only
+def test_node_run_once_streams_each_line_and_item_as_it_comes_then_the_answer(daemon: Daemon, tmp_path: Path) -> None:
+    code = (
+        "module.exports = async function* (event) {\n  for (let i = 0; i < 3; i++) {\n    console.log(`line ${i}`);\n"
+        "    yield { i, t: Date.now() / 1000 };\n    await new Promise((done) => setTimeout(done, 400));\n  }\n"
+        "  return 'done';\n};\n"
+    )
+    source = {"runtime": "node", "files": {"gen.js": code}, "input": None, "stream": True}
+    events = post_control_events(daemon, "/v1/run", source)
+    assert [(name, data) for _, name, data in events[:6:2]] == [("message", f"line {i}") for i in range(3)]
+    items = [json.loads(data) for _, _, data in events[1:6:2]]
+    assert [item["i"] for item in items] == [0, 1, 2]
+    delays = [arrived - item["t"] for (arrived, _, _), item in zip(events[1:6:2], items, strict=True)]
+    print("node run-once SSE delays from yield to arrival (ms):", [round(d * 1000, 2) for d in delays])
+    assert all(delay < 0.4 for delay in delays), "each item arrives before the next is made"
+    name, answer = events[6][1], json.loads(events[6][2])
+    assert (name, answer["result"], answer["exit_code"], len(events)) == ("result", "done", 0, 7)
+
+    path = write(
+        tmp_path, "count.js", "for (let i = 0; i < 2; i++) console.log(`step ${i}`);\nreturn { done: true };\n"
+    )
+    result = daemon.faas("run", "--runtime", "node", "--code", str(path), "--stream")
+    lines, _, rest = result.stdout.partition("{")
+    assert result.returncode == 0 and lines == "step 0\nstep 1\n", result.stdout
+    assert json.loads("{" + rest)["result"] == {"done": True}
+
+    run_now = {
+        "language": "javascript",
+        "code": "console.log('working');\nreturn { sum: event.a };",
+        "input": '{"a": 4}',
+    }
+    events = post_control_events(daemon, "/run-now", run_now | {"stream": True})
+    assert [(name, json.loads(data) if name == "result" else data) for _, name, data in events] == [
+        ("message", "working"),
+        ("result", {"sum": 4}),
+    ]

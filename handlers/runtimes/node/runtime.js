@@ -434,7 +434,8 @@ function makeHandle(fn, generates) {
       const said = `"${req.method} ${req.url} HTTP/${req.httpVersion}" ${res.statusCode}`;
       process.stderr.write(`faas_runtime id=${metadata.id || '-'} ${said}\n`);
     });
-    const url = new URL(req.url, 'http://function');
+    // An origin-form target is a path, even one that starts with "//" (RFC 9112 3.2.1).
+    const url = req.url.startsWith('/') ? new URL(`http://function${req.url}`) : new URL(req.url, 'http://function');
     let requestPath = url.pathname;
     try {
       requestPath = decodeURIComponent(requestPath);
@@ -482,20 +483,20 @@ function serve(fn, generates) {
     return 1;
   }
   const server = http.createServer(makeHandle(fn, generates));
-  let busy = false;
+  let serving = 0; // connections taken and not yet closed
   process.on('message', (metadata, socket) => {
-    if (!socket || busy) return; // a message without a connection is none of faasd's
-    busy = true;
+    if (!socket) return; // a message without a connection is none of faasd's
+    serving += 1;
     const deadline = Number(metadata.deadline) || 0;
     // Kept alive between requests only while another could be answered before the deadline.
     server.keepAliveTimeout = deadline ? Math.max(1, deadline - Date.now() - DEADLINE_MARGIN_MS) : 5000;
     socket.faasMetadata = metadata;
     socket.setNoDelay(true);
     socket.on('close', () => {
-      busy = false;
+      serving -= 1;
       if (metadata.more === true && process.connected) {
         process.send({ faas: 'ready' });
-      } else {
+      } else if (serving === 0) {
         process.exit(0); // the last client is done: nothing the code left running outlives it
       }
     });
@@ -503,7 +504,7 @@ function serve(fn, generates) {
   });
   // faasd closed the channel without a connection: it retires this container (a pool emptied).
   process.on('disconnect', () => {
-    if (!busy) process.exit(0);
+    if (serving === 0) process.exit(0);
   });
   process.send({ faas: 'ready' });
   return null;
