@@ -4,7 +4,8 @@
     POST   /v1/run[?memory=M...]                  body {"runtime", "files", "entry", "handler", "input", "stream"}
                                                 -> {"result", "stdout", "stderr", "exit_code", "duration_ms"};
                                                 with "stream": true, Server-Sent Events, that answer last
-    POST   /v1/jobs                               body {"FnName", "DockerFile", "TarFile", "Stdin", "Timeout"}
+    POST   /v1/jobs                               body {"FnName", "DockerFile", "TarFile", "Stdin", "Timeout"},
+                                                FROM a runtime or function:NAME
                                                 -> {"stdout", "stderr", "exit_code", "timed_out", "duration_ms"}
     POST   /v1/runtimes/{name}[?language=L&tag=T]      body: the image tarball (streamed)
     GET    /v1/runtimes
@@ -131,7 +132,7 @@ async def run_streamed(
 
 
 async def post_job(request: web.Request) -> web.Response:
-    """A Functron job: files, a command, stdin and a timeout, run once on a runtime."""
+    """A Functron job: files, a command, stdin and a timeout, run once on a runtime or a function's image."""
     query_params(request)
     body = await read_json(request, MAX_JOB_BODY)
     job = await asyncio.to_thread(parse_job, body)  # decodes up to 64 MiB of base64: not on the loop

@@ -31,6 +31,8 @@ from typing import Any, BinaryIO
 from faasd.config import Config
 from faasd.errors import InvalidCode, InvalidRequest, NotATemplate
 from faasd.functions import Functions
+from faasd.images import overlay
+from faasd.images.store import discard
 from faasd.images.tree import remove_or_log
 from faasd.images.unpack import Budget, UnpackLimits, apply_layer
 from faasd.limits import Limits
@@ -48,7 +50,7 @@ from faasd.source.runtimes import (
     Runtimes,
     composed_archive,
 )
-from faasd.source.sandbox import Finished, Mount, OneShot, Tmpfs
+from faasd.source.sandbox import Finished, Mount, OneShot, RootfsImage, Tmpfs
 
 log = logging.getLogger(__name__)
 
@@ -294,12 +296,11 @@ class SourceFunctions:
         return run_answer(finished, limits.timeout_seconds) | {"request_id": request_id}
 
     async def run_job(self, job: Job) -> dict[str, Any]:
-        """Run ``job`` on its runtime: its files at /data (read-only), its stdin, its timeout."""
-        runtime = self.runtimes.get(job.runtime)
-        image = self.runtimes.image(runtime)
-        image = dataclasses.replace(image, config=dataclasses.replace(image.config, working_dir=job.workdir))
+        """Run ``job`` on its runtime or its function's image: its files at /data (read-only), its
+        stdin, its timeout."""
         limits = dataclasses.replace(self._config.limits, timeout_seconds=job.timeout)
         async with (
+            self.job_image(job) as image,
             unpacked(self._config.bundles_dir, job.tar, self._config.userns_base) as data,
             code_dir(self._config.bundles_dir, {"stdin": job.stdin}) as io_dir,
         ):
@@ -312,9 +313,10 @@ class SourceFunctions:
                 job.timeout,
             )
         log.info(
-            "job name=%s runtime=%s exit=%s duration_ms=%.1f",
+            "job name=%s runtime=%s function=%s exit=%s duration_ms=%.1f",
             job.name,
-            runtime.name,
+            job.runtime,
+            job.function,
             finished.exit_code,
             finished.duration_ms,
         )
@@ -325,6 +327,20 @@ class SourceFunctions:
             "timed_out": finished.timed_out,
             "duration_ms": finished.duration_ms,
         }
+
+    @asynccontextmanager
+    async def job_image(self, job: Job) -> AsyncIterator[RootfsImage]:
+        """What ``job`` runs on, in its working dir: its runtime, or its function's current image
+        with the job's mount points laid over it (``with_job_mount_points``)."""
+        if job.runtime is not None:
+            image = self.runtimes.image(self.runtimes.get(job.runtime))
+            yield dataclasses.replace(image, config=dataclasses.replace(image.config, working_dir=job.workdir))
+            return
+        assert job.function is not None, "a job runs on a runtime or a function"
+        version, rootfs = await self._functions.current_rootfs(job.function)
+        config = dataclasses.replace(version.config, working_dir=job.workdir)
+        async with with_job_mount_points(self._config.bundles_dir, rootfs) as composed:
+            yield RootfsImage(composed, config, version.uid, version.gid)
 
     async def check(self, runtime: Runtime, source: Source, limits: Limits, space: Workspace) -> str:
         """Load the code in a container of ``runtime`` as a request's would; its style, or a 400 saying why not."""
@@ -354,6 +370,33 @@ def refuse_fork(runtime: Runtime, limits: Limits) -> None:
             f"functions of runtime {runtime.name!r} cannot run with --sandbox fork: a {language.name} process "
             "cannot fork into fresh sandboxes; deploy with --sandbox runc"
         )
+
+
+@asynccontextmanager
+async def with_job_mount_points(parent: Path, rootfs: Path) -> AsyncIterator[Path]:
+    """``rootfs`` (a function's, mounted and shared by its containers) with a layer over it that
+    holds a job's mount points, /data and /faas/io, as a read-only overlay of its own: runc binds
+    onto them and never writes into the shared rootfs, which may not have them. Unmounted and
+    removed afterwards."""
+    directory = parent / f"job-{uuid.uuid4().hex[:16]}"
+    try:
+        await asyncio.to_thread(mount_with_job_points, directory, rootfs)
+        yield directory / "rootfs"
+    finally:
+        await asyncio.to_thread(discard, directory)
+
+
+def mount_with_job_points(directory: Path, rootfs: Path) -> None:
+    directory.mkdir(mode=0o711)
+    points = directory / "points"
+    root = os.stat(rootfs)
+    for path in (points, points / JOB_DATA.lstrip("/"), points / "faas", points / IO_DIR.lstrip("/")):
+        path.mkdir(mode=0o755)
+        os.chown(path, root.st_uid, root.st_gid)  # the rootfs root's owner: container root
+        path.chmod(0o755)
+    points.chmod(stat.S_IMODE(root.st_mode))  # the composed root looks as the rootfs does
+    (directory / "rootfs").mkdir(mode=0o755)
+    overlay.mount_layers(directory / "rootfs", [points, rootfs])
 
 
 async def forward_message(on_message: MessageSink, line: bytes) -> None:

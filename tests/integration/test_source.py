@@ -14,7 +14,7 @@ import json
 import socket
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -756,6 +756,37 @@ def test_a_functron_job_runs_its_files_with_stdin_and_a_timeout(daemon: Daemon) 
     escaping = job | {"TarFile": tar_of({"../../etc/evil": b"x"})}
     status, refused = post_control(daemon, "/v1/jobs", escaping)
     assert status == 400 and "evil" in refused["error"]
+
+
+@runc_only
+def test_a_job_runs_on_a_deployed_functions_image_that_has_no_mount_points_for_it(
+    daemon: Daemon, busybox_image: Callable[..., Path]
+) -> None:
+    """A busybox image has neither /data nor /faas: the job's own read-only layer brings them,
+    and the function's rootfs, shared by its containers, is never written."""
+    ip = daemon.deploy("bbjob", busybox_image("served as before"))
+    job = {
+        "FnName": "on-an-image",
+        "DockerFile": "FROM function:bbjob\nENV WHO=busybox\nCMD echo $WHO read $(cat) and $(cat word.txt); pwd",
+        "TarFile": tar_of({"word.txt": b"the tar"}),
+        "Stdin": "stdin",
+        "Timeout": 5,
+    }
+    status, answer = post_control(daemon, "/v1/jobs", job)
+    assert status == 200 and answer["exit_code"] == 0, answer
+    assert answer["stdout"] == "busybox read stdin and the tar\n/data\n"
+    writes = job | {"DockerFile": "FROM function:bbjob\nCMD touch /data/x || touch /x || echo none written"}
+    status, answer = post_control(daemon, "/v1/jobs", writes)
+    assert answer["stdout"] == "none written\n" and "Read-only file system" in answer["stderr"]
+    slow = job | {"DockerFile": "FROM function:bbjob\nCMD sleep 30", "Timeout": 1}
+    status, answer = post_control(daemon, "/v1/jobs", slow)
+    assert status == 200 and answer["timed_out"] is True, "the same timeout as on a runtime"
+    rootfs = daemon.state_dir / "images" / "bbjob" / "1" / "rootfs"
+    assert not (rootfs / "data").exists() and not (rootfs / "faas").exists(), "the function's rootfs is unchanged"
+    assert http_get(ip) == (200, b"served as before\n")
+    assert "/job-" not in Path("/proc/self/mountinfo").read_text(), "each job's overlay is unmounted after it"
+    status, refused = post_control(daemon, "/v1/jobs", job | {"DockerFile": "FROM function:nosuch\nCMD true"})
+    assert status == 404 and "no function named 'nosuch'" in refused["error"]
 
 
 @runc_only
