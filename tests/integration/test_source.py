@@ -805,12 +805,18 @@ def test_node_containers_are_reused_and_failures_answer_as_for_any_handler(daemo
     word, 504 at the deadline, each in the function's log."""
     counter = write(tmp_path, "count.js", "let served = 0;\nmodule.exports = () => ++served;\n")
     ip = deploy(daemon, "counter", "--code", str(counter), "--reuse", "3", "--warm", "0", runtime="node")
-    answers = []
-    for n in range(1, 5):
-        answers.append(http_get(ip))
+    counts: list[int] = []
+    while len(counts) < 9 and counts[-3:] != [1, 2, 3]:
+        status, body = http_get(ip)
+        assert status == 200
+        counts.append(int(body))
         # A connection is logged once its container is done with it: ready for the next, or gone.
-        assert eventually(lambda n=n: daemon.faas("logs", "counter").stdout.count("outcome=served") == n)
-    assert answers == [(200, b"1"), (200, b"2"), (200, b"3"), (200, b"1")], "three connections a container"
+        served = len(counts)
+        assert eventually(lambda served=served: daemon.faas("logs", "counter").stdout.count("outcome=served") == served)
+    # A container may be let go early (the pool frees slots others wait for), never kept past 3.
+    assert counts[-3:] == [1, 2, 3], counts
+    assert all(n == 1 or n == previous + 1 for previous, n in zip([0, *counts], counts, strict=False)), counts
+    assert http_get(ip) == (200, b"1"), "after three connections, a fresh container"
 
     gone = write(tmp_path, "gone.js", "module.exports = () => process.exit(0);\n")
     ip = deploy(daemon, "gone", "--code", str(gone), runtime="node")
