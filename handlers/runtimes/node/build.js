@@ -194,6 +194,7 @@ function isScript(ts, source) {
  */
 function compile(files) {
   const ts = typescript();
+  const typeRoots = [path.join(WORK, "node_modules", "@types"), "/usr/share/nodejs/@types"];
   const options = {
     target: ts.ScriptTarget.ES2020,
     module: ts.ModuleKind.CommonJS,
@@ -201,7 +202,9 @@ function compile(files) {
     esModuleInterop: true,
     skipLibCheck: true,
     noEmitOnError: true,
-    typeRoots: [path.join(WORK, "node_modules", "@types"), "/usr/share/nodejs/@types"],
+    // Node's own types, not every package Debian has types for (that would double the time).
+    typeRoots,
+    types: typeRoots.some((root) => fs.existsSync(path.join(root, "node"))) ? ["node"] : [],
   };
   const host = ts.createCompilerHost(options);
   const read = host.getSourceFile.bind(host);
