@@ -163,11 +163,13 @@ class OneShot:
                         exit_code = await proc.wait()
             except TimeoutError:
                 pass
-            if exit_code is None:  # at its timeout, or writing on into a pipe no one reads
+            if over:  # read on, and drop, what it wrote: asyncio tells a process's end only at its pipes' end
+                stdout_task = asyncio.ensure_future(read_tail(proc.stdout, 0))
+            if exit_code is None:  # at its timeout, or past its output's limit
                 await self._kill(container_id, proc)
             stderr = await stderr_task
             copied = await stdout_task
-            stdout = copied if isinstance(copied, bytes) else b""
+            stdout = copied if isinstance(copied, bytes) and output is None else b""
         finally:
             shutil.rmtree(bundle, ignore_errors=True)
         duration_ms = round((time.monotonic() - started) * 1000, 1)
