@@ -134,7 +134,7 @@ async def copy_out(stream: asyncio.StreamReader | None, output: Output) -> bool:
     return True
 
 
-def drained(stream: asyncio.StreamReader | None) -> asyncio.Future[bytes]:
+def drained(stream: asyncio.StreamReader | None) -> asyncio.Future[object]:
     """Read on, and drop, what a container still writes to ``stream``: asyncio tells a process's
     end only once its pipes have ended, so a pipe no one reads would keep ``wait()`` waiting."""
     return asyncio.ensure_future(read_tail(stream, 0))
@@ -175,7 +175,7 @@ class OneShot:
         try:
             (bundle / "config.json").write_text(json.dumps(spec))
             proc = await self._runc.run(container_id, bundle, asyncio.subprocess.PIPE, asyncio.subprocess.PIPE)
-            stdout_task = asyncio.ensure_future(
+            stdout_task: asyncio.Future[object] = asyncio.ensure_future(
                 read_tail(proc.stdout, on_line=on_line) if output is None else copy_out(proc.stdout, output)
             )
             stderr_task = asyncio.ensure_future(read_tail(proc.stderr))
