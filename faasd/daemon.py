@@ -25,6 +25,7 @@ from faasd.dispatch import Dispatcher
 from faasd.errors import FaasError, RuncError
 from faasd.functions import Functions
 from faasd.gateway import Gateway
+from faasd.images import overlay
 from faasd.images.layers import LayerStore
 from faasd.images.store import ImageStore
 from faasd.images.unpack import UnpackLimits
@@ -116,6 +117,7 @@ async def remove_leftovers(
             await runc.delete(container_id)
         log.info("removed leftover container id=%s", container_id)
     for directory in (config.bundles_dir, config.uploads_dir):
+        await asyncio.to_thread(overlay.unmount_below, directory)  # a job's rootfs (faasd.source)
         shutil.rmtree(directory, ignore_errors=True)
     registered = registry.addresses()
     for ip in await aliases.present():

@@ -24,7 +24,7 @@ import stat
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,9 +62,24 @@ PROBE_TIMEOUT_SECONDS = 30.0
 class BuildStep:
     """How a language builds a function at deploy time (``faasd.source.build``)."""
 
-    manifest: str  # the function's top-level file that asks for a build
-    script: str  # a file of the wrapper that does it, run by the interpreter
-    what: str  # what it does, for messages
+    script: str  # a file of the wrapper that builds, run by the interpreter
+    what: str  # what it runs, for messages
+    manifests: tuple[str, ...]  # top-level files that ask for an install from the operator's packages
+    compiles: tuple[tuple[str, str], ...] = ()  # (suffix of a file that asks for a compile, its output's)
+
+    def installs(self, files: Collection[str]) -> bool:
+        return any(manifest in files for manifest in self.manifests)
+
+    def asks(self, files: Collection[str]) -> bool:
+        """Whether code of these files is built before it is checked."""
+        return self.installs(files) or any(self.runs(name) != name for name in files)
+
+    def runs(self, entry: str) -> str:
+        """The file that runs for ``entry``: what it compiles to, or itself."""
+        for suffix, output in self.compiles:
+            if entry.endswith(suffix) and not entry.endswith(".d" + suffix):
+                return entry.removesuffix(suffix) + output
+        return entry
 
 
 @dataclass(frozen=True)
@@ -97,7 +112,7 @@ LANGUAGES = {
         ("faas_handler.py",),
         # The rootfs is read-only: no bytecode is ever written; print reaches the log at once.
         ("PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1", f"PYTHONPATH={RUNTIME_DIR}"),
-        BuildStep("requirements.txt", "build.py", "pip install"),
+        BuildStep("build.py", "pip install", ("requirements.txt",)),
     ),
 }
 

@@ -18,6 +18,7 @@ import logging
 import shutil
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 MAX_OUTPUT_BYTES = 256 * 1024  # of each stream, the last ones
 READ_BYTES = 65536
 KILL_GRACE_SECONDS = 5.0
+LineSink = Callable[[bytes], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -94,13 +96,29 @@ class RootfsImage:
     gid: int
 
 
-async def read_tail(stream: asyncio.StreamReader | None, limit: int = MAX_OUTPUT_BYTES) -> bytes:
-    """Everything ``stream`` gives until its end, less all but the last ``limit`` bytes."""
+async def read_tail(
+    stream: asyncio.StreamReader | None, limit: int = MAX_OUTPUT_BYTES, on_line: LineSink | None = None
+) -> bytes:
+    """Everything ``stream`` gives until its end, less all but the last ``limit`` bytes; with
+    ``on_line``, each whole line is also given to it the moment it ends (one longer than
+    ``limit`` is left out: memory stays bounded whatever the container writes)."""
     kept = bytearray()
+    line = bytearray()
+    skipping = False  # the rest of a line already over the limit
     while stream is not None and (chunk := await stream.read(READ_BYTES)):
         kept += chunk
         if len(kept) > limit:
             del kept[: len(kept) - limit]
+        if on_line is not None:
+            line += chunk
+            while (end := line.find(b"\n")) >= 0:
+                if not skipping and end <= limit:
+                    await on_line(bytes(line[:end]))
+                skipping = False
+                del line[: end + 1]
+            if len(line) > limit:
+                line.clear()
+                skipping = True
     return bytes(kept)
 
 
@@ -114,6 +132,12 @@ async def copy_out(stream: asyncio.StreamReader | None, output: Output) -> bool:
             return False
         await asyncio.to_thread(output.file.write, chunk)
     return True
+
+
+def drained(stream: asyncio.StreamReader | None) -> asyncio.Future[object]:
+    """Read on, and drop, what a container still writes to ``stream``: asyncio tells a process's
+    end only once its pipes have ended, so a pipe no one reads would keep ``wait()`` waiting."""
+    return asyncio.ensure_future(read_tail(stream, 0))
 
 
 class OneShot:
@@ -132,9 +156,11 @@ class OneShot:
         limits: Limits,
         timeout: float,
         output: Output | None = None,
+        on_line: LineSink | None = None,
     ) -> Finished:
         """Run ``args`` on ``image`` with ``env`` added and ``mounts`` bound, for ``timeout`` seconds
-        at most; its stdout into ``output`` when given."""
+        at most; its stdout into ``output`` when given, else also to ``on_line`` line by line as
+        it comes. An error of ``on_line`` (its client gone) ends the container and is raised."""
         key = uuid.uuid4().hex[:16]
         container_id = f"oneshot-{key}"
         config = dataclasses.replace(image.config, entrypoint=(), cmd=tuple(args), env=(*image.config.env, *env))
@@ -149,8 +175,8 @@ class OneShot:
         try:
             (bundle / "config.json").write_text(json.dumps(spec))
             proc = await self._runc.run(container_id, bundle, asyncio.subprocess.PIPE, asyncio.subprocess.PIPE)
-            stdout_task = asyncio.ensure_future(
-                read_tail(proc.stdout) if output is None else copy_out(proc.stdout, output)
+            stdout_task: asyncio.Future[object] = asyncio.ensure_future(
+                read_tail(proc.stdout, on_line=on_line) if output is None else copy_out(proc.stdout, output)
             )
             stderr_task = asyncio.ensure_future(read_tail(proc.stderr))
             exit_code: int | None = None
@@ -163,11 +189,19 @@ class OneShot:
                         exit_code = await proc.wait()
             except TimeoutError:
                 pass
-            if exit_code is None:  # at its timeout, or writing on into a pipe no one reads
+            except BaseException:  # on_line failed, or the caller was cancelled: end it first
+                if stdout_task.done():
+                    stdout_task = drained(proc.stdout)
+                await self._kill(container_id, proc)
+                stderr_task.cancel()
+                raise
+            if over:
+                stdout_task = drained(proc.stdout)
+            if exit_code is None:  # at its timeout, or past its output's limit
                 await self._kill(container_id, proc)
             stderr = await stderr_task
             copied = await stdout_task
-            stdout = copied if isinstance(copied, bytes) else b""
+            stdout = copied if isinstance(copied, bytes) and output is None else b""
         finally:
             shutil.rmtree(bundle, ignore_errors=True)
         duration_ms = round((time.monotonic() - started) * 1000, 1)

@@ -3,40 +3,25 @@ runtime, offline, from a package directory made here; refusals leave nothing."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
+import asyncio
 import json
 import os
 import tempfile
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from faasd.config import Config
+from faasd.images.archive import ImageConfig
+from faasd.limits import Limits
+from faasd.sandbox.runc import Runc
+from faasd.source.sandbox import OneShot, Output, RootfsImage
 from tests.integration.conftest import Daemon, daemon_range, http_request, start_daemon
+from tools.packages import write_wheel
 
 RANGE = daemon_range(51)
 MAX_DEPS = "4m"
-
-
-def write_wheel(directory: Path, name: str, version: str, files: dict[str, bytes], requires: str = "") -> Path:
-    """A pure-Python wheel (PEP 427) of ``files``, written as the zip it is."""
-    info = f"{name}-{version}.dist-info"
-    contents = dict(files)
-    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-    contents[f"{info}/METADATA"] = (metadata + (f"Requires-Dist: {requires}\n" if requires else "")).encode()
-    contents[f"{info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-    record = []
-    for path, data in contents.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(data)}")
-    contents[f"{info}/RECORD"] = ("\n".join([*record, f"{info}/RECORD,,"]) + "\n").encode()
-    wheel = directory / f"{name}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as archive:
-        for path, data in contents.items():
-            archive.writestr(path, data)
-    return wheel
 
 
 @pytest.fixture(scope="module")
@@ -91,12 +76,13 @@ def handler(event, context):
 
 
 def leftovers(daemon: Daemon) -> list[str]:
-    """What a refused deploy could have left: uploads, bundles, build dirs, images of a function."""
-    found = []
-    for directory in (daemon.state_dir / "uploads", daemon.root / "run" / "bundles", daemon.state_dir / "images"):
-        if directory.is_dir():
-            found += [str(path) for path in directory.iterdir()]
-    return found
+    """What a refused deploy could have left: uploads, a build's or a check's dirs and bundles
+    (not those of warm containers, which come and go), an image of a function."""
+    bundles = daemon.root / "run" / "bundles"
+    found = [str(path) for path in bundles.iterdir() if path.name.split("-")[0] in ("code", "built", "oneshot")]
+    for directory in (daemon.state_dir / "uploads", daemon.state_dir / "images"):
+        found += [str(path) for path in directory.iterdir()]
+    return sorted(found)
 
 
 def test_requirements_are_installed_at_deploy_time_into_the_code_layer(daemon: Daemon, tmp_path: Path) -> None:
@@ -146,3 +132,23 @@ def test_a_run_once_installs_its_requirements_too(daemon: Daemon, tmp_path: Path
     ran = daemon.faas("run", "--runtime", "python", "--code", str(code), "--entry", "handler.py", "--input", '{"x": 2}')
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert json.loads(ran.stdout)["result"]["double"] == 4
+
+
+def runtime_image(daemon: Daemon) -> RootfsImage:
+    """The daemon's python runtime, as its one-shot containers run on it."""
+    record = json.loads((daemon.state_dir / "runtimes" / "python" / "3" / "runtime.json").read_text())
+    config = ImageConfig.from_json(json.dumps(record["config"]))
+    return RootfsImage(daemon.state_dir / "runtimes" / "python" / "3" / "rootfs", config, record["uid"], record["gid"])
+
+
+def test_a_build_container_is_killed_once_its_output_passes_the_limit_or_at_its_timeout(daemon: Daemon) -> None:
+    config = Config(state_dir=daemon.state_dir, run_dir=daemon.root / "run")
+    oneshot = OneShot(config, Runc(config.runc_binary, config.runc_root))
+    flood = ["python3", "-c", "import sys\nwhile True: sys.stdout.buffer.write(b'x' * 65536)"]
+    with tempfile.TemporaryFile() as out:
+        finished = asyncio.run(oneshot.run(runtime_image(daemon), flood, [], [], Limits(), 60, Output(out, 1 << 20)))
+        assert finished.output_over and not finished.timed_out and finished.exit_code is None
+        assert out.seek(0, os.SEEK_END) <= 1 << 20, "what passes the limit is not written"
+    slow = asyncio.run(oneshot.run(runtime_image(daemon), ["sleep", "60"], [], [], Limits(), 1))
+    assert slow.timed_out and not slow.output_over
+    assert not [p for p in (daemon.root / "run" / "bundles").iterdir() if p.name.startswith("oneshot-")]
