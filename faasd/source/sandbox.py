@@ -5,6 +5,11 @@ namespace, no network, no capabilities, seccomp, limits), without the control so
 mounts onto mount points the runtime's wrapper layer provides. Its stdout and stderr are
 collected up to a bound (the last bytes are kept: an installer's last lines say what failed),
 and it is killed at its timeout. Nothing of it runs on the host as root.
+
+Each one holds a container slot of ``faasd.admission`` while it runs, as a function's container
+does, so runs, jobs and deploy-time checks cannot take the daemon past ``--max-containers``. They
+share one bucket (``SLOT``), which no function can be named, so together they take at most
+``--max-containers-per-function``: one-shots cannot crowd out every function either.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from faasd.admission import Admission, Overloaded
 from faasd.config import Config
-from faasd.errors import RuncError
+from faasd.errors import Busy, RuncError
 from faasd.images.archive import ImageConfig
 from faasd.limits import Limits
 from faasd.sandbox.runc import Runc
@@ -32,6 +38,7 @@ log = logging.getLogger(__name__)
 MAX_OUTPUT_BYTES = 256 * 1024  # of each stream, the last ones
 READ_BYTES = 65536
 KILL_GRACE_SECONDS = 5.0
+SLOT = "(one-shot)"  # the admission bucket of one-shot containers: not a valid function name
 
 
 @dataclass(frozen=True)
@@ -84,9 +91,10 @@ async def read_tail(stream: asyncio.StreamReader | None, limit: int = MAX_OUTPUT
 class OneShot:
     """Runs containers that do one thing and exit, each in a bundle of its own."""
 
-    def __init__(self, config: Config, runc: Runc) -> None:
+    def __init__(self, config: Config, runc: Runc, admission: Admission) -> None:
         self._config = config
         self._runc = runc
+        self._admission = admission
 
     async def run(
         self,
@@ -97,7 +105,26 @@ class OneShot:
         limits: Limits,
         timeout: float,
     ) -> Finished:
-        """Run ``args`` on ``image`` with ``env`` added and ``mounts`` bound, for ``timeout`` seconds at most."""
+        """Run ``args`` on ``image`` with ``env`` added and ``mounts`` bound, for ``timeout`` seconds
+        at most, once it has a container slot; ``Busy`` if none came free in time."""
+        try:
+            await self._admission.acquire(SLOT)
+        except Overloaded as exc:
+            raise Busy(f"no container slot for a one-shot container: {exc.reason}") from None
+        try:
+            return await self._run(image, args, env, mounts, limits, timeout)
+        finally:
+            self._admission.release(SLOT)
+
+    async def _run(
+        self,
+        image: RootfsImage,
+        args: list[str],
+        env: list[str],
+        mounts: list[Mount],
+        limits: Limits,
+        timeout: float,
+    ) -> Finished:
         key = uuid.uuid4().hex[:16]
         container_id = f"oneshot-{key}"
         config = dataclasses.replace(image.config, entrypoint=(), cmd=tuple(args), env=(*image.config.env, *env))
