@@ -3,7 +3,8 @@
 Both functions answer the same request the same way (a small JSON object) on Debian's python3:
 the image function is the plain-style handler built into an image with ``faas build`` (its
 /app compiled, the SDK copied in), the source function the same handler deployed with ``faas
-new --runtime python --code``. For each, warm (the default pool) and cold (``--warm 0``):
+new --runtime python --code``. For each, warm (the default pool), cold (``--warm 0``) and fork
+(``--sandbox fork``, children of a template waiting in the default pool):
 connect→last byte, p50 and p99, over ``--requests`` sequential requests one every ``--gap``
 seconds, rows interleaved so the host's drift touches both alike; the ratio source/image at p50.
 Then: the deploy time of a source function without dependencies (``faas new`` end to end, the
@@ -38,7 +39,7 @@ IMAGE_APP = (
     "serve(handle)\n"
 )
 STREAM = "import time\n\ndef handler(event, context):\n    yield {'t': time.time()}\n"
-MODES = {"warm": (), "cold": ("--warm", "0")}
+MODES = {"warm": (), "cold": ("--warm", "0"), "fork": ("--sandbox", "fork")}
 
 
 def latencies(address: tuple[str, int], requests: int, gap: float) -> list[float]:

@@ -1,4 +1,9 @@
-"""Functions from source with the real daemon: runtimes, both code styles, responses, refusals, versions."""
+"""Functions from source with the real daemon: runtimes, both code styles, responses, refusals, versions.
+
+The tests of what a function answers run in both sandbox modes: the daemon's default is a runc
+container per connection in one run, a child forked from a template (``--sandbox fork``) in the
+other; the rest (refusals, runtimes, one-shot runs) run once, under runc.
+"""
 
 from __future__ import annotations
 
@@ -25,16 +30,21 @@ from tests.integration.conftest import (
 )
 
 SOURCE = Path(__file__).parent / "source"
-RANGE = daemon_range(50)
-GATEWAY_PORT = free_port()
+MODES = {"runc": 50, "fork": 52}  # each sandbox mode's daemon range
+GATEWAY_PORT = free_port()  # one mode's daemon stops before the other's starts
+runc_only = pytest.mark.parametrize("daemon", ["runc"], indirect=True)
 
 
-@pytest.fixture(scope="module")
-def daemon(daemon_roots: Path, python_runtime_image: Path) -> Iterator[Daemon]:
-    """One daemon for the module, with the python runtime added once."""
+@pytest.fixture(scope="module", params=list(MODES))
+def daemon(request: pytest.FixtureRequest, daemon_roots: Path, python_runtime_image: Path) -> Iterator[Daemon]:
+    """One daemon for the module and sandbox mode (its default), with the python runtime added once."""
+    mode = request.param
     # One warm container a function, and a short drain: the machine's cores are few.
     daemon = start_daemon(
-        daemon_roots, RANGE, "--gateway", f"127.0.0.1:{GATEWAY_PORT}", "--warm", "1", "--drain-timeout", "1"
+        daemon_roots,
+        daemon_range(MODES[mode]),
+        *("--gateway", f"127.0.0.1:{GATEWAY_PORT}", "--warm", "1", "--drain-timeout", "1"),
+        *("--sandbox", mode),
     )
     try:
         added = daemon.faas("runtime", "add", "python", "-f", str(python_runtime_image))
@@ -154,6 +164,36 @@ def test_async_handler_and_a_custom_handler_name(daemon: Daemon, tmp_path: Path)
     assert http_get(ip) == (200, b"[1, 2]")
 
 
+STATEFUL = """import os, uuid
+LOADED = uuid.uuid4().hex
+seen = None
+def handler(event, context):
+    global seen
+    previous, seen = seen, event
+    return {"previous": previous, "loaded": LOADED, "pid": os.getpid(), "proc": sorted(os.listdir("/proc"))}
+"""
+
+
+@runc_only
+def test_fork_mode_forks_every_call_from_code_loaded_once(daemon: Daemon, tmp_path: Path) -> None:
+    code = str(write(tmp_path, "state.py", STATEFUL))
+    forked = deploy(daemon, "forked", "--code", code, "--sandbox", "fork")
+    answers = [json.loads(post_json(forked, {"n": n})[2]) for n in range(3)]
+    assert [answer["previous"] for answer in answers] == [None] * 3, "a global one call sets is unset for the next"
+    assert len({answer["loaded"] for answer in answers}) == 1, "the code was loaded once, by the template"
+    assert all(answer["pid"] == 1 and answer["proc"] == ["self"] for answer in answers), "a pid namespace each"
+    assert "sandbox fork" in daemon.faas("describe", "forked").stdout
+    listing = json.loads(daemon.faas("versions", "forked", "--json").stdout)
+    assert [v["limits"]["sandbox"] for v in listing["versions"]] == ["fork"]
+
+    started = deploy(daemon, "started", "--code", code)  # the daemon's default: a container per call
+    answers = [json.loads(post_json(started, {"n": n})[2]) for n in range(3)]
+    assert [answer["previous"] for answer in answers] == [None] * 3
+    assert len({answer["loaded"] for answer in answers}) == 3, "each container loaded the code itself"
+    assert "sandbox runc" in daemon.faas("describe", "started").stdout
+
+
+@runc_only
 @pytest.mark.parametrize(
     ("name", "text", "args", "said"),
     [
@@ -178,6 +218,7 @@ def test_bad_code_is_refused_at_deploy_and_leaves_nothing(
     assert left == [], "the check's container and its copy of the code are gone"
 
 
+@runc_only
 def test_deploys_refused_before_any_container(daemon: Daemon, tmp_path: Path) -> None:
     code = write(tmp_path, "ok.py", "return 1\n")
     unknown = daemon.faas("new", "nope", "--runtime", "ruby", "--code", str(code))
@@ -190,6 +231,7 @@ def test_deploys_refused_before_any_container(daemon: Daemon, tmp_path: Path) ->
     assert "nope" not in daemon.faas("list").stdout
 
 
+@runc_only
 def test_runtime_rm_is_refused_while_used_and_a_runtime_needs_its_interpreter(
     daemon: Daemon, busybox_image, python_runtime_image: Path, tmp_path: Path
 ) -> None:
@@ -218,6 +260,7 @@ def test_runtime_rm_is_refused_while_used_and_a_runtime_needs_its_interpreter(
     assert unnamed.returncode != 0 and "language" in unnamed.stderr
 
 
+@runc_only
 def test_runtimes_and_source_functions_survive_a_restart(daemon: Daemon, tmp_path: Path) -> None:
     ip = deploy(daemon, "kept", "--code", str(write(tmp_path, "k.py", "return 'kept'\n")))
     daemon.stop()
@@ -234,6 +277,7 @@ def test_runtimes_and_source_functions_survive_a_restart(daemon: Daemon, tmp_pat
     )
 
 
+@runc_only
 def test_the_readme_examples_answer_as_shown(daemon: Daemon) -> None:
     examples = Path(__file__).resolve().parents[2] / "handlers" / "source"
     add = deploy(daemon, "readme-add", "--code", str(examples / "add.py"))
@@ -242,6 +286,7 @@ def test_the_readme_examples_answer_as_shown(daemon: Daemon) -> None:
     assert post_json(double, {"n": 21})[::2] == (200, b'{"double": 42}')
 
 
+@runc_only
 def test_run_once_deploys_nothing_and_answers_result_stdout_stderr(daemon: Daemon, tmp_path: Path) -> None:
     code = write(
         tmp_path, "once.py", "def handler(event, context):\n    print('said')\n    return {'n': event['n'] + 1}\n"
@@ -399,6 +444,7 @@ def tar_of(files: dict[str, bytes]) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+@runc_only
 def test_a_functron_job_runs_its_files_with_stdin_and_a_timeout(daemon: Daemon) -> None:
     """Functron's request, as its README gives it, on the python runtime."""
     main = b"import sys\nprint('read', sys.stdin.read(), 'from', open('/data/lib/word.txt').read())\n"

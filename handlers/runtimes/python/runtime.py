@@ -49,7 +49,7 @@ SCRIPT_NAME = "__faas_script__"
 # The keys of a response shape: a returned dict made only of these (statusCode included) sets them.
 SHAPE_KEYS = frozenset({"statusCode", "headers", "body", "isBase64Encoded"})
 # Code object flags (inspect.CO_*), without importing inspect in every container.
-CO_VARARGS, CO_GENERATOR, CO_ASYNC_GENERATOR = 0x04, 0x20, 0x200
+CO_VARARGS, CO_GENERATOR, CO_COROUTINE, CO_ASYNC_GENERATOR = 0x04, 0x20, 0x80, 0x200
 
 
 class LoadError(Exception):
@@ -361,10 +361,23 @@ def stream(function: Callable[..., Any], event: Any, context: Context) -> Any:
         sys.stdout = log
 
 
+def import_what_calls_need(function: Callable[..., Any]) -> None:
+    """Import now what every call of ``function`` would import (asyncio for a coroutine, a thread
+    and a queue to stream a generator): a container does it before its connection comes, and a
+    template (``--sandbox fork``) once for all its children, each of which would pay it again."""
+    flags = getattr(getattr(function, "__code__", None), "co_flags", 0)
+    if flags & (CO_COROUTINE | CO_ASYNC_GENERATOR):
+        import asyncio  # noqa: F401
+    if flags & (CO_GENERATOR | CO_ASYNC_GENERATOR):
+        import queue  # noqa: F401
+        import threading  # noqa: F401
+
+
 def make_handle(function: Callable[..., Any]) -> Callable[[Any], Any]:
     """The plain faas_handler app that runs ``function`` for each request."""
     import faas_handler
 
+    import_what_calls_need(function)
     generates = is_generator(function)
     function = adapt(function)
 
@@ -488,7 +501,8 @@ def main(argv: list[str]) -> int:
         return 1
     import faas_handler
 
-    # One place takes connections and serves them: a mode that forks per connection replaces this call.
+    # Connections, or (under --sandbox fork) the daemon's word that this process is the template:
+    # the code is loaded once, above, and serve() forks a sandboxed child per connection.
     faas_handler.serve(make_handle(function), style="plain")
     return 0
 

@@ -13,30 +13,21 @@
     POST   /v1/functions/{name}/pull              body {"reference", "limits", "environment", "credentials",
                                                 "dry_run", "force"} -> progress as JSON lines, the outcome last
     POST   /v1/layers/lookup                      body {"diff_ids": [...]} -> {"held": [...]}: read-only
-    POST   /v1/functions/{name}/source[?memory=M...]   body {"runtime", "files", "entry", "handler"}
-    POST   /v1/run[?memory=M...]                  body {"runtime", "files", "entry", "handler", "input"}
-                                                -> {"result", "stdout", "stderr", "exit_code", "duration_ms"}
-    POST   /v1/jobs                               body {"FnName", "DockerFile", "TarFile", "Stdin", "Timeout"}
-                                                -> {"stdout", "stderr", "exit_code", "timed_out", "duration_ms"}
-    POST   /v1/runtimes/{name}[?language=L&tag=T]      body: the image tarball (streamed)
-    GET    /v1/runtimes
-    DELETE /v1/runtimes/{name}                    refused while a function's kept version uses it
     GET    /v1/registries                         the registries faasd holds a login for
     PUT    /v1/registries/{registry}/login        body {"username", "password"}: checked, then kept
     DELETE /v1/registries/{registry}/login
     GET    /healthz
     GET    /metrics                               Prometheus exposition
 
-go-faas's routes, for its clients (docs/functions.md, "Compatible routes"):
-
-    POST /upload         body {"path", "language", "code"} -> {"path", "language", "version"}
-    POST /run-now        body {"language", "code", "input"} -> {"data", "type"}
-
-and the original wire API, kept for existing clients:
+the original wire API, kept for existing clients:
 
     POST /api/new        header X-Image-Name: the function's name; body: the tarball -> the IP
     GET  /api/ip/{name}  -> the IP, as text
     GET  /api/list       -> [{"name", "ip"}]
+
+and, in modules of their own, the routes of functions from source, runtimes, run-once and jobs
+(``faasd.api.source``) and go-faas's control routes (``faasd.api.compatible``). What they share
+(the app's state, checked parameters, bounded bodies) is ``faasd.api.common``.
 
 Every input is checked here before anything is read or changed: names, query parameters
 (unknown or repeated ones are refused, so a typo fails loudly), headers, the declared body
@@ -55,7 +46,6 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -64,53 +54,57 @@ from typing import Any
 
 import prometheus_client
 from aiohttp import hdrs, web
-from aiohttp.http_exceptions import PayloadEncodingError
 from aiohttp.typedefs import Middleware
 
 from faasd import metrics
+from faasd.api import compatible, source
+from faasd.api.common import (
+    CONFIG,
+    FUNCTIONS,
+    LAYERS,
+    LOGINS,
+    LOGS,
+    RUNTIMES,
+    SOURCES,
+    flag_param,
+    function_json,
+    function_name,
+    query_params,
+    read_json,
+    receive_upload,
+    reference_param,
+    shown,
+)
 from faasd.auth import bearer_token, exposure_warning, token_matches
 from faasd.config import Config
 from faasd.daemonlog import Throttle, clipped
 from faasd.environment import check_environment, with_environment
 from faasd.errors import (
     FaasError,
-    ImageTooLarge,
-    InvalidImage,
     InvalidRequest,
     NotFound,
     Unauthorized,
 )
 from faasd.functions import Functions, SameImage
-from faasd.images.archive import DIGEST, check_reference
+from faasd.images.archive import DIGEST
 from faasd.images.distribution import DistributionClient
 from faasd.images.layers import LayerStore
 from faasd.images.logins import Credentials, Logins
 from faasd.images.pull import Pull, registry_session
 from faasd.images.reference import Reference
-from faasd.images.upload import UploadWriter, upload_cut, write_failure
 from faasd.limits import PARAMETERS as LIMIT_PARAMETERS
 from faasd.limits import Limits
 from faasd.logs import Logs, parse_query, read_log
 from faasd.registry import Function, Version, validate_name
-from faasd.source import compat
 from faasd.source.functions import SourceFunctions
-from faasd.source.jobs import MAX_STDIN_BYTES, MAX_TAR_BYTES, parse_job
-from faasd.source.runtimes import Runtimes, source_fields
+from faasd.source.runtimes import source_fields
 from faasd.web import routes, session
 
 log = logging.getLogger(__name__)
 
-CONFIG = web.AppKey("config", Config)
-FUNCTIONS = web.AppKey("functions", Functions)
-LOGS = web.AppKey("logs", Logs)
-LAYERS = web.AppKey("layers", LayerStore)
-RUNTIMES = web.AppKey("runtimes", Runtimes)
-SOURCES = web.AppKey("sources", SourceFunctions)
-LOGINS = web.AppKey("logins", Logins)
 # A lookup names the layers of one image: Docker caps an image at 127, overlayfs at about 500.
 MAX_LOOKUP_DIFF_IDS = 1000
 MAX_LOOKUP_BYTES = 128 << 10
-UPLOAD_CHUNK_BYTES = 1 << 20
 SOCKET_MODE = 0o660
 # Members of this group may use the unix socket without sudo, like docker's "docker" group.
 SOCKET_GROUP = "faas"
@@ -118,25 +112,6 @@ DEPLOY_PARAMS = frozenset({"tag", "image", "force", "check", "env", *LIMIT_PARAM
 PULL_FIELDS = frozenset({"reference", "limits", "environment", "credentials", "dry_run", "force"})
 MAX_JSON_BODY = 256 << 10
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def function_json(function: Function) -> dict[str, Any]:
-    version = function.current
-    return {
-        "name": function.name,
-        "ip": str(function.ip),
-        "version": version.number,
-        "image": version.image,
-        "digest": version.digest,
-        "pulled": version.pulled,
-        "entrypoint": list(version.config.entrypoint),
-        "cmd": list(version.config.cmd),
-        "env": list(version.config.env),
-        "limits": dataclasses.asdict(version.limits),
-        "created": function.created,
-        "updated": version.created,
-        **source_fields(version.config),
-    }
 
 
 def gateway_json(config: Config, name: str) -> dict[str, str] | None:
@@ -218,35 +193,6 @@ def require_token(token: str) -> Middleware:
     return check_token
 
 
-def shown(value: str, limit: int = 64) -> str:
-    """``value`` quoted for an error message, cut short so a huge input does not come back whole."""
-    return repr(value if len(value) <= limit else value[:limit] + "...")
-
-
-def query_params(request: web.Request, allowed: frozenset[str] = frozenset()) -> dict[str, str]:
-    """The query string as a dict, refusing parameters the route does not take or that repeat."""
-    for key in request.query:
-        if key not in allowed:
-            takes = ", ".join(sorted(allowed)) or "no parameters"
-            raise InvalidRequest(f"unknown query parameter {shown(key)}: {request.path} takes {takes}")
-        if len(request.query.getall(key)) > 1:
-            raise InvalidRequest(f"the query parameter {key!r} is given more than once: give it once")
-    return dict(request.query)
-
-
-def reference_param(params: dict[str, str], key: str) -> str | None:
-    """The image reference in ``params[key]`` (None when absent), refused unless an image could have it."""
-    value = params.get(key)
-    if value is not None:
-        check_reference(value, key)
-    return value
-
-
-def function_name(request: web.Request) -> str:
-    """The ``{name}`` of the route, refused with a 400 before anything else happens."""
-    return validate_name(request.match_info["name"])
-
-
 def version_number(text: str, what: str) -> int:
     """A version number from the path or query, refused with a 400 unless it is one."""
     if not (text.isascii() and text.isdigit()) or int(text) < 1 or len(text) > 18:
@@ -262,48 +208,6 @@ def single_header(request: web.Request, name: str) -> str | None:
     return values[0] if values else None
 
 
-async def receive_upload(request: web.Request, function: str) -> Path:
-    """Stream the request body to a file under the state dir, less the layers the store holds;
-    memory stays flat."""
-    config = request.app[CONFIG]
-    if request.content_length is not None and request.content_length > config.max_upload_bytes:
-        raise ImageTooLarge(
-            f"the upload declares {request.content_length} bytes, over the {config.max_upload_bytes} byte limit"
-        )
-    fd, name = tempfile.mkstemp(dir=config.uploads_dir, suffix=".tar")
-    path = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            upload = UploadWriter(out, request.app[LAYERS])
-            async for chunk in request.content.iter_chunked(UPLOAD_CHUNK_BYTES):
-                if upload.received + len(chunk) > config.max_upload_bytes:
-                    raise ImageTooLarge(f"the upload is over the {config.max_upload_bytes} byte limit")
-                await asyncio.to_thread(upload.write, chunk)
-            summary = await asyncio.to_thread(upload.finish)
-        if summary.received == 0:
-            raise InvalidImage("the request has no body: send the image tarball (docker save IMAGE | faas new NAME)")
-        log.info(
-            "upload received function=%s bytes=%d written=%d layers_left_out=%d layers_skipped=%d skipped_bytes=%d",
-            function,
-            summary.received,
-            summary.written,
-            summary.markers,
-            summary.skipped,
-            summary.skipped_bytes,
-        )
-        return path
-    except (ConnectionError, PayloadEncodingError) as exc:
-        # The client hung up (aiohttp's ConnectionResetError) or its body's framing broke off.
-        path.unlink(missing_ok=True)
-        raise upload_cut(function, upload.received, exc) from exc
-    except OSError as exc:
-        path.unlink(missing_ok=True)
-        raise write_failure(exc, config.uploads_dir) from exc
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-
-
 def environment_param(params: dict[str, str]) -> dict[str, str]:
     """The ``env`` query parameter: a JSON object of NAME: value strings."""
     if "env" not in params:
@@ -313,14 +217,6 @@ def environment_param(params: dict[str, str]) -> dict[str, str]:
     except ValueError as exc:
         raise InvalidRequest(f"the query parameter env is not JSON: {exc}") from exc
     return check_environment(value, "the query parameter env")
-
-
-def flag_param(params: dict[str, str], key: str) -> bool:
-    """A yes/no query parameter: ``1`` or ``true``, ``0`` or ``false``; absent is no."""
-    value = params.get(key, "0").lower()
-    if value not in ("0", "1", "false", "true"):
-        raise InvalidRequest(f"the query parameter {key} is {shown(value)}: give 1 or 0")
-    return value in ("1", "true")
 
 
 async def deploy(request: web.Request, name: str, params: dict[str, str]) -> Function:
@@ -349,121 +245,6 @@ async def post_function(request: web.Request) -> web.Response:
     except SameImage as same:
         return web.json_response(function_json(same.function) | {"same_as": same.function.current.number})
     return web.json_response(function_json(function), status=201)
-
-
-MAX_SOURCE_BODY_FACTOR = 2  # JSON escapes may double the source's bytes on the wire
-MAX_JOB_BODY = 2 * MAX_TAR_BYTES + MAX_STDIN_BYTES  # base64 takes 4/3, JSON escapes more of Stdin
-
-
-async def post_source_function(request: web.Request) -> web.Response:
-    """Deploy the function's code, checked in a container of its runtime, as its next version."""
-    name = function_name(request)
-    params = query_params(request, frozenset({*LIMIT_PARAMETERS, "force"}))
-    config = request.app[CONFIG]
-    limits = config.limits.with_overrides(params)
-    force = flag_param(params, "force")
-    body = await read_json(request, MAX_SOURCE_BODY_FACTOR * config.max_source_bytes + 65536)
-    sources = request.app[SOURCES]
-    try:
-        function = await sources.deploy(name, sources.parse(body), limits, force)
-    except SameImage as same:
-        return web.json_response(function_json(same.function) | {"same_as": same.function.current.number})
-    return web.json_response(function_json(function), status=201)
-
-
-async def post_run(request: web.Request) -> web.Response:
-    """Run code once, without deploying it, in a throw-away container of its runtime."""
-    params = query_params(request, frozenset(LIMIT_PARAMETERS))
-    config = request.app[CONFIG]
-    limits = config.limits.with_overrides(params)
-    body = await read_json(request, MAX_SOURCE_BODY_FACTOR * config.max_source_bytes + 65536)
-    event = body.pop("input", None) if isinstance(body, dict) else None
-    sources = request.app[SOURCES]
-    return web.json_response(await sources.run(sources.parse(body), event, limits))
-
-
-async def post_upload(request: web.Request) -> web.Response:
-    """go-faas's ``POST /upload``: the script as a new version of the function its path names."""
-    query_params(request)
-    config = request.app[CONFIG]
-    body = await read_json(request, MAX_SOURCE_BODY_FACTOR * config.max_source_bytes + 65536)
-    name, source = compat.upload_request(body)
-    sources = request.app[SOURCES]
-    function = await sources.deploy(name, sources.parse(source), config.limits, force=True)
-    return web.json_response(
-        {"path": body["path"], "language": body["language"], "version": int(function.current.created)}
-    )
-
-
-async def post_run_now(request: web.Request) -> web.Response:
-    """go-faas's ``POST /run-now``: the script run once; ``{"data", "type"}``, or 500 ``{"error"}``."""
-    query_params(request)
-    config = request.app[CONFIG]
-    body = await read_json(request, MAX_SOURCE_BODY_FACTOR * config.max_source_bytes + 65536)
-    source, event, _stream = compat.run_now_request(body)
-    sources = request.app[SOURCES]
-    answer = await sources.run(sources.parse(source), event, config.limits)
-    if "error" in answer:
-        return web.json_response({"error": answer["error"], "stderr": answer["stderr"]}, status=500)
-    return web.json_response(compat.run_answer(answer["result"]))
-
-
-async def post_job(request: web.Request) -> web.Response:
-    """A Functron job: files, a command, stdin and a timeout, run once on a runtime."""
-    query_params(request)
-    body = await read_json(request, MAX_JOB_BODY)
-    job = await asyncio.to_thread(parse_job, body)  # decodes up to 64 MiB of base64: not on the loop
-    return web.json_response(await request.app[SOURCES].run_job(job))
-
-
-async def read_json(request: web.Request, max_bytes: int) -> Any:
-    """The request's JSON body, read as it streams and refused once over ``max_bytes`` or not JSON."""
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise InvalidRequest(f"the body declares {request.content_length} bytes, over the {max_bytes} byte limit")
-    data = bytearray()
-    async for chunk in request.content.iter_chunked(UPLOAD_CHUNK_BYTES):
-        data += chunk
-        if len(data) > max_bytes:
-            raise InvalidRequest(f"the body is over the {max_bytes} byte limit")
-    try:
-        return await asyncio.to_thread(json.loads, data)  # a job's body parses for a while: off the loop
-    except ValueError as exc:
-        raise InvalidRequest(f"the body is not JSON: {exc}") from exc
-
-
-async def post_runtime(request: web.Request) -> web.Response:
-    """Import the body's image as runtime ``name``, with faasd's wrapper for its language."""
-    name = function_name(request)
-    params = query_params(request, frozenset({"language", "tag"}))
-    tag = reference_param(params, "tag")
-    upload = await receive_upload(request, name)
-    try:
-        runtime = await request.app[RUNTIMES].add(name, params.get("language"), upload, tag)
-    finally:
-        upload.unlink(missing_ok=True)
-    return web.json_response(runtime.to_json(), status=201)
-
-
-async def list_runtimes(request: web.Request) -> web.Response:
-    query_params(request)
-    runtimes = await asyncio.to_thread(request.app[RUNTIMES].all)
-    return web.json_response({"runtimes": [runtime.to_json() for runtime in runtimes]})
-
-
-async def delete_runtime(request: web.Request) -> web.Response:
-    name = function_name(request)
-    query_params(request)
-    functions = request.app[FUNCTIONS]
-
-    def users(runtime: str) -> list[str]:
-        return [
-            function.name
-            for function in functions.all()
-            if any(source_fields(v.config).get("runtime") == runtime for v in functions.versions(function.name))
-        ]
-
-    runtime = await request.app[RUNTIMES].remove(name, users)
-    return web.json_response({"removed": runtime.name})
 
 
 async def json_body(request: web.Request, fields: frozenset[str]) -> dict[str, Any]:
@@ -793,18 +574,8 @@ def make_app(
     if sources is not None:  # the daemon always gives them; a test of other routes may not
         app[SOURCES] = sources
         app[RUNTIMES] = sources.runtimes
-    app.add_routes(
-        [
-            web.post("/v1/functions/{name}/source", post_source_function),
-            web.post("/v1/run", post_run),
-            web.post("/v1/jobs", post_job),
-            web.post("/upload", post_upload),
-            web.post("/run-now", post_run_now),
-            web.post("/v1/runtimes/{name}", post_runtime),
-            web.get("/v1/runtimes", list_runtimes),
-            web.delete("/v1/runtimes/{name}", delete_runtime),
-        ]
-    )
+    app.add_routes(source.ROUTES)
+    app.add_routes(compatible.ROUTES)
     return app
 
 
