@@ -39,7 +39,7 @@ trap 'rm -f "$image" "$runtime"' EXIT
 echo "install.sh: building the example image (the first time takes a minute or two)"
 faas build handlers/hello -o "$image" --cache "${FAAS_CACHE:-/var/cache/faasd}"
 faas new hello -f "$image"
-echo "install.sh: adding the python runtime (Debian's python3, the same cached base) and a function from source"
+echo "install.sh: adding the python runtime (Debian's python3 and pip, built once and cached) and a function from source"
 .venv/bin/python -m tools.build_image runtime python "$runtime" --cache "${FAAS_CACHE:-/var/cache/faasd}" >/dev/null
 case "$(faas runtime list --json)" in
     *'"name": "python"'*) ;;  # added by an earlier run

@@ -129,12 +129,14 @@ def to_stderr(line: str) -> None:
     print(line, file=sys.stderr)
 
 
-def debian_python_base(cache_dir: Path, say: Say = to_stderr) -> Path:
-    """Debian bookworm (minbase) with python3 as one layer tar: built once, then reused.
+def debian_python_base(cache_dir: Path, say: Say = to_stderr, include: Sequence[str] = ()) -> Path:
+    """Debian bookworm (minbase) with python3, and the Debian packages ``include``, as one layer
+    tar: built once, then reused.
 
     The file name carries a digest of the mmdebstrap command, so changing the recipe rebuilds.
     """
-    recipe = hashlib.sha256(" ".join(MMDEBSTRAP).encode()).hexdigest()[:12]
+    command = [*MMDEBSTRAP, *(f"--include={package}" for package in include)]
+    recipe = hashlib.sha256(" ".join(command).encode()).hexdigest()[:12]
     base = cache_dir / f"debian-python-base-{recipe}.tar"
     if base.exists():
         say(f"base: {base} (cached)")
@@ -146,7 +148,7 @@ def debian_python_base(cache_dir: Path, say: Say = to_stderr) -> Path:
     # mmdebstrap picks the output format from the name: the temporary name ends in .tar too.
     partial = cache_dir / f".{base.stem}.{os.getpid()}.tar"
     try:
-        run([*MMDEBSTRAP, str(partial)])
+        run([*command, str(partial)])
         partial.rename(base)  # atomic: a reader sees no base or a whole one
     finally:
         partial.unlink(missing_ok=True)

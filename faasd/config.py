@@ -81,6 +81,10 @@ class Config:
     wrappers_dir: Path = Path(__file__).resolve().parent.parent / "handlers"
     max_source_bytes: int = 1024 * 1024
     build_timeout_seconds: float = 120.0
+    # Dependencies installed at deploy time come from this directory alone (wheels, sdists...), bound
+    # read-only into the build's container, which has no network; None: no function may ask for any.
+    packages_dir: Path | None = None
+    max_deps_bytes: int = 256 * 1024 * 1024  # what one build may install
     insecure_registries: frozenset[str] = frozenset()  # host:port pulled from over plain HTTP
     registry_timeout_seconds: float = 30.0  # to connect to a registry, and between two reads
 

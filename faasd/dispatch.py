@@ -128,8 +128,9 @@ class Dispatcher:
         """A child of the version's template, not yet forked."""
         return ForkConnection(self.config, templates, function_log)
 
-    async def serve(self, instance: Sandbox, client: socket.socket, peer: tuple[str, int]) -> bool:
-        """Serve ``client`` on ``instance``, started here unless its pool started it.
+    async def serve(self, instance: Sandbox, client: socket.socket, peer: tuple[str, int], prefix: str = "") -> bool:
+        """Serve ``client`` on ``instance``, started here unless its pool started it; ``prefix`` is
+        the path the gateway routed it by, for the handoff metadata.
 
         True when the container is ready for another connection (``reuse``); otherwise it has
         been stopped and its bundle removed.
@@ -141,7 +142,7 @@ class Dispatcher:
         try:
             outcome = instance.start_failure if instance.started else await instance.start()
             if outcome is None:
-                outcome = await instance.serve(client, peer)
+                outcome = await instance.serve(client, peer, prefix)
             if outcome in REPLIES:
                 status, message = REPLIES[outcome]
                 # The id its lines carry in the function's log, where the reason is.

@@ -32,6 +32,7 @@ from faasd.images.store import ImageStore, ImportedImage
 from faasd.limits import Limits
 from faasd.logs import FunctionLog, Logs
 from faasd.network import Aliases, open_listener
+from faasd.paths import Target
 from faasd.pool import WarmPool
 from faasd.registry import Function, Registry, Version, validate_name
 from faasd.replies import send_error
@@ -162,23 +163,27 @@ class Listener:
         finally:
             await self._release(pool.version.number)
 
-    def adopt(self, client: socket.socket, peer: tuple[str, int], version: Version | None = None) -> None:
+    def adopt(
+        self, client: socket.socket, peer: tuple[str, int], version: Version | None = None, prefix: str = ""
+    ) -> None:
         """Serve ``client``, accepted here, by the gateway or on a version's own address, with
-        ``version`` (by default the current one)."""
+        ``version`` (by default the current one); ``prefix`` is the path the gateway routed it by."""
         pool = self._pool_for(self.version if version is None else version)
         # Counted here, not in the task: a redeploy may retire the version before the task runs.
         self._running[pool.version.number] += 1
-        task = asyncio.create_task(self._serve(pool, client, peer))
+        task = asyncio.create_task(self._serve(pool, client, peer, prefix))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
-    async def _serve(self, pool: WarmPool, client: socket.socket, peer: tuple[str, int]) -> None:
+    async def _serve(self, pool: WarmPool, client: socket.socket, peer: tuple[str, int], prefix: str) -> None:
         try:
-            await self._admit_and_dispatch(pool, client, peer)
+            await self._admit_and_dispatch(pool, client, peer, prefix)
         finally:
             await self._release(pool.version.number)
 
-    async def _admit_and_dispatch(self, pool: WarmPool, client: socket.socket, peer: tuple[str, int]) -> None:
+    async def _admit_and_dispatch(
+        self, pool: WarmPool, client: socket.socket, peer: tuple[str, int], prefix: str
+    ) -> None:
         function = pool.version.function
         with client:
             try:
@@ -194,7 +199,7 @@ class Listener:
             pool.refill()
             kept = False
             try:
-                kept = await self._dispatcher.serve(instance, client, peer)
+                kept = await self._dispatcher.serve(instance, client, peer, prefix)
             except Exception:
                 log.exception("connection failed function=%s version=%s", function, pool.version.number)
             finally:
@@ -309,12 +314,23 @@ class Functions:
         """The kept versions of ``name``, oldest first."""
         return self._registry.versions(validate_name(name))
 
-    def route(self, name: str, client: socket.socket, peer: tuple[str, int]) -> None:
-        """Give ``client`` to function ``name``'s listener, as if it had accepted it."""
-        listener = self._listeners.get(name)
+    def route(self, target: Target, client: socket.socket, peer: tuple[str, int]) -> None:
+        """Give ``client`` to the listener of the function ``target`` names, as if it had accepted
+        it: to its current version, or to the one uploaded at ``target.uploaded_at``."""
+        listener = self._listeners.get(target.function)
         if listener is None:
-            raise NotFound(f"no function named {name!r}")
-        listener.adopt(client, peer)
+            raise NotFound(f"no function named {target.function!r}")
+        version = None if target.uploaded_at is None else self._uploaded_at(target.function, target.uploaded_at)
+        listener.adopt(client, peer, version, target.prefix)
+
+    def _uploaded_at(self, name: str, timestamp: int) -> Version:
+        """The last version of ``name`` uploaded in the second ``timestamp`` (go-faas's version)."""
+        versions = self._registry.versions(name)  # the registry's snapshot: no wait on the loop
+        matching = [version for version in versions if int(version.created) == timestamp]
+        if not matching:
+            kept = ", ".join(str(int(version.created)) for version in versions)
+            raise NotFound(f"{name!r} has no version uploaded at {timestamp}: the kept ones were uploaded at {kept}")
+        return matching[-1]
 
     async def restore(self) -> None:
         """Bring back the address and listener of every registered function (at start-up)."""

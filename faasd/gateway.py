@@ -104,14 +104,15 @@ async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> Non
         loop.remove_reader(sock.fileno())
 
 
-Route = Callable[[str, socket.socket, tuple[str, int]], None]
+Route = Callable[[paths.Target, socket.socket, tuple[str, int]], None]
 
 
 class Gateway:
     """Accepts on the gateway's socket and gives each connection to the function it names.
 
-    ``route(name, client, peer)`` takes the connection over (as the function's own listener
-    would) or raises ``FaasError`` (``NotFound``) when there is no such function.
+    ``route(target, client, peer)`` takes the connection over (as the function's own listener
+    would) or raises ``FaasError`` (``NotFound``) when there is no such function or version. A
+    function named by ``Host`` is routed with an empty prefix: it keeps every path of its own.
     """
 
     def __init__(self, sock: socket.socket, domain: str, route: Route) -> None:
@@ -139,22 +140,26 @@ class Gateway:
 
     async def _admit(self, client: socket.socket, peer: tuple[str, int]) -> None:
         """Read the head and route the connection, or answer why not; the client is closed unless routed."""
+        target = None
         try:
             head = await self._head(client, peer[0])
             host = host_header(head)
             name = function_name(host, self._domain)
-            if name is None or name == self._domain:  # no function by host: maybe one by path
+            target = None if name is None or name == self._domain else paths.Target(name, "")
+            if target is None:  # no function by host: maybe one by path
                 if paths.is_health(head):
                     await self._answer(client, len(head), paths.HEALTH_RESPONSE)
                     return
-                name = paths.path_function(head)
-            if name is None:
+                target = paths.path_route(head)
+            if target is None:
                 raise BadHead(HTTPStatus.NOT_FOUND, f"no function is reached as {host!r}: {self._host_forms()}")
-            self._route(name, client, peer)
+            self._route(target, client, peer)
         except BadHead as exc:
             await self._refuse(client, peer, exc.status, exc.message)
         except FaasError as exc:
-            message = f"{exc.message}: {self._host_forms()}" if exc.status == HTTPStatus.NOT_FOUND else exc.message
+            # A version go-faas's ?version= names that is not there is no matter of host forms.
+            unknown = exc.status == HTTPStatus.NOT_FOUND and (target is None or target.uploaded_at is None)
+            message = f"{exc.message}: {self._host_forms()}" if unknown else exc.message
             await self._refuse(client, peer, HTTPStatus(exc.status), message)
         except OSError as exc:
             self._refusals.log(logging.INFO, "gateway connection lost peer=%s:%s error=%s", *peer, exc)

@@ -97,7 +97,7 @@ class Sandbox(Protocol):
 
     async def start(self) -> Outcome | None: ...
 
-    async def serve(self, client: socket.socket, peer: tuple[str, int]) -> Outcome: ...
+    async def serve(self, client: socket.socket, peer: tuple[str, int], prefix: str = "") -> Outcome: ...
 
     async def stop(self) -> None: ...
 
@@ -195,7 +195,7 @@ class Instance:
         metrics.CONTAINER_START.labels(self.version.function).observe(time.monotonic() - started)
         return None
 
-    async def serve(self, client: socket.socket, peer: tuple[str, int]) -> Outcome:
+    async def serve(self, client: socket.socket, peer: tuple[str, int], prefix: str = "") -> Outcome:
         """Give ``client`` to the waiting handler; return once the handler is done with it."""
         assert self._handler is not None and self._control is not None, "serve() needs a ready container"
         handler, self._handler = self._handler, None
@@ -209,6 +209,8 @@ class Instance:
             "deadline": int((time.time() + timeout) * 1000),
             "peer": f"{peer[0]}:{peer[1]}",
         }
+        if prefix:
+            metadata["prefix"] = prefix  # routed by path: the app is mounted under it
         if more:
             metadata["more"] = True  # come back to /control.sock for the next connection
         else:

@@ -223,6 +223,27 @@ def parse_registries(_ctx: click.Context, _param: click.Parameter, values: tuple
     type=click.FloatRange(min=0.1),
     help="Seconds a registry may take to accept a connection, or between two reads, during a pull.",
 )
+@click.option(
+    "--packages",
+    "packages_dir",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="Directory of wheels, sdists and npm tarballs that dependencies are installed from at deploy time, "
+    "offline.  [default: none: a function asking for dependencies is refused]",
+)
+@click.option(
+    "--max-deps-size",
+    default=f"{Config.max_deps_bytes // 1024**2}m",
+    callback=parse_byte_size,
+    metavar="SIZE",
+    help="Most one function's installed dependencies may take (k, m, g, t: powers of 1024).",
+)
+@click.option(
+    "--build-timeout",
+    default=Config.build_timeout_seconds,
+    type=click.FloatRange(min=1),
+    help="Seconds a deploy-time step (a check, an install) may run in its container.",
+)
 @click.version_option(package_name="faasd")
 def main(
     state_dir: Path,
@@ -252,6 +273,9 @@ def main(
     keep_versions: int,
     insecure_registries: frozenset[str],
     registry_timeout: float,
+    packages_dir: Path | None,
+    max_deps_size: int,
+    build_timeout: float,
 ) -> None:
     """Run every TCP connection to a function in a fresh runc container.
 
@@ -284,6 +308,9 @@ def main(
         keep_versions=keep_versions,
         insecure_registries=insecure_registries,
         registry_timeout_seconds=registry_timeout,
+        packages_dir=packages_dir.absolute() if packages_dir else None,
+        max_deps_bytes=max_deps_size,
+        build_timeout_seconds=build_timeout,
     )
     os.umask(PRIVATE_UMASK)
     sys.exit(daemon.run(config))

@@ -26,6 +26,9 @@ connection is taken (a warm container has it done before a client arrives), and 
 after the last. When the last client is done, ``serve`` ends the process (atexit callbacks run
 and stdout and stderr are flushed, the interpreter's teardown is skipped), unless it runs off the
 main thread, a non-daemon thread still runs, or ``exit_when_done=False``: then it returns.
+A connection the gateway routed by path (``/function/NAME/...``) carries that route's
+``prefix`` in its metadata: the app is mounted under it, as ``SCRIPT_NAME`` (ASGI
+``root_path``) with the rest of the path as ``PATH_INFO``, so the URLs it builds stay under it.
 ``accept()`` gives you the raw socket and the metadata instead, to speak any protocol yourself.
 The metadata is also in the WSGI environ and the ASGI scope as ``faas.metadata``, and in
 ``Request.metadata``. ``FAAS_CONTROL_SOCKET`` overrides the control socket's path, for tests.
@@ -729,6 +732,18 @@ def _environ_headers(environ: Mapping[str, Any]) -> list[tuple[str, str]]:
 _PERCENT_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 
 
+def _mounted(path: str, metadata: Mapping[str, Any]) -> tuple[str, str]:
+    """``SCRIPT_NAME`` and ``PATH_INFO`` of a decoded (latin-1) path: the ``prefix`` the gateway
+    routed the connection by (``/function/NAME``, in the metadata) and the rest. A later request
+    on the connection whose path is not under the prefix is not mounted at all."""
+    prefix = metadata.get("prefix")
+    if isinstance(prefix, str) and prefix:
+        prefix = prefix.encode("utf-8").decode("latin-1")
+        if path == prefix or path.startswith(prefix + "/"):
+            return prefix, path[len(prefix) :]
+    return "", path
+
+
 def _unquote(text: str, encoding: str) -> str:
     """``urllib.parse.unquote(text, encoding)``: each run of %XX escapes decoded as one byte
     string, anything else left as it is (urllib.parse alone takes ~2 ms to import)."""
@@ -1028,7 +1043,8 @@ def _http_scope(environ: Mapping[str, Any], state: dict[str, Any]) -> Message:
         "path": _unquote(raw_path, "utf-8"),  # ASGI: percent-decoded, then UTF-8
         "raw_path": raw_path.encode("latin-1"),
         "query_string": environ.get("QUERY_STRING", "").encode("latin-1"),
-        "root_path": "",
+        # Mounted under the prefix (ASGI: root_path is SCRIPT_NAME, and path still includes it).
+        "root_path": environ.get("SCRIPT_NAME", "").encode("latin-1").decode("utf-8", "replace"),
         "headers": [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers],
         "client": (environ["REMOTE_ADDR"], int(environ["REMOTE_PORT"])),
         "server": (environ["SERVER_NAME"], int(environ["SERVER_PORT"])),
@@ -1344,10 +1360,12 @@ class _Connection:
         """The CGI part of the PEP 3333 environ; wsgiref adds the ``wsgi.*`` keys."""
         authority, path, query = _split_target(head.target)
         content_types = head.values("Content-Type")
+        # PEP 3333: bytes as latin-1, as wsgiref does
+        script_name, path_info = _mounted(_unquote(path, "latin-1"), self.metadata)
         environ: dict[str, Any] = {
             "REQUEST_METHOD": head.method,
-            "SCRIPT_NAME": "",
-            "PATH_INFO": _unquote(path, "latin-1"),  # PEP 3333: bytes as latin-1, as wsgiref does
+            "SCRIPT_NAME": script_name,
+            "PATH_INFO": path_info,
             "QUERY_STRING": query,
             "REQUEST_URI": head.target,  # as sent, still percent-encoded; its path is ASGI's raw_path
             "SERVER_NAME": str(self.local[0]),

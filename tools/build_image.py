@@ -6,7 +6,8 @@ handler, and the Python ones ``faas build`` makes (``faas_cli.imagebuild``).
 
 Debian's static busybox plus the static C handler (handlers/c/hello.c), one layer; builds in
 about a second. The Python images are ``faas build DIR -o OUT.tar``'s. A runtime image (for
-``faas runtime add``) is the Debian base with the language's interpreter and nothing else.
+``faas runtime add``) is the Debian base with the language's interpreter and its package
+installer (pip), and nothing else.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ __all__ = [
 BUSYBOX = Path("/bin/busybox")
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 GROUP = "root:x:0:\nnogroup:x:65534:\n"
+# Debian packages a runtime image has beside python3, by language.
+RUNTIME_PACKAGES = {"python": ("python3-pip",)}
 
 
 def build_busybox_image(out: Path, body: str | None = None, oci: bool = False, prelude: str | None = None) -> None:
@@ -95,13 +98,15 @@ def _compile_hello(directory: Path) -> Path:
 
 
 def build_runtime_image(out: Path, language: str, cache_dir: Path, oci: bool = False) -> None:
-    """The Debian base with the language's interpreter alone; tag ``<language>-runtime``.
+    """The Debian base with the language's interpreter and its package installer; tag
+    ``<language>-runtime``.
 
-    ``faas runtime add`` lays faasd's wrapper on it; the base is the one the Python images use.
+    ``faas runtime add`` lays faasd's wrapper on it; pip installs a function's requirements.txt
+    at deploy time, in a container of the runtime.
     """
     if language != "python":
         raise BuildError(f"no runtime recipe for {language!r}: python")
-    base = debian_python_base(cache_dir)
+    base = debian_python_base(cache_dir, include=RUNTIME_PACKAGES[language])
     config = {"config": {"Cmd": ["python3"], "Env": [DEFAULT_PATH]}}
     write_image(out, [base], config, f"{language}-runtime:latest", oci)
 

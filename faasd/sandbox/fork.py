@@ -103,7 +103,7 @@ class ForkConnection:
         self._admit(pid)
         return None if self.running else Outcome.START_FAILED
 
-    async def serve(self, client: socket.socket, peer: tuple[str, int]) -> Outcome:
+    async def serve(self, client: socket.socket, peer: tuple[str, int], prefix: str = "") -> Outcome:
         """Hand ``client`` to the waiting child; return once it is done or killed."""
         assert self._line is not None, "serve() needs a ready child"
         self.served = 1
@@ -115,6 +115,8 @@ class ForkConnection:
             "deadline": int((time.time() + timeout) * 1000),
             "peer": f"{peer[0]}:{peer[1]}",
         }
+        if prefix:
+            metadata["prefix"] = prefix  # routed by path: the app is mounted under it
         client.setblocking(True)  # the flag is the open file's: the child's copy must block
         if not self._hand_over(client, metadata):
             # It died a moment ago (with its template, say) and never saw the client: a new one.

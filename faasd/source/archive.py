@@ -13,10 +13,11 @@ import hashlib
 import io
 import json
 import platform
+import shutil
 import tarfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from faasd.images.thin import omitted_marker
 
@@ -30,20 +31,27 @@ def files_layer(files: Mapping[str, bytes], root: str, directories: Iterable[str
 
     Owned by root, world-readable, fixed mtimes, sorted: the same files give the same bytes.
     """
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        add_files(tar, files, root, directories)
+    return buffer.getvalue()
+
+
+def add_files(tar: tarfile.TarFile, files: Mapping[str, bytes], root: str, directories: Iterable[str] = ()) -> set[str]:
+    """Add ``files`` and ``directories`` under ``root`` to ``tar`` as ``files_layer`` lays them
+    out; the names added."""
     directories = {root, *(f"{root}/{name}" for name in directories)}
     for name in files:
         parts = name.split("/")[:-1]
         directories.update("/".join([root, *parts[: depth + 1]]) for depth in range(len(parts)))
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for directory in sorted(directories):
-            tar.addfile(_info(directory, tarfile.DIRTYPE, 0o755))
-        for name in sorted(files):
-            data = files[name]
-            info = _info(f"{root}/{name}", tarfile.REGTYPE, 0o644)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    for directory in sorted(directories):
+        tar.addfile(_info(directory, tarfile.DIRTYPE, 0o755))
+    for name in sorted(files):
+        data = files[name]
+        info = _info(f"{root}/{name}", tarfile.REGTYPE, 0o644)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return directories | {f"{root}/{name}" for name in files}
 
 
 def _info(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
@@ -52,8 +60,12 @@ def _info(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
     return info
 
 
-def diff_id(layer: bytes) -> str:
-    return f"sha256:{hashlib.sha256(layer).hexdigest()}"
+def diff_id(layer: bytes | BinaryIO) -> str:
+    """The layer's digest; a layer in a file is read from its start."""
+    if isinstance(layer, bytes):
+        return f"sha256:{hashlib.sha256(layer).hexdigest()}"
+    layer.seek(0)
+    return f"sha256:{hashlib.file_digest(layer, 'sha256').hexdigest()}"  # type: ignore[arg-type]
 
 
 def image_config(config: Mapping[str, Any], diff_ids: list[str]) -> dict[str, Any]:
@@ -67,8 +79,11 @@ def image_config(config: Mapping[str, Any], diff_ids: list[str]) -> dict[str, An
     }
 
 
-def write_archive(out: Path, held: list[str], layers: list[bytes], config: Mapping[str, Any], tag: str) -> None:
-    """Write an image of the layers ``held`` (by diff_id, left out) and then ``layers``, bottom first."""
+def write_archive(
+    out: Path, held: list[str], layers: Sequence[bytes | BinaryIO], config: Mapping[str, Any], tag: str
+) -> None:
+    """Write an image of the layers ``held`` (by diff_id, left out) and then ``layers`` (bytes, or
+    a file: one a build made may be large), bottom first. Blocking."""
     diff_ids = [*held, *(diff_id(layer) for layer in layers)]
     config_bytes = json.dumps(image_config(config, diff_ids), sort_keys=True).encode()
     config_name = f"{hashlib.sha256(config_bytes).hexdigest()}.json"
@@ -81,7 +96,10 @@ def write_archive(out: Path, held: list[str], layers: list[bytes], config: Mappi
         for name, held_id in zip(names, held, strict=False):
             file.write(omitted_marker(name, held_id))
         for name, layer in zip(names[len(held) :], layers, strict=True):
-            file.write(_member(name, layer))
+            if isinstance(layer, bytes):
+                file.write(_member(name, layer))
+            else:
+                _copy_member(file, name, layer)
         file.write(bytes(2 * tarfile.BLOCKSIZE))  # the end of the archive
 
 
@@ -89,3 +107,13 @@ def _member(name: str, data: bytes) -> bytes:
     info = _info(name, tarfile.REGTYPE, 0o644)
     info.size = len(data)
     return info.tobuf(tarfile.PAX_FORMAT) + data + bytes(-len(data) % tarfile.BLOCKSIZE)
+
+
+def _copy_member(out: BinaryIO, name: str, layer: BinaryIO) -> None:
+    size = layer.seek(0, io.SEEK_END)
+    layer.seek(0)
+    info = _info(name, tarfile.REGTYPE, 0o644)
+    info.size = size
+    out.write(info.tobuf(tarfile.PAX_FORMAT))
+    shutil.copyfileobj(layer, out)
+    out.write(bytes(-size % tarfile.BLOCKSIZE))

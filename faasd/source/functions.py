@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import stat
 import tarfile
 import time
 import uuid
@@ -24,7 +25,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from faasd.config import Config
 from faasd.errors import InvalidCode, InvalidRequest
@@ -34,9 +35,19 @@ from faasd.images.unpack import Budget, UnpackLimits, apply_layer
 from faasd.limits import Limits
 from faasd.registry import Function
 from faasd.source.archive import files_layer, write_archive
+from faasd.source.build import Builder, code_layer, temporary_file
 from faasd.source.jobs import MAX_TAR_BYTES, Job
-from faasd.source.runtimes import CODE_DIR, IO_DIR, JOB_DATA, LANGUAGES, Runtime, Runtimes, composed_archive
-from faasd.source.sandbox import Finished, Mount, OneShot
+from faasd.source.runtimes import (
+    CODE_DIR,
+    DEPS_DIR,
+    IO_DIR,
+    JOB_DATA,
+    LANGUAGES,
+    Runtime,
+    Runtimes,
+    composed_archive,
+)
+from faasd.source.sandbox import Finished, Mount, OneShot, Tmpfs
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +148,7 @@ def write_files(directory: Path, files: Mapping[str, bytes]) -> None:
 
 
 @asynccontextmanager
-async def unpacked(parent: Path, tar: bytes, id_base: int) -> AsyncIterator[Path]:
+async def unpacked(parent: Path, tar: bytes | BinaryIO, id_base: int) -> AsyncIterator[Path]:
     """``tar`` unpacked by the image unpacker (paths resolved inside the root, owners shifted
     into the containers' range) into a fresh directory, removed afterwards; both in a thread,
     as a tar of up to 64 MiB takes a while."""
@@ -149,11 +160,36 @@ async def unpacked(parent: Path, tar: bytes, id_base: int) -> AsyncIterator[Path
         await asyncio.to_thread(remove_or_log, directory)
 
 
-def unpack_files(directory: Path, tar: bytes, id_base: int) -> None:
+def unpack_files(directory: Path, tar: bytes | BinaryIO, id_base: int) -> None:
     directory.mkdir(mode=0o755)
     if tar:
-        with tarfile.open(fileobj=io.BytesIO(tar), mode="r|") as layer:
+        with tarfile.open(fileobj=io.BytesIO(tar) if isinstance(tar, bytes) else tar, mode="r|") as layer:
             apply_layer(layer, directory, Budget(JOB_FILES), id_base)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A function's code as containers of its runtime see it before it is deployed: host
+    directories bound read-only, and the tar of what its build made (None without a build)."""
+
+    code: Path
+    deps: Path | None = None
+    built: BinaryIO | None = None
+
+    def mounts(self) -> list[Mount | Tmpfs]:
+        return [Mount(self.code, CODE_DIR), *([Mount(self.deps, DEPS_DIR)] if self.deps else [])]
+
+
+def built_dir(unpacked: Path, name: str) -> Path:
+    """``unpacked/name``, a directory the build made, to bind; never a link it made (runc would
+    follow it on the host)."""
+    try:
+        is_dir = stat.S_ISDIR(os.lstat(unpacked / name).st_mode)
+    except FileNotFoundError:
+        is_dir = False
+    if not is_dir:
+        raise InvalidCode(f"the build made no {name} directory")
+    return unpacked / name
 
 
 class SourceFunctions:
@@ -164,6 +200,7 @@ class SourceFunctions:
         self._functions = functions
         self.runtimes = runtimes
         self._oneshot = oneshot
+        self._builder = Builder(config, oneshot)
 
     def parse(self, body: Any) -> Source:
         return parse_source(body, self._config.max_source_bytes)
@@ -172,19 +209,38 @@ class SourceFunctions:
         """Check ``source`` on its runtime, then deploy it as the next version of ``name``
         (``SameImage`` when the code, runtime and limits are the current version's, unless ``force``)."""
         runtime = self.runtimes.get(source.runtime)
-        await self.check(runtime, source, limits)
-        layer = files_layer(source.files, CODE_DIR.lstrip("/"))
         config = {
             "Cmd": list(runtime.config.cmd),
             "Env": [*runtime.config.env, *source.env()],
             "WorkingDir": runtime.config.working_dir,
             "User": runtime.config.user,
         }
-        with composed_archive(self._config.uploads_dir) as archive:
-            await asyncio.to_thread(write_archive, archive, list(runtime.layers), [layer], config, f"{name}:source")
-            return await self._functions.deploy(
-                name, archive, image=f"runtime/{runtime.name}", tag=None, limits=limits, force=force
-            )
+        async with self.workspace(runtime, source, limits) as space:
+            await self.check(runtime, source, limits, space)
+            with composed_archive(self._config.uploads_dir) as archive, temporary_file(self._config.uploads_dir) as out:
+                layer: bytes | BinaryIO = files_layer(source.files, CODE_DIR.lstrip("/"))
+                if space.built is not None:
+                    await asyncio.to_thread(code_layer, out, source.files, space.built)
+                    layer = out
+                await asyncio.to_thread(write_archive, archive, list(runtime.layers), [layer], config, f"{name}:source")
+                return await self._functions.deploy(
+                    name, archive, image=f"runtime/{runtime.name}", tag=None, limits=limits, force=force
+                )
+
+    @asynccontextmanager
+    async def workspace(self, runtime: Runtime, source: Source, limits: Limits) -> AsyncIterator[Workspace]:
+        """The code in a directory, built first when it asks to be (its language's manifest is
+        among its files); everything removed afterwards."""
+        step = LANGUAGES[runtime.language].build
+        async with code_dir(self._config.bundles_dir, source.files) as code:
+            if step is None or step.manifest not in source.files:
+                yield Workspace(code)
+                return
+            with temporary_file(self._config.uploads_dir) as out:
+                await self._builder.run(self.runtimes.image(runtime), LANGUAGES[runtime.language], code, limits, out)
+                out.seek(0)
+                async with unpacked(self._config.bundles_dir, out, self._config.userns_base) as built:
+                    yield Workspace(code, built_dir(built, "deps"), out)
 
     async def run(self, source: Source, event: Any, limits: Limits) -> dict[str, Any]:
         """Call ``source`` once with ``event`` in a throw-away container of its runtime, under
@@ -195,14 +251,14 @@ class SourceFunctions:
         deadline_ms = int((time.time() + limits.timeout_seconds) * 1000)
         env = [*source.env(), f"FAAS_REQUEST_ID={request_id}", f"FAAS_DEADLINE_MS={deadline_ms}"]
         async with (
-            code_dir(self._config.bundles_dir, source.files) as code,
+            self.workspace(runtime, source, limits) as space,
             code_dir(self._config.bundles_dir, {"input.json": json.dumps(event).encode()}) as io_dir,
         ):
             finished = await self._oneshot.run(
                 self.runtimes.image(runtime),
                 [*language.command, "--once"],
                 env,
-                [Mount(code, CODE_DIR), Mount(io_dir, IO_DIR)],
+                [*space.mounts(), Mount(io_dir, IO_DIR)],
                 limits,
                 limits.timeout_seconds,
             )
@@ -248,18 +304,17 @@ class SourceFunctions:
             "duration_ms": finished.duration_ms,
         }
 
-    async def check(self, runtime: Runtime, source: Source, limits: Limits) -> str:
+    async def check(self, runtime: Runtime, source: Source, limits: Limits, space: Workspace) -> str:
         """Load the code in a container of ``runtime`` as a request's would; its style, or a 400 saying why not."""
         language = LANGUAGES[runtime.language]
-        async with code_dir(self._config.bundles_dir, source.files) as directory:
-            finished = await self._oneshot.run(
-                self.runtimes.image(runtime),
-                [*language.command, "--check"],
-                source.env(),
-                [Mount(directory, CODE_DIR)],
-                limits,
-                self._config.build_timeout_seconds,
-            )
+        finished = await self._oneshot.run(
+            self.runtimes.image(runtime),
+            [*language.command, "--check"],
+            source.env(),
+            space.mounts(),
+            limits,
+            self._config.build_timeout_seconds,
+        )
         if finished.timed_out:
             raise InvalidCode(f"loading {source.entry} took over {self._config.build_timeout_seconds:g} s")
         verdict = last_json_line(finished.stdout)

@@ -49,11 +49,22 @@ MAX_COMPILED_BYTES = 4 << 20
 COMPILED = re.compile(r"[A-Za-z0-9_]+\.[A-Za-z0-9_-]+\.pyc")
 RUNTIME_DIR = "/faas/runtime"
 CODE_DIR = "/faas/code"
+DEPS_DIR = "/faas/deps"  # a function's installed dependencies, on its import path
+PACKAGES_DIR = "/faas/packages"  # the operator's packages, while a build installs from them
 IO_DIR = "/faas/io"  # a run-once's input
 JOB_DATA = "/data"  # a job's files (a mount point of a layer of its own: it is outside /faas)
 # Mount points one-shot containers bind onto: the rootfs is read-only, runc cannot make them.
-MOUNT_POINTS = ("runtime", "code", "deps", "data", "io")
+MOUNT_POINTS = ("runtime", "code", "deps", "packages", "data", "io")
 PROBE_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class BuildStep:
+    """How a language builds a function at deploy time (``faasd.source.build``)."""
+
+    manifest: str  # the function's top-level file that asks for a build
+    script: str  # a file of the wrapper that does it, run by the interpreter
+    what: str  # what it does, for messages
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,7 @@ class Language:
     wrapper: tuple[str, ...]  # files of handlers/runtimes/<name>/, laid into /faas/runtime
     shared: tuple[str, ...]  # files of handlers/ laid beside them (the Python SDK)
     env: tuple[str, ...]
+    build: BuildStep | None = None
 
     @property
     def command(self) -> tuple[str, ...]:
@@ -81,10 +93,11 @@ LANGUAGES = {
     "python": Language(
         "python",
         "python3",
-        ("main.py", "runtime.py"),
+        ("main.py", "runtime.py", "build.py"),
         ("faas_handler.py",),
         # The rootfs is read-only: no bytecode is ever written; print reaches the log at once.
         ("PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1", f"PYTHONPATH={RUNTIME_DIR}"),
+        BuildStep("requirements.txt", "build.py", "pip install"),
     ),
 }
 

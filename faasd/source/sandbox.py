@@ -4,12 +4,14 @@ The container is built like a function's (``faasd.sandbox.spec``: read-only root
 namespace, no network, no capabilities, seccomp, limits), without the control socket, plus bind
 mounts onto mount points the runtime's wrapper layer provides. Its stdout and stderr are
 collected up to a bound (the last bytes are kept: an installer's last lines say what failed),
-and it is killed at its timeout. Nothing of it runs on the host as root.
+or stdout is copied to a file up to a bound (a build's output), and it is killed at its timeout
+or when it writes past that bound. Nothing of it runs on the host as root.
 
 Each one holds a container slot of ``faasd.admission`` while it runs, as a function's container
-does, so runs, jobs and deploy-time checks cannot take the daemon past ``--max-containers``. They
-share one bucket (``SLOT``), which no function can be named, so together they take at most
-``--max-containers-per-function``: one-shots cannot crowd out every function either.
+does, so runs, jobs, installs and deploy-time checks cannot take the daemon past
+``--max-containers``. They share one bucket (``SLOT``), which no function can be named, so
+together they take at most ``--max-containers-per-function``: one-shots cannot crowd out every
+function either.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from faasd.admission import Admission, Overloaded
 from faasd.config import Config
@@ -55,17 +58,38 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class Tmpfs:
+    """A writable tmpfs of at most ``size`` bytes (charged to the container's memory too)."""
+
+    destination: str
+    size: int
+
+    def spec(self) -> dict[str, object]:
+        options = ["nosuid", "nodev", "mode=1777", f"size={self.size}"]
+        return {"destination": self.destination, "type": "tmpfs", "source": "tmpfs", "options": options}
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where a container's stdout goes whole, instead of keeping its tail: at most ``limit`` bytes."""
+
+    file: BinaryIO
+    limit: int
+
+
+@dataclass(frozen=True)
 class Finished:
     """How a one-shot container ended and what it wrote."""
 
-    exit_code: int | None  # None when killed at its timeout
+    exit_code: int | None  # None when killed, at its timeout or past its output's limit
     stdout: bytes
     stderr: bytes
     duration_ms: float
+    output_over: bool = False  # killed for writing more than its Output's limit
 
     @property
     def timed_out(self) -> bool:
-        return self.exit_code is None
+        return self.exit_code is None and not self.output_over
 
 
 @dataclass(frozen=True)
@@ -88,6 +112,18 @@ async def read_tail(stream: asyncio.StreamReader | None, limit: int = MAX_OUTPUT
     return bytes(kept)
 
 
+async def copy_out(stream: asyncio.StreamReader | None, output: Output) -> bool:
+    """Copy ``stream`` to ``output.file`` (in a thread: a disk write must not hold the loop);
+    False, having stopped, once it passes the limit."""
+    written = 0
+    while stream is not None and (chunk := await stream.read(READ_BYTES)):
+        written += len(chunk)
+        if written > output.limit:
+            return False
+        await asyncio.to_thread(output.file.write, chunk)
+    return True
+
+
 class OneShot:
     """Runs containers that do one thing and exit, each in a bundle of its own."""
 
@@ -101,18 +137,20 @@ class OneShot:
         image: RootfsImage,
         args: list[str],
         env: list[str],
-        mounts: list[Mount],
+        mounts: list[Mount | Tmpfs],
         limits: Limits,
         timeout: float,
+        output: Output | None = None,
     ) -> Finished:
         """Run ``args`` on ``image`` with ``env`` added and ``mounts`` bound, for ``timeout`` seconds
-        at most, once it has a container slot; ``Busy`` if none came free in time."""
+        at most, once it has a container slot (``Busy`` if none came free in time); its stdout
+        into ``output`` when given."""
         try:
             await self._admission.acquire(SLOT)
         except Overloaded as exc:
             raise Busy(f"no container slot for a one-shot container: {exc.reason}") from None
         try:
-            return await self._run(image, args, env, mounts, limits, timeout)
+            return await self._run(image, args, env, mounts, limits, timeout, output)
         finally:
             self._admission.release(SLOT)
 
@@ -121,9 +159,10 @@ class OneShot:
         image: RootfsImage,
         args: list[str],
         env: list[str],
-        mounts: list[Mount],
+        mounts: list[Mount | Tmpfs],
         limits: Limits,
         timeout: float,
+        output: Output | None,
     ) -> Finished:
         key = uuid.uuid4().hex[:16]
         container_id = f"oneshot-{key}"
@@ -139,19 +178,30 @@ class OneShot:
         try:
             (bundle / "config.json").write_text(json.dumps(spec))
             proc = await self._runc.run(container_id, bundle, asyncio.subprocess.PIPE, asyncio.subprocess.PIPE)
-            output = asyncio.gather(read_tail(proc.stdout), read_tail(proc.stderr))
+            stdout_task = asyncio.ensure_future(
+                read_tail(proc.stdout) if output is None else copy_out(proc.stdout, output)
+            )
+            stderr_task = asyncio.ensure_future(read_tail(proc.stderr))
+            exit_code: int | None = None
+            over = False
             try:
-                stdout, stderr = await asyncio.wait_for(asyncio.shield(output), timeout)
-                exit_code: int | None = await proc.wait()
+                async with asyncio.timeout(timeout):
+                    over = await asyncio.shield(stdout_task) is False
+                    if not over:
+                        await asyncio.shield(stderr_task)
+                        exit_code = await proc.wait()
             except TimeoutError:
+                pass
+            if exit_code is None:  # at its timeout, or writing on into a pipe no one reads
                 await self._kill(container_id, proc)
-                stdout, stderr = await output
-                exit_code = None
+            stderr = await stderr_task
+            copied = await stdout_task
+            stdout = copied if isinstance(copied, bytes) else b""
         finally:
             shutil.rmtree(bundle, ignore_errors=True)
         duration_ms = round((time.monotonic() - started) * 1000, 1)
         log.info("oneshot id=%s args=%s exit=%s duration_ms=%.1f", container_id, args[:3], exit_code, duration_ms)
-        return Finished(exit_code, stdout, stderr, duration_ms)
+        return Finished(exit_code, stdout, stderr, duration_ms, over)
 
     async def _kill(self, container_id: str, proc: asyncio.subprocess.Process) -> None:
         with contextlib.suppress(RuncError):

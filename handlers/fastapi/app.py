@@ -2,8 +2,9 @@
 
 The lifespan runs once per connection (each connection has its own container): its state is
 the greeting of ``GET /``. ``/echo`` answers with the request as JSON, ``GET /events`` streams
-Server-Sent Events (``?count=3&interval=1``, parsed by FastAPI) and ``GET /fail`` raises,
-which FastAPI turns into a 500.
+Server-Sent Events (``?count=3&interval=1``, parsed by FastAPI), ``GET /links`` says where the
+app is mounted and what ``url_for`` builds there (under faasd's gateway, ``/function/NAME/...``,
+the prefix is the scope's ``root_path``), and ``GET /fail`` raises, which FastAPI turns into a 500.
 """
 
 from __future__ import annotations
@@ -54,6 +55,13 @@ async def counting(count: int, interval: float) -> AsyncIterator[bytes]:
         if n > 1:
             await asyncio.sleep(interval)
         yield Event({"tick": n, "of": count}).encode()
+
+
+@app.get("/links")
+async def links(request: Request) -> dict[str, Any]:
+    mounted_at = request.scope["root_path"]
+    route_path = request.url.path.removeprefix(mounted_at)
+    return {"mounted_at": mounted_at, "path": route_path, "echo": request.url_for("echo").path}
 
 
 @app.get("/fail")

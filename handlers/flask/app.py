@@ -1,7 +1,9 @@
 """A Flask app on faasd, unchanged: ``serve(app)`` speaks WSGI to it on the handed-over socket.
 
 ``GET /`` says hello, ``/echo`` answers with the request as JSON, ``GET /events`` streams
-Server-Sent Events (``?count=3&interval=1``) and ``GET /fail`` raises, which Flask turns into a 500.
+Server-Sent Events (``?count=3&interval=1``), ``GET /links`` says where the app is mounted and
+what ``url_for`` builds there (under faasd's gateway, ``/function/NAME/...``, the prefix is the
+app's ``SCRIPT_NAME``), and ``GET /fail`` raises, which Flask turns into a 500.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from faas_handler import event_stream, serve
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, jsonify, request, url_for
 
 app = Flask(__name__)
 
@@ -44,6 +46,11 @@ def counting(count: int, interval: float) -> Iterator[dict[str, Any]]:
         if n > 1:
             time.sleep(interval)
         yield {"tick": n, "of": count}
+
+
+@app.get("/links")
+def links() -> Response:
+    return jsonify(mounted_at=request.script_root, path=request.path, echo=url_for("echo"))
 
 
 @app.get("/fail")

@@ -2,8 +2,10 @@
 
 The lifespan runs once per connection (each connection has its own container): its state is
 the greeting of ``GET /``. ``/echo`` answers with the request as JSON, ``GET /events`` streams
-Server-Sent Events (``?count=3&interval=1``) and ``GET /fail`` raises, which Starlette turns
-into a 500. A FastAPI app is served the same way: FastAPI is Starlette underneath.
+Server-Sent Events (``?count=3&interval=1``), ``GET /links`` says where the app is mounted and
+what ``url_for`` builds there (under faasd's gateway, ``/function/NAME/...``, the prefix is the
+scope's ``root_path``), and ``GET /fail`` raises, which Starlette turns into a 500. A FastAPI
+app is served the same way: FastAPI is Starlette underneath.
 """
 
 from __future__ import annotations
@@ -56,6 +58,12 @@ async def counting(count: int, interval: float) -> AsyncIterator[bytes]:
         yield Event({"tick": n, "of": count}).encode()
 
 
+async def links(request: Request) -> JSONResponse:
+    mounted_at = request.scope["root_path"]
+    route_path = request.url.path.removeprefix(mounted_at)
+    return JSONResponse({"mounted_at": mounted_at, "path": route_path, "echo": request.url_for("echo").path})
+
+
 async def fail(request: Request) -> PlainTextResponse:
     raise RuntimeError("this route fails on purpose")
 
@@ -65,6 +73,7 @@ app = Starlette(
         Route("/", index),
         Route("/echo", echo, methods=["GET", "POST", "PUT"]),
         Route("/events", events),
+        Route("/links", links),
         Route("/fail", fail),
     ],
     lifespan=lifespan,

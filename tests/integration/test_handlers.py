@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import CACHE, Daemon, daemon_range, eventually, http_get, start_daemon
+from tests.integration.conftest import CACHE, Daemon, daemon_range, eventually, free_port, http_get, start_daemon
 from tools.build_image import HANDLERS, build_python_image
 
 GREETINGS = {
@@ -26,6 +26,7 @@ GREETINGS = {
     "plain": b"Hello from a plain handler on faasd\n",
 }
 EXAMPLES = list(GREETINGS)
+GATEWAY_PORT = free_port()
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def deployed(daemon_roots: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     """One daemon with every example deployed as ``<example>-example``; the examples' IPs by name."""
     images = tmp_path_factory.mktemp("example-images")
     CACHE.mkdir(parents=True, exist_ok=True)
-    daemon = start_daemon(daemon_roots, daemon_range(20))
+    daemon = start_daemon(daemon_roots, daemon_range(20), "--gateway", f"127.0.0.1:{GATEWAY_PORT}")
     try:
         ips = {}
         for name in [*EXAMPLES, "sse"]:
@@ -90,6 +91,29 @@ def test_query_headers_and_body_reach_the_app_on_one_kept_alive_connection(examp
     assert (posted["method"], posted["query"], posted["body"]) == ("POST", {}, "ping " * 1000)
     assert posted["headers"]["x-test"] == "yes" and posted["headers"]["content-length"] == "5000"
     assert got["request_id"] == posted["request_id"], "one connection, one container"
+
+
+@pytest.mark.parametrize("name", ["flask", "starlette", "fastapi"])
+def test_under_the_gateways_path_prefix_the_app_is_mounted_there(
+    name: str, deployed: tuple[Daemon, dict[str, str]]
+) -> None:
+    """The prefix travels in the handoff metadata: SCRIPT_NAME (WSGI) or root_path (ASGI), so the
+    framework routes the rest of the path and url_for builds URLs under the prefix."""
+    prefix = f"/function/{name}-example"
+    conn = http.client.HTTPConnection("127.0.0.1", GATEWAY_PORT, timeout=30)
+    try:
+        conn.request("GET", f"{prefix}/links", headers={"Host": "127.0.0.1"})
+        response = conn.getresponse()
+        mounted = (response.status, json.loads(response.read()))
+        conn.request("GET", f"{prefix}/", headers={"Host": "127.0.0.1"})
+        index = conn.getresponse()
+        greeting = (index.status, index.read())
+    finally:
+        conn.close()
+    assert mounted == (200, {"mounted_at": prefix, "path": "/links", "echo": f"{prefix}/echo"})
+    assert greeting == (200, GREETINGS[name]), "the app's own / under the prefix, kept alive on one connection"
+    status, body = http_get(deployed[1][name], "/links")
+    assert (status, json.loads(body)) == (200, {"mounted_at": "", "path": "/links", "echo": "/echo"}), "by address"
 
 
 def test_server_sent_events_arrive_one_at_a_time(example: tuple[str, str]) -> None:

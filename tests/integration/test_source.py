@@ -425,6 +425,25 @@ def test_go_faas_run_by_path_on_the_gateway(daemon: Daemon) -> None:
     assert json.loads(body) == {"data": {"result": 6}, "type": "json"}, "input as JSON text, as go-faas takes it"
 
 
+def test_go_faas_runs_the_version_uploaded_at_a_timestamp(daemon: Daemon) -> None:
+    upload = {"path": "calc/which", "language": "python", "code": "return 'first'"}
+    status, first = post_control(daemon, "/upload", upload)
+    assert status == 200
+    while int(time.time()) == first["version"]:  # go-faas's versions are whole seconds
+        time.sleep(0.05)
+    status, second = post_control(daemon, "/upload", upload | {"code": "return 'second'"})
+    assert status == 200 and second["version"] > first["version"]
+    run = json.dumps({"input": {}}).encode()
+    assert json.loads(gateway("POST", f"/run/calc/which?version={first['version']}", run)[1])["data"] == "first"
+    assert json.loads(gateway("POST", f"/run/calc/which?version={second['version']}", run)[1])["data"] == "second"
+    assert json.loads(gateway("POST", "/run/calc/which", run)[1])["data"] == "second", "the latest, by default"
+    status, body = gateway("POST", "/run/calc/which?version=1000000000", run)
+    assert status == 404 and b"'calc-which' has no version uploaded at 1000000000" in body
+    assert str(first["version"]).encode() in body, "the answer lists the kept versions' timestamps"
+    status, body = gateway("POST", "/run/calc/which?version=yesterday", run)
+    assert status == 400 and b"one Unix timestamp" in body
+
+
 def test_a_graalfaas_manifest_with_dependencies_and_invoke_by_id(daemon: Daemon) -> None:
     result = daemon.faas("new", "--manifest", str(SOURCE / "graal" / "hello-deps.jsonc"))
     assert result.returncode == 0, result.stderr

@@ -10,6 +10,7 @@ import pytest
 import faasd.gateway as gateway_module
 from faasd.errors import NotFound
 from faasd.gateway import MAX_HEAD_BYTES, BadHead, Gateway, function_name, host_header, peek_head
+from faasd.paths import Target
 
 HEAD = b"GET / HTTP/1.1\r\nHost: hello.localhost:8000\r\nAccept: */*\r\n\r\n"
 
@@ -97,13 +98,15 @@ async def test_a_head_cut_short_or_too_large_is_refused() -> None:
 
 
 async def test_the_gateway_routes_by_host_and_answers_404_for_no_function() -> None:
-    routed: list[tuple[str, bytes]] = []
+    routed: list[tuple[Target, bytes]] = []
 
-    def route(name: str, client: socket.socket, peer: tuple[str, int]) -> None:
-        if name != "hello":
-            raise NotFound(f"no function named {name!r}")
+    def route(target: Target, client: socket.socket, peer: tuple[str, int]) -> None:
+        if target.function != "hello":
+            raise NotFound(f"no function named {target.function!r}")
+        if target.uploaded_at is not None:
+            raise NotFound(f"'hello' has no version uploaded at {target.uploaded_at}")
         client.setblocking(True)
-        routed.append((name, client.recv(1024)))
+        routed.append((target, client.recv(1024)))
         client.close()
 
     listener = socket.socket()
@@ -119,7 +122,15 @@ async def test_the_gateway_routes_by_host_and_answers_404_for_no_function() -> N
             return await loop.run_in_executor(None, sock.recv, 4096)
 
     assert await exchange(HEAD) == b""
-    assert routed == [("hello", HEAD)]
+    assert routed == [(Target("hello", ""), HEAD)], "a function named by Host keeps every path: no prefix"
+    by_path = b"GET /function/hello/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    assert await exchange(by_path) == b""
+    assert routed[-1] == (Target("hello", "/function/hello"), by_path)
+    answer = await exchange(b"POST /run/hello?version=12 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 404 ") and b"no version uploaded at 12" in answer
+    assert b"Host header" not in answer, "a missing version is not a matter of host names"
+    answer = await exchange(b"POST /run/hello?version=x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"one Unix timestamp" in answer
     answer = await exchange(b"GET / HTTP/1.1\r\nHost: nobody.localhost\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 404 Not Found\r\n") and b"no function named 'nobody'" in answer
     answer = await exchange(b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n")
@@ -131,7 +142,7 @@ async def test_one_peer_sending_heads_slowly_cannot_have_everyone_else_refused(m
     monkeypatch.setattr(gateway_module, "MAX_PENDING", 40)
     routed: list[str] = []
 
-    def route(name: str, client: socket.socket, peer: tuple[str, int]) -> None:
+    def route(target: Target, client: socket.socket, peer: tuple[str, int]) -> None:
         routed.append(peer[0])
         client.setblocking(True)
         client.recv(1024)
@@ -160,8 +171,8 @@ async def test_one_peer_sending_heads_slowly_cannot_have_everyone_else_refused(m
 
 
 async def test_a_flood_of_unroutable_requests_logs_a_few_short_lines(caplog: pytest.LogCaptureFixture) -> None:
-    def route(name: str, client: socket.socket, peer: tuple[str, int]) -> None:
-        raise NotFound(f"no function named {name!r}")
+    def route(target: Target, client: socket.socket, peer: tuple[str, int]) -> None:
+        raise NotFound(f"no function named {target.function!r}")
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

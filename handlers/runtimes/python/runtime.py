@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 import types
@@ -255,16 +254,11 @@ def print_user_traceback(exc: BaseException) -> None:
     sys.stderr.flush()
 
 
-def own_path(path: str, function: str) -> tuple[str, bool]:
-    """The path after the gateway's prefix (``/function/NAME``, ``/invoke/NAME``), and whether the
-    request came by go-faas's ``/run/PATH``, whose body is ``{"input", "stream"}``."""
-    for prefix in (f"/function/{function}", f"/invoke/{function}"):
-        if path == prefix or path.startswith(prefix + "/"):
-            return path[len(prefix) :] or "/", False
-    if path.startswith("/run/"):
-        named = re.sub(r"[^a-z0-9]+", "-", path[len("/run/") :].lower()).strip("-")[:63].rstrip("-")
-        return path, bool(function) and named == function
-    return path, False
+def by_go_faas(metadata: dict[str, Any]) -> bool:
+    """Whether the gateway routed the connection by go-faas's ``/run/PATH`` (the ``prefix`` of its
+    handoff metadata), whose body is ``{"input", "stream"}`` and whose answer is ``{"data", "type"}``."""
+    prefix = metadata.get("prefix")
+    return isinstance(prefix, str) and prefix.startswith("/run/")
 
 
 def go_faas_event(body: Any) -> tuple[Any, bool]:
@@ -383,8 +377,9 @@ def make_handle(function: Callable[..., Any]) -> Callable[[Any], Any]:
 
     def handle(request: Any) -> Any:
         headers = {name.lower(): value for name, value in request.headers.items()}
-        path, go_faas = own_path(request.path, str(request.metadata.get("function", "")))
-        context = Context(request.metadata, request.method, path, headers)
+        go_faas = by_go_faas(request.metadata)
+        # The path after the gateway's prefix: the SDK took it off (faas_handler's SCRIPT_NAME).
+        context = Context(request.metadata, request.method, request.path, headers)
         try:
             event = parse_event(request.method, request.body, request.query)
             wants_stream = "text/event-stream" in headers.get("accept", "")

@@ -55,6 +55,33 @@ def test_get_sees_a_pep_3333_environ(tmp_path: Path) -> None:
     assert "PATH" not in seen  # the process environment is not the request's
 
 
+def test_a_prefix_in_the_metadata_mounts_the_app_under_it(tmp_path: Path) -> None:
+    """The gateway's route (/function/NAME) is SCRIPT_NAME; a later request elsewhere is not under it."""
+    with handed_over(tmp_path, in_thread(echo), prefix="/function/fn") as sock:
+        conn = http_on(sock)
+        seen = []
+        for target in ["/function/fn/a%20b?x=1", "/function/fn", "/function/fnord/x", "/other"]:
+            conn.request("GET", target)
+            answer = json.loads(conn.getresponse().read())
+            seen.append((answer["SCRIPT_NAME"], answer["PATH_INFO"], answer["QUERY_STRING"]))
+    assert seen == [
+        ("/function/fn", "/a b", "x=1"),
+        ("/function/fn", "", ""),
+        ("", "/function/fnord/x", ""),
+        ("", "/other", ""),
+    ]
+
+
+def test_a_plain_handler_sees_the_path_after_the_prefix(tmp_path: Path) -> None:
+    def handle(request: Any) -> dict[str, Any]:
+        return {"path": request.path, "prefix": request.metadata.get("prefix")}
+
+    with handed_over(tmp_path, in_thread(handle), prefix="/run/math/add") as sock:
+        conn = http_on(sock)
+        conn.request("POST", "/run/math/add", body=b"{}")
+        assert json.loads(conn.getresponse().read()) == {"path": "/", "prefix": "/run/math/add"}
+
+
 def test_keep_alive_serves_several_requests_on_one_connection(tmp_path: Path) -> None:
     with handed_over(tmp_path, in_thread(echo)) as sock:
         conn = http_on(sock)

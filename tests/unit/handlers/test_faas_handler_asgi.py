@@ -93,6 +93,18 @@ def test_an_absolute_form_target_gives_the_scope_its_path_and_host(tmp_path: Pat
     assert ["host", "fn:8080"] in seen["headers"] and ["host", "sent"] not in seen["headers"]
 
 
+def test_a_prefix_in_the_metadata_is_the_root_path_and_stays_in_the_path(tmp_path: Path) -> None:
+    """ASGI's root_path is WSGI's SCRIPT_NAME, and path still holds it (as asgiref's WSGI adapter reads it)."""
+    with handed_over(tmp_path, in_thread(echo), prefix="/function/fn") as sock:
+        conn = http_on(sock)
+        seen = []
+        for target in ["/function/fn/a%20b?x=1", "/elsewhere"]:
+            conn.request("GET", target)
+            answer = json.loads(conn.getresponse().read())
+            seen.append((answer["root_path"], answer["path"], answer["raw_path"]))
+    assert seen == [("/function/fn", "/function/fn/a b", "/function/fn/a%20b"), ("", "/elsewhere", "/elsewhere")]
+
+
 def test_lifespan_runs_once_around_the_connection_and_shares_its_state(tmp_path: Path) -> None:
     events: list[str] = []
 

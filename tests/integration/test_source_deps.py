@@ -1,0 +1,148 @@
+"""Dependencies installed at deploy time, with the real daemon: pip in a container of the python
+runtime, offline, from a package directory made here; refusals leave nothing."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Daemon, daemon_range, http_request, start_daemon
+
+RANGE = daemon_range(51)
+MAX_DEPS = "4m"
+
+
+def write_wheel(directory: Path, name: str, version: str, files: dict[str, bytes], requires: str = "") -> Path:
+    """A pure-Python wheel (PEP 427) of ``files``, written as the zip it is."""
+    info = f"{name}-{version}.dist-info"
+    contents = dict(files)
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    contents[f"{info}/METADATA"] = (metadata + (f"Requires-Dist: {requires}\n" if requires else "")).encode()
+    contents[f"{info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    record = []
+    for path, data in contents.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    contents[f"{info}/RECORD"] = ("\n".join([*record, f"{info}/RECORD,,"]) + "\n").encode()
+    wheel = directory / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, data in contents.items():
+            archive.writestr(path, data)
+    return wheel
+
+
+@pytest.fixture(scope="module")
+def packages(daemon_roots: Path) -> Path:
+    """The operator's package directory: one small package that needs another, and one too
+    large for the daemon's --max-deps-size. World-readable, as containers read it."""
+    directory = Path(tempfile.mkdtemp(prefix="packages-", dir=daemon_roots))
+    directory.chmod(0o755)
+    greet = b"def greet(name):\n    return f'hi {name}'\n"
+    write_wheel(directory, "faasgreet", "1.0", {"faasgreet/__init__.py": greet})
+    write_wheel(
+        directory,
+        "faasmath",
+        "2.0",
+        {"faasmath/__init__.py": b"from faasgreet import greet\n\ndef double(x):\n    return 2 * x\n"},
+        requires="faasgreet",
+    )
+    big = os.urandom(6 * 1024 * 1024)  # incompressible: the wheel and the install both take it all
+    write_wheel(directory, "faasbig", "1.0", {"faasbig/__init__.py": b"", "faasbig/blob.bin": big})
+    for path in directory.iterdir():
+        path.chmod(0o644)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def daemon(daemon_roots: Path, python_runtime_image: Path, packages: Path) -> Iterator[Daemon]:
+    daemon = start_daemon(daemon_roots, RANGE, "--packages", str(packages), "--max-deps-size", MAX_DEPS, "--warm", "1")
+    try:
+        added = daemon.faas("runtime", "add", "python", "-f", str(python_runtime_image))
+        assert added.returncode == 0, added.stderr
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def function_dir(parent: Path, requirements: str, handler: str) -> Path:
+    directory = parent / "fn"
+    directory.mkdir(exist_ok=True)
+    (directory / "requirements.txt").write_text(requirements)
+    (directory / "handler.py").write_text(handler)
+    return directory
+
+
+USES_DEPS = """\
+import faasmath
+from faasgreet import greet
+
+
+def handler(event, context):
+    return {"double": faasmath.double(event["x"]), "greeting": greet("deps"), "from": faasmath.__file__}
+"""
+
+
+def leftovers(daemon: Daemon) -> list[str]:
+    """What a refused deploy could have left: uploads, bundles, build dirs, images of a function."""
+    found = []
+    for directory in (daemon.state_dir / "uploads", daemon.root / "run" / "bundles", daemon.state_dir / "images"):
+        if directory.is_dir():
+            found += [str(path) for path in directory.iterdir()]
+    return found
+
+
+def test_requirements_are_installed_at_deploy_time_into_the_code_layer(daemon: Daemon, tmp_path: Path) -> None:
+    code = function_dir(tmp_path, "faasmath==2.0\n", USES_DEPS)
+    deployed = daemon.faas("new", "withdeps", "--runtime", "python", "--code", str(code), "--entry", "handler.py")
+    assert deployed.returncode == 0, deployed.stderr
+    ip = daemon.faas("ip", "withdeps").stdout.strip()
+    status, _, body = http_request(ip, "POST", "/", json.dumps({"x": 21}).encode())
+    assert status == 200, body
+    answer = json.loads(body)
+    assert answer["double"] == 42 and answer["greeting"] == "hi deps", "a dependency of a dependency too"
+    assert answer["from"] == "/faas/deps/faasmath/__init__.py"
+
+    rootfs = daemon.state_dir / "images" / "withdeps" / "1" / "rootfs"
+    deps = rootfs / "faas" / "deps"
+    assert (deps / "faasgreet" / "__init__.py").is_file() and (deps / "faasmath-2.0.dist-info").is_dir()
+    assert [p.name for p in (deps / "faasmath" / "__pycache__").iterdir()], "compiled at deploy time"
+    assert (rootfs / "faas" / "code" / "requirements.txt").is_file()
+
+    again = daemon.faas("new", "withdeps", "--runtime", "python", "--code", str(code), "--entry", "handler.py")
+    assert again.returncode == 0 and "same image as version 1" in again.stdout, "the same install is the same layer"
+
+
+def test_an_unknown_package_is_refused_with_pips_last_lines_and_leaves_nothing(daemon: Daemon, tmp_path: Path) -> None:
+    before = leftovers(daemon)
+    code = function_dir(tmp_path, "faasmath==2.0\nno-such-package==1.0\n", USES_DEPS)
+    refused = daemon.faas("new", "unknown", "--runtime", "python", "--code", str(code), "--entry", "handler.py")
+    assert refused.returncode != 0
+    assert "pip install failed" in refused.stderr
+    assert "No matching distribution found for no-such-package==1.0" in refused.stderr, refused.stderr
+    assert daemon.faas("describe", "unknown").returncode != 0, "no function, no version, no address"
+    assert leftovers(daemon) == before
+
+
+def test_dependencies_over_the_size_limit_are_refused(daemon: Daemon, tmp_path: Path) -> None:
+    before = leftovers(daemon)
+    code = function_dir(tmp_path, "faasbig\n", "import faasbig\n\ndef handler(event, context):\n    return 1\n")
+    refused = daemon.faas("new", "big", "--runtime", "python", "--code", str(code), "--entry", "handler.py")
+    assert refused.returncode != 0 and "pip install failed" in refused.stderr
+    assert "No space left on device" in refused.stderr, refused.stderr
+    assert daemon.faas("describe", "big").returncode != 0
+    assert leftovers(daemon) == before
+
+
+def test_a_run_once_installs_its_requirements_too(daemon: Daemon, tmp_path: Path) -> None:
+    code = function_dir(tmp_path, "faasmath\n", USES_DEPS)
+    ran = daemon.faas("run", "--runtime", "python", "--code", str(code), "--entry", "handler.py", "--input", '{"x": 2}')
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert json.loads(ran.stdout)["result"]["double"] == 4
