@@ -162,6 +162,23 @@ def file_blocks(file: io.BufferedReader) -> Iterator[bytes]:
         yield block
 
 
+def server_sent_events(response: http.client.HTTPResponse) -> Iterator[tuple[str, str]]:
+    """The (event name, data) of each Server-Sent Event of ``response``, as each ends."""
+    name, data = "message", list[str]()
+    while line := response.readline():
+        text = line.decode("utf-8", "replace").rstrip("\r\n")
+        field, _, value = text.partition(":")
+        value = value.removeprefix(" ")
+        if not text:
+            if data:
+                yield name, "\n".join(data)
+            name, data = "message", []
+        elif field == "event":
+            name = value
+        elif field == "data":
+            data.append(value)
+
+
 class Client:
     """One method per endpoint of the control API."""
 
@@ -210,6 +227,16 @@ class Client:
         """Run ``source`` once with its ``input``, deploying nothing: ``{result, stdout, stderr, exit_code, ...}``."""
         query = urlencode(limits or {})
         return self._request("POST", "/v1/run" + (f"?{query}" if query else ""), body=json.dumps(source).encode())
+
+    def run_stream(self, source: dict[str, Any], limits: dict[str, str] | None = None) -> Iterator[tuple[str, str]]:
+        """Run ``source`` once, streaming: each Server-Sent Event's (name, data) as it arrives,
+        ``message`` for each line the code prints or item it yields, then the answer (``result``,
+        or ``error`` when the code failed)."""
+        query = urlencode(limits or {})
+        body = json.dumps(source | {"stream": True}).encode()
+        path = "/v1/run" + (f"?{query}" if query else "")
+        with self._open("POST", path, body) as response, self._connection_errors():
+            yield from server_sent_events(response)
 
     def add_runtime(
         self, name: str, tarball: Iterable[bytes], language: str | None = None, tag: str | None = None

@@ -10,6 +10,7 @@ import click
 
 from faas_cli.client import Client
 from faas_cli.source import entry_of, read_code
+from faasd.printable import printable
 
 
 def parse_input(_ctx: click.Context, _param: click.Parameter, value: str | None) -> object:
@@ -37,6 +38,11 @@ def parse_input(_ctx: click.Context, _param: click.Parameter, value: str | None)
 @click.option("--input", "event", default=None, callback=parse_input, metavar="JSON", help="The event, as JSON.")
 @click.option("--memory", default=None, help="Memory of the container, e.g. 128m.")
 @click.option("--timeout", default=None, help="Seconds the run may take.")
+@click.option(
+    "--stream",
+    is_flag=True,
+    help="Print each line the code prints and item it yields as it comes, then the answer.",
+)
 @click.pass_obj
 def run(
     client: Client,
@@ -45,10 +51,12 @@ def run(
     entry: str | None,
     handler: str | None,
     event: object,
+    stream: bool,
     **limits: str | None,
 ) -> None:
     """Run code once with an event, in a throw-away container of RUNTIME; print what came of it as
     JSON: result, stdout, stderr, exit_code, duration_ms (and error). Exits 1 when the code failed.
+    With --stream, each line the code prints and item it yields is printed first, as it comes.
 
     \b
     Example:
@@ -56,9 +64,17 @@ def run(
     """
     files = read_code(code)
     body = {"runtime": runtime, "files": files, "entry": entry_of(files, entry), "input": event}
-    answer = client.run(
-        body | ({"handler": handler} if handler else {}), {k: v for k, v in limits.items() if v is not None}
-    )
+    body |= {"handler": handler} if handler else {}
+    chosen = {k: v for k, v in limits.items() if v is not None}
+    answer: dict[str, object] = {}
+    if stream:
+        for name, data in client.run_stream(body, chosen):
+            if name == "message":
+                click.echo(printable(data))  # the code's own text: its controls escaped
+            else:
+                answer = json.loads(data)
+    else:
+        answer = client.run(body, chosen)
     click.echo(json.dumps(answer, indent=2))
     if answer.get("exit_code") != 0:
         sys.exit(1)

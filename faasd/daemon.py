@@ -25,12 +25,14 @@ from faasd.dispatch import Dispatcher
 from faasd.errors import FaasError, RuncError
 from faasd.functions import Functions
 from faasd.gateway import Gateway
+from faasd.images import overlay
 from faasd.images.layers import LayerStore
 from faasd.images.store import ImageStore
 from faasd.images.unpack import UnpackLimits
 from faasd.logs import Logs
 from faasd.network import Aliases, open_listener
 from faasd.registry import Registry
+from faasd.sandbox import cgroups
 from faasd.sandbox.runc import Runc
 from faasd.source.functions import SourceFunctions
 from faasd.source.runtimes import Runtimes
@@ -115,6 +117,7 @@ async def remove_leftovers(
             await runc.delete(container_id)
         log.info("removed leftover container id=%s", container_id)
     for directory in (config.bundles_dir, config.uploads_dir):
+        await asyncio.to_thread(overlay.unmount_below, directory)  # a job's rootfs (faasd.source)
         shutil.rmtree(directory, ignore_errors=True)
     registered = registry.addresses()
     for ip in await aliases.present():
@@ -126,6 +129,15 @@ async def remove_leftovers(
         log.info("removed leftover rootfs path=%s", path)
     for path in await logs.sweep(set(known)):
         log.info("removed leftover logs path=%s", path)
+
+
+async def prepare_cgroups(config: Config) -> None:
+    """Sweep the fork-mode cgroups an earlier faasd on this state dir left, and make their parent."""
+    parent = cgroups.daemon_parent(config.state_dir)
+    try:
+        await asyncio.to_thread(cgroups.prepare_parent, parent, cgroups.REMOVE_SECONDS)
+    except OSError as exc:  # runc mode needs none of it: fork-mode connections will say what fails
+        log.warning("cgroup parent not made parent=%s error=%s", parent, exc)
 
 
 def registered_versions(registry: Registry) -> dict[str, set[int]]:
@@ -221,6 +233,7 @@ async def serve(config: Config) -> None:
     try:
         await aliases.open()
         await remove_leftovers(config, runc, registry, store, aliases, logs)
+        await prepare_cgroups(config)  # once the containers are gone: their children are too
         await asyncio.to_thread(store.mount_all, registered_versions(registry))
         for path in await asyncio.to_thread(runtimes.restore):
             log.info("removed leftover runtime path=%s", path)
@@ -260,6 +273,8 @@ async def serve(config: Config) -> None:
                 await stop.wait()
         finally:
             await functions.close(config.drain_seconds)  # when the API could not open; else a no-op
+            parent = cgroups.daemon_parent(config.state_dir)
+            await asyncio.to_thread(cgroups.remove_parent, parent, cgroups.REMOVE_SECONDS)
             await asyncio.to_thread(store.unmount_all)
             await asyncio.to_thread(runtimes.unmount_all)
     finally:

@@ -310,6 +310,13 @@ class Functions:
     def get(self, name: str) -> Function:
         return self._registry.get(validate_name(name))
 
+    async def current_rootfs(self, name: str) -> tuple[Version, Path]:
+        """The current version of ``name`` and its mounted rootfs, refused unless containers can
+        run from it (a job's one-shot container runs on it, ``faasd.source``)."""
+        version = self.get(name).current
+        await asyncio.to_thread(self._store.check_servable, name, version.number)
+        return version, self._store.rootfs(name, version.number)
+
     def versions(self, name: str) -> list[Version]:
         """The kept versions of ``name``, oldest first."""
         return self._registry.versions(validate_name(name))

@@ -37,14 +37,13 @@ from faasd.instance import Outcome, Sandbox, new_request_id
 from faasd.logs import FunctionLog
 from faasd.pool import WarmPool
 from faasd.registry import Version
-from faasd.sandbox.cgroups import ConnectionCgroup
+from faasd.sandbox.cgroups import REMOVE_SECONDS, ConnectionCgroup, daemon_parent
 from faasd.sandbox.template import Template
 from faasd.tcpinfo import bytes_read, bytes_written
 
 log = logging.getLogger(__name__)
 
 UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
-CGROUP_REMOVE_SECONDS = 2.0  # the kernel ends the rest of a pid namespace after its pid 1
 MAX_BACKOFF_SECONDS = 30.0
 
 
@@ -66,6 +65,7 @@ class ForkConnection:
         self._pidfd = -1
         self._exited: asyncio.Future[None] | None = None
         self._cgroup: ConnectionCgroup | None = None
+        self._cgroup_parent = daemon_parent(config.state_dir)
 
     @property
     def running(self) -> bool:
@@ -206,7 +206,8 @@ class ForkConnection:
         assert self._line is not None
         try:
             self._pidfd = os.pidfd_open(pid)
-            self._cgroup = ConnectionCgroup.create(f"{self.version.function}-{self.id}", self.version.limits)
+            name = f"{self.version.function}-{self.id}"
+            self._cgroup = ConnectionCgroup.create(self._cgroup_parent, name, self.version.limits)
             self._cgroup.place(pid)
             self._line.send(b"go")
         except OSError as exc:  # it died meanwhile, or the cgroup could not be made: no go
@@ -257,7 +258,7 @@ class ForkConnection:
 
     @staticmethod
     async def _remove_cgroup(cgroup: ConnectionCgroup) -> None:
-        deadline = time.monotonic() + CGROUP_REMOVE_SECONDS
+        deadline = time.monotonic() + REMOVE_SECONDS
         while not cgroup.remove():
             if time.monotonic() > deadline:
                 log.warning("cgroup left behind directories=%s", cgroup.directories)

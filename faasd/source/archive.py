@@ -37,9 +37,11 @@ def files_layer(files: Mapping[str, bytes], root: str, directories: Iterable[str
     return buffer.getvalue()
 
 
-def add_files(tar: tarfile.TarFile, files: Mapping[str, bytes], root: str, directories: Iterable[str] = ()) -> set[str]:
+def add_files(
+    tar: tarfile.TarFile, files: Mapping[str, bytes], root: str, directories: Iterable[str] = ()
+) -> dict[str, bool]:
     """Add ``files`` and ``directories`` under ``root`` to ``tar`` as ``files_layer`` lays them
-    out; the names added."""
+    out; the names added, true for a directory."""
     directories = {root, *(f"{root}/{name}" for name in directories)}
     for name in files:
         parts = name.split("/")[:-1]
@@ -51,7 +53,7 @@ def add_files(tar: tarfile.TarFile, files: Mapping[str, bytes], root: str, direc
         info = _info(f"{root}/{name}", tarfile.REGTYPE, 0o644)
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
-    return directories | {f"{root}/{name}" for name in files}
+    return dict.fromkeys(directories, True) | {f"{root}/{name}": False for name in files}
 
 
 def _info(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:

@@ -13,13 +13,14 @@ installer's last lines are the answer.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
 import os
 import tarfile
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,7 +33,7 @@ from faasd.source.sandbox import Mount, OneShot, Output, RootfsImage, Tmpfs
 
 log = logging.getLogger(__name__)
 
-BUILT_ROOTS = ("deps",)  # where a build's members may go, under /faas
+BUILT_ROOTS = ("code", "deps")  # where a build's members may go, under /faas
 MAX_BUILT_ENTRIES = 100_000
 TAR_SLACK = 2  # a tar of a tree takes more than the tree: headers and padding
 SAID_BYTES = 2000  # of what the installer said, the last ones answer a failed build
@@ -63,7 +64,7 @@ def checked_member(member: tarfile.TarInfo) -> tarfile.TarInfo:
     link of a layer, inside the function's own rootfs); root's, with fixed modes and mtime."""
     name = member.name.removeprefix("./")
     parts = name.rstrip("/").split("/")
-    if parts[0] not in BUILT_ROOTS or any(part in ("", ".", "..") for part in parts) or "\x00" in name:
+    if parts[0] not in BUILT_ROOTS or any(part in ("", ".", "..") or part.startswith(".wh.") for part in parts):
         raise InvalidCode(f"the build wrote {name[:120]!r}: not a relative path under {', '.join(BUILT_ROOTS)}")
     if not (member.isreg() or member.isdir() or member.issym()):
         raise InvalidCode(f"the build wrote {name[:120]!r}, neither a file, a directory nor a symbolic link")
@@ -77,17 +78,32 @@ def checked_member(member: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def copy_built(built: BinaryIO, layer: tarfile.TarFile, taken: set[str]) -> None:
-    """Add the members of the build's tar ``built`` to ``layer``, checked; a name in ``taken``
-    (a file the code brought) is refused. Blocking."""
+def check_built(built: BinaryIO) -> None:
+    """Refuse the build's tar unless every member passes ``checked_member``, before anything is
+    unpacked from it. Blocking."""
+    built.seek(0)
+    with tarfile.open(fileobj=built, mode="r|") as tar:
+        for count, member in enumerate(tar, 1):
+            if count > MAX_BUILT_ENTRIES:
+                raise InvalidCode(f"the build wrote more than {MAX_BUILT_ENTRIES} files")
+            checked_member(member)
+    built.seek(0)
+
+
+def copy_built(built: BinaryIO, layer: tarfile.TarFile, taken: dict[str, bool]) -> None:
+    """Add the members of the build's tar ``built`` to ``layer``, checked. ``taken`` holds the
+    names in the layer already (true for a directory): a directory may come again and is left
+    as it is; any other name twice is refused. Blocking."""
     with tarfile.open(fileobj=built, mode="r|") as tar:
         for count, member in enumerate(tar, 1):
             if count > MAX_BUILT_ENTRIES:
                 raise InvalidCode(f"the build wrote more than {MAX_BUILT_ENTRIES} files")
             info = checked_member(member)
             if info.name in taken:
+                if info.isdir() and taken[info.name]:
+                    continue
                 raise InvalidCode(f"the build wrote {info.name.removeprefix('faas/')}, which the code has too")
-            taken.add(info.name)
+            taken[info.name] = info.isdir()
             layer.addfile(info, tar.extractfile(member) if member.isreg() else None)
 
 
@@ -107,27 +123,31 @@ class Builder:
         self._config = config
         self._oneshot = oneshot
 
-    async def run(self, image: RootfsImage, language: Language, code: Path, limits: Limits, out: BinaryIO) -> None:
-        """Build the code in the host directory ``code`` into ``out`` (a tar), or raise a 400
-        with what the installer said."""
+    async def run(
+        self, image: RootfsImage, language: Language, files: Collection[str], code: Path, limits: Limits, out: BinaryIO
+    ) -> None:
+        """Build the code of ``files``, in the host directory ``code``, into ``out`` (a tar), or
+        raise a 400 with what the build said."""
         step = language.build
         assert step is not None
-        packages = self._config.packages_dir
-        if packages is None:
+        mounts: list[Mount | Tmpfs] = [Mount(code, CODE_DIR)]
+        if step.installs(files):
+            if self._config.packages_dir is None:
+                raise InvalidRequest(
+                    f"the code has a {' or '.join(step.manifests)}, and this faasd installs dependencies from no "
+                    "package directory: its operator sets one with faasd --packages DIR"
+                )
+            mounts.append(Mount(self._config.packages_dir, PACKAGES_DIR))
+        if not os.path.lexists(image.rootfs / RUNTIME_DIR.lstrip("/") / step.script):
             raise InvalidRequest(
-                f"the code has a {step.manifest}, and this faasd installs dependencies from no package "
-                "directory: its operator sets one with faasd --packages DIR"
-            )
-        if not os.path.lexists(image.rootfs / PACKAGES_DIR.lstrip("/")):
-            raise InvalidRequest(
-                f"the runtime was added by a faasd that did not build {step.manifest}: remove it and add it again"
+                "the runtime was added by a faasd that could not build its functions: remove it and add it again"
             )
         size = self._config.max_deps_bytes
         finished = await self._oneshot.run(
             image,
             [language.interpreter, f"{RUNTIME_DIR}/{step.script}"],
             ["HOME=/tmp"],
-            [Mount(code, CODE_DIR), Mount(packages, PACKAGES_DIR), Tmpfs(DEPS_DIR, size)],
+            [*mounts, Tmpfs(DEPS_DIR, size)],
             build_limits(limits, self._config),
             self._config.build_timeout_seconds,
             Output(out, TAR_SLACK * size + (1 << 20)),
@@ -143,6 +163,7 @@ class Builder:
                 f"{step.what} failed (exit {finished.exit_code}); it said:\n{installer_said(finished.stderr)}"
             )
         log.info("build what=%r bytes=%d duration_ms=%.1f", step.what, out.tell(), finished.duration_ms)
+        await asyncio.to_thread(check_built, out)
 
 
 @contextlib.contextmanager

@@ -79,3 +79,14 @@ def event_of(value: Any) -> Any:
 def run_answer(result: Any) -> dict[str, Any]:
     """go-faas's ``{"data", "type"}``: text for a string, json for anything else."""
     return {"data": result, "type": "text" if isinstance(result, str) else "json"}
+
+
+def failure(answer: dict[str, Any]) -> dict[str, Any]:
+    """What a run that failed answers: its error and the traceback the code left on stderr."""
+    return {"error": answer["error"], "stderr": answer["stderr"]}
+
+
+def stream_end(answer: dict[str, Any]) -> tuple[str, Any]:
+    """The last event of a streamed run: ``result`` with the return value, as a deployed
+    function's stream ends, or ``error`` with the failure."""
+    return ("error", failure(answer)) if "error" in answer else ("result", answer["result"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import io
 import json
 import logging
@@ -21,7 +22,7 @@ import stat
 import tarfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ from typing import Any, BinaryIO
 from faasd.config import Config
 from faasd.errors import InvalidCode, InvalidRequest
 from faasd.functions import Functions
+from faasd.images import overlay
+from faasd.images.store import discard
 from faasd.images.tree import remove_or_log
 from faasd.images.unpack import Budget, UnpackLimits, apply_layer
 from faasd.limits import Limits
@@ -47,7 +50,7 @@ from faasd.source.runtimes import (
     Runtimes,
     composed_archive,
 )
-from faasd.source.sandbox import Finished, Mount, OneShot, Tmpfs
+from faasd.source.sandbox import Finished, Mount, OneShot, RootfsImage, Tmpfs
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ MAX_PATH = 255
 PATH_PART = re.compile(r"[A-Za-z0-9_.@+-][A-Za-z0-9_.@+ -]{0,127}")
 IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]{0,127}")
 SOURCE_FIELDS = frozenset({"runtime", "files", "entry", "handler"})
+MessageSink = Callable[[Any], Awaitable[None]]  # a streamed run's items and printed lines, as they come
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,7 @@ def write_files(directory: Path, files: Mapping[str, bytes]) -> None:
 
 
 @asynccontextmanager
-async def unpacked(parent: Path, tar: bytes | BinaryIO, id_base: int) -> AsyncIterator[Path]:
+async def unpacked(parent: Path, tar: bytes, id_base: int) -> AsyncIterator[Path]:
     """``tar`` unpacked by the image unpacker (paths resolved inside the root, owners shifted
     into the containers' range) into a fresh directory, removed afterwards; both in a thread,
     as a tar of up to 64 MiB takes a while."""
@@ -160,10 +164,10 @@ async def unpacked(parent: Path, tar: bytes | BinaryIO, id_base: int) -> AsyncIt
         await asyncio.to_thread(remove_or_log, directory)
 
 
-def unpack_files(directory: Path, tar: bytes | BinaryIO, id_base: int) -> None:
+def unpack_files(directory: Path, tar: bytes, id_base: int) -> None:
     directory.mkdir(mode=0o755)
     if tar:
-        with tarfile.open(fileobj=io.BytesIO(tar) if isinstance(tar, bytes) else tar, mode="r|") as layer:
+        with tarfile.open(fileobj=io.BytesIO(tar), mode="r|") as layer:
             apply_layer(layer, directory, Budget(JOB_FILES), id_base)
 
 
@@ -180,16 +184,25 @@ class Workspace:
         return [Mount(self.code, CODE_DIR), *([Mount(self.deps, DEPS_DIR)] if self.deps else [])]
 
 
-def built_dir(unpacked: Path, name: str) -> Path:
-    """``unpacked/name``, a directory the build made, to bind; never a link it made (runc would
-    follow it on the host)."""
-    try:
-        is_dir = stat.S_ISDIR(os.lstat(unpacked / name).st_mode)
-    except FileNotFoundError:
-        is_dir = False
-    if not is_dir:
-        raise InvalidCode(f"the build made no {name} directory")
-    return unpacked / name
+def lay_out_built(
+    directory: Path, files: Mapping[str, bytes], built: BinaryIO, id_base: int
+) -> tuple[Path, Path | None]:
+    """The code and what its build made, as the code layer will hold them: the files in
+    ``directory/code``, then the build's tar unpacked over ``directory`` by the image unpacker
+    (paths resolved inside it). The code and deps directories to bind. Blocking."""
+    directory.mkdir(mode=0o755)
+    write_files(directory / "code", files)
+    built.seek(0)
+    with tarfile.open(fileobj=built, mode="r|") as layer:
+        apply_layer(layer, directory, Budget(JOB_FILES), id_base)
+    return real_dir(directory / "code"), real_dir(directory / "deps") if os.path.lexists(directory / "deps") else None
+
+
+def real_dir(path: Path) -> Path:
+    """``path`` if it is a directory and no link a build made (runc would follow it on the host)."""
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        raise InvalidCode(f"the build made {path.name} something else than a directory")
+    return path
 
 
 class SourceFunctions:
@@ -229,22 +242,31 @@ class SourceFunctions:
 
     @asynccontextmanager
     async def workspace(self, runtime: Runtime, source: Source, limits: Limits) -> AsyncIterator[Workspace]:
-        """The code in a directory, built first when it asks to be (its language's manifest is
-        among its files); everything removed afterwards."""
-        step = LANGUAGES[runtime.language].build
+        """The code in a directory, built first when it asks to be (its language's manifest, or a
+        file to compile, is among its files); everything removed afterwards."""
+        language = LANGUAGES[runtime.language]
         async with code_dir(self._config.bundles_dir, source.files) as code:
-            if step is None or step.manifest not in source.files:
+            if language.build is None or not language.build.asks(source.files):
                 yield Workspace(code)
                 return
             with temporary_file(self._config.uploads_dir) as out:
-                await self._builder.run(self.runtimes.image(runtime), LANGUAGES[runtime.language], code, limits, out)
-                out.seek(0)
-                async with unpacked(self._config.bundles_dir, out, self._config.userns_base) as built:
-                    yield Workspace(code, built_dir(built, "deps"), out)
+                await self._builder.run(self.runtimes.image(runtime), language, source.files, code, limits, out)
+                directory = self._config.bundles_dir / f"built-{uuid.uuid4().hex[:16]}"
+                try:
+                    built_code, deps = await asyncio.to_thread(
+                        lay_out_built, directory, source.files, out, self._config.userns_base
+                    )
+                    yield Workspace(built_code, deps, out)
+                finally:
+                    await asyncio.to_thread(remove_or_log, directory)
 
-    async def run(self, source: Source, event: Any, limits: Limits) -> dict[str, Any]:
+    async def run(
+        self, source: Source, event: Any, limits: Limits, on_message: MessageSink | None = None
+    ) -> dict[str, Any]:
         """Call ``source`` once with ``event`` in a throw-away container of its runtime, under
-        ``limits``: ``{result, stdout, stderr, exit_code, duration_ms}`` (and ``error``)."""
+        ``limits``: ``{result, stdout, stderr, exit_code, duration_ms}`` (and ``error``). With
+        ``on_message``, the call streams: each item it yields and line it prints goes to it as it
+        comes (as well as into ``stdout``)."""
         runtime = self.runtimes.get(source.runtime)
         language = LANGUAGES[runtime.language]
         request_id = uuid.uuid4().hex[:16]
@@ -256,11 +278,12 @@ class SourceFunctions:
         ):
             finished = await self._oneshot.run(
                 self.runtimes.image(runtime),
-                [*language.command, "--once"],
+                [*language.command, "--once", *(["--stream"] if on_message else [])],
                 env,
                 [*space.mounts(), Mount(io_dir, IO_DIR)],
                 limits,
                 limits.timeout_seconds,
+                on_line=None if on_message is None else functools.partial(forward_message, on_message),
             )
         log.info(
             "run runtime=%s id=%s exit=%s duration_ms=%.1f",
@@ -272,12 +295,11 @@ class SourceFunctions:
         return run_answer(finished, limits.timeout_seconds) | {"request_id": request_id}
 
     async def run_job(self, job: Job) -> dict[str, Any]:
-        """Run ``job`` on its runtime: its files at /data (read-only), its stdin, its timeout."""
-        runtime = self.runtimes.get(job.runtime)
-        image = self.runtimes.image(runtime)
-        image = dataclasses.replace(image, config=dataclasses.replace(image.config, working_dir=job.workdir))
+        """Run ``job`` on its runtime or its function's image: its files at /data (read-only), its
+        stdin, its timeout."""
         limits = dataclasses.replace(self._config.limits, timeout_seconds=job.timeout)
         async with (
+            self.job_image(job) as image,
             unpacked(self._config.bundles_dir, job.tar, self._config.userns_base) as data,
             code_dir(self._config.bundles_dir, {"stdin": job.stdin}) as io_dir,
         ):
@@ -290,9 +312,10 @@ class SourceFunctions:
                 job.timeout,
             )
         log.info(
-            "job name=%s runtime=%s exit=%s duration_ms=%.1f",
+            "job name=%s runtime=%s function=%s exit=%s duration_ms=%.1f",
             job.name,
-            runtime.name,
+            job.runtime,
+            job.function,
             finished.exit_code,
             finished.duration_ms,
         )
@@ -303,6 +326,20 @@ class SourceFunctions:
             "timed_out": finished.timed_out,
             "duration_ms": finished.duration_ms,
         }
+
+    @asynccontextmanager
+    async def job_image(self, job: Job) -> AsyncIterator[RootfsImage]:
+        """What ``job`` runs on, in its working dir: its runtime, or its function's current image
+        with the job's mount points laid over it (``with_job_mount_points``)."""
+        if job.runtime is not None:
+            image = self.runtimes.image(self.runtimes.get(job.runtime))
+            yield dataclasses.replace(image, config=dataclasses.replace(image.config, working_dir=job.workdir))
+            return
+        assert job.function is not None, "a job runs on a runtime or a function"
+        version, rootfs = await self._functions.current_rootfs(job.function)
+        config = dataclasses.replace(version.config, working_dir=job.workdir)
+        async with with_job_mount_points(self._config.bundles_dir, rootfs) as composed:
+            yield RootfsImage(composed, config, version.uid, version.gid)
 
     async def check(self, runtime: Runtime, source: Source, limits: Limits, space: Workspace) -> str:
         """Load the code in a container of ``runtime`` as a request's would; its style, or a 400 saying why not."""
@@ -322,6 +359,44 @@ class SourceFunctions:
             return str(verdict.get("style", ""))
         said = verdict.get("error") or finished.stderr.decode(errors="replace").strip()[-1000:] or "no output"
         raise InvalidCode(f"the code cannot serve: {said}")
+
+
+@asynccontextmanager
+async def with_job_mount_points(parent: Path, rootfs: Path) -> AsyncIterator[Path]:
+    """``rootfs`` (a function's, mounted and shared by its containers) with a layer over it that
+    holds a job's mount points, /data and /faas/io, as a read-only overlay of its own: runc binds
+    onto them and never writes into the shared rootfs, which may not have them. Unmounted and
+    removed afterwards."""
+    directory = parent / f"job-{uuid.uuid4().hex[:16]}"
+    try:
+        await asyncio.to_thread(mount_with_job_points, directory, rootfs)
+        yield directory / "rootfs"
+    finally:
+        await asyncio.to_thread(discard, directory)
+
+
+def mount_with_job_points(directory: Path, rootfs: Path) -> None:
+    directory.mkdir(mode=0o711)
+    points = directory / "points"
+    root = os.stat(rootfs)
+    for path in (points, points / JOB_DATA.lstrip("/"), points / "faas", points / IO_DIR.lstrip("/")):
+        path.mkdir(mode=0o755)
+        os.chown(path, root.st_uid, root.st_gid)  # the rootfs root's owner: container root
+        path.chmod(0o755)
+    points.chmod(stat.S_IMODE(root.st_mode))  # the composed root looks as the rootfs does
+    (directory / "rootfs").mkdir(mode=0o755)
+    overlay.mount_layers(directory / "rootfs", [points, rootfs])
+
+
+async def forward_message(on_message: MessageSink, line: bytes) -> None:
+    """Give ``on_message`` the data of a wrapper's ``{"event": "message", "data": ...}`` line;
+    any other line (the verdict, or what code wrote on the wrapper's stdout) is no message."""
+    try:
+        sent = json.loads(line)
+    except ValueError:
+        return
+    if isinstance(sent, dict) and sent.get("event") == "message" and "data" in sent:
+        await on_message(sent["data"])
 
 
 def run_answer(finished: Finished, timeout: float) -> dict[str, Any]:

@@ -1,11 +1,13 @@
-"""Jobs: files, a command, stdin and a timeout, run once on a runtime (the request Functron takes).
+"""Jobs: files, a command, stdin and a timeout, run once on a runtime or on a deployed function's
+image (the request Functron takes).
 
     {"FnName": "my-example-function",
      "DockerFile": "FROM python\nCMD python3 /data/main.py",
      "TarFile": "<base64 of a tar>", "Stdin": "Hello!", "Timeout": 5.0}
 
-``DockerFile`` is held to ``FROM`` (a runtime's name), ``CMD`` (shell or exec form), ``ENV`` and
-``WORKDIR``: anything that would build is refused. The tar is unpacked by the image unpacker
+``DockerFile`` is held to ``FROM`` (a runtime's name, or ``function:NAME`` for the image of
+function NAME's current version), ``CMD`` (shell or exec form, run by the image's ``/bin/sh``),
+``ENV`` and ``WORKDIR``: anything that would build is refused. The tar is unpacked by the image unpacker
 (every path resolved inside its root) and bound read-only at ``/data``; stdin is a file the
 command reads; the container is the one-shot sandbox of ``faasd.source.sandbox``, killed at
 ``Timeout``. ``FnName`` names the job in the log.
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from faasd.errors import InvalidRequest
+from faasd.registry import validate_name
 
 FIELDS = frozenset({"FnName", "DockerFile", "TarFile", "Stdin", "Timeout"})
 MAX_TAR_BYTES = 64 << 20
@@ -31,6 +34,7 @@ MAX_STDIN_BYTES = 16 << 20
 MAX_TIMEOUT_SECONDS = 300.0
 STDIN = "/faas/io/stdin"
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+FUNCTION_BASE = "function:"  # FROM function:NAME: the image of a deployed function
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,8 @@ class Job:
     """One job, checked: what runs, on what, with which files, input and time."""
 
     name: str
-    runtime: str
+    runtime: str | None  # the runtime it runs on, or None for ``function``'s image
+    function: str | None
     args: tuple[str, ...]  # what the container runs: the command, its stdin from STDIN
     env: tuple[str, ...]
     workdir: str
@@ -111,8 +116,16 @@ def parse_job(body: Any) -> Job:
     if not isinstance(stdin, str) or len(stdin) > MAX_STDIN_BYTES:
         raise InvalidRequest(f"Stdin is a string of at most {MAX_STDIN_BYTES} bytes")
     tar = decode_tar(body.get("TarFile") or "")
-    runtime, args, env, workdir = parse_dockerfile(body["DockerFile"])
-    return Job(body["FnName"][:64], runtime, args, env, workdir, tar, stdin.encode(), float(timeout))
+    base, args, env, workdir = parse_dockerfile(body["DockerFile"])
+    runtime, function = base_of(base)
+    return Job(body["FnName"][:64], runtime, function, args, env, workdir, tar, stdin.encode(), float(timeout))
+
+
+def base_of(base: str) -> tuple[str | None, str | None]:
+    """(runtime, None) for ``FROM RUNTIME``, (None, function) for ``FROM function:NAME``."""
+    if base.startswith(FUNCTION_BASE):
+        return None, validate_name(base.removeprefix(FUNCTION_BASE))
+    return base, None
 
 
 def decode_tar(text: Any) -> bytes:

@@ -24,7 +24,7 @@ import stat
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,9 +62,17 @@ PROBE_TIMEOUT_SECONDS = 30.0
 class BuildStep:
     """How a language builds a function at deploy time (``faasd.source.build``)."""
 
-    manifest: str  # the function's top-level file that asks for a build
-    script: str  # a file of the wrapper that does it, run by the interpreter
-    what: str  # what it does, for messages
+    script: str  # a file of the wrapper that builds, run by the interpreter
+    what: str  # what it runs, for messages
+    manifests: tuple[str, ...]  # top-level files that ask for an install from the operator's packages
+    suffixes: tuple[str, ...] = ()  # files that ask for a compile
+
+    def installs(self, files: Collection[str]) -> bool:
+        return any(manifest in files for manifest in self.manifests)
+
+    def asks(self, files: Collection[str]) -> bool:
+        """Whether code of these files is built before it is checked."""
+        return self.installs(files) or any(name.endswith(self.suffixes) for name in files if self.suffixes)
 
 
 @dataclass(frozen=True)
@@ -97,7 +105,7 @@ LANGUAGES = {
         ("faas_handler.py",),
         # The rootfs is read-only: no bytecode is ever written; print reaches the log at once.
         ("PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1", f"PYTHONPATH={RUNTIME_DIR}"),
-        BuildStep("requirements.txt", "build.py", "pip install"),
+        BuildStep("build.py", "pip install", ("requirements.txt",)),
     ),
 }
 

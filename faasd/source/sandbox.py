@@ -24,6 +24,7 @@ import logging
 import shutil
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -42,6 +43,7 @@ MAX_OUTPUT_BYTES = 256 * 1024  # of each stream, the last ones
 READ_BYTES = 65536
 KILL_GRACE_SECONDS = 5.0
 SLOT = "(one-shot)"  # the admission bucket of one-shot containers: not a valid function name
+LineSink = Callable[[bytes], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -102,13 +104,29 @@ class RootfsImage:
     gid: int
 
 
-async def read_tail(stream: asyncio.StreamReader | None, limit: int = MAX_OUTPUT_BYTES) -> bytes:
-    """Everything ``stream`` gives until its end, less all but the last ``limit`` bytes."""
+async def read_tail(
+    stream: asyncio.StreamReader | None, limit: int = MAX_OUTPUT_BYTES, on_line: LineSink | None = None
+) -> bytes:
+    """Everything ``stream`` gives until its end, less all but the last ``limit`` bytes; with
+    ``on_line``, each whole line is also given to it the moment it ends (one longer than
+    ``limit`` is left out: memory stays bounded whatever the container writes)."""
     kept = bytearray()
+    line = bytearray()
+    skipping = False  # the rest of a line already over the limit
     while stream is not None and (chunk := await stream.read(READ_BYTES)):
         kept += chunk
         if len(kept) > limit:
             del kept[: len(kept) - limit]
+        if on_line is not None:
+            line += chunk
+            while (end := line.find(b"\n")) >= 0:
+                if not skipping and end <= limit:
+                    await on_line(bytes(line[:end]))
+                skipping = False
+                del line[: end + 1]
+            if len(line) > limit:
+                line.clear()
+                skipping = True
     return bytes(kept)
 
 
@@ -141,16 +159,18 @@ class OneShot:
         limits: Limits,
         timeout: float,
         output: Output | None = None,
+        on_line: LineSink | None = None,
     ) -> Finished:
         """Run ``args`` on ``image`` with ``env`` added and ``mounts`` bound, for ``timeout`` seconds
         at most, once it has a container slot (``Busy`` if none came free in time); its stdout
-        into ``output`` when given."""
+        into ``output`` when given, else also to ``on_line`` line by line as it comes. An error
+        of ``on_line`` (its client gone) ends the container and is raised."""
         try:
             await self._admission.acquire(SLOT)
         except Overloaded as exc:
             raise Busy(f"no container slot for a one-shot container: {exc.reason}") from None
         try:
-            return await self._run(image, args, env, mounts, limits, timeout, output)
+            return await self._run(image, args, env, mounts, limits, timeout, output, on_line)
         finally:
             self._admission.release(SLOT)
 
@@ -163,6 +183,7 @@ class OneShot:
         limits: Limits,
         timeout: float,
         output: Output | None,
+        on_line: LineSink | None,
     ) -> Finished:
         key = uuid.uuid4().hex[:16]
         container_id = f"oneshot-{key}"
@@ -179,7 +200,7 @@ class OneShot:
             (bundle / "config.json").write_text(json.dumps(spec))
             proc = await self._runc.run(container_id, bundle, asyncio.subprocess.PIPE, asyncio.subprocess.PIPE)
             stdout_task = asyncio.ensure_future(
-                read_tail(proc.stdout) if output is None else copy_out(proc.stdout, output)
+                read_tail(proc.stdout, on_line=on_line) if output is None else copy_out(proc.stdout, output)
             )
             stderr_task = asyncio.ensure_future(read_tail(proc.stderr))
             exit_code: int | None = None
@@ -192,6 +213,10 @@ class OneShot:
                         exit_code = await proc.wait()
             except TimeoutError:
                 pass
+            except BaseException:  # on_line failed, or the caller was cancelled: end it first
+                await self._kill(container_id, proc)
+                stderr_task.cancel()
+                raise
             if exit_code is None:  # at its timeout, or writing on into a pipe no one reads
                 await self._kill(container_id, proc)
             stderr = await stderr_task

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from faasd.sandbox.cgroups import ROOT, daemon_parent, hierarchies, is_unified
 from tests.integration.conftest import Daemon, daemon_range, eventually, http_get, start_daemon
 from tests.integration.test_sandbox import ask
 
@@ -135,3 +137,45 @@ def test_a_redeploy_drains_the_old_template(forks: Forks, probe_image: Path) -> 
     assert slow["answer"] == (200, {"sysv_shm": True}), "the connection in flight finished on the old template"
     assert ask(forks.probe, "/interfaces") == (200, ["lo"])
     assert eventually(lambda: not set(templates(forks.daemon, "probe")) & set(old)), "the old template is gone"
+
+
+def connection_cgroups(daemon: Daemon) -> set[Path]:
+    """The per-connection cgroup directories of ``daemon``, in every hierarchy."""
+    parent = daemon_parent(daemon.state_dir)
+    trees = [ROOT / hierarchy / parent for hierarchy in hierarchies(is_unified())]
+    return {child for tree in trees if tree.is_dir() for child in tree.iterdir() if child.is_dir()}
+
+
+def hold(ip: str, count: int) -> list[socket.socket]:
+    """``count`` connections whose request head is not over: each child waits for the rest."""
+    held = [socket.create_connection((ip, 80), timeout=30) for _ in range(count)]
+    for sock in held:
+        sock.sendall(b"GET /interfaces HTTP/1.1\r\nHost: probe\r\n")
+    return held
+
+
+def test_a_killed_daemons_cgroups_are_swept_at_its_start_and_no_other_daemons(
+    make_daemon: Callable[..., Daemon], probe_image: Path
+) -> None:
+    killed = make_daemon(daemon_range(62), "--sandbox", "fork", "--warm", "0")
+    other = make_daemon(daemon_range(63), "--sandbox", "fork", "--warm", "0")
+    assert daemon_parent(killed.state_dir) != daemon_parent(other.state_dir)
+    held = hold(killed.deploy("probe", probe_image), 3)
+    theirs = hold(other.deploy("probe", probe_image), 1)
+    try:
+        assert eventually(lambda: len(connection_cgroups(killed)) == 3 * len(hierarchies(is_unified())))
+        assert eventually(lambda: len(connection_cgroups(other)) == len(hierarchies(is_unified())))
+        stale, others = connection_cgroups(killed), connection_cgroups(other)
+        killed.stop(signal.SIGKILL)
+        assert connection_cgroups(killed) == stale, "a daemon killed with SIGKILL removes nothing"
+        killed.start()
+        assert not connection_cgroups(killed) & stale, "the start swept them"
+        assert connection_cgroups(other) == others, "the other daemon's cgroups are its own"
+        theirs[0].sendall(b"\r\n")  # the other daemon's connection was never touched: it is served
+        assert theirs[0].recv(4096).startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in held + theirs:
+            sock.close()
+    other.stop()
+    assert not connection_cgroups(other), "a daemon that stops removes its cgroups"
+    assert not any((ROOT / h / daemon_parent(other.state_dir)).exists() for h in hierarchies(is_unified()))

@@ -14,7 +14,7 @@ import json
 import socket
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -308,6 +308,45 @@ def test_run_once_deploys_nothing_and_answers_result_stdout_stderr(daemon: Daemo
     assert daemon.faas("list", "--json").stdout == before, "a run deploys nothing"
 
 
+@runc_only
+def test_run_once_streams_each_line_and_item_as_it_comes_then_the_answer(daemon: Daemon, tmp_path: Path) -> None:
+    code = (
+        "import time\ndef handler(event, context):\n    for i in range(3):\n        print(f'line {i}')\n"
+        "        yield {'i': i, 't': time.time()}\n        time.sleep(0.4)\n    return 'done'\n"
+    )
+    source = {"runtime": "python", "files": {"gen.py": code}, "input": None, "stream": True}
+    events = post_control_events(daemon, "/v1/run", source)
+    assert [(name, data) for _, name, data in events[:6:2]] == [("message", f"line {i}") for i in range(3)]
+    items = [json.loads(data) for _, _, data in events[1:6:2]]
+    assert [item["i"] for item in items] == [0, 1, 2]
+    delays = [arrived - item["t"] for (arrived, _, _), item in zip(events[1:6:2], items, strict=True)]
+    print("run-once SSE delays from yield to arrival (ms):", [round(d * 1000, 2) for d in delays])
+    assert all(delay < 0.4 for delay in delays), "each item arrives before the next is made"
+    name, answer = events[6][1], json.loads(events[6][2])
+    assert (name, answer["result"], answer["exit_code"], len(events)) == ("result", "done", 0, 7)
+
+    path = write(tmp_path, "count.py", "for i in range(2):\n    print(f'step {i}')\nreturn {'done': True}\n")
+    result = daemon.faas("run", "--runtime", "python", "--code", str(path), "--stream")
+    lines, _, rest = result.stdout.partition("{")
+    assert result.returncode == 0 and lines == "step 0\nstep 1\n", result.stdout
+    assert json.loads("{" + rest)["result"] == {"done": True}
+    failing = write(tmp_path, "fails.py", "print('before')\nreturn 1 / 0\n")
+    result = daemon.faas("run", "--runtime", "python", "--code", str(failing), "--stream")
+    lines, _, rest = result.stdout.partition("{")
+    assert result.returncode == 1 and lines == "before\n"
+    assert json.loads("{" + rest)["error"] == "ZeroDivisionError: division by zero"
+
+    run_now = {"language": "python", "code": "print('working')\nreturn {'sum': event['a']}", "input": '{"a": 4}'}
+    events = post_control_events(daemon, "/run-now", run_now | {"stream": True})
+    assert [(name, data) for _, name, data in events] == [("message", "working"), ("result", '{"sum": 4}')]
+    events = post_control_events(
+        daemon, "/run-now", run_now | {"stream": True, "code": "if event:\n  raise KeyError('x')\nreturn 1"}
+    )
+    assert events[-1][1] == "error" and json.loads(events[-1][2])["error"] == "KeyError: 'x'"
+    status, refused = post_control(daemon, "/v1/run", source | {"runtime": "nosuch"})
+    assert status == 404, "a refusal before the code runs keeps its own status, streaming or not"
+
+
 def test_go_faas_upload_run_now_and_its_path_names(daemon: Daemon) -> None:
     """The examples of go-faas's own README, sent as its clients send them."""
     upload = {"path": "math/add", "language": "python", "code": 'return {"result": event["a"] + event["b"]}'}
@@ -336,6 +375,20 @@ def sse_events(ip: str, headers: dict[str, str] | None = None) -> list[tuple[flo
     """Each event of an SSE response as (arrival time, event name, data), read as it arrives."""
     conn = http.client.HTTPConnection(ip, 80, timeout=30)
     conn.request("GET", "/", headers=headers or {})
+    return read_events(conn)
+
+
+def post_control_events(daemon: Daemon, path: str, body: object) -> list[tuple[float, str, str]]:
+    """The events of a JSON POST to the control API that streams, as ``sse_events`` reads them."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(daemon.socket))
+        conn = http.client.HTTPConnection("localhost", timeout=30)
+        conn.sock = sock
+        conn.request("POST", path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+        return read_events(conn)
+
+
+def read_events(conn: http.client.HTTPConnection) -> list[tuple[float, str, str]]:
     response = conn.getresponse()
     assert response.status == 200 and response.getheader("Content-Type") == "text/event-stream"
     events, name, data = [], "message", []
@@ -487,3 +540,34 @@ def test_a_functron_job_runs_its_files_with_stdin_and_a_timeout(daemon: Daemon) 
     escaping = job | {"TarFile": tar_of({"../../etc/evil": b"x"})}
     status, refused = post_control(daemon, "/v1/jobs", escaping)
     assert status == 400 and "evil" in refused["error"]
+
+
+@runc_only
+def test_a_job_runs_on_a_deployed_functions_image_that_has_no_mount_points_for_it(
+    daemon: Daemon, busybox_image: Callable[..., Path]
+) -> None:
+    """A busybox image has neither /data nor /faas: the job's own read-only layer brings them,
+    and the function's rootfs, shared by its containers, is never written."""
+    ip = daemon.deploy("bbjob", busybox_image("served as before"))
+    job = {
+        "FnName": "on-an-image",
+        "DockerFile": "FROM function:bbjob\nENV WHO=busybox\nCMD echo $WHO read $(cat) and $(cat word.txt); pwd",
+        "TarFile": tar_of({"word.txt": b"the tar"}),
+        "Stdin": "stdin",
+        "Timeout": 5,
+    }
+    status, answer = post_control(daemon, "/v1/jobs", job)
+    assert status == 200 and answer["exit_code"] == 0, answer
+    assert answer["stdout"] == "busybox read stdin and the tar\n/data\n"
+    writes = job | {"DockerFile": "FROM function:bbjob\nCMD touch /data/x || touch /x || echo none written"}
+    status, answer = post_control(daemon, "/v1/jobs", writes)
+    assert answer["stdout"] == "none written\n" and "Read-only file system" in answer["stderr"]
+    slow = job | {"DockerFile": "FROM function:bbjob\nCMD sleep 30", "Timeout": 1}
+    status, answer = post_control(daemon, "/v1/jobs", slow)
+    assert status == 200 and answer["timed_out"] is True, "the same timeout as on a runtime"
+    rootfs = daemon.state_dir / "images" / "bbjob" / "1" / "rootfs"
+    assert not (rootfs / "data").exists() and not (rootfs / "faas").exists(), "the function's rootfs is unchanged"
+    assert http_get(ip) == (200, b"served as before\n")
+    assert "/job-" not in Path("/proc/self/mountinfo").read_text(), "each job's overlay is unmounted after it"
+    status, refused = post_control(daemon, "/v1/jobs", job | {"DockerFile": "FROM function:nosuch\nCMD true"})
+    assert status == 404 and "no function named 'nosuch'" in refused["error"]

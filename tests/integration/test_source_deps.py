@@ -3,40 +3,19 @@ runtime, offline, from a package directory made here; refusals leave nothing."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import tempfile
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import Daemon, daemon_range, http_request, start_daemon
+from tools.packages import write_wheel
 
 RANGE = daemon_range(51)
 MAX_DEPS = "4m"
-
-
-def write_wheel(directory: Path, name: str, version: str, files: dict[str, bytes], requires: str = "") -> Path:
-    """A pure-Python wheel (PEP 427) of ``files``, written as the zip it is."""
-    info = f"{name}-{version}.dist-info"
-    contents = dict(files)
-    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-    contents[f"{info}/METADATA"] = (metadata + (f"Requires-Dist: {requires}\n" if requires else "")).encode()
-    contents[f"{info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-    record = []
-    for path, data in contents.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(data)}")
-    contents[f"{info}/RECORD"] = ("\n".join([*record, f"{info}/RECORD,,"]) + "\n").encode()
-    wheel = directory / f"{name}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as archive:
-        for path, data in contents.items():
-            archive.writestr(path, data)
-    return wheel
 
 
 @pytest.fixture(scope="module")
@@ -91,12 +70,13 @@ def handler(event, context):
 
 
 def leftovers(daemon: Daemon) -> list[str]:
-    """What a refused deploy could have left: uploads, bundles, build dirs, images of a function."""
-    found = []
-    for directory in (daemon.state_dir / "uploads", daemon.root / "run" / "bundles", daemon.state_dir / "images"):
-        if directory.is_dir():
-            found += [str(path) for path in directory.iterdir()]
-    return found
+    """What a refused deploy could have left: uploads, a build's or a check's dirs and bundles
+    (not those of warm containers, which come and go), an image of a function."""
+    bundles = daemon.root / "run" / "bundles"
+    found = [str(path) for path in bundles.iterdir() if path.name.split("-")[0] in ("code", "built", "oneshot")]
+    for directory in (daemon.state_dir / "uploads", daemon.state_dir / "images"):
+        found += [str(path) for path in directory.iterdir()]
+    return sorted(found)
 
 
 def test_requirements_are_installed_at_deploy_time_into_the_code_layer(daemon: Daemon, tmp_path: Path) -> None:

@@ -184,3 +184,12 @@ def test_faas_new_help_gives_the_daemons_defaults_as_the_daemons(option: str, sh
         "--reuse": str(defaults.reuse),
     }
     assert shipped_values[option] == shipped, "faasd's shipped default changed: the help follows it, so must this"
+
+
+# README.md
+
+
+def test_the_quick_start_shows_an_image_function_then_one_from_source() -> None:
+    quick_start = section((DOCS.parent / "README.md").read_text(), "## Quick start")
+    image, source = quick_start.find("curl http://$(faas ip hello)/"), quick_start.find("faas new add --runtime python")
+    assert 0 <= image < source, "the Quick start deploys from an image first, then from source"

@@ -21,6 +21,8 @@ sets those. An exception becomes a 500 ``{"error", "request_id"}``, its tracebac
     python3 runtime.py --check   load the code and print {"ok": ...} as JSON (faasd runs it at deploy)
     python3 runtime.py --compile DIR   compile the wrapper into DIR/__pycache__ (when a runtime is added)
     python3 runtime.py --once    call the code once with /faas/io/input.json (faas run)
+    python3 runtime.py --once --stream   the same, and each item it yields and line it prints as
+                                 {"event": "message", "data": ...} on stdout as it comes (faas run --stream)
 """
 
 from __future__ import annotations
@@ -417,11 +419,13 @@ def check(name: str) -> int:
     return 0
 
 
-def run_once(name: str) -> int:
+def run_once(name: str, streams: bool = False) -> int:
     """Load the code, call it once with the event in ``FAAS_IO/input.json``, and write
     ``{"result"|"error", "stdout"}`` as one JSON line on stdout (faasd's run-once).
 
-    What the code prints goes to a file under /tmp meanwhile, and comes back as ``stdout``.
+    What the code prints goes to a file under /tmp meanwhile, and comes back as ``stdout``. When
+    it ``streams``, each item the code yields and line it prints is first written on stdout as
+    ``{"event": "message", "data": ...}``, flushed at once (faasd sends each as an SSE event).
     """
     verdict_out = os.fdopen(os.dup(1), "w")
     captured = os.path.join(os.environ.get("TMPDIR", "/tmp"), "faas-stdout")
@@ -435,7 +439,11 @@ def run_once(name: str) -> int:
         metadata = {"id": os.environ.get("FAAS_REQUEST_ID", ""), "function": "", "version": None}
         metadata["deadline"] = int(os.environ.get("FAAS_DEADLINE_MS", "0"))
         _, function = load(name)
-        verdict["result"] = jsonable(call(adapt(function), event, Context(metadata, "RUN", "/", {})))
+        context = Context(metadata, "RUN", "/", {})
+        if streams:
+            verdict.update(streamed(adapt(function), event, context, verdict_out))
+        else:
+            verdict["result"] = jsonable(call(adapt(function), event, context))
     except LoadError as exc:
         verdict["error"] = str(exc)
     except Exception as exc:
@@ -448,6 +456,17 @@ def run_once(name: str) -> int:
     verdict_out.write(json.dumps(verdict) + "\n")
     verdict_out.flush()
     return 1 if "error" in verdict else 0
+
+
+def streamed(function: Callable[..., Any], event: Any, context: Context, out: Any) -> dict[str, Any]:
+    """Call ``function`` as ``stream`` does, writing each item and line to ``out`` as an event line;
+    the outcome, ``{"result": ...}`` or ``{"error": ...}``."""
+    for sent in stream(function, event, context):
+        if sent.event is not None:  # the last: result or error
+            return {"result": sent.data} if sent.event == "result" else {"error": sent.data["error"]}
+        out.write(json.dumps({"event": "message", "data": sent.data}) + "\n")
+        out.flush()
+    return {"error": "the call ended without a result"}
 
 
 def jsonable(result: Any) -> Any:
@@ -485,8 +504,8 @@ def main(argv: list[str]) -> int:
     name = os.environ.get("FAAS_HANDLER", "handler")
     if argv[1:] == ["--check"]:
         return check(name)
-    if argv[1:] == ["--once"]:
-        return run_once(name)
+    if argv[1:] in (["--once"], ["--once", "--stream"]):
+        return run_once(name, streams=argv[2:] == ["--stream"])
     if argv[1:2] == ["--compile"] and len(argv) == 3:  # when faasd adds the runtime
         return compile_wrapper(argv[2])
     try:

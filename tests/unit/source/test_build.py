@@ -16,7 +16,8 @@ from faasd.images.archive import ImageArchive
 from faasd.limits import MIB, Limits
 from faasd.source.archive import diff_id, write_archive
 from faasd.source.build import Builder, build_limits, checked_member, code_layer, installer_said
-from faasd.source.runtimes import LANGUAGES
+from faasd.source.functions import lay_out_built
+from faasd.source.runtimes import LANGUAGES, BuildStep
 from faasd.source.sandbox import RootfsImage
 
 
@@ -49,7 +50,8 @@ def member(name: str, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
         ("../deps/x", tarfile.REGTYPE),  # climbs out
         ("deps/../../etc/passwd", tarfile.REGTYPE),
         ("/faas/deps/x", tarfile.REGTYPE),  # absolute
-        ("code/handler.py", tarfile.REGTYPE),  # outside the roots a build may write
+        ("faas/code/x.js", tarfile.REGTYPE),  # outside the roots a build may write
+        ("code", tarfile.REGTYPE),  # a root that is no directory
         ("runtime/runtime.py", tarfile.REGTYPE),
         ("deps//x", tarfile.REGTYPE),
         ("deps/./x", tarfile.REGTYPE),
@@ -57,6 +59,7 @@ def member(name: str, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
         ("deps/fifo", tarfile.FIFOTYPE),
         ("deps/hard", tarfile.LNKTYPE),  # a hard link: of what, on the host?
         ("deps", tarfile.SYMTYPE),  # the root itself a link
+        ("code/.wh.index.js", tarfile.REGTYPE),  # a whiteout: it would delete a file of the code
     ],
 )
 def test_a_hostile_member_of_a_build_is_refused(name: str, kind: bytes) -> None:
@@ -98,6 +101,53 @@ def test_the_code_layer_holds_the_code_then_the_build_and_is_the_same_for_the_sa
     assert {(m.uid, m.mode, m.mtime) for m in members.values() if m.isreg()} == {(0, 0o644, 1_700_000_000)}
 
 
+def test_a_build_may_add_to_the_codes_directories_but_not_replace_its_files() -> None:
+    files = {"index.ts": b"", "lib/util.ts": b""}
+    built = tar_of(("code/", b"", None), ("code/lib/", b"", None), ("code/lib/util.js", b"js", None))
+    layer = io.BytesIO()
+    code_layer(layer, files, built)
+    layer.seek(0)
+    with tarfile.open(fileobj=layer) as tar:
+        names = tar.getnames()
+    assert names == [
+        "faas/code",
+        "faas/code/lib",
+        "faas/code/index.ts",
+        "faas/code/lib/util.ts",
+        "faas/code/lib/util.js",
+    ]
+    with pytest.raises(InvalidCode, match="code/index.ts, which the code has too"):
+        code_layer(io.BytesIO(), files, tar_of(("code/index.ts", b"changed", None)))
+
+
+def test_what_a_build_made_is_laid_out_beside_the_code_to_bind(tmp_path: Path) -> None:
+    built = tar_of(("code/", b"", None), ("code/node_modules/", b"", None), ("code/node_modules/m.js", b"m", None))
+    code, deps = lay_out_built(tmp_path / "w", {"index.js": b"i"}, built, 0)
+    assert sorted(str(p.relative_to(code)) for p in code.rglob("*")) == [
+        "index.js",
+        "node_modules",
+        "node_modules/m.js",
+    ]
+    assert deps is None
+    _, deps = lay_out_built(tmp_path / "p", {"h.py": b""}, tar_of(("deps/", b"", None), ("deps/a.py", b"", None)), 0)
+    assert deps is not None and (deps / "a.py").is_file()
+
+
+@pytest.mark.parametrize("root", ["code", "deps"])
+def test_a_build_that_makes_a_root_a_link_is_refused_before_anything_binds_it(tmp_path: Path, root: str) -> None:
+    with pytest.raises(InvalidCode, match="something else than a directory"):
+        lay_out_built(tmp_path / "w", {"h.py": b""}, tar_of((root, b"", "/etc")), 0)
+
+
+def test_a_build_is_asked_for_by_a_manifest_or_a_file_to_compile() -> None:
+    step = BuildStep("build.js", "npm install and tsc", ("package.json",), (".ts",))
+    assert step.asks(["index.ts"]) and not step.installs(["index.ts"])
+    assert step.asks(["index.js", "package.json"]) and step.installs(["package.json"])
+    assert not step.asks(["index.js", "lib/package.json.bak"])
+    python = LANGUAGES["python"].build
+    assert python is not None and python.asks(["requirements.txt"]) and not python.asks(["handler.py", "x.ts"])
+
+
 def test_a_build_that_writes_a_name_twice_is_refused() -> None:
     built = tar_of(("deps/a.py", b"1", None), ("deps/a.py", b"2", None))
     with pytest.raises(InvalidCode, match="deps/a.py"):
@@ -129,11 +179,11 @@ def test_without_a_package_directory_a_build_is_refused_before_any_container(tmp
     builder = Builder(Config(packages_dir=None), oneshot=None)  # type: ignore[arg-type]
     image = RootfsImage(tmp_path, None, 0, 0)  # type: ignore[arg-type]
     with pytest.raises(InvalidRequest, match="faasd --packages DIR"):
-        asyncio.run(builder.run(image, LANGUAGES["python"], tmp_path, Limits(), io.BytesIO()))
+        asyncio.run(builder.run(image, LANGUAGES["python"], ["requirements.txt"], tmp_path, Limits(), io.BytesIO()))
 
 
 def test_a_runtime_added_without_the_build_mount_point_is_refused_with_what_to_do(tmp_path: Path) -> None:
     builder = Builder(Config(packages_dir=tmp_path), oneshot=None)  # type: ignore[arg-type]
     image = RootfsImage(tmp_path / "rootfs", None, 0, 0)  # type: ignore[arg-type]
     with pytest.raises(InvalidRequest, match="add it again"):
-        asyncio.run(builder.run(image, LANGUAGES["python"], tmp_path, Limits(), io.BytesIO()))
+        asyncio.run(builder.run(image, LANGUAGES["python"], ["requirements.txt"], tmp_path, Limits(), io.BytesIO()))

@@ -24,6 +24,13 @@ def test_the_dockerfile_subset() -> None:
     assert exec_form == ("/bin/sh", "-c", f'exec "$@" < {STDIN}', "sh", "python3", "-c", "print(1)")
 
 
+def test_a_job_names_a_runtime_or_a_deployed_function() -> None:
+    on_runtime = parse_job(JOB)
+    assert (on_runtime.runtime, on_runtime.function) == ("python", None)
+    on_function = parse_job(JOB | {"DockerFile": "FROM function:hello\nCMD cat /data/x"})
+    assert (on_function.runtime, on_function.function) == (None, "hello")
+
+
 @pytest.mark.parametrize(
     ("change", "said"),
     [
@@ -41,6 +48,8 @@ def test_the_dockerfile_subset() -> None:
         ({"Stdin": 5}, "Stdin is a string"),
         ({"Extra": 1}, "unknown field 'Extra'"),
         ({"FnName": None}, "'FnName' is missing"),
+        ({"DockerFile": "FROM function:../etc\nCMD true"}, "invalid function name"),
+        ({"DockerFile": "FROM function:\nCMD true"}, "invalid function name"),
     ],
 )
 def test_bad_jobs_are_refused_with_the_reason(change: dict[str, object], said: str) -> None:
