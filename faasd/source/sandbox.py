@@ -142,6 +142,12 @@ async def copy_out(stream: asyncio.StreamReader | None, output: Output) -> bool:
     return True
 
 
+def drained(stream: asyncio.StreamReader | None) -> asyncio.Future[object]:
+    """Read on, and drop, what a container still writes to ``stream``: asyncio tells a process's
+    end only once its pipes have ended, so a pipe no one reads would keep ``wait()`` waiting."""
+    return asyncio.ensure_future(read_tail(stream, 0))
+
+
 class OneShot:
     """Runs containers that do one thing and exit, each in a bundle of its own."""
 
@@ -199,7 +205,7 @@ class OneShot:
         try:
             (bundle / "config.json").write_text(json.dumps(spec))
             proc = await self._runc.run(container_id, bundle, asyncio.subprocess.PIPE, asyncio.subprocess.PIPE)
-            stdout_task = asyncio.ensure_future(
+            stdout_task: asyncio.Future[object] = asyncio.ensure_future(
                 read_tail(proc.stdout, on_line=on_line) if output is None else copy_out(proc.stdout, output)
             )
             stderr_task = asyncio.ensure_future(read_tail(proc.stderr))
@@ -214,14 +220,18 @@ class OneShot:
             except TimeoutError:
                 pass
             except BaseException:  # on_line failed, or the caller was cancelled: end it first
+                if stdout_task.done():
+                    stdout_task = drained(proc.stdout)
                 await self._kill(container_id, proc)
                 stderr_task.cancel()
                 raise
-            if exit_code is None:  # at its timeout, or writing on into a pipe no one reads
+            if over:
+                stdout_task = drained(proc.stdout)
+            if exit_code is None:  # at its timeout, or past its output's limit
                 await self._kill(container_id, proc)
             stderr = await stderr_task
             copied = await stdout_task
-            stdout = copied if isinstance(copied, bytes) else b""
+            stdout = copied if isinstance(copied, bytes) and output is None else b""
         finally:
             shutil.rmtree(bundle, ignore_errors=True)
         duration_ms = round((time.monotonic() - started) * 1000, 1)
