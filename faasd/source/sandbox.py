@@ -6,6 +6,12 @@ mounts onto mount points the runtime's wrapper layer provides. Its stdout and st
 collected up to a bound (the last bytes are kept: an installer's last lines say what failed),
 or stdout is copied to a file up to a bound (a build's output), and it is killed at its timeout
 or when it writes past that bound. Nothing of it runs on the host as root.
+
+Each one holds a container slot of ``faasd.admission`` while it runs, as a function's container
+does, so runs, jobs, installs and deploy-time checks cannot take the daemon past
+``--max-containers``. They share one bucket (``SLOT``), which no function can be named, so
+together they take at most ``--max-containers-per-function``: one-shots cannot crowd out every
+function either.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from faasd.admission import Admission, Overloaded
 from faasd.config import Config
-from faasd.errors import RuncError
+from faasd.errors import Busy, RuncError
 from faasd.images.archive import ImageConfig
 from faasd.limits import Limits
 from faasd.sandbox.runc import Runc
@@ -35,6 +42,7 @@ log = logging.getLogger(__name__)
 MAX_OUTPUT_BYTES = 256 * 1024  # of each stream, the last ones
 READ_BYTES = 65536
 KILL_GRACE_SECONDS = 5.0
+SLOT = "(one-shot)"  # the admission bucket of one-shot containers: not a valid function name
 LineSink = Callable[[bytes], Awaitable[None]]
 
 
@@ -143,9 +151,10 @@ def drained(stream: asyncio.StreamReader | None) -> asyncio.Future[object]:
 class OneShot:
     """Runs containers that do one thing and exit, each in a bundle of its own."""
 
-    def __init__(self, config: Config, runc: Runc) -> None:
+    def __init__(self, config: Config, runc: Runc, admission: Admission) -> None:
         self._config = config
         self._runc = runc
+        self._admission = admission
 
     async def run(
         self,
@@ -159,8 +168,29 @@ class OneShot:
         on_line: LineSink | None = None,
     ) -> Finished:
         """Run ``args`` on ``image`` with ``env`` added and ``mounts`` bound, for ``timeout`` seconds
-        at most; its stdout into ``output`` when given, else also to ``on_line`` line by line as
-        it comes. An error of ``on_line`` (its client gone) ends the container and is raised."""
+        at most, once it has a container slot (``Busy`` if none came free in time); its stdout
+        into ``output`` when given, else also to ``on_line`` line by line as it comes. An error
+        of ``on_line`` (its client gone) ends the container and is raised."""
+        try:
+            await self._admission.acquire(SLOT)
+        except Overloaded as exc:
+            raise Busy(f"no container slot for a one-shot container: {exc.reason}") from None
+        try:
+            return await self._run(image, args, env, mounts, limits, timeout, output, on_line)
+        finally:
+            self._admission.release(SLOT)
+
+    async def _run(
+        self,
+        image: RootfsImage,
+        args: list[str],
+        env: list[str],
+        mounts: list[Mount | Tmpfs],
+        limits: Limits,
+        timeout: float,
+        output: Output | None,
+        on_line: LineSink | None,
+    ) -> Finished:
         key = uuid.uuid4().hex[:16]
         container_id = f"oneshot-{key}"
         config = dataclasses.replace(image.config, entrypoint=(), cmd=tuple(args), env=(*image.config.env, *env))

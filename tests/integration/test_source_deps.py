@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from faasd.admission import Admission
 from faasd.config import Config
 from faasd.images.archive import ImageConfig
 from faasd.limits import Limits
@@ -143,7 +144,7 @@ def runtime_image(daemon: Daemon) -> RootfsImage:
 
 def test_a_build_container_is_killed_once_its_output_passes_the_limit_or_at_its_timeout(daemon: Daemon) -> None:
     config = Config(state_dir=daemon.state_dir, run_dir=daemon.root / "run")
-    oneshot = OneShot(config, Runc(config.runc_binary, config.runc_root))
+    oneshot = OneShot(config, Runc(config.runc_binary, config.runc_root), Admission(config.admission))
     flood = ["python3", "-c", "import sys\nwhile True: sys.stdout.buffer.write(b'x' * 65536)"]
     with tempfile.TemporaryFile() as out:
         finished = asyncio.run(oneshot.run(runtime_image(daemon), flood, [], [], Limits(), 60, Output(out, 1 << 20)))
