@@ -220,7 +220,9 @@ async def serve(config: Config) -> None:
     for directory in (config.run_dir, config.runc_root, config.images_dir, config.runtimes_dir):
         directory.mkdir(parents=True, exist_ok=True, mode=0o711)
     store.prepare()
-    oneshot = OneShot(config, runc)
+    # Function containers and one-shot ones (runs, jobs, checks) take their slots from one Admission.
+    admission = Admission(config.admission)
+    oneshot = OneShot(config, runc, admission)
     # Before the leftovers go: the runtimes' layers are kept from then on.
     runtimes = Runtimes(config, store, oneshot)
     registry = Registry(config.database_path, config.ip_range)
@@ -237,7 +239,6 @@ async def serve(config: Config) -> None:
             log.info("removed leftover runtime path=%s", path)
         config.bundles_dir.mkdir(mode=0o711, exist_ok=True)
         config.uploads_dir.mkdir(mode=0o700, exist_ok=True)
-        admission = Admission(config.admission)
         functions = Functions(
             config,
             registry,

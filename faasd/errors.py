@@ -16,6 +16,7 @@ answers with and a message that says what to do. Errors are raised deep, chained
     ├── NotFound (404)               no function by that name
     ├── Conflict (409)               the operation collides with current state
     ├── CheckFailed (422)            faas new --check: the new version's handler never got ready
+    ├── Busy (503)                   no container slot came free for a one-shot container (run, job, check)
     ├── ImageTooLarge (413)          the upload or its unpacked size is over the limit
     ├── InsufficientStorage (507)    the disk filled up during an import
     ├── RegistryUnavailable (502)    an image registry is down, slow, or answered out of protocol
@@ -107,6 +108,13 @@ class CheckFailed(FaasError):
     """Raised when a deploy's check finds that the new version's handler exits or never connects."""
 
     status = 422
+
+
+class Busy(FaasError):
+    """Raised when a one-shot container (a run, a job, a deploy's check) finds every container
+    slot taken (``faasd --max-containers``) and none comes free within the queue timeout."""
+
+    status = 503
 
 
 class ImageTooLarge(FaasError):

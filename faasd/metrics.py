@@ -36,7 +36,7 @@ CONTAINER_START = Histogram(
 REQUEST_DURATION = Histogram(
     "faasd_request_duration_seconds", "From accepting a connection to its container being gone.", ["function"]
 )
-CONTAINERS = Gauge("faasd_containers_running", "Containers running now, all functions.")
+CONTAINERS = Gauge("faasd_containers_running", "Container slots taken now: all functions, and one-shot containers.")
 WARM = Gauge("faasd_warm_containers", "Started containers whose handler waits for a connection, all functions.")
 CONTAINER_PATH = Counter(
     "faasd_connection_containers",

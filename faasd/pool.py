@@ -6,10 +6,13 @@ waits on its ``/control.sock``. Every container still serves one connection (or 
 
 How many are kept follows the recent arrival rate: by Little's law, arrivals per second times
 the seconds a start takes is how many must be starting at any moment to keep up, plus one ready
-for the next arrival; at most the version's ``warm`` cap. Under ``reuse`` a container comes back
-after each connection, so only the arrivals it cannot absorb ask for new ones. After ``idle_seconds`` without an
-arrival the pool empties, and the next connection takes the cold path. A container that dies
-while it waits is reaped. Each one holds an admission slot, taken only when free.
+for the next arrival; at most the version's ``warm`` cap. The rate is measured over the last
+``RATE_WINDOW_SECONDS``, or over the time since arrivals resumed if that is shorter: a burst
+after a quiet spell counts at its own rate from its first second, not diluted by the quiet.
+Under ``reuse`` a container comes back after each connection, so only the arrivals it cannot
+absorb ask for new ones. After ``idle_seconds`` without an arrival the pool empties, and the
+next connection takes the cold path. A container that dies while it waits is reaped. Each one
+holds an admission slot, taken only when free.
 
 A connection that finds no ready container waits in line and, once it has a slot, asks for one
 start of its own (the cold path); it takes the first container of its pool to get ready, which
@@ -27,7 +30,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +41,7 @@ from faasd.registry import Version
 log = logging.getLogger(__name__)
 
 RATE_WINDOW_SECONDS = 5.0
+MIN_RATE_SPAN_SECONDS = 1.0  # a few arrivals close together are not yet a rate
 START_SECONDS_GUESS = 0.05  # until the first start is measured
 START_SECONDS_WEIGHT = 0.2  # of the newest start, in the moving average
 MAX_BACKOFF_SECONDS = 30.0  # between warm starts of a version whose containers fail to start
@@ -52,6 +56,20 @@ def warm_target(arrivals_per_second: float, start_seconds: float, cap: int, reus
     if cap <= 0 or arrivals_per_second <= 0:
         return 0
     return min(cap, math.ceil(arrivals_per_second / reuse * start_seconds) + 1)
+
+
+def arrival_rate(arrivals: Sequence[float], now: float) -> float:
+    """Arrivals per second, given the times of those within the last ``RATE_WINDOW_SECONDS``
+    (oldest first): over the window, or over the time since the oldest when that is shorter,
+    but at least ``MIN_RATE_SPAN_SECONDS``.
+
+    Counted over the whole window, a burst that began a second ago after a quiet spell would
+    read as a fifth of its rate for its first seconds, and the pool would start too few.
+    """
+    if not arrivals:
+        return 0.0
+    span = min(RATE_WINDOW_SECONDS, max(MIN_RATE_SPAN_SECONDS, now - arrivals[0]))
+    return len(arrivals) / span
 
 
 def _new_future() -> asyncio.Future[tuple[Sandbox, bool]]:
@@ -229,7 +247,7 @@ class WarmPool:
             return 0
         while self._arrivals and self._arrivals[0] < now - RATE_WINDOW_SECONDS:
             self._arrivals.popleft()
-        rate = len(self._arrivals) / RATE_WINDOW_SECONDS
+        rate = arrival_rate(self._arrivals, now)
         limits = self.version.limits
         return warm_target(rate, self._start_seconds, limits.warm, limits.reuse)
 

@@ -46,6 +46,7 @@ from faasd.source.runtimes import (
     IO_DIR,
     JOB_DATA,
     LANGUAGES,
+    BuildStep,
     Runtime,
     Runtimes,
     composed_archive,
@@ -72,8 +73,11 @@ class Source:
     entry: str
     handler: str = "handler"
 
-    def env(self) -> list[str]:
-        return [f"FAAS_RUNTIME={self.runtime}", f"FAAS_ENTRY={self.entry}", f"FAAS_HANDLER={self.handler}"]
+    def env(self, step: BuildStep | None = None) -> list[str]:
+        """The environment its containers run with; the entry is the file that runs, so the
+        compiled one when ``step`` (its language's build) compiles it."""
+        entry = step.runs(self.entry) if step is not None else self.entry
+        return [f"FAAS_RUNTIME={self.runtime}", f"FAAS_ENTRY={entry}", f"FAAS_HANDLER={self.handler}"]
 
 
 def check_path(path: str) -> str:
@@ -225,7 +229,7 @@ class SourceFunctions:
         refuse_fork(runtime, limits)
         config = {
             "Cmd": list(runtime.config.cmd),
-            "Env": [*runtime.config.env, *source.env()],
+            "Env": [*runtime.config.env, *source.env(LANGUAGES[runtime.language].build)],
             "WorkingDir": runtime.config.working_dir,
             "User": runtime.config.user,
         }
@@ -272,7 +276,7 @@ class SourceFunctions:
         language = LANGUAGES[runtime.language]
         request_id = uuid.uuid4().hex[:16]
         deadline_ms = int((time.time() + limits.timeout_seconds) * 1000)
-        env = [*source.env(), f"FAAS_REQUEST_ID={request_id}", f"FAAS_DEADLINE_MS={deadline_ms}"]
+        env = [*source.env(language.build), f"FAAS_REQUEST_ID={request_id}", f"FAAS_DEADLINE_MS={deadline_ms}"]
         async with (
             self.workspace(runtime, source, limits) as space,
             code_dir(self._config.bundles_dir, {"input.json": json.dumps(event).encode()}) as io_dir,
@@ -348,7 +352,7 @@ class SourceFunctions:
         finished = await self._oneshot.run(
             self.runtimes.image(runtime),
             [*language.command, "--check"],
-            source.env(),
+            source.env(language.build),
             space.mounts(),
             limits,
             self._config.build_timeout_seconds,

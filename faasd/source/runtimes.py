@@ -66,14 +66,21 @@ class BuildStep:
     script: str  # a file of the wrapper that builds, run by the interpreter
     what: str  # what it runs, for messages
     manifests: tuple[str, ...]  # top-level files that ask for an install from the operator's packages
-    suffixes: tuple[str, ...] = ()  # files that ask for a compile
+    compiles: tuple[tuple[str, str], ...] = ()  # (suffix of a file that asks for a compile, its output's)
 
     def installs(self, files: Collection[str]) -> bool:
         return any(manifest in files for manifest in self.manifests)
 
     def asks(self, files: Collection[str]) -> bool:
         """Whether code of these files is built before it is checked."""
-        return self.installs(files) or any(name.endswith(self.suffixes) for name in files if self.suffixes)
+        return self.installs(files) or any(self.runs(name) != name for name in files)
+
+    def runs(self, entry: str) -> str:
+        """The file that runs for ``entry``: what it compiles to, or itself."""
+        for suffix, output in self.compiles:
+            if entry.endswith(suffix) and not entry.endswith(".d" + suffix):
+                return entry.removesuffix(suffix) + output
+        return entry
 
 
 @dataclass(frozen=True)

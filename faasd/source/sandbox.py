@@ -6,6 +6,12 @@ mounts onto mount points the runtime's wrapper layer provides. Its stdout and st
 collected up to a bound (the last bytes are kept: an installer's last lines say what failed),
 or stdout is copied to a file up to a bound (a build's output), and it is killed at its timeout
 or when it writes past that bound. Nothing of it runs on the host as root.
+
+Each one holds a container slot of ``faasd.admission`` while it runs, as a function's container
+does, so runs, jobs, installs and deploy-time checks cannot take the daemon past
+``--max-containers``. They share one bucket (``SLOT``), which no function can be named, so
+together they take at most ``--max-containers-per-function``: one-shots cannot crowd out every
+function either.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from faasd.admission import Admission, Overloaded
 from faasd.channel import CHANNEL_ENV
 from faasd.config import Config
-from faasd.errors import RuncError
+from faasd.errors import Busy, RuncError
 from faasd.images.archive import ImageConfig
 from faasd.limits import Limits
 from faasd.sandbox.runc import Runc
@@ -36,6 +43,7 @@ log = logging.getLogger(__name__)
 MAX_OUTPUT_BYTES = 256 * 1024  # of each stream, the last ones
 READ_BYTES = 65536
 KILL_GRACE_SECONDS = 5.0
+SLOT = "(one-shot)"  # the admission bucket of one-shot containers: not a valid function name
 LineSink = Callable[[bytes], Awaitable[None]]
 
 
@@ -135,12 +143,19 @@ async def copy_out(stream: asyncio.StreamReader | None, output: Output) -> bool:
     return True
 
 
+def drained(stream: asyncio.StreamReader | None) -> asyncio.Future[object]:
+    """Read on, and drop, what a container still writes to ``stream``: asyncio tells a process's
+    end only once its pipes have ended, so a pipe no one reads would keep ``wait()`` waiting."""
+    return asyncio.ensure_future(read_tail(stream, 0))
+
+
 class OneShot:
     """Runs containers that do one thing and exit, each in a bundle of its own."""
 
-    def __init__(self, config: Config, runc: Runc) -> None:
+    def __init__(self, config: Config, runc: Runc, admission: Admission) -> None:
         self._config = config
         self._runc = runc
+        self._admission = admission
 
     async def run(
         self,
@@ -154,8 +169,29 @@ class OneShot:
         on_line: LineSink | None = None,
     ) -> Finished:
         """Run ``args`` on ``image`` with ``env`` added and ``mounts`` bound, for ``timeout`` seconds
-        at most; its stdout into ``output`` when given, else also to ``on_line`` line by line as
-        it comes. An error of ``on_line`` (its client gone) ends the container and is raised."""
+        at most, once it has a container slot (``Busy`` if none came free in time); its stdout
+        into ``output`` when given, else also to ``on_line`` line by line as it comes. An error
+        of ``on_line`` (its client gone) ends the container and is raised."""
+        try:
+            await self._admission.acquire(SLOT)
+        except Overloaded as exc:
+            raise Busy(f"no container slot for a one-shot container: {exc.reason}") from None
+        try:
+            return await self._run(image, args, env, mounts, limits, timeout, output, on_line)
+        finally:
+            self._admission.release(SLOT)
+
+    async def _run(
+        self,
+        image: RootfsImage,
+        args: list[str],
+        env: list[str],
+        mounts: list[Mount | Tmpfs],
+        limits: Limits,
+        timeout: float,
+        output: Output | None,
+        on_line: LineSink | None,
+    ) -> Finished:
         key = uuid.uuid4().hex[:16]
         container_id = f"oneshot-{key}"
         config = dataclasses.replace(image.config, entrypoint=(), cmd=tuple(args), env=(*image.config.env, *env))
@@ -172,7 +208,7 @@ class OneShot:
         try:
             (bundle / "config.json").write_text(json.dumps(spec))
             proc = await self._runc.run(container_id, bundle, asyncio.subprocess.PIPE, asyncio.subprocess.PIPE)
-            stdout_task = asyncio.ensure_future(
+            stdout_task: asyncio.Future[object] = asyncio.ensure_future(
                 read_tail(proc.stdout, on_line=on_line) if output is None else copy_out(proc.stdout, output)
             )
             stderr_task = asyncio.ensure_future(read_tail(proc.stderr))
@@ -187,14 +223,18 @@ class OneShot:
             except TimeoutError:
                 pass
             except BaseException:  # on_line failed, or the caller was cancelled: end it first
+                if stdout_task.done():
+                    stdout_task = drained(proc.stdout)
                 await self._kill(container_id, proc)
                 stderr_task.cancel()
                 raise
-            if exit_code is None:  # at its timeout, or writing on into a pipe no one reads
+            if over:
+                stdout_task = drained(proc.stdout)
+            if exit_code is None:  # at its timeout, or past its output's limit
                 await self._kill(container_id, proc)
             stderr = await stderr_task
             copied = await stdout_task
-            stdout = copied if isinstance(copied, bytes) else b""
+            stdout = copied if isinstance(copied, bytes) and output is None else b""
         finally:
             shutil.rmtree(bundle, ignore_errors=True)
         duration_ms = round((time.monotonic() - started) * 1000, 1)

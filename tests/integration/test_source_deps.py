@@ -3,6 +3,7 @@ runtime, offline, from a package directory made here; refusals leave nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
@@ -11,6 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from faasd.admission import Admission
+from faasd.config import Config
+from faasd.images.archive import ImageConfig
+from faasd.limits import Limits
+from faasd.sandbox.runc import Runc
+from faasd.source.sandbox import OneShot, Output, RootfsImage
 from tests.integration.conftest import Daemon, daemon_range, http_request, start_daemon
 from tools.packages import write_wheel
 
@@ -126,3 +133,23 @@ def test_a_run_once_installs_its_requirements_too(daemon: Daemon, tmp_path: Path
     ran = daemon.faas("run", "--runtime", "python", "--code", str(code), "--entry", "handler.py", "--input", '{"x": 2}')
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert json.loads(ran.stdout)["result"]["double"] == 4
+
+
+def runtime_image(daemon: Daemon) -> RootfsImage:
+    """The daemon's python runtime, as its one-shot containers run on it."""
+    record = json.loads((daemon.state_dir / "runtimes" / "python" / "3" / "runtime.json").read_text())
+    config = ImageConfig.from_json(json.dumps(record["config"]))
+    return RootfsImage(daemon.state_dir / "runtimes" / "python" / "3" / "rootfs", config, record["uid"], record["gid"])
+
+
+def test_a_build_container_is_killed_once_its_output_passes_the_limit_or_at_its_timeout(daemon: Daemon) -> None:
+    config = Config(state_dir=daemon.state_dir, run_dir=daemon.root / "run")
+    oneshot = OneShot(config, Runc(config.runc_binary, config.runc_root), Admission(config.admission))
+    flood = ["python3", "-c", "import sys\nwhile True: sys.stdout.buffer.write(b'x' * 65536)"]
+    with tempfile.TemporaryFile() as out:
+        finished = asyncio.run(oneshot.run(runtime_image(daemon), flood, [], [], Limits(), 60, Output(out, 1 << 20)))
+        assert finished.output_over and not finished.timed_out and finished.exit_code is None
+        assert out.seek(0, os.SEEK_END) <= 1 << 20, "what passes the limit is not written"
+    slow = asyncio.run(oneshot.run(runtime_image(daemon), ["sleep", "60"], [], [], Limits(), 1))
+    assert slow.timed_out and not slow.output_over
+    assert not [p for p in (daemon.root / "run" / "bundles").iterdir() if p.name.startswith("oneshot-")]

@@ -8,8 +8,9 @@
  * .tgz files) read-only at /faas/packages, and /faas/deps is a size-limited tmpfs to work in.
  * There is no network: npm is pointed at a registry this script serves on the container's own
  * loopback, whose packages are the tarballs of that directory and nothing else, so npm resolves
- * versions, ranges and lockfiles as it always does. What npm and tsc say goes to stderr (tsc's
- * "file(line,col)" as "file:line:col"), whose last lines answer a deploy that fails. On success
+ * versions, ranges and lockfiles as it always does. TypeScript is compiled by the compiler of
+ * the runtime's tsc (Debian's node-typescript), in this process. What npm says and the
+ * compiler's errors (as file:line:col) go to stderr, whose last lines answer a deploy that fails. On success
  * the files the build made (node_modules, the compiled .js) are written to stdout as a tar of
  * members under code/; faasd lays them into the function's code layer beside its files.
  *
@@ -28,11 +29,6 @@ const DEPS_DIR = process.env.FAAS_DEPS_DIR || "/faas/deps";
 const PACKAGES_DIR = process.env.FAAS_PACKAGES_DIR || "/faas/packages";
 const WORK = path.join(DEPS_DIR, "code");
 const REGISTRY_PORT = Number(process.env.FAAS_REGISTRY_PORT || 4873); // the container's own loopback
-const TSC_FLAGS = [
-  "--target", "es2020", "--module", "commonjs", "--moduleResolution", "node", "--esModuleInterop",
-  "--skipLibCheck", "--noEmitOnError", "--pretty", "false",
-  "--typeRoots", "/usr/share/nodejs/@types,./node_modules/@types",
-];
 
 function say(text) {
   fs.writeSync(2, text.endsWith("\n") ? text : text + "\n");
@@ -138,8 +134,8 @@ function serveRegistry() {
   });
 }
 
-/* Run a command in WORK, its stdout and stderr to our stderr (rewritten by `rewrite`); its exit status. */
-function run(command, args, rewrite = (line) => line) {
+/* Run a command in WORK, its stdout and stderr to our stderr; its exit status. */
+function run(command, args) {
   return new Promise((resolve) => {
     const child = spawn(command, args, { cwd: WORK, stdio: ["ignore", "pipe", "pipe"] });
     for (const stream of [child.stdout, child.stderr]) {
@@ -147,9 +143,9 @@ function run(command, args, rewrite = (line) => line) {
       stream.on("data", (chunk) => {
         const lines = (partial + chunk).split("\n");
         partial = lines.pop();
-        for (const line of lines) say(rewrite(line));
+        for (const line of lines) say(line);
       });
-      stream.on("end", () => partial && say(rewrite(partial)));
+      stream.on("end", () => partial && say(partial));
     }
     child.on("error", (error) => {
       say(`faas build: cannot run ${command}: ${error.message}`);
@@ -172,9 +168,72 @@ async function install() {
   }
 }
 
-/* tsc's "file.ts(3,7): error TS2322: ..." as "file.ts:3:7: error TS2322: ...". */
-function compilerLine(line) {
-  return line.replace(/^(.+?)\((\d+),(\d+)\): /, "$1:$2:$3: ");
+/* The TypeScript compiler of the tsc on PATH (Debian's node-typescript: /usr/bin/tsc). */
+function typescript() {
+  for (const dir of (process.env.PATH || "").split(":")) {
+    const bin = path.join(dir, "tsc");
+    if (fs.existsSync(bin)) return require(path.join(path.dirname(fs.realpathSync(bin)), ".."));
+  }
+  throw new Error("the runtime has no tsc on its PATH: Debian's node-typescript has one");
+}
+
+/* Whether the file's top level has a return outside any function: a script body (go-faas's style). */
+function isScript(ts, source) {
+  const visit = (node) => {
+    if (ts.isReturnStatement(node)) return true;
+    if (ts.isFunctionLike(node) || ts.isClassLike(node)) return false;
+    return ts.forEachChild(node, visit) || false;
+  };
+  return ts.forEachChild(source, visit) || false;
+}
+
+/*
+ * Compile the .ts files in WORK beside themselves, as CommonJS; say each error as
+ * file:line:col and emit nothing if there is one. A script body is compiled as the body of an
+ * exported function of (event, context), on lines of its own so its line numbers stay.
+ */
+function compile(files) {
+  const ts = typescript();
+  const typeRoots = [path.join(WORK, "node_modules", "@types"), "/usr/share/nodejs/@types"];
+  const options = {
+    target: ts.ScriptTarget.ES2020,
+    module: ts.ModuleKind.CommonJS,
+    moduleResolution: ts.ModuleResolutionKind.NodeJs,
+    esModuleInterop: true,
+    skipLibCheck: true,
+    noEmitOnError: true,
+    // Node's own types, not every package Debian has types for (that would double the time).
+    typeRoots,
+    types: typeRoots.some((root) => fs.existsSync(path.join(root, "node"))) ? ["node"] : [],
+  };
+  const host = ts.createCompilerHost(options);
+  const read = host.getSourceFile.bind(host);
+  const wrapped = new Set();
+  host.getSourceFile = (name, version, onError, create) => {
+    const source = read(name, version, onError, create);
+    if (!source || !name.startsWith(WORK + "/") || !isScript(ts, source)) return source;
+    wrapped.add(source.fileName);
+    const text = `export default async function (event: any, context: any) {\n${source.text}\n}\n`;
+    return ts.createSourceFile(name, text, version);
+  };
+  const program = ts.createProgram(files.map((name) => path.join(WORK, name)), options, host);
+  const failed = (found) => found.some((d) => d.category === ts.DiagnosticCategory.Error);
+  const diagnostics = [...ts.getPreEmitDiagnostics(program)];
+  const emitted = failed(diagnostics) ? { emitSkipped: true, diagnostics: [] } : program.emit();
+  diagnostics.push(...emitted.diagnostics);
+  for (const diagnostic of diagnostics) {
+    const text = ts.flattenDiagnosticMessageText(diagnostic.messageText, "\n");
+    const kind = ts.DiagnosticCategory[diagnostic.category].toLowerCase();
+    if (!diagnostic.file) {
+      say(`${kind} TS${diagnostic.code}: ${text}`);
+      continue;
+    }
+    const at = diagnostic.file.getLineAndCharacterOfPosition(diagnostic.start || 0);
+    const line = at.line + (wrapped.has(diagnostic.file.fileName) ? 0 : 1);
+    const name = path.relative(WORK, diagnostic.file.fileName);
+    say(`${name}:${line}:${at.character + 1}: ${kind} TS${diagnostic.code}: ${text}`);
+  }
+  return emitted.emitSkipped || failed(diagnostics) ? 1 : 0;
 }
 
 /* A ustar header, after a PAX header carrying the name or link when either is too long for it. */
@@ -252,13 +311,10 @@ async function main() {
       return 1;
     }
   }
-  const typescript = sources.filter((relative) => relative.endsWith(".ts") && !relative.endsWith(".d.ts"));
-  if (typescript.length) {
-    const status = await run("tsc", [...TSC_FLAGS, ...typescript], compilerLine);
-    if (status !== 0) {
-      say(`faas build: tsc exited with status ${status}`);
-      return 1;
-    }
+  const typescriptFiles = sources.filter((relative) => relative.endsWith(".ts") && !relative.endsWith(".d.ts"));
+  if (typescriptFiles.length && compile(typescriptFiles) !== 0) {
+    say("faas build: TypeScript did not compile");
+    return 1;
   }
   writeTar(new Set(sources));
   return 0;

@@ -27,16 +27,18 @@ sets those. An exception becomes a 500 ``{"error", "request_id"}``, its tracebac
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import sys
 import time
-import traceback
 import types
 
+# Every container of a function pays for the wrapper's imports before it can take a connection:
+# only what faas_handler imports anyway is imported here; ast (a script body, a module that does
+# not compile) and traceback (an error) are imported where they are needed.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ast
     from collections.abc import Callable
     from typing import Any
 
@@ -84,6 +86,8 @@ def entry_path() -> str:
 
 def has_top_level(tree: ast.Module, kinds: tuple[type, ...]) -> bool:
     """Whether a node of ``kinds`` sits in module scope (not inside a def, lambda or class)."""
+    import ast
+
     pending: list[ast.AST] = list(tree.body)
     while pending:
         node = pending.pop()
@@ -96,6 +100,8 @@ def has_top_level(tree: ast.Module, kinds: tuple[type, ...]) -> bool:
 
 def defines(tree: ast.Module, name: str) -> bool:
     """Whether module scope binds ``name`` (a def, an assignment or an import)."""
+    import ast
+
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
             return True
@@ -108,6 +114,8 @@ def defines(tree: ast.Module, name: str) -> bool:
 
 def script_function(tree: ast.Module, filename: str) -> types.CodeType:
     """The file's top-level code as the body of ``__faas_script__(event, context)``; lines stay."""
+    import ast
+
     is_async = has_top_level(tree, (ast.Await, ast.AsyncFor, ast.AsyncWith))
     template = ast.parse(f"{'async ' if is_async else ''}def {SCRIPT_NAME}(event, context): pass")
     function = template.body[0]
@@ -119,6 +127,32 @@ def script_function(tree: ast.Module, filename: str) -> types.CodeType:
 def syntax_message(exc: SyntaxError, entry: str) -> str:
     filename = os.path.relpath(exc.filename, CODE_DIR) if exc.filename and exc.filename.startswith("/") else entry
     return f"{filename}:{exc.lineno}:{exc.offset}: {type(exc).__name__}: {exc.msg}"
+
+
+def run_module(code: types.CodeType, module: types.ModuleType, name: str, entry: str) -> Callable[..., Any]:
+    """Run a module's code; its function ``name``."""
+    sys.modules[module.__name__] = module
+    exec(code, module.__dict__)
+    function = module.__dict__.get(name)
+    if not callable(function):
+        raise LoadError(f"{entry}: {name} is not a function")
+    return function
+
+
+def load_by_tree(
+    source: bytes, path: str, module: types.ModuleType, name: str, entry: str
+) -> tuple[str, Callable[..., Any]]:
+    """The style and function of code whose module scope never names ``name``, or that does not
+    compile as a module: a script body, or code to refuse with the reason."""
+    import ast
+
+    tree = ast.parse(source, path)
+    if defines(tree, name):
+        return "module", run_module(compile(tree, path, "exec"), module, name, entry)
+    if has_top_level(tree, (ast.Return, ast.Yield, ast.YieldFrom, ast.Await)):
+        exec(script_function(tree, path), module.__dict__)
+        return "script", module.__dict__[SCRIPT_NAME]
+    raise LoadError(f"{entry} defines no {name}(event, context) and has no top-level return: write one or the other")
 
 
 def load(name: str) -> tuple[str, Callable[..., Any]]:
@@ -133,30 +167,24 @@ def load(name: str) -> tuple[str, Callable[..., Any]]:
     for directory in (DEPS_DIR, CODE_DIR):
         if os.path.isdir(directory):
             sys.path.insert(0, directory)
+    module = types.ModuleType("handler")
+    module.__file__ = path
     try:
-        tree = ast.parse(source, path)
-        module = types.ModuleType("handler")
-        module.__file__ = path
-        if defines(tree, name):
-            style = "module"
-            sys.modules[module.__name__] = module
-            exec(compile(tree, path, "exec"), module.__dict__)
-            function = module.__dict__.get(name)
-            if not callable(function):
-                raise LoadError(f"{entry}: {name} is not a function")
-        elif has_top_level(tree, (ast.Return, ast.Yield, ast.YieldFrom, ast.Await)):
-            style = "script"
-            exec(script_function(tree, path), module.__dict__)
-            function = module.__dict__[SCRIPT_NAME]
+        try:
+            code = compile(source, path, "exec")
+        except SyntaxError:  # a script body's top-level return, or a mistake: ast tells which
+            code = None
+        if code is not None and name in code.co_names:  # the common case, decided without ast
+            style, function = "module", run_module(code, module, name, entry)
         else:
-            raise LoadError(
-                f"{entry} defines no {name}(event, context) and has no top-level return: write one or the other"
-            )
+            style, function = load_by_tree(source, path, module, name, entry)
     except SyntaxError as exc:
         raise LoadError(syntax_message(exc, entry)) from None
     except LoadError:
         raise
     except Exception as exc:
+        import traceback
+
         traceback.print_exc()
         raise LoadError(f"{entry} failed while loading: {type(exc).__name__}: {exc}") from None
     return style, function
@@ -219,6 +247,8 @@ def response_parts(result: Any) -> tuple[int, list[tuple[str, str]], bytes, str 
 
 def print_user_traceback(exc: BaseException) -> None:
     """The traceback to the log, from the first frame outside this file: the user's code."""
+    import traceback
+
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
         tb = tb.tb_next

@@ -140,8 +140,9 @@ def test_a_build_that_makes_a_root_a_link_is_refused_before_anything_binds_it(tm
 
 
 def test_a_build_is_asked_for_by_a_manifest_or_a_file_to_compile() -> None:
-    step = BuildStep("build.js", "npm install and tsc", ("package.json",), (".ts",))
-    assert step.asks(["index.ts"]) and not step.installs(["index.ts"])
+    step = BuildStep("build.js", "npm install and tsc", ("package.json",), ((".ts", ".js"),))
+    assert step.asks(["index.ts"]) and not step.installs(["index.ts"]) and not step.asks(["types.d.ts"])
+    assert (step.runs("index.ts"), step.runs("lib/a.ts"), step.runs("index.js")) == ("index.js", "lib/a.js", "index.js")
     assert step.asks(["index.js", "package.json"]) and step.installs(["package.json"])
     assert not step.asks(["index.js", "lib/package.json.bak"])
     python = LANGUAGES["python"].build
