@@ -20,11 +20,9 @@ from __future__ import annotations
 import http.client
 import json
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
-from bench.daemon import BenchDaemon, bench_parser, example_image
+from bench.daemon import BenchDaemon, bench_parser, work_dir
 from bench.speed import one_request, percentile
 from faas_cli.client import Client, UnixEndpoint
 from faas_cli.imagebuild import build_python_image
@@ -82,9 +80,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--gap", type=float, default=0.05)
     options = parser.parse_args()
-    with example_image(options.cache) as example, tempfile.TemporaryDirectory(dir=example.parent) as tmp:
-        work = Path(tmp)
-        work.chmod(0o711)
+    with work_dir() as work:
         runtime_image, image = work / "runtime.tar", work / "image.tar"
         build_runtime_image(runtime_image, "python", options.cache)
         (work / "app").mkdir()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from tests.integration.conftest import daemon_range, first_ip, http_get
+from tests.integration.conftest import add_python_runtime, daemon_range, first_ip, http_get
 
 
 def test_a_broken_handler_is_refused_at_deploy_time_with_its_last_lines(make_daemon, busybox_image) -> None:
@@ -66,8 +66,7 @@ def test_a_source_function_that_loads_but_never_gets_ready_is_refused(
     """Loading the code (the deploy's own check) takes as long as it takes; serving must start
     within --start-timeout, and only --check finds out before the first client does."""
     daemon = make_daemon(daemon_range(75), "--start-timeout", "2", "--warm", "0")
-    added = daemon.faas("runtime", "add", "python", "-f", str(python_runtime_image))
-    assert added.returncode == 0, added.stderr
+    add_python_runtime(daemon, python_runtime_image)
     fast = tmp_path / "fast.py"
     fast.write_text("def handler(event, context):\n    return 'ready'\n")
     checked = daemon.faas("new", "model", "--runtime", "python", "--code", str(fast), "--check")
@@ -78,8 +77,7 @@ def test_a_source_function_that_loads_but_never_gets_ready_is_refused(
     refused = daemon.faas("new", "model", "--runtime", "python", "--code", str(slow), "--check")
     assert refused.returncode == 1
     assert refused.stderr.startswith(
-        "faas: the check of model version 2 failed: its handler did not connect to /control.sock within "
-        "--start-timeout"
+        "faas: the check of model version 2 failed: its handler did not connect to /control.sock within --start-timeout"
     ), refused.stderr
     assert refused.stderr.endswith("nothing deployed. Its last lines: [stdout] loading the model\n")
     assert [v["version"] for v in json.loads(daemon.faas("versions", "model", "--json").stdout)["versions"]] == [1]

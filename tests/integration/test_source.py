@@ -26,7 +26,7 @@ from tests.integration.conftest import (
     free_port,
     http_get,
     http_request,
-    start_daemon,
+    python_daemon,
 )
 
 SOURCE = Path(__file__).parent / "source"
@@ -40,18 +40,14 @@ def daemon(request: pytest.FixtureRequest, daemon_roots: Path, python_runtime_im
     """One daemon for the module and sandbox mode (its default), with the python runtime added once."""
     mode = request.param
     # One warm container a function, and a short drain: the machine's cores are few.
-    daemon = start_daemon(
+    with python_daemon(
         daemon_roots,
+        python_runtime_image,
         daemon_range(MODES[mode]),
         *("--gateway", f"127.0.0.1:{GATEWAY_PORT}", "--warm", "1", "--drain-timeout", "1"),
         *("--sandbox", mode),
-    )
-    try:
-        added = daemon.faas("runtime", "add", "python", "-f", str(python_runtime_image))
-        assert added.returncode == 0, added.stderr
+    ) as daemon:
         yield daemon
-    finally:
-        daemon.stop()
 
 
 def post_control(daemon: Daemon, path: str, body: object) -> tuple[int, dict]:
