@@ -370,6 +370,8 @@ def _serve_as_template(channel: socket.socket, app: WSGIApp | None) -> None:
         sizes = json.loads(header)
         scratch = (int(sizes["tmp_bytes"]), int(sizes["shm_bytes"]))
         libc = ctypes.CDLL(None, use_errno=True)
+        if os.getpid() == 1:
+            _stay_pid_1_below(channel)
         # Orphaned grandchildren (each connection's pid 1) come back here to be reaped.
         _check(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(PR_SET_CHILD_SUBREAPER)")
         signal.signal(signal.SIGCHLD, lambda _signum, _frame: _reap_children())
@@ -388,6 +390,32 @@ def _serve_as_template(channel: socket.socket, app: WSGIApp | None) -> None:
             os.wait()
         except ChildProcessError:
             return
+
+
+def _stay_pid_1_below(channel: socket.socket) -> None:
+    """Fork: this process stays pid 1 of the container and only reaps; the child returns, to be
+    the template.
+
+    Pid 1's death ends its pid namespace and kills every process in it: a template that were pid 1
+    would take every child serving a connection with it when it dies (the app crashes, or is
+    killed). Pid 1 holds nothing else: it closes the channel (the daemon sees the template's end
+    by its pidfd), reaps the children orphaned to it, and exits with the template's status once no
+    process is left, which ends the container.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # or both would write the pending output
+    template = os.fork()
+    if template == 0:
+        return
+    channel.close()
+    status = 0
+    while True:
+        try:
+            pid, wait_status = os.wait()
+        except ChildProcessError:
+            os._exit(status)
+        if pid == template:  # waitstatus_to_exitcode is 3.9+
+            status = os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else 128 + os.WTERMSIG(wait_status)
 
 
 def _receive(sock: socket.socket, size: int, most_fds: int) -> tuple[bytes, list[int]]:

@@ -13,8 +13,10 @@ connection ends with it.
 
 ``Templates`` keeps one template per version: started when a child is first asked for, replaced
 when it dies or hangs (a child asked of a template that never forks it is asked of a new one,
-the old one killed first), drained when the pool closes (a redeploy, rollback, rm) or after
-``idle_seconds`` without a child asked for.
+the old one's process killed first), drained when the pool closes (a redeploy, rollback, rm) or
+after ``idle_seconds`` without a child asked for. A template replaced takes no child with it: the
+children it forked live under its container's pid 1, which outlives it (``template.py``), and
+its container is drained as a redeploy's.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import logging
 import os
 import signal
 import socket
-import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,12 +39,11 @@ from faasd.logs import FunctionLog
 from faasd.pool import WarmPool
 from faasd.registry import Version
 from faasd.sandbox.cgroups import REMOVE_SECONDS, ConnectionCgroup, daemon_parent
-from faasd.sandbox.template import Template
+from faasd.sandbox.template import Template, receive_with_pid
 from faasd.tcpinfo import bytes_read, bytes_written
 
 log = logging.getLogger(__name__)
 
-UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
 MAX_BACKOFF_SECONDS = 30.0
 
 
@@ -95,7 +95,7 @@ class ForkConnection:
         template = await self._templates.get()
         pid = None if template is None else await self._fork(template)
         if template is not None and pid is None:  # that template is dead or hung: one more try
-            await self._templates.replace(template)
+            self._templates.replace(template)
             template = await self._templates.get()
             pid = None if template is None else await self._fork(template)
         if pid is None:
@@ -176,30 +176,18 @@ class ForkConnection:
     async def _child_pid(self, line: socket.socket, template: Template) -> int | None:
         """The pid the child's first word came with; None if it never came (its template died,
         or hung past the start timeout)."""
-        loop = asyncio.get_running_loop()
-        word: asyncio.Future[int | None] = loop.create_future()
-
-        def readable() -> None:
-            try:
-                data, ancillary, _, _ = line.recvmsg(16, socket.CMSG_SPACE(UCRED.size))
-            except BlockingIOError:
-                return
-            except OSError:
-                data, ancillary = b"", []
-            credentials = (UCRED.unpack(d)[0] for level, kind, d in ancillary if kind == socket.SCM_CREDENTIALS)
-            pid = next(credentials, None)
-            if not word.done():
-                word.set_result(pid if data == b"started" and pid else None)
-
-        loop.add_reader(line.fileno(), readable)
+        word = asyncio.ensure_future(receive_with_pid(line, 16))
         exited = asyncio.ensure_future(template.instance.wait_exit())
         either: set[asyncio.Future[Any]] = {word, exited}
         try:
             await asyncio.wait(either, timeout=self._config.start_timeout_seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            loop.remove_reader(line.fileno())
+            word.cancel()
             exited.cancel()
-        return word.result() if word.done() else None
+        if not word.done() or word.cancelled():
+            return None
+        data, pid = word.result()
+        return pid if data == b"started" else None
 
     def _admit(self, pid: int) -> None:
         """Open a pidfd on the child, move it into its cgroup, and let it go on."""
@@ -291,9 +279,8 @@ class Templates:
         self._schedule_idle_check()
         if self._current is not None and self._current.alive:
             return self._current
-        if self._current is not None:  # it died: reap it, start another
-            self._stop_in_background(self._current)
-            self._current = None
+        if self._current is not None:  # it died: start another
+            self._replaced(self._current)
         if self._closed or time.monotonic() < self._paused_until:
             return None
         if self._starting is None:
@@ -333,15 +320,24 @@ class Templates:
         )
         return template
 
-    async def replace(self, template: Template) -> None:
-        """Kill ``template`` (dead, or hung on a child): the next child asked for starts another."""
-        if self._current is template:
-            self._current = None
+    def replace(self, template: Template) -> None:
+        """End ``template`` (dead, or hung on a child): the next child asked for starts another."""
+        template.end()  # even if no longer current: drained for being idle, it would hang its drain
+        if self._current is template:  # else it was replaced or drained already
             log.warning("template replaced function=%s id=%s", self.version.function, template.instance.id)
-        await template.stop()
+            self._replaced(template)
 
-    def _stop_in_background(self, template: Template, drain: bool = False) -> None:
-        work = template.drain(self.version.limits.timeout_seconds) if drain else template.stop()
+    def _replaced(self, template: Template) -> None:
+        """End the current template and drain its container: the children it forked, serving or
+        waiting in the pool, live on under the container's pid 1 and are used. The pool stops
+        those still waiting within ``idle_seconds``, and each ends by its deadline."""
+        self._current = None
+        template.end()
+        self._stop_in_background(template, drain=self.version.limits.timeout_seconds + self._idle_seconds)
+
+    def _stop_in_background(self, template: Template, drain: float = 0.0) -> None:
+        """Stop ``template``'s container now, or once its children are done within ``drain`` seconds."""
+        work = template.drain(drain) if drain else template.stop()
         task = asyncio.create_task(work)
         self._stops.add(task)
         task.add_done_callback(self._stops.discard)
@@ -354,7 +350,7 @@ class Templates:
         if self._starting is not None:
             await asyncio.wait({self._starting})
         if self._current is not None:
-            self._stop_in_background(self._current, drain=True)
+            self._stop_in_background(self._current, drain=self.version.limits.timeout_seconds)
             self._current = None
         while self._stops:
             await asyncio.wait(set(self._stops))
@@ -371,7 +367,7 @@ class Templates:
             self._idle_check = asyncio.get_running_loop().call_later(self._idle_seconds - quiet, self._on_idle_check)
         elif self._current is not None:
             log.info("template drained function=%s idle_s=%.0f", self.version.function, quiet)
-            self._stop_in_background(self._current, drain=True)
+            self._stop_in_background(self._current, drain=self.version.limits.timeout_seconds)
             self._current = None
 
 

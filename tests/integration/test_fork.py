@@ -48,6 +48,12 @@ def templates(daemon: Daemon, function: str) -> dict[str, int]:
     return {c["id"]: c["pid"] for c in found if c["id"].startswith(f"{function}-") and c["status"] == "running"}
 
 
+def template_process(init: int) -> int:
+    """The template process of the container whose pid 1 is ``init``: pid 1's one child."""
+    (child,) = Path(f"/proc/{init}/task/{init}/children").read_text().split()
+    return int(child)
+
+
 def test_concurrent_connections_cannot_reach_each_other(forks: Forks) -> None:
     first: dict[str, object] = {}
     leaving = threading.Thread(target=lambda: first.update(answer=ask(forks.probe, "/leave", hold="4")))
@@ -106,11 +112,29 @@ def test_a_dead_template_is_replaced_without_losing_a_connection(forks: Forks) -
     )
 
 
+def test_a_dying_template_takes_no_serving_child_with_it(forks: Forks) -> None:
+    ask(forks.probe, "/interfaces")
+    running = templates(forks.daemon, "probe")
+    assert len(running) == 1
+    process = template_process(next(iter(running.values())))
+    serving: dict[str, object] = {}
+    slow = threading.Thread(target=lambda: serving.update(answer=ask(forks.probe, "/leave", hold="3")))
+    slow.start()
+    time.sleep(1)  # its child has the connection
+    os.kill(process, signal.SIGKILL)
+    assert [ask(forks.probe, "/interfaces") for _ in range(4)] == [(200, ["lo"])] * 4, "served on"
+    slow.join()
+    assert serving["answer"] == (200, {"sysv_shm": True}), "the connection it was serving was not cut"
+    assert eventually(lambda: not set(templates(forks.daemon, "probe")) & set(running)), "its container ended after"
+
+
 def test_a_hung_template_is_replaced_and_its_connection_served(forks: Forks) -> None:
     ask(forks.probe, "/interfaces")
     running = templates(forks.daemon, "probe")
     assert len(running) == 1
-    os.kill(next(iter(running.values())), signal.SIGSTOP)  # it takes requests for children and never forks
+    process = template_process(next(iter(running.values())))
+    ask(forks.probe, "/interfaces")  # it is in use, not drained for being idle
+    os.kill(process, signal.SIGSTOP)  # it takes requests for children and never forks
     # Children forked before it hung serve the first; a child asked of it is asked of a new one
     # after --start-timeout.
     answers = [ask(forks.probe, "/interfaces") for _ in range(6)]
