@@ -14,10 +14,8 @@ an async generator's ``yield`` to the client's read of its event. As root:
 from __future__ import annotations
 
 import statistics
-import tempfile
-from pathlib import Path
 
-from bench.daemon import BenchDaemon, bench_parser, example_image
+from bench.daemon import BenchDaemon, bench_parser, work_dir
 from bench.source import HANDLER, figures, latencies, stream_delays
 from tools.build_image import build_runtime_image
 
@@ -32,9 +30,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--gap", type=float, default=0.05)
     options = parser.parse_args()
-    with example_image(options.cache) as example, tempfile.TemporaryDirectory(dir=example.parent) as tmp:
-        work = Path(tmp)
-        work.chmod(0o711)
+    with work_dir() as work:
         with BenchDaemon(work / "daemon") as daemon:
             for language in CODE:
                 build_runtime_image(work / f"{language}.tar", language, options.cache)

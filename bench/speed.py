@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -355,26 +356,28 @@ def pss_kib(pid: int) -> int | None:
 
 
 def processes_in_cgroups(prefix: str) -> dict[int, str]:
-    """Every process whose cgroup (any hierarchy) is ``/faasd/<prefix>...``, with that cgroup's name."""
+    """Every process whose cgroup (any hierarchy) is ``/faasd/<prefix>...`` (a container's) or
+    ``/faasd/daemon.<digest>/<prefix>...`` (a fork-mode connection's), with the memory
+    controller's cgroup of it (v2: the one cgroup)."""
+    pattern = re.compile(rf"/faasd/(daemon\.[0-9a-f]+/)?{re.escape(prefix)}")
     found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                lines = (entry / "cgroup").read_text().splitlines()
+                lines = [line.split(":", 2) for line in (entry / "cgroup").read_text().splitlines()]
             except OSError:
                 continue
-            for line in lines:
-                path = line.split(":", 2)[2]
-                if path.startswith(f"/faasd/{prefix}"):
-                    found[int(entry.name)] = path
+            if any(pattern.match(path) for _, _, path in lines):
+                by_controllers = {controllers: path for _, controllers, path in lines}
+                found[int(entry.name)] = by_controllers.get("memory", by_controllers.get("", ""))
     return found
 
 
 def template_pids(function: str) -> list[int]:
-    """The host pids of ``function``'s fork-mode templates: its processes whose parent is none of them."""
+    """The host pids of ``function``'s fork-mode templates (each container's pid 1 and its template
+    process): its processes whose memory is charged to the container, not to a connection."""
     found = processes_in_cgroups(f"{function}-")
-    parents = {pid: stat_fields(pid)[1:2] for pid in found}
-    return [pid for pid, parent in parents.items() if parent and int(parent[0]) not in found]
+    return [pid for pid, memory in found.items() if memory.startswith(f"/faasd/{function}-")]
 
 
 def fork_memory(faasd: BenchDaemon, image: Path, held: int) -> tuple[int, int]:

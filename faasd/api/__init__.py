@@ -11,7 +11,7 @@
     PUT    /v1/functions/{name}/versions/{version}/address   idempotent: the version's own address
     GET    /v1/functions/{name}/logs[?tail=N&since=S&follow=1]   -> text lines, chunked
     POST   /v1/functions/{name}/pull              body {"reference", "limits", "environment", "credentials",
-                                                "dry_run", "force"} -> progress as JSON lines, the outcome last
+                                                "dry_run", "force", "check"} -> progress as JSON lines, the outcome last
     POST   /v1/layers/lookup                      body {"diff_ids": [...]} -> {"held": [...]}: read-only
     GET    /v1/registries                         the registries faasd holds a login for
     PUT    /v1/registries/{registry}/login        body {"username", "password"}: checked, then kept
@@ -109,7 +109,7 @@ SOCKET_MODE = 0o660
 # Members of this group may use the unix socket without sudo, like docker's "docker" group.
 SOCKET_GROUP = "faas"
 DEPLOY_PARAMS = frozenset({"tag", "image", "force", "check", "env", *LIMIT_PARAMETERS})
-PULL_FIELDS = frozenset({"reference", "limits", "environment", "credentials", "dry_run", "force"})
+PULL_FIELDS = frozenset({"reference", "limits", "environment", "credentials", "dry_run", "force", "check"})
 MAX_JSON_BODY = 256 << 10
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -288,9 +288,9 @@ async def post_pull(request: web.Request) -> web.StreamResponse:
     reference = Reference.parse(body["reference"])
     limits = limits_field(config, body.get("limits"))
     environment = check_environment(body.get("environment") or {}, "environment")
-    dry_run, force = body.get("dry_run", False), body.get("force", False)
-    if not isinstance(dry_run, bool) or not isinstance(force, bool):
-        raise InvalidRequest("dry_run and force are true or false")
+    dry_run, force, check = (body.get(field, False) for field in ("dry_run", "force", "check"))
+    if not all(isinstance(flag, bool) for flag in (dry_run, force, check)):
+        raise InvalidRequest("dry_run, force and check are true or false")
     credentials = None
     if body.get("credentials") is not None:
         credentials = Credentials.from_json(body["credentials"], "credentials")
@@ -342,7 +342,7 @@ async def post_pull(request: web.Request) -> web.StreamResponse:
                 )
                 try:
                     function = await functions.deploy(
-                        name, archive, image, None, limits, force, environment, pull.resolved_digest
+                        name, archive, image, None, limits, force, environment, pull.resolved_digest, check
                     )
                 finally:
                     archive.unlink(missing_ok=True)

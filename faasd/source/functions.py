@@ -222,9 +222,13 @@ class SourceFunctions:
     def parse(self, body: Any) -> Source:
         return parse_source(body, self._config.max_source_bytes)
 
-    async def deploy(self, name: str, source: Source, limits: Limits, force: bool = False) -> Function:
+    async def deploy(
+        self, name: str, source: Source, limits: Limits, force: bool = False, check: bool = False
+    ) -> Function:
         """Check ``source`` on its runtime, then deploy it as the next version of ``name``
-        (``SameImage`` when the code, runtime and limits are the current version's, unless ``force``)."""
+        (``SameImage`` when the code, runtime and limits are the current version's, unless ``force``).
+        With ``check``, one container of the version must also get ready as a connection's would
+        (``faasd.check``): loading the code proves it imports, not that it serves in time."""
         runtime = self.runtimes.get(source.runtime)
         refuse_fork(runtime, limits)
         config = {
@@ -242,7 +246,7 @@ class SourceFunctions:
                     layer = out
                 await asyncio.to_thread(write_archive, archive, list(runtime.layers), [layer], config, f"{name}:source")
                 return await self._functions.deploy(
-                    name, archive, image=f"runtime/{runtime.name}", tag=None, limits=limits, force=force
+                    name, archive, image=f"runtime/{runtime.name}", tag=None, limits=limits, force=force, check=check
                 )
 
     @asynccontextmanager

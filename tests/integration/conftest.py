@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import os
@@ -149,6 +150,23 @@ def start_daemon(roots: Path, ip_range: str, *extra_args: str) -> Daemon:
     daemon = new_daemon(roots, ip_range, *extra_args)
     daemon.start()
     return daemon
+
+
+def add_python_runtime(daemon: Daemon, image: Path) -> None:
+    """``faas runtime add python -f image`` on ``daemon``, which must take it."""
+    added = daemon.faas("runtime", "add", "python", "-f", str(image))
+    assert added.returncode == 0, added.stderr
+
+
+@contextlib.contextmanager
+def python_daemon(roots: Path, runtime_image: Path, ip_range: str, *extra_args: str) -> Iterator[Daemon]:
+    """A running daemon with the python runtime added (a module's functions from source), stopped afterwards."""
+    daemon = start_daemon(roots, ip_range, *extra_args)
+    try:
+        add_python_runtime(daemon, runtime_image)
+        yield daemon
+    finally:
+        daemon.stop()
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from tests.integration.conftest import (
     free_port,
     http_get,
     http_request,
-    start_daemon,
+    python_daemon,
 )
 
 SOURCE = Path(__file__).parent / "source"
@@ -87,20 +87,17 @@ def daemon(
     and under runc the node runtime (it has no fork mode)."""
     mode = request.param
     # One warm container a function, and a short drain: the machine's cores are few.
-    daemon = start_daemon(
+    with python_daemon(
         daemon_roots,
+        python_runtime_image,
         daemon_range(MODES[mode]),
         *("--gateway", f"127.0.0.1:{GATEWAY_PORT}", "--warm", "1", "--drain-timeout", "1"),
         *("--sandbox", mode),
-    )
-    try:
-        runtimes = {"python": python_runtime_image} | ({"node": node_runtime_image} if mode == "runc" else {})
-        for name, image in runtimes.items():
-            added = daemon.faas("runtime", "add", name, "-f", str(image))
+    ) as daemon:
+        if mode == "runc":  # node has no fork mode
+            added = daemon.faas("runtime", "add", "node", "-f", str(node_runtime_image))
             assert added.returncode == 0, added.stderr
         yield daemon
-    finally:
-        daemon.stop()
 
 
 def post_control(daemon: Daemon, path: str, body: object) -> tuple[int, dict]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 
 import pytest
 
 from faasd.limits import MIB, Limits
-from faasd.sandbox.template import NOT_A_TEMPLATE, read_reply, setup_message
+from faasd.sandbox.template import NOT_A_TEMPLATE, read_reply, receive_with_pid, setup_message
 
 
 def test_the_setup_is_a_json_line_then_the_filter() -> None:
@@ -34,3 +36,18 @@ def test_only_the_sdks_answer_makes_a_template(reply: bytes, meaning: str | None
         assert result is not None and "an ASGI app cannot be a template" in result
     else:
         assert result == meaning
+
+
+async def test_a_message_comes_with_the_pid_of_the_process_that_sent_it() -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs:
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        ours.setblocking(False)
+        child = os.fork()
+        if child == 0:  # another process than the one that made the pair
+            theirs.send(b"started")
+            os._exit(0)
+        assert await receive_with_pid(ours, 16) == (b"started", child)
+        os.waitpid(child, 0)
+        theirs.close()
+        assert await receive_with_pid(ours, 16) == (b"", None), "the other end closed"
