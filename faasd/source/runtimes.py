@@ -120,7 +120,14 @@ LANGUAGES = {
     # Node takes its connections over its IPC channel (faasd.channel): it reads no fd off a
     # socket of its own. It has no fork(), so no template either; V8 keeps no bytecode on disk.
     "node": Language(
-        "node", "node", ("runtime.js",), (), (f"{HANDOFF_ENV}={NODE_IPC}",), None, bytecode=False, forks=False
+        "node",
+        "node",
+        ("runtime.js", "build.js"),
+        (),
+        (f"{HANDOFF_ENV}={NODE_IPC}",),
+        BuildStep("build.js", "npm install and the TypeScript compiler", ("package.json",), ((".ts", ".js"),)),
+        bytecode=False,
+        forks=False,
     ),
 }
 

@@ -82,7 +82,10 @@ function newer(a, b) {
   return false;
 }
 
-/* The registry documents (packuments) of the package directory's tarballs, and the tarballs by file name. */
+/*
+ * The registry documents (packuments) of the package directory's tarballs, and the tarballs by
+ * name@version, at the URLs the npm registry gives them (a lockfile's, with its host replaced).
+ */
 function readPackages(base) {
   const documents = new Map();
   const tarballs = new Map();
@@ -102,24 +105,33 @@ function readPackages(base) {
       continue;
     }
     if (!manifest || typeof manifest.name !== "string" || typeof manifest.version !== "string") continue;
+    const { name, version } = manifest;
     const integrity = "sha512-" + crypto.createHash("sha512").update(tgz).digest("base64");
-    const document = documents.get(manifest.name) || { name: manifest.name, versions: {}, "dist-tags": {} };
-    const dist = { tarball: `${base}/-/${encodeURIComponent(file)}`, integrity };
-    document.versions[manifest.version] = { ...manifest, _id: `${manifest.name}@${manifest.version}`, dist };
+    const document = documents.get(name) || { name, versions: {}, "dist-tags": {} };
+    const dist = { tarball: `${base}/${name}/-/${name.split("/").pop()}-${version}.tgz`, integrity };
+    document.versions[version] = { ...manifest, _id: `${name}@${version}`, dist };
     const latest = document["dist-tags"].latest;
-    if (!latest || newer(manifest.version, latest)) document["dist-tags"].latest = manifest.version;
-    documents.set(manifest.name, document);
-    tarballs.set(file, tgz);
+    if (!latest || newer(version, latest)) document["dist-tags"].latest = version;
+    documents.set(name, document);
+    tarballs.set(`${name}@${version}`, tgz);
   }
   return { documents, tarballs };
+}
+
+/* What the registry has at `pathname`: a tarball (/NAME/-/BASENAME-VERSION.tgz), a document (/NAME), or undefined. */
+function lookUp(pathname, documents, tarballs) {
+  const tarball = /^\/(.+)\/-\/([^/]+)\.tgz$/.exec(pathname);
+  if (!tarball) return documents.get(pathname.slice(1));
+  const [, name, file] = tarball;
+  const prefix = name.split("/").pop() + "-";
+  return file.startsWith(prefix) ? tarballs.get(`${name}@${file.slice(prefix.length)}`) : undefined;
 }
 
 function serveRegistry() {
   const base = `http://127.0.0.1:${REGISTRY_PORT}`;
   const { documents, tarballs } = readPackages(base);
   const server = http.createServer((request, response) => {
-    const url = decodeURIComponent(new URL(request.url, base).pathname);
-    const found = url.startsWith("/-/") ? tarballs.get(url.slice(3)) : documents.get(url.slice(1));
+    const found = lookUp(decodeURIComponent(new URL(request.url, base).pathname), documents, tarballs);
     if (found === undefined) {
       response.writeHead(404, { "content-type": "application/json" }).end('{"error":"not found"}');
     } else if (Buffer.isBuffer(found)) {
@@ -155,16 +167,18 @@ function run(command, args) {
   });
 }
 
-async function install() {
+/* npm install from the registry served here; the lockfiles it writes are left out of the build. */
+async function install(sources) {
   const { server, base } = await serveRegistry();
   try {
     return await run("npm", [
       "install", `--registry=${base}/`, "--cache=/tmp/npm-cache", "--no-audit", "--no-fund",
-      "--no-update-notifier", "--no-package-lock", "--ignore-scripts", "--no-bin-links", "--omit=dev",
+      "--no-update-notifier", "--ignore-scripts", "--no-bin-links", "--omit=dev",
     ]);
   } finally {
     server.close();
     fs.rmSync(path.join(WORK, "node_modules", ".package-lock.json"), { force: true });
+    if (!sources.includes("package-lock.json")) fs.rmSync(path.join(WORK, "package-lock.json"), { force: true });
   }
 }
 
@@ -305,7 +319,7 @@ async function main() {
   const sources = walk(CODE_DIR).filter((relative) => !fs.lstatSync(path.join(CODE_DIR, relative)).isDirectory());
   copyCode();
   if (sources.includes("package.json")) {
-    const status = await install();
+    const status = await install(sources);
     if (status !== 0) {
       say(`faas build: npm exited with status ${status}`);
       return 1;
