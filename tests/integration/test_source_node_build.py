@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Daemon, daemon_range, free_port, http_request, start_daemon
+from tests.integration.test_source import post_control
+from tests.integration.test_source_deps import leftovers
 from tools.packages import write_npm_tarball
 
 RANGE = daemon_range(52)
@@ -63,16 +64,6 @@ def daemon(daemon_roots: Path, node_runtime_image: Path, packages: Path) -> Iter
         daemon.stop()
 
 
-def post_control(daemon: Daemon, path: str, body: object) -> tuple[int, dict]:
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.connect(str(daemon.socket))
-        conn = http.client.HTTPConnection("localhost")
-        conn.sock = sock
-        conn.request("POST", path, json.dumps(body).encode(), {"Content-Type": "application/json"})
-        response = conn.getresponse()
-        return response.status, json.loads(response.read())
-
-
 def post(ip: str, event: object) -> tuple[int, bytes]:
     status, _, body = http_request(ip, "POST", "/", json.dumps(event).encode(), {"Content-Type": "application/json"})
     return status, body
@@ -89,15 +80,6 @@ def files(directory: Path, contents: dict[str, str]) -> Path:
 def new(daemon: Daemon, name: str, code: Path, entry: str) -> tuple[int, str]:
     result = daemon.faas("new", name, "--runtime", "node", "--code", str(code), "--entry", entry)
     return result.returncode, result.stderr
-
-
-def leftovers(daemon: Daemon) -> list[str]:
-    """What a refused deploy could have left (not the bundles of warm containers, which come and go)."""
-    bundles = daemon.root / "run" / "bundles"
-    found = [str(path) for path in bundles.iterdir() if path.name.split("-")[0] in ("code", "built", "oneshot")]
-    for directory in (daemon.state_dir / "uploads", daemon.state_dir / "images"):
-        found += [str(path) for path in directory.iterdir()]
-    return sorted(found)
 
 
 def test_package_json_is_installed_at_deploy_time_from_the_operators_tarballs(daemon: Daemon, tmp_path: Path) -> None:
