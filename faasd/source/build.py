@@ -1,14 +1,16 @@
-"""Deploy-time builds: a function's dependencies installed in a one-shot container of its runtime.
+"""Deploy-time builds: dependencies installed, TypeScript compiled, in a one-shot container of the runtime.
 
-A function whose files include its language's manifest (``requirements.txt`` for Python) is
-built before it is checked: the runtime's build script (``handlers/runtimes/<language>/``) runs
-in a one-shot container with the code bound read-only at ``/faas/code``, the operator's package
-directory (``faasd --packages``) read-only at ``/faas/packages``, and a tmpfs of
-``--max-deps-size`` at ``/faas/deps``; it has no network, so every package comes from that
-directory. It writes what it made to stdout as a tar of members under ``deps/``; faasd keeps at
-most twice that size of it, checks every member, and lays it into the function's code layer
-beside the code. Nothing of a build runs on the host, and a failed one leaves nothing: its
-installer's last lines are the answer.
+A function whose files ask for a build (its language's ``BuildStep``: a ``requirements.txt`` for
+Python; a ``package.json`` or a ``.ts`` file for Node) is built before it is checked: the
+runtime's build script (``handlers/runtimes/<language>/build.*``) runs in a one-shot container
+with the code bound read-only at ``/faas/code``, the operator's package directory (``faasd
+--packages``) read-only at ``/faas/packages`` when it installs, and a tmpfs of ``--max-deps-size``
+at ``/faas/deps`` to work in; it has no network, so every package comes from that directory. It
+writes what it made to stdout as a tar of members under ``code/`` (node_modules, compiled .js)
+and ``deps/`` (pip's tree); faasd keeps at most twice that size of it, checks every member
+before anything is unpacked, and lays it into the function's code layer beside the code, whose
+own files it may not replace. Nothing of a build runs on the host, and a failed one leaves
+nothing: its installer's or compiler's last lines are the answer.
 """
 
 from __future__ import annotations
