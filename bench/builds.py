@@ -16,11 +16,9 @@ runtime's unbuilt row at p50. As root:
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
-from bench.daemon import BenchDaemon, bench_parser
+from bench.daemon import BenchDaemon, bench_parser, work_dir
 from bench.speed import percentile
 from tools.build_image import build_runtime_image
 from tools.packages import write_npm_tarball, write_wheel
@@ -57,12 +55,10 @@ def main() -> None:
     parser = bench_parser(__doc__)
     parser.add_argument("--deploys", type=int, default=10)
     options = parser.parse_args()
-    options.cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=options.cache) as tmp:
-        work = Path(tmp)
-        work.chmod(0o755)
+    with work_dir() as work:
         packages = work / "packages"
-        packages.mkdir(mode=0o755)
+        packages.mkdir()
+        packages.chmod(0o755)  # containers read it as unprivileged users
         write_wheel(packages, "faasgreet", "1.0", {"faasgreet/__init__.py": b"def greet(n):\n    return n\n"})
         math = b"from faasgreet import greet\n\ndef double(x):\n    return greet(2 * x)\n"
         write_wheel(packages, "faasmath", "2.0", {"faasmath/__init__.py": math}, requires="faasgreet")
