@@ -144,7 +144,7 @@ def test_runtime_list(daemon: Daemon) -> None:
     cache = daemon.state_dir / "runtimes" / "python" / "3" / "rootfs" / "faas" / "runtime" / "__pycache__"
     assert sorted(p.name.split(".")[0] for p in cache.iterdir()) == ["faas_handler", "runtime"], "compiled at add"
     wrapper = daemon.state_dir / "runtimes" / "node" / "3" / "rootfs" / "faas" / "runtime"
-    assert sorted(p.name for p in wrapper.iterdir()) == ["runtime.js"], "node keeps no bytecode: the wrapper alone"
+    assert sorted(p.name for p in wrapper.iterdir()) == ["build.js", "runtime.js"], "node keeps no bytecode"
 
 
 @by_language
