@@ -22,6 +22,7 @@ import pytest
 from tests.integration.conftest import (
     Daemon,
     daemon_range,
+    discard,
     eventually,
     free_port,
     http_get,
@@ -51,7 +52,7 @@ def daemon(request: pytest.FixtureRequest, daemon_roots: Path, python_runtime_im
         assert added.returncode == 0, added.stderr
         yield daemon
     finally:
-        daemon.stop()
+        discard(daemon)
 
 
 def post_control(daemon: Daemon, path: str, body: object) -> tuple[int, dict]:
