@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from faasd.config import Config
-from faasd.errors import InvalidCode, InvalidRequest
+from faasd.errors import InvalidCode, InvalidRequest, NotATemplate
 from faasd.functions import Functions
 from faasd.images import overlay
 from faasd.images.store import discard
@@ -230,6 +230,7 @@ class SourceFunctions:
         With ``check``, one container of the version must also get ready as a connection's would
         (``faasd.check``): loading the code proves it imports, not that it serves in time."""
         runtime = self.runtimes.get(source.runtime)
+        refuse_fork(runtime, limits)
         config = {
             "Cmd": list(runtime.config.cmd),
             "Env": [*runtime.config.env, *source.env(LANGUAGES[runtime.language].build)],
@@ -367,6 +368,16 @@ class SourceFunctions:
             return str(verdict.get("style", ""))
         said = verdict.get("error") or finished.stderr.decode(errors="replace").strip()[-1000:] or "no output"
         raise InvalidCode(f"the code cannot serve: {said}")
+
+
+def refuse_fork(runtime: Runtime, limits: Limits) -> None:
+    """``NotATemplate`` for fork mode on a runtime whose language cannot fork (Node has no fork())."""
+    language = LANGUAGES[runtime.language]
+    if limits.sandbox == "fork" and not language.forks:
+        raise NotATemplate(
+            f"functions of runtime {runtime.name!r} cannot run with --sandbox fork: a {language.name} process "
+            "cannot fork into fresh sandboxes; deploy with --sandbox runc"
+        )
 
 
 @asynccontextmanager

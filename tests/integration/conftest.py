@@ -276,6 +276,15 @@ def python_runtime_image(images: Path) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def node_runtime_image(images: Path) -> Path:
+    """Debian's nodejs with node-typescript and npm, for ``faas runtime add node``."""
+    out = images / "node-runtime.tar"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    build_runtime_image(out, "node", cache_dir=CACHE)
+    return out
+
+
 def http_request(
     ip: str, method: str, path: str = "/", body: bytes | None = None, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
