@@ -39,14 +39,20 @@ trap 'rm -f "$image" "$runtime"' EXIT
 echo "install.sh: building the example image (the first time takes a minute or two)"
 faas build handlers/hello -o "$image" --cache "${FAAS_CACHE:-/var/cache/faasd}"
 faas new hello -f "$image"
-echo "install.sh: adding the python runtime (Debian's python3 and pip, built once and cached) and a function from source"
-.venv/bin/python -m tools.build_image runtime python "$runtime" --cache "${FAAS_CACHE:-/var/cache/faasd}" >/dev/null
-case "$(faas runtime list --json)" in
-    *'"name": "python"'*) ;;  # added by an earlier run
-    *) faas runtime add python -f "$runtime" ;;
-esac
+echo "install.sh: adding the python and node runtimes (Debian's python3 and pip; nodejs, npm and tsc; built once and cached) and functions from source"
+for language in python node; do
+    case "$(faas runtime list --json)" in
+        *"\"name\": \"$language\""*) ;;  # added by an earlier run
+        *)
+            .venv/bin/python -m tools.build_image runtime "$language" "$runtime" --cache "${FAAS_CACHE:-/var/cache/faasd}" >/dev/null
+            faas runtime add "$language" -f "$runtime"
+            ;;
+    esac
+done
 faas new add --runtime python --code handlers/source/add.py
+faas new add-js --runtime node --code handlers/source/add.js
 echo
 echo "Try:"
 echo "  curl http://\$(faas ip hello)/"
 echo "  curl -d '{\"a\": 1, \"b\": 2}' http://\$(faas ip add)/"
+echo "  curl -d '{\"a\": 1, \"b\": 2}' http://\$(faas ip add-js)/"

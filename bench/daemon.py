@@ -114,13 +114,20 @@ def bench_parser(doc: str | None) -> argparse.ArgumentParser:
 
 
 @contextlib.contextmanager
-def example_image(cache: Path) -> Iterator[Path]:
-    """The example Python handler image, built offline into a temp dir (as root, like the rest)."""
+def work_dir() -> Iterator[Path]:
+    """A temp dir for a benchmark's images and daemon dirs, removed afterwards (as root, like the rest)."""
     if os.geteuid() != 0:
         sys.exit("benchmarks start faasd and runc: run them as root")
     with tempfile.TemporaryDirectory(prefix="faasd-bench-") as tmp:
-        # The daemon's dirs go here too: containers (unprivileged host uids) must search through it.
+        # Containers (unprivileged host uids) must search through it to their rootfs.
         Path(tmp).chmod(0o711)
-        image = Path(tmp) / "hello.tar"
+        yield Path(tmp)
+
+
+@contextlib.contextmanager
+def example_image(cache: Path) -> Iterator[Path]:
+    """The example Python handler image, built offline into a work dir the daemon's dirs may share."""
+    with work_dir() as work:
+        image = work / "hello.tar"
         build_python_image(image, cache_dir=cache)
         yield image

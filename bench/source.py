@@ -6,7 +6,10 @@ the image function is the plain-style handler built into an image with ``faas bu
 new --runtime python --code``. For each, warm (the default pool), cold (``--warm 0``) and fork
 (``--sandbox fork``, children of a template waiting in the default pool):
 connect→last byte, p50 and p99, over ``--requests`` sequential requests one every ``--gap``
-seconds, rows interleaved so the host's drift touches both alike; the ratio source/image at p50.
+seconds, rows interleaved so the host's drift touches both alike; the ratio source/image at p50,
+and from the daemon's metrics how many of each function's connections found a container ready
+and how many waited for a start, and its mean container start: a warm row whose pool ran dry
+shows it there.
 Then: the deploy time of a source function without dependencies (``faas new`` end to end, the
 runtime already added; each deploy brings new code), ``POST /v1/run`` latency (run-once, through
 the API client), and the delay from a generator's ``yield`` to the client's read of its event. As
@@ -20,11 +23,12 @@ from __future__ import annotations
 import http.client
 import json
 import statistics
-import tempfile
 import time
-from pathlib import Path
+from collections import defaultdict
 
-from bench.daemon import BenchDaemon, bench_parser, example_image
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.daemon import BenchDaemon, bench_parser, work_dir
 from bench.speed import one_request, percentile
 from faas_cli.client import Client, UnixEndpoint
 from faas_cli.imagebuild import build_python_image
@@ -71,6 +75,23 @@ def stream_delays(ip: str, requests: int, gap: float) -> list[float]:
     return delays
 
 
+def pool_figures(metrics: str) -> dict[str, str]:
+    """Per function, from the daemon's /metrics: connections by where their container came from,
+    and the mean container start."""
+    values: dict[str, dict[str, float]] = defaultdict(dict)
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name == "faasd_connection_containers_total":
+                values[sample.labels["function"]][sample.labels["path"]] = sample.value
+            elif sample.name.startswith("faasd_container_start_seconds_") and "le" not in sample.labels:
+                values[sample.labels["function"]][sample.name.rpartition("_")[2]] = sample.value
+    return {
+        function: f"ready {v.get('warm', 0):.0f} / waited {v.get('cold', 0):.0f}, "
+        f"start mean {v.get('sum', 0) / max(v.get('count', 0), 1) * 1000:.0f} ms"
+        for function, v in values.items()
+    }
+
+
 def figures(values: list[float]) -> str:
     return (
         f"p50 {statistics.median(values) * 1000:7.2f} ms  p99 {percentile(values, 99) * 1000:7.2f} ms  n={len(values)}"
@@ -82,9 +103,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--gap", type=float, default=0.05)
     options = parser.parse_args()
-    with example_image(options.cache) as example, tempfile.TemporaryDirectory(dir=example.parent) as tmp:
-        work = Path(tmp)
-        work.chmod(0o711)
+    with work_dir() as work:
         runtime_image, image = work / "runtime.tar", work / "image.tar"
         build_runtime_image(runtime_image, "python", options.cache)
         (work / "app").mkdir()
@@ -106,12 +125,14 @@ def main() -> None:
                 for key, address in addresses.items():
                     results[key] += latencies(address, options.requests // rounds, options.gap)
 
+            client = Client(UnixEndpoint(daemon.socket))
+            pools = pool_figures(client.metrics())
+
             deploys = []
             for n in range(10):
                 (work / "add.py").write_text(HANDLER + f"# deploy {n}\n")
                 deploys.append(daemon.faas("new", "deployed", "--runtime", "python", "--code", str(work / "add.py")))
 
-            client = Client(UnixEndpoint(daemon.socket))
             runs = []
             body = {"runtime": "python", "files": {"add.py": HANDLER}, "entry": "add.py", "input": {"a": 1}}
             for _ in range(30):
@@ -127,9 +148,10 @@ def main() -> None:
     for mode in MODES:
         image_p50 = statistics.median(results["image", mode])
         source_p50 = statistics.median(results["source", mode])
-        print(f"  {mode:5} image   {figures(results['image', mode])}")
+        print(f"  {mode:5} image   {figures(results['image', mode])}  {pools.get(f'image-{mode}', '')}")
         ratio = source_p50 / image_p50
         print(f"  {mode:5} source  {figures(results['source', mode])}  ratio source/image p50 {ratio:.2f}")
+        print(f"{'':15}{pools.get(f'source-{mode}', '')}")
     print(f"  deploy from source, no dependencies (faas new end to end)  {figures(deploys)}")
     print(f"  run once (POST /v1/run)                                    {figures(runs)}")
     print(f"  SSE yield -> client read                                   {figures(delays)}")

@@ -24,12 +24,11 @@ import os
 import signal
 import statistics
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-from bench.daemon import BenchDaemon, bench_parser, example_image
+from bench.daemon import BenchDaemon, bench_parser, work_dir
 from bench.speed import Sample, one_request, percentile
 from faas_cli.imagebuild import build_python_image
 
@@ -106,9 +105,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--work", type=float, default=0.2)
     options = parser.parse_args()
-    with example_image(options.cache) as example, tempfile.TemporaryDirectory(dir=example.parent) as tmp:
-        work = Path(tmp)
-        work.chmod(0o711)
+    with work_dir() as work:
         (work / "app").mkdir()
         (work / "app" / "app.py").write_text(APP.format(work=options.work))
         image = work / "slow.tar"

@@ -216,10 +216,17 @@ class Client:
         return self._request("POST", path, body=tarball)
 
     def deploy_source(
-        self, name: str, source: dict[str, Any], limits: dict[str, str] | None = None, force: bool = False
+        self,
+        name: str,
+        source: dict[str, Any],
+        limits: dict[str, str] | None = None,
+        force: bool = False,
+        check: bool = False,
     ) -> dict[str, Any]:
-        """Deploy ``source`` (``{"runtime", "files", "entry", "handler"}``) as a new version of ``name``."""
-        query = urlencode((limits or {}) | ({"force": "1"} if force else {}))
+        """Deploy ``source`` (``{"runtime", "files", "entry", "handler"}``) as a new version of ``name``;
+        with ``check``, one container of it must get ready first (422 otherwise)."""
+        flags = {flag: "1" for flag, given in (("force", force), ("check", check)) if given}
+        query = urlencode((limits or {}) | flags)
         path = f"/v1/functions/{quote(name, safe='')}/source" + (f"?{query}" if query else "")
         return self._request("POST", path, body=json.dumps(source).encode())
 
@@ -261,16 +268,15 @@ class Client:
         credentials: dict[str, str] | None = None,
         dry_run: bool = False,
         force: bool = False,
+        check: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """Have faasd pull ``reference`` as a new version of ``name``: its events as they come
-        (resolved, layer progress, then deployed, unchanged or planned); an error event raises."""
+        (resolved, layer progress, then deployed, unchanged or planned); an error event raises
+        (a failed ``check`` among them)."""
         request: dict[str, Any] = {"reference": reference, "limits": limits or {}, "environment": environment or {}}
         if credentials is not None:
             request["credentials"] = credentials
-        if dry_run:
-            request["dry_run"] = True
-        if force:
-            request["force"] = True
+        request |= {flag: True for flag, given in (("dry_run", dry_run), ("force", force), ("check", check)) if given}
         path = f"/v1/functions/{quote(name, safe='')}/pull"
         with self._open("POST", path, json.dumps(request).encode()) as response, self._connection_errors():
             while line := response.readline():

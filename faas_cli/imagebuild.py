@@ -36,18 +36,27 @@ DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 # Bookworm's python3 is 3.11; it looks for locally installed packages in /usr/local.
 IMAGE_PYTHON = (3, 11)
 SITE_PACKAGES = "usr/local/lib/python3.11/dist-packages"
+
+
 # The merged-usr hook sets up /bin -> usr/bin itself; without it apt pulls in usrmerge, and perl
 # with it (about 50 MB). Docs, man pages and translations are left out as in Docker's slim images.
-MMDEBSTRAP = [
-    "mmdebstrap",
-    "--quiet",
-    "--variant=minbase",
-    "--include=python3",  # python3-minimal lacks http and wsgiref, which faas_handler needs
-    "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
-    *(f"--dpkgopt=path-exclude=/usr/share/{part}/*" for part in ("doc", "man", "info", "locale")),
-    "--dpkgopt=path-include=/usr/share/doc/*/copyright",
-    "bookworm",
-]
+def mmdebstrap_argv(include: str) -> list[str]:
+    """The mmdebstrap command of a Debian bookworm minbase with the packages ``include`` (comma-separated)."""
+    return [
+        "mmdebstrap",
+        "--quiet",
+        "--variant=minbase",
+        f"--include={include}",
+        "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
+        *(f"--dpkgopt=path-exclude=/usr/share/{part}/*" for part in ("doc", "man", "info", "locale")),
+        "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+        "bookworm",
+    ]
+
+
+MMDEBSTRAP = mmdebstrap_argv("python3")  # python3-minimal lacks http and wsgiref, which faas_handler needs
+# Node's runtime: the interpreter, and the TypeScript compiler and npm that deploys run in it.
+MMDEBSTRAP_NODE = mmdebstrap_argv("nodejs,node-typescript,npm")
 # Media types from the OCI image-spec (media-types.md).
 # Left out of an app dir's layer: archives (a previous output among them) are no part of an app,
 # and bytecode is compiled anew for the image's python.
@@ -131,24 +140,33 @@ def to_stderr(line: str) -> None:
 
 def debian_python_base(cache_dir: Path, say: Say = to_stderr, include: Sequence[str] = ()) -> Path:
     """Debian bookworm (minbase) with python3, and the Debian packages ``include``, as one layer
-    tar: built once, then reused.
+    tar: built once, then reused."""
+    return debian_base(cache_dir, "python", [*MMDEBSTRAP, *(f"--include={package}" for package in include)], say)
 
-    The file name carries a digest of the mmdebstrap command, so changing the recipe rebuilds.
+
+def debian_node_base(cache_dir: Path, say: Say = to_stderr) -> Path:
+    """Debian bookworm (minbase) with nodejs, node-typescript and npm as one layer tar: built once, then reused."""
+    return debian_base(cache_dir, "node", MMDEBSTRAP_NODE, say)
+
+
+def debian_base(cache_dir: Path, kind: str, argv: Sequence[str], say: Say = to_stderr) -> Path:
+    """The layer tar ``argv`` (an mmdebstrap command, less its output) makes: built once, then reused.
+
+    The file name carries a digest of the command, so changing the recipe rebuilds.
     """
-    command = [*MMDEBSTRAP, *(f"--include={package}" for package in include)]
-    recipe = hashlib.sha256(" ".join(command).encode()).hexdigest()[:12]
-    base = cache_dir / f"debian-python-base-{recipe}.tar"
+    recipe = hashlib.sha256(" ".join(argv).encode()).hexdigest()[:12]
+    base = cache_dir / f"debian-{kind}-base-{recipe}.tar"
     if base.exists():
         say(f"base: {base} (cached)")
         return base
-    if shutil.which(MMDEBSTRAP[0]) is None:
+    if shutil.which(argv[0]) is None:
         raise BuildError("mmdebstrap is missing: apt-get install mmdebstrap")
     cache_dir.mkdir(parents=True, exist_ok=True)
     say(f"base: building {base} with mmdebstrap (once; about 30 s)")
     # mmdebstrap picks the output format from the name: the temporary name ends in .tar too.
     partial = cache_dir / f".{base.stem}.{os.getpid()}.tar"
     try:
-        run([*command, str(partial)])
+        run([*argv, str(partial)])
         partial.rename(base)  # atomic: a reader sees no base or a whole one
     finally:
         partial.unlink(missing_ok=True)

@@ -375,8 +375,9 @@ def new(
     defaults (shown as faasd ships them), not the previous version's. The current version's image again, with
     the same limits and variables, adds no version ("same image as version N") unless --force:
     pulled again, a reference makes a new version only if it names another image now.
-    With --check, one container of the new version is started before it is registered: a
-    handler that exits or never connects to /control.sock is refused with its last log lines.
+    With --check (an image uploaded or pulled, or source), one container of the new version is
+    started before it is registered: a handler that exits or never connects to /control.sock is
+    refused with its last log lines.
 
     \b
     Example:
@@ -393,21 +394,19 @@ def new(
         if runtime or code or entry or handler or image is not None or tarball is not None or environment:
             raise click.UsageError("--manifest says the runtime, code, entry and handler: give it alone")
         manifest_name, body = read_manifest(manifest)
-        print_deployed(client.deploy_source(name or manifest_name, body, settings, force), as_json)
+        print_deployed(client.deploy_source(name or manifest_name, body, settings, force, check), as_json)
         return
     if name is None:
         raise click.UsageError("Missing argument 'NAME'.")  # as click says it, now that --manifest may name it
     if reference is not None:
         if image is not None or tarball is not None:
             raise click.UsageError("--pull takes the image from a registry: give it without -t or -f")
-        if check:
-            raise click.UsageError("--check is for an uploaded image (-t, -f or a pipe): not yet with --pull")
-        pull_image(client, name, reference, settings, environment, force, quiet, as_json)
+        pull_image(client, name, reference, settings, environment, force, check, quiet, as_json)
         return
     if runtime is not None or code:
         if runtime is None or not code or image is not None or tarball is not None or environment:
             raise click.UsageError("deploy source with --runtime RUNTIME --code PATH, and no image (-t, -f) or -e")
-        function = deploy_code(client, name, runtime, code, entry, handler, settings, force)
+        function = deploy_code(client, name, runtime, code, entry, handler, settings, force, check)
         print_deployed(function, as_json)
         return
     with contextlib.ExitStack() as stack:
@@ -454,11 +453,12 @@ def deploy_code(
     handler: str | None,
     limits: dict[str, str],
     force: bool,
+    check: bool,
 ) -> dict[str, Any]:
     """``faas new NAME --runtime R --code PATH``: the files read here, checked and deployed by faasd."""
     files = read_code(code)
     body = {"runtime": runtime, "files": files, "entry": entry_of(files, entry)}
-    return client.deploy_source(name, body | ({"handler": handler} if handler else {}), limits, force)
+    return client.deploy_source(name, body | ({"handler": handler} if handler else {}), limits, force, check)
 
 
 def pull_image(
@@ -468,6 +468,7 @@ def pull_image(
     limits: dict[str, str],
     environment: dict[str, str],
     force: bool,
+    check: bool,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -477,7 +478,9 @@ def pull_image(
     except FaasError as exc:
         raise click.BadParameter(exc.message, param_hint="--pull") from None
     credentials = docker_credentials(registry, docker_config_path())
-    events: Iterable[dict[str, Any]] = client.pull(name, reference, limits, environment, credentials, force=force)
+    events: Iterable[dict[str, Any]] = client.pull(
+        name, reference, limits, environment, credentials, force=force, check=check
+    )
     if not quiet:
         events = PullProgress(sys.stderr, live=sys.stderr.isatty()).track(events)
     seen = list(events)

@@ -20,6 +20,8 @@ def runtime() -> None:
     Example:
       faas runtime add python -f python-runtime.tar
       faas new add --runtime python --code handler.py
+      faas runtime add node -f node-runtime.tar
+      faas new add-js --runtime node --code index.js
     """
 
 
@@ -37,7 +39,7 @@ def runtime() -> None:
 @click.option("-t", "--tag", default=None, metavar="IMAGE", help="The image to take from an archive of several.")
 @click.option(
     "--language",
-    type=click.Choice(["python"]),
+    type=click.Choice(["node", "python"]),
     default=None,
     help="The language of its interpreter.  [default: NAME, when NAME is one]",
 )
@@ -48,8 +50,9 @@ def add(
 ) -> None:
     """Add the image in FILE as runtime NAME; faasd adds its wrapper for the language as a layer.
 
-    The image needs the interpreter (python3) on its PATH: a plain Debian image with it, or
-    python:3.12-slim from docker save. Its layers are stored once, shared by every function on it.
+    The image needs the interpreter (python3, or node 18 or newer) on its PATH: a plain Debian
+    image with it, or python:3.12-slim or node:20-slim from docker save. Its layers are stored
+    once, shared by every function on it.
     """
     upload = tarball_upload(tarball, client)
     added = client.add_runtime(name, upload.blocks, language=language, tag=tag)

@@ -24,12 +24,13 @@ from typing import Any, Protocol
 
 from faasd import metrics
 from faasd.admission import Starts
+from faasd.channel import Channel, uses_channel
 from faasd.config import Config
 from faasd.errors import RuncError, RuntimeFailure
 from faasd.handoff import ControlSocket, encode_metadata
 from faasd.logs import FunctionLog
 from faasd.registry import Version
-from faasd.sandbox.runc import Runc
+from faasd.sandbox.runc import Process, Runc
 from faasd.sandbox.spec import CONTROL_SOCKET_IN_BUNDLE, SpecTemplate
 from faasd.tcpinfo import bytes_written
 
@@ -130,9 +131,10 @@ class Instance:
         # Named by the request id alone: the control socket's path must fit sun_path (108 bytes).
         self._bundle = config.bundles_dir / self.id
         self._capture = function_log.capture(self.id)
-        self._control: ControlSocket | None = None
+        # Where the handler waits for a connection: /control.sock, or Node's channel (``faasd.channel``).
+        self._control: ControlSocket | Channel | None = None
         self._handler: socket.socket | None = None  # the handler's end while it waits for a connection
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: Process | None = None
         self._exited: asyncio.Future[int] | None = None
         self.started = False  # ``start`` was called
         self.start_failure: Outcome | None = None  # why ``start`` could not make it ready
@@ -176,13 +178,26 @@ class Instance:
         self._bundle.mkdir(mode=0o711)  # the container's root (an unprivileged host uid) binds the control socket
         base = self._config.userns_base
         owner = (base + self.version.uid, base + self.version.gid)
-        self._control = ControlSocket(self._bundle / CONTROL_SOCKET_IN_BUNDLE, owner)
         # A few KiB onto the run dir's tmpfs: cheaper inline than a thread hop.
         (self._bundle / "config.json").write_bytes(self._template.render(self.container_id))
         try:
-            self._proc = await self._runc.run(
-                self.container_id, self._bundle, self._capture.stdout, self._capture.stderr
-            )
+            if uses_channel(self.version.config.env):
+                self._control = channel = Channel()
+                try:
+                    self._proc = self._runc.run_with_fd(
+                        self.container_id,
+                        self._bundle,
+                        self._capture.stdout,
+                        self._capture.stderr,
+                        channel.container_end(),
+                    )
+                finally:
+                    channel.started()
+            else:
+                self._control = ControlSocket(self._bundle / CONTROL_SOCKET_IN_BUNDLE, owner)
+                self._proc = await self._runc.run(
+                    self.container_id, self._bundle, self._capture.stdout, self._capture.stderr
+                )
         except RuntimeFailure as exc:
             log.error("runc failed function=%s id=%s error=%s", self.version.function, self.id, exc)
             return Outcome.START_FAILED
@@ -217,7 +232,7 @@ class Instance:
             # Before the hand-over, not after: the handler may run before this thread does again.
             self._control.close()
         try:
-            ControlSocket.hand_over(handler, client, encode_metadata(metadata))
+            self._control.hand_over(handler, client, encode_metadata(metadata))
         except OSError as exc:  # it hung up, or died, since it was found waiting
             log.warning("handler hung up function=%s id=%s error=%s", self.version.function, self.id, exc)
             return Outcome.HUNG_UP

@@ -2,12 +2,13 @@
 handler, and the Python ones ``faas build`` makes (``faas_cli.imagebuild``).
 
     python3 -m tools.build_image busybox OUT.tar [--body TEXT] [--prelude SHELL] [--oci]
-    python3 -m tools.build_image runtime python OUT.tar [--cache DIR] [--oci]
+    python3 -m tools.build_image runtime python|node OUT.tar [--cache DIR] [--oci]
 
 Debian's static busybox plus the static C handler (handlers/c/hello.c), one layer; builds in
 about a second. The Python images are ``faas build DIR -o OUT.tar``'s. A runtime image (for
-``faas runtime add``) is the Debian base with the language's interpreter and its package
-installer (pip), and nothing else.
+``faas runtime add``) is the Debian base with the language's interpreter and its tools: python3
+and pip; nodejs with npm and node-typescript. They install a function's requirements.txt or
+package.json, and compile its TypeScript, at deploy time in a container of the runtime.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from faas_cli.imagebuild import (
     add_dir,
     add_symlink,
     build_python_image,
+    debian_node_base,
     debian_python_base,
     normalize,
     run,
@@ -46,6 +48,7 @@ __all__ = [
     "build_busybox_image",
     "build_python_image",
     "build_runtime_image",
+    "debian_node_base",
     "debian_python_base",
     "main",
     "write_docker_archive",
@@ -55,8 +58,10 @@ __all__ = [
 BUSYBOX = Path("/bin/busybox")
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 GROUP = "root:x:0:\nnogroup:x:65534:\n"
-# Debian packages a runtime image has beside python3, by language.
+# Debian packages a runtime image has beside python3, by language (node's are in its base recipe).
 RUNTIME_PACKAGES = {"python": ("python3-pip",)}
+# The command a runtime image runs, by language.
+INTERPRETERS = {"python": "python3", "node": "node"}
 
 
 def build_busybox_image(out: Path, body: str | None = None, oci: bool = False, prelude: str | None = None) -> None:
@@ -97,17 +102,23 @@ def _compile_hello(directory: Path) -> Path:
     return binary
 
 
-def build_runtime_image(out: Path, language: str, cache_dir: Path, oci: bool = False) -> None:
-    """The Debian base with the language's interpreter and its package installer; tag
-    ``<language>-runtime``.
+def runtime_base(language: str, cache_dir: Path) -> Path:
+    """The runtime's base layer, built once and cached: its Debian packages on a minbase."""
+    if language == "node":
+        return debian_node_base(cache_dir)
+    return debian_python_base(cache_dir, include=RUNTIME_PACKAGES[language])
 
-    ``faas runtime add`` lays faasd's wrapper on it; pip installs a function's requirements.txt
+
+def build_runtime_image(out: Path, language: str, cache_dir: Path, oci: bool = False) -> None:
+    """The Debian base with the language's interpreter and its tools; tag ``<language>-runtime``.
+
+    ``faas runtime add`` lays faasd's wrapper on it; pip (or npm, tsc) prepares a function's code
     at deploy time, in a container of the runtime.
     """
-    if language != "python":
-        raise BuildError(f"no runtime recipe for {language!r}: python")
-    base = debian_python_base(cache_dir, include=RUNTIME_PACKAGES[language])
-    config = {"config": {"Cmd": ["python3"], "Env": [DEFAULT_PATH]}}
+    if language not in INTERPRETERS:
+        raise BuildError(f"no runtime recipe for {language!r}: {', '.join(INTERPRETERS)}")
+    base = runtime_base(language, cache_dir)
+    config = {"config": {"Cmd": [INTERPRETERS[language]], "Env": [DEFAULT_PATH]}}
     write_image(out, [base], config, f"{language}-runtime:latest", oci)
 
 
@@ -120,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     busybox.add_argument("--body", help="what the C handler answers (default: hello from C)")
     busybox.add_argument("--prelude", help="shell commands run before the handler, e.g. 'echo started >&2'")
     runtime = kinds.add_parser("runtime", help="a runtime image for faas runtime add: Debian and an interpreter")
-    runtime.add_argument("language", choices=["python"], help="the interpreter's language")
+    runtime.add_argument("language", choices=sorted(INTERPRETERS), help="the interpreter's language")
     runtime.add_argument("--cache", type=Path, default=Path("/var/cache/faasd"), help="where the base layer is kept")
     for kind in (busybox, runtime):
         kind.add_argument("out", type=Path, help="the image tarball to write")

@@ -1,6 +1,6 @@
 """The control API's routes for functions from source: deploys, runtimes, run-once and jobs.
 
-    POST   /v1/functions/{name}/source[?memory=M...]   body {"runtime", "files", "entry", "handler"}
+    POST   /v1/functions/{name}/source[?memory=M...&force=1&check=1]   body {"runtime", "files", "entry", "handler"}
     POST   /v1/run[?memory=M...]                  body {"runtime", "files", "entry", "handler", "input", "stream"}
                                                 -> {"result", "stdout", "stderr", "exit_code", "duration_ms"};
                                                 with "stream": true, Server-Sent Events, that answer last
@@ -52,14 +52,14 @@ MAX_JOB_BODY = 2 * MAX_TAR_BYTES + MAX_STDIN_BYTES  # base64 takes 4/3, JSON esc
 async def post_source_function(request: web.Request) -> web.Response:
     """Deploy the function's code, checked in a container of its runtime, as its next version."""
     name = function_name(request)
-    params = query_params(request, frozenset({*LIMIT_PARAMETERS, "force"}))
+    params = query_params(request, frozenset({*LIMIT_PARAMETERS, "force", "check"}))
     config = request.app[CONFIG]
     limits = config.limits.with_overrides(params)
-    force = flag_param(params, "force")
+    force, check = flag_param(params, "force"), flag_param(params, "check")
     body = await read_json(request, MAX_SOURCE_BODY_FACTOR * config.max_source_bytes + 65536)
     sources = request.app[SOURCES]
     try:
-        function = await sources.deploy(name, sources.parse(body), limits, force)
+        function = await sources.deploy(name, sources.parse(body), limits, force, check)
     except SameImage as same:
         return web.json_response(function_json(same.function) | {"same_as": same.function.current.number})
     return web.json_response(function_json(function), status=201)

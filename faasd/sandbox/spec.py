@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from faasd.channel import CHANNEL_ENV, uses_channel
 from faasd.config import USERNS_IDS
 from faasd.images.archive import ImageConfig
 from faasd.limits import Limits
@@ -83,11 +84,28 @@ def process_args(image: ImageConfig) -> list[str]:
 
 
 def process_env(image: ImageConfig) -> list[str]:
-    """The image's environment, with a default PATH when the image sets none."""
+    """The image's environment, with a default PATH when the image sets none, and Node's
+    channel fd when the image takes its connections over one (``faasd.channel``)."""
     env = list(image.env)
     if not any(item.startswith("PATH=") for item in env):
         env.insert(0, DEFAULT_PATH)
+    if uses_channel(image.env):
+        env.append(CHANNEL_ENV)
     return env
+
+
+def control_mounts(image: ImageConfig) -> list[dict[str, Any]]:
+    """The bind of ``/control.sock``, which a handler on Node's channel has no use for."""
+    if uses_channel(image.env):
+        return []
+    return [
+        {
+            "destination": CONTROL_SOCKET,
+            "type": "bind",
+            "source": CONTROL_SOCKET_IN_BUNDLE,
+            "options": ["bind", "nosuid", "nodev", "noexec"],
+        }
+    ]
 
 
 def scratch_options(size: int) -> list[str]:
@@ -172,12 +190,7 @@ def build_spec(
                 "source": "tmpfs",
                 "options": ["nosuid", "nodev", "mode=1777", *scratch_options(limits.tmp_bytes)],
             },
-            {
-                "destination": CONTROL_SOCKET,
-                "type": "bind",
-                "source": CONTROL_SOCKET_IN_BUNDLE,
-                "options": ["bind", "nosuid", "nodev", "noexec"],
-            },
+            *control_mounts(image),
         ],
         "linux": {
             "namespaces": [{"type": ns} for ns in NAMESPACES],

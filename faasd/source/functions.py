@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from faasd.config import Config
-from faasd.errors import InvalidCode, InvalidRequest
+from faasd.errors import InvalidCode, InvalidRequest, NotATemplate
 from faasd.functions import Functions
 from faasd.images import overlay
 from faasd.images.store import discard
@@ -222,10 +222,15 @@ class SourceFunctions:
     def parse(self, body: Any) -> Source:
         return parse_source(body, self._config.max_source_bytes)
 
-    async def deploy(self, name: str, source: Source, limits: Limits, force: bool = False) -> Function:
+    async def deploy(
+        self, name: str, source: Source, limits: Limits, force: bool = False, check: bool = False
+    ) -> Function:
         """Check ``source`` on its runtime, then deploy it as the next version of ``name``
-        (``SameImage`` when the code, runtime and limits are the current version's, unless ``force``)."""
+        (``SameImage`` when the code, runtime and limits are the current version's, unless ``force``).
+        With ``check``, one container of the version must also get ready as a connection's would
+        (``faasd.check``): loading the code proves it imports, not that it serves in time."""
         runtime = self.runtimes.get(source.runtime)
+        refuse_fork(runtime, limits)
         config = {
             "Cmd": list(runtime.config.cmd),
             "Env": [*runtime.config.env, *source.env(LANGUAGES[runtime.language].build)],
@@ -241,7 +246,7 @@ class SourceFunctions:
                     layer = out
                 await asyncio.to_thread(write_archive, archive, list(runtime.layers), [layer], config, f"{name}:source")
                 return await self._functions.deploy(
-                    name, archive, image=f"runtime/{runtime.name}", tag=None, limits=limits, force=force
+                    name, archive, image=f"runtime/{runtime.name}", tag=None, limits=limits, force=force, check=check
                 )
 
     @asynccontextmanager
@@ -363,6 +368,16 @@ class SourceFunctions:
             return str(verdict.get("style", ""))
         said = verdict.get("error") or finished.stderr.decode(errors="replace").strip()[-1000:] or "no output"
         raise InvalidCode(f"the code cannot serve: {said}")
+
+
+def refuse_fork(runtime: Runtime, limits: Limits) -> None:
+    """``NotATemplate`` for fork mode on a runtime whose language cannot fork (Node has no fork())."""
+    language = LANGUAGES[runtime.language]
+    if limits.sandbox == "fork" and not language.forks:
+        raise NotATemplate(
+            f"functions of runtime {runtime.name!r} cannot run with --sandbox fork: a {language.name} process "
+            "cannot fork into fresh sandboxes; deploy with --sandbox runc"
+        )
 
 
 @asynccontextmanager

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from faasd.channel import HANDOFF_ENV, NODE_IPC
 from faasd.config import Config
 from faasd.errors import Conflict, InvalidImage, InvalidRequest, NotFound
 from faasd.images.archive import ImageConfig
@@ -92,6 +93,8 @@ class Language:
     shared: tuple[str, ...]  # files of handlers/ laid beside them (the Python SDK)
     env: tuple[str, ...]
     build: BuildStep | None = None
+    bytecode: bool = True  # ``--compile DIR`` writes the wrapper's bytecode into DIR/__pycache__
+    forks: bool = True  # its functions may run with --sandbox fork (a template that forks per connection)
 
     @property
     def command(self) -> tuple[str, ...]:
@@ -113,6 +116,11 @@ LANGUAGES = {
         # The rootfs is read-only: no bytecode is ever written; print reaches the log at once.
         ("PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1", f"PYTHONPATH={RUNTIME_DIR}"),
         BuildStep("build.py", "pip install", ("requirements.txt",)),
+    ),
+    # Node takes its connections over its IPC channel (faasd.channel): it reads no fd off a
+    # socket of its own. It has no fork(), so no template either; V8 keeps no bytecode on disk.
+    "node": Language(
+        "node", "node", ("runtime.js",), (), (f"{HANDOFF_ENV}={NODE_IPC}",), None, bytecode=False, forks=False
     ),
 }
 
@@ -262,8 +270,9 @@ class Runtimes:
             return await asyncio.to_thread(self._store.import_image, path, name, number, None)
 
     async def _compile(self, image: RootfsImage, lang: Language) -> dict[str, bytes]:
-        """The wrapper's bytecode, compiled by the runtime's own interpreter in a one-shot container;
-        an image without the interpreter is refused here, not at a deploy."""
+        """The wrapper's bytecode (if its language keeps any), compiled by the runtime's own
+        interpreter in a one-shot container; an image without the interpreter (or with one too
+        old for the wrapper) is refused here, not at a deploy."""
         owner = (self._config.userns_base + image.uid, self._config.userns_base + image.gid)
         with writable_dir(self._config.bundles_dir, owner) as out:
             finished = await self._oneshot.run(
@@ -280,7 +289,7 @@ class Runtimes:
                     f"the image cannot run faasd's {lang.name} wrapper with {lang.interpreter!r} "
                     f"(exit {finished.exit_code}): {said or 'no output'}"
                 )
-            return await asyncio.to_thread(read_compiled, out / "__pycache__")
+            return await asyncio.to_thread(read_compiled, out / "__pycache__") if lang.bytecode else {}
 
     def _write_record(self, runtime: Runtime) -> None:
         """Write ``runtime.json``: from now on the runtime exists, and survives a crash."""

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from faasd.admission import Admission, Overloaded
+from faasd.channel import CHANNEL_ENV
 from faasd.config import Config
 from faasd.errors import Busy, RuncError
 from faasd.images.archive import ImageConfig
@@ -197,7 +198,9 @@ class OneShot:
         spec = build_spec(
             config, image.uid, image.gid, limits, image.rootfs, "oneshot", self._config.userns_base, container_id
         )
+        # No handoff here, by /control.sock or by Node's channel: the process runs and exits.
         spec["mounts"] = [m for m in spec["mounts"] if m["destination"] != CONTROL_SOCKET]
+        spec["process"]["env"] = [item for item in spec["process"]["env"] if item != CHANNEL_ENV]
         spec["mounts"] += [mount.spec() for mount in mounts]
         bundle = self._config.bundles_dir / container_id
         bundle.mkdir(mode=0o711)

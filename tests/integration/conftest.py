@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import os
@@ -151,6 +152,24 @@ def start_daemon(roots: Path, ip_range: str, *extra_args: str) -> Daemon:
     return daemon
 
 
+def add_python_runtime(daemon: Daemon, image: Path) -> None:
+    """``faas runtime add python -f image`` on ``daemon``, which must take it."""
+    added = daemon.faas("runtime", "add", "python", "-f", str(image))
+    assert added.returncode == 0, added.stderr
+
+
+@contextlib.contextmanager
+def python_daemon(roots: Path, runtime_image: Path, ip_range: str, *extra_args: str) -> Iterator[Daemon]:
+    """A running daemon with the python runtime added (a module's functions from source), stopped
+    and removed afterwards."""
+    daemon = start_daemon(roots, ip_range, *extra_args)
+    try:
+        add_python_runtime(daemon, runtime_image)
+        yield daemon
+    finally:
+        discard(daemon)
+
+
 @pytest.fixture
 def make_daemon(daemon_roots: Path) -> Iterator[Callable[..., Daemon]]:
     """Factory of daemons, each on its own temp dirs and range; all are stopped at the end."""
@@ -262,6 +281,15 @@ def python_runtime_image(images: Path) -> Path:
     out = images / "python-runtime.tar"
     CACHE.mkdir(parents=True, exist_ok=True)
     build_runtime_image(out, "python", cache_dir=CACHE)
+    return out
+
+
+@pytest.fixture(scope="session")
+def node_runtime_image(images: Path) -> Path:
+    """Debian's nodejs with node-typescript and npm, for ``faas runtime add node``."""
+    out = images / "node-runtime.tar"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    build_runtime_image(out, "node", cache_dir=CACHE)
     return out
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import BIN, Daemon, daemon_range, eventually, http_get, start_daemon
+from tests.integration.conftest import BIN, Daemon, daemon_range, eventually, http_get, python_daemon
 
 RANGE = daemon_range(58)
 SLEEPER = "import time\n\ndef handler(event, context):\n    time.sleep(event['seconds'])\n    return 'slept'\n"
@@ -24,13 +24,10 @@ RUN_SECONDS = 6  # well past the queue timeout, and past the checks that follow 
 @pytest.fixture(scope="module")
 def daemon(daemon_roots: Path, python_runtime_image: Path) -> Iterator[Daemon]:
     """One slot for the whole daemon, a short queue wait, and no warm container to hold the slot."""
-    daemon = start_daemon(daemon_roots, RANGE, "--max-containers", "1", "--queue-timeout", "1", "--warm", "0")
-    try:
-        added = daemon.faas("runtime", "add", "python", "-f", str(python_runtime_image))
-        assert added.returncode == 0, added.stderr
+    with python_daemon(
+        daemon_roots, python_runtime_image, RANGE, "--max-containers", "1", "--queue-timeout", "1", "--warm", "0"
+    ) as daemon:
         yield daemon
-    finally:
-        daemon.stop()
 
 
 def containers_running(daemon: Daemon) -> float:

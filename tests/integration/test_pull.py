@@ -95,6 +95,25 @@ def test_docker_config_credentials_travel_with_the_pull_only(
     assert not (puller.state_dir / "registry-logins.json").exists()
 
 
+def test_check_refuses_a_pulled_image_whose_handler_exits_and_keeps_the_current_one(
+    puller: Daemon, registry: LocalRegistry, busybox_image: Callable[..., Path]
+) -> None:
+    login(puller, registry.host)
+    good = registry.push_archive(busybox_image("checked pull"), "team/checked", "1")
+    _, ip, _ = deployed(puller.faas("new", "checked", "--pull", good, "--check"))
+    broken = busybox_image("never serves", prelude="echo 'no app in this image' >&2; exit 3")
+    refused = puller.faas("new", "checked", "--pull", registry.push_archive(broken, "team/checked", "2"), "--check")
+    assert refused.returncode == 1
+    assert refused.stderr.endswith(
+        "faas: the check of checked version 2 failed: its container exited before its handler connected to "
+        "/control.sock (exit status 3); nothing deployed. Its last lines: [stderr] no app in this image\n"
+    ), refused.stderr
+    assert [v["version"] for v in json.loads(puller.faas("versions", "checked", "--json").stdout)["versions"]] == [1]
+    assert sorted(p.name for p in (puller.state_dir / "images" / "checked").iterdir()) == ["1"]
+    assert list((puller.state_dir / "uploads").iterdir()) == []
+    assert answer(ip) == "checked pull"
+
+
 def test_a_login_is_kept_root_only_and_a_wrong_one_refused(puller: Daemon, registry: LocalRegistry) -> None:
     wrong = puller.faas("login", registry.host, "-u", USER, "--password-stdin", input=b"wrong")
     assert wrong.returncode == 1 and "refused the credentials" in wrong.stderr, wrong.stderr

@@ -15,6 +15,7 @@ import socket
 import tarfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,37 +23,81 @@ import pytest
 from tests.integration.conftest import (
     Daemon,
     daemon_range,
-    discard,
     eventually,
     free_port,
     http_get,
     http_request,
-    start_daemon,
+    python_daemon,
 )
 
 SOURCE = Path(__file__).parent / "source"
+SOURCE_JS = Path(__file__).parent / "source_js"
 MODES = {"runc": 50, "fork": 52}  # each sandbox mode's daemon range
 GATEWAY_PORT = free_port()  # one mode's daemon stops before the other's starts
 runc_only = pytest.mark.parametrize("daemon", ["runc"], indirect=True)
 
 
+@dataclass(frozen=True)
+class Lang:
+    """What a test sends and expects in one language; the tests that read it run once per runtime."""
+
+    runtime: str
+    ext: str  # of an entry file
+    source: Path  # the fixture dir of the every-shape function
+    failed: str  # the error its "fail" kind answers
+    code_frame: str  # how its traceback names the function's own file
+    wrapper: str  # the runtime wrapper's file, left out of tracebacks
+    language: str  # go-faas's name of it
+
+
+PYTHON = Lang(
+    "python",
+    ".py",
+    SOURCE,
+    "ValueError: asked to fail",
+    'File "/faas/code/handler.py"',
+    "/faas/runtime/runtime.py",
+    "python",
+)
+NODE = Lang(
+    "node", ".js", SOURCE_JS, "Error: asked to fail", "/faas/code/handler.js:", "/faas/runtime/runtime.js", "javascript"
+)
+# Each language in each sandbox mode it has (node has no fork mode), or under runc alone.
+by_language = pytest.mark.parametrize(
+    ("daemon", "lang"),
+    [
+        pytest.param("runc", PYTHON, id="runc-python"),
+        pytest.param("fork", PYTHON, id="fork-python"),
+        pytest.param("runc", NODE, id="runc-node"),
+    ],
+    indirect=["daemon"],
+)
+by_language_runc = pytest.mark.parametrize(
+    ("daemon", "lang"),
+    [pytest.param("runc", PYTHON, id="runc-python"), pytest.param("runc", NODE, id="runc-node")],
+    indirect=["daemon"],
+)
+
+
 @pytest.fixture(scope="module", params=list(MODES))
-def daemon(request: pytest.FixtureRequest, daemon_roots: Path, python_runtime_image: Path) -> Iterator[Daemon]:
-    """One daemon for the module and sandbox mode (its default), with the python runtime added once."""
+def daemon(
+    request: pytest.FixtureRequest, daemon_roots: Path, python_runtime_image: Path, node_runtime_image: Path
+) -> Iterator[Daemon]:
+    """One daemon for the module and sandbox mode (its default), with the python runtime added once,
+    and under runc the node runtime (it has no fork mode)."""
     mode = request.param
     # One warm container a function, and a short drain: the machine's cores are few.
-    daemon = start_daemon(
+    with python_daemon(
         daemon_roots,
+        python_runtime_image,
         daemon_range(MODES[mode]),
         *("--gateway", f"127.0.0.1:{GATEWAY_PORT}", "--warm", "1", "--drain-timeout", "1"),
         *("--sandbox", mode),
-    )
-    try:
-        added = daemon.faas("runtime", "add", "python", "-f", str(python_runtime_image))
-        assert added.returncode == 0, added.stderr
+    ) as daemon:
+        if mode == "runc":  # node has no fork mode
+            added = daemon.faas("runtime", "add", "node", "-f", str(node_runtime_image))
+            assert added.returncode == 0, added.stderr
         yield daemon
-    finally:
-        discard(daemon)
 
 
 def post_control(daemon: Daemon, path: str, body: object) -> tuple[int, dict]:
@@ -66,10 +111,14 @@ def post_control(daemon: Daemon, path: str, body: object) -> tuple[int, dict]:
         return response.status, json.loads(response.read())
 
 
-def deploy(daemon: Daemon, name: str, *args: str) -> str:
-    result = daemon.faas("new", name, "--runtime", "python", *args)
+def deploy(daemon: Daemon, name: str, *args: str, runtime: str = "python") -> str:
+    result = daemon.faas("new", name, "--runtime", runtime, *args)
     assert result.returncode == 0, result.stderr
     return daemon.faas("ip", name).stdout.strip()
+
+
+def code_of(lang: Lang, python: str, js: str) -> str:
+    return python if lang is PYTHON else js
 
 
 def write(directory: Path, name: str, text: str) -> Path:
@@ -82,17 +131,30 @@ def post_json(ip: str, event: object) -> tuple[int, dict[str, str], bytes]:
     return http_request(ip, "POST", "/", json.dumps(event).encode(), {"Content-Type": "application/json"})
 
 
-def test_runtime_list_and_a_module_function_answers_in_every_shape(daemon: Daemon) -> None:
+def post_for_json(ip: str, event: object) -> tuple[int, object]:
+    """Status and parsed JSON answer of a POST: each runtime spaces its JSON its own way."""
+    status, _, body = post_json(ip, event)
+    return status, json.loads(body)
+
+
+@runc_only
+def test_runtime_list(daemon: Daemon) -> None:
     listed = json.loads(daemon.faas("runtime", "list", "--json").stdout)
-    assert [(r["name"], r["language"], r["layers"]) for r in listed] == [("python", "python", 3)]
+    assert [(r["name"], r["language"], r["layers"]) for r in listed] == [("node", "node", 3), ("python", "python", 3)]
     cache = daemon.state_dir / "runtimes" / "python" / "3" / "rootfs" / "faas" / "runtime" / "__pycache__"
     assert sorted(p.name.split(".")[0] for p in cache.iterdir()) == ["faas_handler", "runtime"], "compiled at add"
+    wrapper = daemon.state_dir / "runtimes" / "node" / "3" / "rootfs" / "faas" / "runtime"
+    assert sorted(p.name for p in wrapper.iterdir()) == ["runtime.js"], "node keeps no bytecode: the wrapper alone"
 
-    ip = deploy(daemon, "shapes", "--code", str(SOURCE), "--entry", "handler.py")
+
+@by_language
+def test_a_module_function_answers_in_every_shape(daemon: Daemon, lang: Lang) -> None:
+    name = f"shapes-{lang.runtime}"
+    ip = deploy(daemon, name, "--code", str(lang.source), "--entry", f"handler{lang.ext}", runtime=lang.runtime)
     status, headers, body = post_json(ip, {"a": 1})
     assert status == 200 and headers["content-type"] == "application/json"
     answer = json.loads(body)
-    assert answer["event"] == {"a": 1} and answer["function"] == "shapes" and answer["version"] == 1
+    assert answer["event"] == {"a": 1} and answer["function"] == name and answer["version"] == 1
     assert answer["method"] == "POST" and answer["path"] == "/" and answer["remaining"] is True
     assert len(answer["request_id"]) == 16
 
@@ -115,54 +177,77 @@ def test_runtime_list_and_a_module_function_answers_in_every_shape(daemon: Daemo
     status, headers, body = post_json(ip, {"kind": "fail"})
     error = json.loads(body)
     assert status == 500 and headers["content-type"] == "application/json"
-    assert error == {"error": "ValueError: asked to fail", "request_id": error["request_id"]}
+    assert error == {"error": lang.failed, "request_id": error["request_id"]}
 
     def logged() -> str:
-        return daemon.faas("logs", "shapes").stdout
+        return daemon.faas("logs", name).stdout
 
-    assert eventually(lambda: "raise ValueError" in logged())
+    assert eventually(lambda: lang.code_frame in logged())
     lines = logged().splitlines()
     failed = [line for line in lines if line.split()[1] == error["request_id"]]
-    assert any('File "/faas/code/handler.py"' in line for line in failed), "the traceback is in the log"
-    assert not any("/faas/runtime/runtime.py" in line for line in failed), "the wrapper's frames are left out"
+    assert any(lang.code_frame in line for line in failed), "the traceback is in the log"
+    assert not any(lang.wrapper in line for line in failed), "the wrapper's frames are left out"
     assert any(" stdout module loaded" in line for line in lines) and any("called with" in line for line in lines)
     assert b"called with" not in body, "print goes to the log, never into the response"
 
-    described = json.loads(daemon.faas("describe", "shapes", "--json").stdout)
-    assert (described["runtime"], described["entry"], described["image"]) == ("python", "handler.py", "runtime/python")
-    assert "Runtime:   python" in daemon.faas("describe", "shapes").stdout
+    described = json.loads(daemon.faas("describe", name, "--json").stdout)
+    entry = f"handler{lang.ext}"
+    assert (described["runtime"], described["entry"], described["image"]) == (
+        lang.runtime,
+        entry,
+        f"runtime/{lang.runtime}",
+    )
+    assert f"Runtime:   {lang.runtime}" in daemon.faas("describe", name).stdout
+
+    # Requests one after another on one connection (keep-alive), each answered in turn.
+    conn = http.client.HTTPConnection(ip, 80, timeout=30)
+    for n in range(3):
+        conn.request("POST", "/", json.dumps({"kind": "text", "name": str(n)}).encode())
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (200, f"hello {n}".encode())
+    conn.close()
 
 
-def test_script_body_style_versions_and_rollback(daemon: Daemon, tmp_path: Path) -> None:
-    v1 = write(tmp_path, "double.py", 'print("doubling")\nreturn {"double": event["a"] * 2}\n')
-    ip = deploy(daemon, "double", "--code", str(v1))
-    assert post_json(ip, {"a": 21})[::2] == (200, b'{"double": 42}')
-    v2 = write(tmp_path, "double.py", "return f\"{event['a'] * 2} (v2)\"\n")
-    assert deploy(daemon, "double", "--code", str(v2)) == ip
+@by_language
+def test_script_body_style_versions_and_rollback(daemon: Daemon, tmp_path: Path, lang: Lang) -> None:
+    name, entry = f"double-{lang.runtime}", f"double{lang.ext}"
+    v1 = code_of(
+        lang,
+        'print("doubling")\nreturn {"double": event["a"] * 2}\n',
+        'console.log("doubling");\nreturn { double: event.a * 2 };\n',
+    )
+    ip = deploy(daemon, name, "--code", str(write(tmp_path, entry, v1)), runtime=lang.runtime)
+    assert post_for_json(ip, {"a": 21}) == (200, {"double": 42})
+    v2 = write(tmp_path, entry, code_of(lang, "return f\"{event['a'] * 2} (v2)\"\n", "return `${event.a * 2} (v2)`;\n"))
+    assert deploy(daemon, name, "--code", str(v2), runtime=lang.runtime) == ip
     assert post_json(ip, {"a": 2})[::2] == (200, b"4 (v2)")
-    again = daemon.faas("new", "double", "--runtime", "python", "--code", str(v2))
+    again = daemon.faas("new", name, "--runtime", lang.runtime, "--code", str(v2))
     assert again.returncode == 0 and "same image as version 2" in again.stdout, "the same code is no new version"
 
-    listing = json.loads(daemon.faas("versions", "double", "--json").stdout)
+    listing = json.loads(daemon.faas("versions", name, "--json").stdout)
     assert [(v["version"], v["runtime"], v["entry"]) for v in listing["versions"]] == [
-        (1, "python", "double.py"),
-        (2, "python", "double.py"),
+        (1, lang.runtime, entry),
+        (2, lang.runtime, entry),
     ]
-    assert daemon.faas("rollback", "double").returncode == 0
-    assert post_json(ip, {"a": 5})[::2] == (200, b'{"double": 10}')
-    pinned = daemon.faas("ip", "double", "--version", "2").stdout.strip()
+    assert daemon.faas("rollback", name).returncode == 0
+    assert post_for_json(ip, {"a": 5}) == (200, {"double": 10})
+    pinned = daemon.faas("ip", name, "--version", "2").stdout.strip()
     assert post_json(pinned, {"a": 5})[::2] == (200, b"10 (v2)")
-    assert eventually(lambda: "stdout doubling" in daemon.faas("logs", "double").stdout)
+    assert eventually(lambda: "stdout doubling" in daemon.faas("logs", name).stdout)
 
 
-def test_async_handler_and_a_custom_handler_name(daemon: Daemon, tmp_path: Path) -> None:
-    code = write(
-        tmp_path,
-        "main.py",
+@by_language
+def test_async_handler_and_a_custom_handler_name(daemon: Daemon, tmp_path: Path, lang: Lang) -> None:
+    code = code_of(
+        lang,
         "import asyncio\nasync def run(event, context):\n    await asyncio.sleep(0)\n    return [1, 2]\n",
+        "exports.run = async (event, context) => {\n"
+        "  await new Promise((done) => setTimeout(done, 1));\n  return [1, 2];\n};\n",
     )
-    ip = deploy(daemon, "asyncfn", "--code", str(code), "--handler", "run")
-    assert http_get(ip) == (200, b"[1, 2]")
+    code_file = write(tmp_path, f"main{lang.ext}", code)
+    ip = deploy(daemon, f"async-{lang.runtime}", "--code", str(code_file), "--handler", "run", runtime=lang.runtime)
+    status, body = http_get(ip)
+    assert (status, json.loads(body)) == (200, [1, 2])
 
 
 STATEFUL = """import os, uuid
@@ -204,13 +289,43 @@ def test_fork_mode_forks_every_call_from_code_loaded_once(daemon: Daemon, tmp_pa
         ("named.py", "def handler(e, c):\n    return 1\n", ("--handler", "main"), "defines no main(event, context)"),
         ("boom.py", "raise RuntimeError('at import')\ndef handler(e, c): pass\n", (), "RuntimeError: at import"),
         ("notfn.py", "handler = 3\n", (), "handler is not a function"),
+        (
+            "syntax.js",
+            "module.exports = (event) => ({ a: 1 +* 2 });\n",
+            (),
+            "syntax.js:1:38: SyntaxError: Unexpected token '*'",
+        ),
+        (
+            "open.js",
+            "module.exports = (event) => {\n  return { a: 1\n};\n",
+            (),
+            "open.js:4:1: SyntaxError: Unexpected end of input",
+        ),
+        ("body.js", "const a = 1;\nreturn { a: a +* 2 };\n", (), "body.js:2:16: SyntaxError: Unexpected token '*'"),
+        (
+            "esm.mjs",
+            "export default (event) => {\n  return (1;\n};\n",
+            (),
+            "esm.mjs:2:12: SyntaxError: Unexpected token ';'",
+        ),
+        (
+            "export.js",
+            "export default () => 1;\n",
+            (),
+            "export.js:1:1: SyntaxError: Unexpected token 'export' (an ES module: name it .mjs",
+        ),
+        ("nothing.js", "const x = 1;\n", (), "nothing.js exports no handler(event, context)"),
+        ("named.js", "exports.handler = () => 1;\n", ("--handler", "main"), "named.js exports no main(event, context)"),
+        ("boom.js", "throw new Error('at import');\n", (), "boom.js failed while loading: Error: at import"),
+        ("nofn.mjs", "export const handler = 3;\n", (), "nofn.mjs exports no function"),
     ],
 )
 def test_bad_code_is_refused_at_deploy_and_leaves_nothing(
     daemon: Daemon, tmp_path: Path, name: str, text: str, args: tuple[str, ...], said: str
 ) -> None:
     before = sorted((daemon.state_dir / "images").iterdir())
-    result = daemon.faas("new", "refused", "--runtime", "python", "--code", str(write(tmp_path, name, text)), *args)
+    runtime = "python" if name.endswith(".py") else "node"
+    result = daemon.faas("new", "refused", "--runtime", runtime, "--code", str(write(tmp_path, name, text)), *args)
     assert result.returncode == 1 and said in result.stderr, result.stderr
     assert "refused" not in daemon.faas("list").stdout
     assert sorted((daemon.state_dir / "images").iterdir()) == before
@@ -271,39 +386,58 @@ def test_runtimes_and_source_functions_survive_a_restart(daemon: Daemon, tmp_pat
     daemon.start()
     assert http_get(ip) == (200, b"kept")
     assert not half.parent.exists()
-    assert [r["name"] for r in json.loads(daemon.faas("runtime", "list", "--json").stdout)] == ["python"]
+    assert [r["name"] for r in json.loads(daemon.faas("runtime", "list", "--json").stdout)] == ["node", "python"]
     assert http_get(deploy(daemon, "again", "--code", str(write(tmp_path, "a.py", "return 'again'\n")))) == (
         200,
         b"again",
     )
 
 
-@runc_only
-def test_the_readme_examples_answer_as_shown(daemon: Daemon) -> None:
+@by_language_runc
+def test_the_readme_examples_answer_as_shown(daemon: Daemon, lang: Lang) -> None:
     examples = Path(__file__).resolve().parents[2] / "handlers" / "source"
-    add = deploy(daemon, "readme-add", "--code", str(examples / "add.py"))
-    assert post_json(add, {"a": 1, "b": 2})[::2] == (200, b'{"sum": 3}')
-    double = deploy(daemon, "readme-double", "--code", str(examples / "double.py"))
-    assert post_json(double, {"n": 21})[::2] == (200, b'{"double": 42}')
-
-
-@runc_only
-def test_run_once_deploys_nothing_and_answers_result_stdout_stderr(daemon: Daemon, tmp_path: Path) -> None:
-    code = write(
-        tmp_path, "once.py", "def handler(event, context):\n    print('said')\n    return {'n': event['n'] + 1}\n"
+    add = deploy(daemon, f"readme-add-{lang.runtime}", "--code", str(examples / f"add{lang.ext}"), runtime=lang.runtime)
+    assert post_for_json(add, {"a": 1, "b": 2}) == (200, {"sum": 3})
+    double = deploy(
+        daemon, f"readme-double-{lang.runtime}", "--code", str(examples / f"double{lang.ext}"), runtime=lang.runtime
     )
+    assert post_for_json(double, {"n": 21}) == (200, {"double": 42})
+
+
+RUN_ONCE = {
+    "python": (
+        "def handler(event, context):\n    print('said')\n    return {'n': event['n'] + 1}\n",
+        "return 1 / event\n",
+        "ZeroDivisionError: division by zero",
+        'File "/faas/code/fails.py", line 1',
+        "import time\ntime.sleep(60)\nreturn 1\n",
+    ),
+    "node": (
+        "module.exports = (event, context) => {\n  console.log('said');\n  return { n: event.n + 1 };\n};\n",
+        "if (event === 0) throw new RangeError('division by zero');\nreturn 1 / event;\n",
+        "RangeError: division by zero",
+        "/faas/code/fails.js:1:",
+        "await new Promise((done) => setTimeout(done, 60000));\nreturn 1;\n",
+    ),
+}
+
+
+@by_language_runc
+def test_run_once_deploys_nothing_and_answers_result_stdout_stderr(daemon: Daemon, tmp_path: Path, lang: Lang) -> None:
+    once, fails, error, frame, sleeps = RUN_ONCE[lang.runtime]
+    code = write(tmp_path, f"once{lang.ext}", once)
     before = daemon.faas("list", "--json").stdout
-    result = daemon.faas("run", "--runtime", "python", "--code", str(code), "--input", '{"n": 1}')
+    result = daemon.faas("run", "--runtime", lang.runtime, "--code", str(code), "--input", '{"n": 1}')
     answer = json.loads(result.stdout)
     assert result.returncode == 0 and answer["result"] == {"n": 2} and answer["stdout"] == "said\n"
     assert answer["exit_code"] == 0 and answer["stderr"] == "" and answer["duration_ms"] > 0
-    failing = write(tmp_path, "fails.py", "return 1 / event\n")
-    result = daemon.faas("run", "--runtime", "python", "--code", str(failing), "--input", "0")
+    failing = write(tmp_path, f"fails{lang.ext}", fails)
+    result = daemon.faas("run", "--runtime", lang.runtime, "--code", str(failing), "--input", "0")
     answer = json.loads(result.stdout)
-    assert result.returncode == 1 and answer["error"] == "ZeroDivisionError: division by zero"
-    assert answer["exit_code"] == 1 and 'File "/faas/code/fails.py", line 1' in answer["stderr"]
-    sleeper = write(tmp_path, "sleeps.py", "import time\ntime.sleep(60)\nreturn 1\n")
-    result = daemon.faas("run", "--runtime", "python", "--code", str(sleeper), "--timeout", "1")
+    assert result.returncode == 1 and answer["error"] == error
+    assert answer["exit_code"] == 1 and frame in answer["stderr"]
+    sleeper = write(tmp_path, f"sleeps{lang.ext}", sleeps)
+    result = daemon.faas("run", "--runtime", lang.runtime, "--code", str(sleeper), "--timeout", "1")
     answer = json.loads(result.stdout)
     assert result.returncode == 1 and answer["exit_code"] is None and "took over 1 s" in answer["error"]
     assert daemon.faas("list", "--json").stdout == before, "a run deploys nothing"
@@ -348,26 +482,45 @@ def test_run_once_streams_each_line_and_item_as_it_comes_then_the_answer(daemon:
     assert status == 404, "a refusal before the code runs keeps its own status, streaming or not"
 
 
-def test_go_faas_upload_run_now_and_its_path_names(daemon: Daemon) -> None:
-    """The examples of go-faas's own README, sent as its clients send them."""
-    upload = {"path": "math/add", "language": "python", "code": 'return {"result": event["a"] + event["b"]}'}
-    status, answer = post_control(daemon, "/upload", upload)
-    assert status == 200 and (answer["path"], answer["language"]) == ("math/add", "python")
-    assert abs(answer["version"] - time.time()) < 120, "the version is the upload's Unix time"
-    ip = daemon.faas("ip", "math-add").stdout.strip()
-    assert post_json(ip, {"a": 10, "b": 5})[::2] == (200, b'{"result": 15}')
-    status, again = post_control(daemon, "/upload", upload)
-    assert status == 200 and json.loads(daemon.faas("versions", "math-add", "--json").stdout)["current"] == 2
+# The examples of go-faas's own README, per language: an upload's path and code; run-now's code,
+# a text answer and a failure with what it says.
+GO_FAAS = {
+    "python": (
+        "math/add",
+        'return {"result": event["a"] + event["b"]}',
+        "result = {\n  'sum': event['a'] + event['b'],\n  'product': event['a'] * event['b']\n}\nreturn result",
+        "return 'hi'",
+        ("if event:\n  raise KeyError('x')\nreturn 1", "KeyError: 'x'"),
+    ),
+    "node": (
+        "js/math/add",
+        "return { result: event.a + event.b };",
+        "const result = {\n  sum: event.a + event.b,\n  product: event.a * event.b\n};\nreturn result;",
+        "return 'hi';",
+        ("if (event) throw new TypeError('x');\nreturn 1;", "TypeError: x"),
+    ),
+}
 
-    run_now = {
-        "language": "python",
-        "code": "result = {\n  'sum': event['a'] + event['b'],\n  'product': event['a'] * event['b']\n}\nreturn result",
-        "input": '{"a": 10, "b": 5}',
-    }
+
+@by_language
+def test_go_faas_upload_run_now_and_its_path_names(daemon: Daemon, lang: Lang) -> None:
+    """The examples of go-faas's own README, sent as its clients send them."""
+    path, uploaded, run_code, text_code, (failing_code, failed_error) = GO_FAAS[lang.runtime]
+    upload = {"path": path, "language": lang.language, "code": uploaded}
+    status, answer = post_control(daemon, "/upload", upload)
+    assert status == 200 and (answer["path"], answer["language"]) == (path, lang.language)
+    assert abs(answer["version"] - time.time()) < 120, "the version is the upload's Unix time"
+    name = path.replace("/", "-")
+    ip = daemon.faas("ip", name).stdout.strip()
+    assert post_for_json(ip, {"a": 10, "b": 5}) == (200, {"result": 15})
+    status, again = post_control(daemon, "/upload", upload)
+    assert status == 200 and json.loads(daemon.faas("versions", name, "--json").stdout)["current"] == 2
+
+    run_now = {"language": lang.language, "code": run_code, "input": '{"a": 10, "b": 5}'}
     assert post_control(daemon, "/run-now", run_now) == (200, {"data": {"sum": 15, "product": 50}, "type": "json"})
-    assert post_control(daemon, "/run-now", run_now | {"code": "return 'hi'"}) == (200, {"data": "hi", "type": "text"})
-    status, failed = post_control(daemon, "/run-now", run_now | {"code": "if event:\n  raise KeyError('x')\nreturn 1"})
-    assert status == 500 and failed["error"] == "KeyError: 'x'"
+    assert post_control(daemon, "/run-now", run_now | {"code": text_code}) == (200, {"data": "hi", "type": "text"})
+    status, failed = post_control(daemon, "/run-now", run_now | {"code": failing_code})
+    assert status == 500 and failed["error"] == failed_error
     status, refused = post_control(daemon, "/upload", upload | {"language": "cobol"})
     assert status == 400 and "unknown language 'cobol'" in refused["error"]
 
@@ -406,12 +559,32 @@ def read_events(conn: http.client.HTTPConnection) -> list[tuple[float, str, str]
     return events
 
 
-def test_a_generator_streams_each_item_the_moment_it_is_yielded(daemon: Daemon, tmp_path: Path) -> None:
-    code = (
+STREAMS = {
+    "python": (
         "import time\ndef handler(event, context):\n    for i in range(3):\n"
-        "        yield {'i': i, 't': time.time()}\n        time.sleep(0.5)\n    return 'done'\n"
+        "        yield {'i': i, 't': time.time()}\n        time.sleep(0.5)\n    return 'done'\n",
+        "import time\nfor i in range(3):\n    print(f'step {i}')\n    time.sleep(0.3)\nreturn {'done': True}\n",
+        "def handler(event, context):\n    yield 1\n    raise ValueError('mid-stream')\n",
+        "ValueError: mid-stream",
+    ),
+    "node": (
+        "module.exports = async function* (event, context) {\n  for (let i = 0; i < 3; i++) {\n"
+        "    yield { i, t: Date.now() / 1000 };\n    await new Promise((done) => setTimeout(done, 500));\n  }\n"
+        "  return 'done';\n};\n",
+        "for (let i = 0; i < 3; i++) {\n  console.log(`step ${i}`);\n"
+        "  await new Promise((done) => setTimeout(done, 300));\n}\nreturn { done: true };\n",
+        "module.exports = function* (event, context) {\n  yield 1;\n  throw new Error('mid-stream');\n};\n",
+        "Error: mid-stream",
+    ),
+}
+
+
+@by_language
+def test_a_generator_streams_each_item_the_moment_it_is_yielded(daemon: Daemon, tmp_path: Path, lang: Lang) -> None:
+    code = STREAMS[lang.runtime][0]
+    ip = deploy(
+        daemon, f"stream-{lang.runtime}", "--code", str(write(tmp_path, f"gen{lang.ext}", code)), runtime=lang.runtime
     )
-    ip = deploy(daemon, "stream", "--code", str(write(tmp_path, "gen.py", code)))
     http_get(ip)  # a first connection, so the next one finds its container warm
     events = sse_events(ip)
     assert [(name, json.loads(data)["i"]) for _, name, data in events[:3]] == [("message", i) for i in range(3)]
@@ -421,25 +594,33 @@ def test_a_generator_streams_each_item_the_moment_it_is_yielded(daemon: Daemon, 
     assert all(delay < 0.5 for delay in delays), "each item arrives before the next is made: nothing is held back"
 
 
-def test_accept_event_stream_streams_what_the_code_prints(daemon: Daemon, tmp_path: Path) -> None:
-    code = "import time\nfor i in range(3):\n    print(f'step {i}')\n    time.sleep(0.3)\nreturn {'done': True}\n"
-    ip = deploy(daemon, "printer", "--code", str(write(tmp_path, "p.py", code)))
+@by_language
+def test_accept_event_stream_streams_what_the_code_prints(daemon: Daemon, tmp_path: Path, lang: Lang) -> None:
+    _, printer, failing, error = STREAMS[lang.runtime]
+    name = f"printer-{lang.runtime}"
+    ip = deploy(daemon, name, "--code", str(write(tmp_path, f"p{lang.ext}", printer)), runtime=lang.runtime)
     events = sse_events(ip, {"Accept": "text/event-stream"})
-    assert [(name, data) for _, name, data in events] == [
+    assert [(name, data) for _, name, data in events[:3]] == [
         ("message", "step 0"),
         ("message", "step 1"),
         ("message", "step 2"),
-        ("result", '{"done": true}'),
     ]
+    assert events[3][1] == "result" and json.loads(events[3][2]) == {"done": True} and len(events) == 4
     assert events[1][0] - events[0][0] > 0.2, "each line is sent as it is printed, not at the end"
-    assert http_get(ip) == (200, b'{"done": true}'), "without the Accept header, the return value alone"
-    assert eventually(lambda: "stdout step 2" in daemon.faas("logs", "printer").stdout), "the lines reach the log too"
+    status, body = http_get(ip)
+    assert (status, json.loads(body)) == (200, {"done": True}), "without the Accept header, the return value alone"
+    assert eventually(lambda: "stdout step 2" in daemon.faas("logs", name).stdout), "the lines reach the log too"
 
-    failing = "def handler(event, context):\n    yield 1\n    raise ValueError('mid-stream')\n"
-    ip = deploy(daemon, "streamfail", "--code", str(write(tmp_path, "f.py", failing)))
+    ip = deploy(
+        daemon,
+        f"streamfail-{lang.runtime}",
+        "--code",
+        str(write(tmp_path, f"f{lang.ext}", failing)),
+        runtime=lang.runtime,
+    )
     events = sse_events(ip)
     assert events[0][1:] == ("message", "1") and events[1][1] == "error"
-    assert json.loads(events[1][2])["error"] == "ValueError: mid-stream"
+    assert json.loads(events[1][2])["error"] == error
 
 
 def gateway(method: str, path: str, body: bytes | None = None, host: str = "127.0.0.1") -> tuple[int, bytes]:
@@ -452,30 +633,43 @@ def gateway(method: str, path: str, body: bytes | None = None, host: str = "127.
         conn.close()
 
 
-def test_the_gateway_routes_by_path_and_the_function_sees_the_path_after_it(daemon: Daemon, tmp_path: Path) -> None:
-    code = "def handler(event, context):\n    return {'path': context.path, 'event': event}\n"
-    deploy(daemon, "paths", "--code", str(write(tmp_path, "paths.py", code)))
-    status, body = gateway("POST", "/function/paths/a/b?x=1", b'{"k": 1}')
+@by_language
+def test_the_gateway_routes_by_path_and_the_function_sees_the_path_after_it(
+    daemon: Daemon, tmp_path: Path, lang: Lang
+) -> None:
+    code = code_of(
+        lang,
+        "def handler(event, context):\n    return {'path': context.path, 'event': event}\n",
+        "module.exports = (event, context) => ({ path: context.path, event });\n",
+    )
+    name = f"paths-{lang.runtime}"
+    deploy(daemon, name, "--code", str(write(tmp_path, f"paths{lang.ext}", code)), runtime=lang.runtime)
+    status, body = gateway("POST", f"/function/{name}/a/b?x=1", b'{"k": 1}')
     assert status == 200 and json.loads(body) == {"path": "/a/b", "event": {"k": 1}}
-    assert json.loads(gateway("POST", "/function/paths", b"{}")[1])["path"] == "/"
+    assert json.loads(gateway("POST", f"/function/{name}", b"{}")[1])["path"] == "/"
     # GraalFaaS: POST /invoke/{id} with the event as the body, and GET /health.
-    assert json.loads(gateway("POST", "/invoke/paths", b'{"name": "World"}')[1]) == {
+    assert json.loads(gateway("POST", f"/invoke/{name}", b'{"name": "World"}')[1]) == {
         "path": "/",
         "event": {"name": "World"},
     }
     assert gateway("GET", "/health") == (200, b'{"status": "UP"}')
     # Host routing still wins: a function reached by its name keeps every path of its own.
-    assert json.loads(gateway("POST", "/function/other/x", b"{}", host="paths")[1])["path"] == "/function/other/x"
+    assert json.loads(gateway("POST", "/function/other/x", b"{}", host=name)[1])["path"] == "/function/other/x"
+    status, body = gateway("GET", "/function/nosuch/")
+    assert status == 404 and b"no function named 'nosuch'" in body
     status, body = gateway("GET", "/function/nosuch/")
     assert status == 404 and b"no function named 'nosuch'" in body
 
 
-def test_go_faas_run_by_path_on_the_gateway(daemon: Daemon) -> None:
-    upload = {"path": "calc/mul", "language": "python", "code": 'return {"result": event["a"] * event["b"]}'}
+@by_language
+def test_go_faas_run_by_path_on_the_gateway(daemon: Daemon, lang: Lang) -> None:
+    code = code_of(lang, 'return {"result": event["a"] * event["b"]}', "return { result: event.a * event.b };")
+    path = f"calc/mul-{lang.runtime}"
+    upload = {"path": path, "language": lang.language, "code": code}
     assert post_control(daemon, "/upload", upload)[0] == 200
-    status, body = gateway("POST", "/run/calc/mul", json.dumps({"input": {"a": 10, "b": 5}}).encode())
+    status, body = gateway("POST", f"/run/{path}", json.dumps({"input": {"a": 10, "b": 5}}).encode())
     assert (status, json.loads(body)) == (200, {"data": {"result": 50}, "type": "json"})
-    status, body = gateway("POST", "/run/calc/mul", json.dumps({"input": '{"a": 2, "b": 3}'}).encode())
+    status, body = gateway("POST", f"/run/{path}", json.dumps({"input": '{"a": 2, "b": 3}'}).encode())
     assert json.loads(body) == {"data": {"result": 6}, "type": "json"}, "input as JSON text, as go-faas takes it"
 
 
@@ -505,6 +699,24 @@ def test_a_graalfaas_manifest_with_dependencies_and_invoke_by_id(daemon: Daemon)
     assert (status, body) == (200, b"Hello, PyUser!"), "a one-argument handler(event), as GraalFaaS calls it"
     described = json.loads(daemon.faas("describe", "hello-deps", "--json").stdout)
     assert (described["runtime"], described["entry"]) == ("python", "handler.py")
+
+
+@runc_only
+@pytest.mark.parametrize(
+    ("manifest", "name", "entry"),
+    [("hello-deps.jsonc", "hello-deps-js", "index.js"), ("hello-esm.jsonc", "hello-esm", "index.mjs")],
+)
+def test_graalfaas_javascript_manifests_a_declared_handler_with_require_and_an_es_module(
+    daemon: Daemon, manifest: str, name: str, entry: str
+) -> None:
+    """GraalFaaS's own JavaScript examples: ``function handler(event)`` that requires a dependency
+    by name, and an ES module (``jsEvalAsModule``) exporting ``handler``."""
+    result = daemon.faas("new", "--manifest", str(SOURCE_JS / "graal" / manifest))
+    assert result.returncode == 0, result.stderr
+    status, body = gateway("POST", f"/invoke/{name}", b'{"name": "World"}')
+    assert (status, json.loads(body)) == (200, {"message": "Hello, World!"})
+    described = json.loads(daemon.faas("describe", name, "--json").stdout)
+    assert (described["runtime"], described["entry"]) == ("node", entry)
 
 
 def tar_of(files: dict[str, bytes]) -> str:
@@ -572,3 +784,81 @@ def test_a_job_runs_on_a_deployed_functions_image_that_has_no_mount_points_for_i
     assert "/job-" not in Path("/proc/self/mountinfo").read_text(), "each job's overlay is unmounted after it"
     status, refused = post_control(daemon, "/v1/jobs", job | {"DockerFile": "FROM function:nosuch\nCMD true"})
     assert status == 404 and "no function named 'nosuch'" in refused["error"]
+
+
+@runc_only
+def test_node_refuses_fork_mode_and_leaves_nothing(daemon: Daemon, tmp_path: Path) -> None:
+    code = write(tmp_path, "f.js", "return 1;\n")
+    before = sorted((daemon.state_dir / "images").iterdir())
+    result = daemon.faas("new", "js-forked", "--runtime", "node", "--code", str(code), "--sandbox", "fork")
+    assert result.returncode == 1 and "cannot run with --sandbox fork" in result.stderr, result.stderr
+    assert "--sandbox runc" in result.stderr and "js-forked" not in daemon.faas("list").stdout
+    assert sorted((daemon.state_dir / "images").iterdir()) == before
+
+
+@runc_only
+def test_node_containers_are_reused_and_failures_answer_as_for_any_handler(daemon: Daemon, tmp_path: Path) -> None:
+    """The channel goes through the same container life: reuse, 502 for a handler gone without a
+    word, 504 at the deadline, each in the function's log."""
+    counter = write(tmp_path, "count.js", "let served = 0;\nmodule.exports = () => ++served;\n")
+    ip = deploy(daemon, "counter", "--code", str(counter), "--reuse", "3", "--warm", "0", runtime="node")
+    counts: list[int] = []
+    while len(counts) < 9 and counts[-3:] != [1, 2, 3]:
+        status, body = http_get(ip)
+        assert status == 200
+        counts.append(int(body))
+        # A connection is logged once its container is done with it: ready for the next, or gone.
+        served = len(counts)
+        assert eventually(lambda served=served: daemon.faas("logs", "counter").stdout.count("outcome=served") == served)
+    # A container may be let go early (the pool frees slots others wait for), never kept past 3.
+    assert counts[-3:] == [1, 2, 3], counts
+    assert all(n == 1 or n == previous + 1 for previous, n in zip([0, *counts], counts, strict=False)), counts
+    assert http_get(ip) == (200, b"1"), "after three connections, a fresh container"
+
+    gone = write(tmp_path, "gone.js", "module.exports = () => process.exit(0);\n")
+    ip = deploy(daemon, "gone", "--code", str(gone), runtime="node")
+    status, body = http_get(ip)
+    assert status == 502 and b"exited without answering" in body
+    slow = write(tmp_path, "slow.js", "module.exports = () => new Promise(() => {});\n")
+    ip = deploy(daemon, "slow", "--code", str(slow), "--timeout", "1", runtime="node")
+    status, body = http_get(ip)
+    assert status == 504 and b"did not answer before its deadline" in body
+    assert eventually(lambda: "outcome=deadline_silent" in daemon.faas("logs", "slow").stdout)
+
+
+@runc_only
+def test_node_run_once_streams_each_line_and_item_as_it_comes_then_the_answer(daemon: Daemon, tmp_path: Path) -> None:
+    code = (
+        "module.exports = async function* (event) {\n  for (let i = 0; i < 3; i++) {\n    console.log(`line ${i}`);\n"
+        "    yield { i, t: Date.now() / 1000 };\n    await new Promise((done) => setTimeout(done, 400));\n  }\n"
+        "  return 'done';\n};\n"
+    )
+    source = {"runtime": "node", "files": {"gen.js": code}, "input": None, "stream": True}
+    events = post_control_events(daemon, "/v1/run", source)
+    assert [(name, data) for _, name, data in events[:6:2]] == [("message", f"line {i}") for i in range(3)]
+    items = [json.loads(data) for _, _, data in events[1:6:2]]
+    assert [item["i"] for item in items] == [0, 1, 2]
+    delays = [arrived - item["t"] for (arrived, _, _), item in zip(events[1:6:2], items, strict=True)]
+    print("node run-once SSE delays from yield to arrival (ms):", [round(d * 1000, 2) for d in delays])
+    assert all(delay < 0.4 for delay in delays), "each item arrives before the next is made"
+    name, answer = events[6][1], json.loads(events[6][2])
+    assert (name, answer["result"], answer["exit_code"], len(events)) == ("result", "done", 0, 7)
+
+    path = write(
+        tmp_path, "count.js", "for (let i = 0; i < 2; i++) console.log(`step ${i}`);\nreturn { done: true };\n"
+    )
+    result = daemon.faas("run", "--runtime", "node", "--code", str(path), "--stream")
+    lines, _, rest = result.stdout.partition("{")
+    assert result.returncode == 0 and lines == "step 0\nstep 1\n", result.stdout
+    assert json.loads("{" + rest)["result"] == {"done": True}
+
+    run_now = {
+        "language": "javascript",
+        "code": "console.log('working');\nreturn { sum: event.a };",
+        "input": '{"a": 4}',
+    }
+    events = post_control_events(daemon, "/run-now", run_now | {"stream": True})
+    assert [(name, json.loads(data) if name == "result" else data) for _, name, data in events] == [
+        ("message", "working"),
+        ("result", {"sum": 4}),
+    ]

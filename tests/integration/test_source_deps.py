@@ -18,7 +18,7 @@ from faasd.images.archive import ImageConfig
 from faasd.limits import Limits
 from faasd.sandbox.runc import Runc
 from faasd.source.sandbox import OneShot, Output, RootfsImage
-from tests.integration.conftest import Daemon, daemon_range, http_request, start_daemon
+from tests.integration.conftest import Daemon, daemon_range, http_request, python_daemon
 from tools.packages import write_wheel
 
 RANGE = daemon_range(51)
@@ -49,13 +49,9 @@ def packages(daemon_roots: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def daemon(daemon_roots: Path, python_runtime_image: Path, packages: Path) -> Iterator[Daemon]:
-    daemon = start_daemon(daemon_roots, RANGE, "--packages", str(packages), "--max-deps-size", MAX_DEPS, "--warm", "1")
-    try:
-        added = daemon.faas("runtime", "add", "python", "-f", str(python_runtime_image))
-        assert added.returncode == 0, added.stderr
+    flags = ("--packages", str(packages), "--max-deps-size", MAX_DEPS, "--warm", "1")
+    with python_daemon(daemon_roots, python_runtime_image, RANGE, *flags) as daemon:
         yield daemon
-    finally:
-        daemon.stop()
 
 
 def function_dir(parent: Path, requirements: str, handler: str) -> Path:

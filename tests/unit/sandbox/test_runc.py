@@ -42,3 +42,8 @@ def test_real_runc_lists_nothing_and_reports_failures(tmp_path: Path) -> None:
         assert "no-such-container" in failure.value.stderr or "not exist" in failure.value.stderr
 
     asyncio.run(scenario())
+
+
+def test_run_args_pass_extra_fds_through_when_asked() -> None:
+    argv = RUNC.run_args("hello-1", Path("/b"), extra_fds=1)
+    assert argv == ["runc", "--root", "/run/faasd/runc", "run", "--preserve-fds", "1", "--bundle", "/b", "hello-1"]

@@ -121,3 +121,12 @@ def test_a_template_renders_the_spec_of_each_container() -> None:
     template = SpecTemplate.of(build_spec(IMAGE, 1000, 1000, Limits(), ROOTFS, "hello", BASE))
     assert json.loads(template.render("hello-abc")) == spec()
     assert json.loads(template.render("hello-def"))["linux"]["cgroupsPath"] == "/faasd/hello-def"
+
+
+def test_an_image_on_nodes_channel_gets_fd_3_named_and_no_control_socket() -> None:
+    node = ImageConfig(entrypoint=(), cmd=("node", "/app.js"), env=("FAAS_HANDOFF=node-ipc",), working_dir="", user="")
+    config = spec(node)
+    assert "NODE_CHANNEL_FD=3" in config["process"]["env"]
+    assert CONTROL_SOCKET not in [mount["destination"] for mount in config["mounts"]]
+    assert not any(item.startswith("NODE_CHANNEL_FD=") for item in spec()["process"]["env"])
+    assert CONTROL_SOCKET in [mount["destination"] for mount in spec()["mounts"]]

@@ -42,6 +42,8 @@ def check(code_dir: Path, entry: str, handler: str = "handler") -> tuple[int, di
         ),
         ("import no_such_module\nreturn 1\n", {"ok": True, "style": "script"}),  # imports run per request
         ("import no_such_module\ndef handler(e, c): pass\n", {"ok": False}),
+        # Module scope never names the handler: told apart by its tree, as a script body is.
+        ("def setup():\n    global handler\n    handler = lambda e, c: 1\nsetup()\n", {"ok": True, "style": "module"}),
     ],
 )
 def test_check_tells_the_style_or_what_is_wrong(tmp_path: Path, source: str, verdict: dict[str, object]) -> None:
@@ -55,6 +57,17 @@ def test_check_keeps_what_the_code_prints_out_of_the_verdict(tmp_path: Path) -> 
     (tmp_path / "f.py").write_text("print('loading')\ndef handler(e, c):\n    return 1\n")
     code, said, stderr = check(tmp_path, "f.py")
     assert code == 0 and said["ok"] is True and "loading" in stderr
+
+
+def test_a_module_loads_without_importing_ast_or_traceback(tmp_path: Path) -> None:
+    """Every container of a function pays for what its wrapper imports before a connection comes."""
+    (tmp_path / "f.py").write_text(
+        "import sys\nprint(sorted(m for m in ('ast', 'traceback') if m in sys.modules))\n"
+        "def handler(e, c):\n    return 1\n"
+    )
+    code, said, stderr = check(tmp_path, "f.py")
+    assert code == 0 and said["style"] == "module"
+    assert stderr.strip() == "[]"
 
 
 def test_script_keeps_its_line_numbers(tmp_path: Path) -> None:
