@@ -119,12 +119,12 @@ class ForkConnection:
             metadata["prefix"] = prefix  # routed by path: the app is mounted under it
         client.setblocking(True)  # the flag is the open file's: the child's copy must block
         if not self._hand_over(client, metadata):
-            # It died a moment ago (with its template, say) and never saw the client: a new one.
+            # It died a moment ago (with its template's container, say) and never saw the client: a new one.
             return await self._serve_on_another(client, metadata, timeout)
         outcome = await self._wait(client, timeout)
         if outcome is Outcome.NO_ANSWER and bytes_read(client) == 0:
-            # It took the client but died before reading a byte (its template killed, taking it
-            # along): the connection is whole, so a new child gets it, once.
+            # It took the client but died before reading a byte (its template's container killed,
+            # taking it along): the connection is whole, so a new child gets it, once.
             return await self._serve_on_another(client, metadata, timeout)
         return outcome
 

@@ -160,13 +160,14 @@ def add_python_runtime(daemon: Daemon, image: Path) -> None:
 
 @contextlib.contextmanager
 def python_daemon(roots: Path, runtime_image: Path, ip_range: str, *extra_args: str) -> Iterator[Daemon]:
-    """A running daemon with the python runtime added (a module's functions from source), stopped afterwards."""
+    """A running daemon with the python runtime added (a module's functions from source), stopped
+    and removed afterwards."""
     daemon = start_daemon(roots, ip_range, *extra_args)
     try:
         add_python_runtime(daemon, runtime_image)
         yield daemon
     finally:
-        daemon.stop()
+        discard(daemon)
 
 
 @pytest.fixture
@@ -180,8 +181,15 @@ def make_daemon(daemon_roots: Path) -> Iterator[Callable[..., Daemon]]:
 
     yield make
     for daemon in daemons:
-        if daemon.proc is not None:
-            daemon.stop()
+        discard(daemon)
+
+
+def discard(daemon: Daemon) -> None:
+    """Stop ``daemon`` if it runs and remove its dirs now: left to the session's end, the rootfs
+    of every daemon would be removed at once, in one teardown that a busy host makes slow."""
+    if daemon.proc is not None:
+        daemon.stop()
+    shutil.rmtree(daemon.root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from faasd.sandbox.cgroups import ROOT, daemon_parent, hierarchies, is_unified
-from tests.integration.conftest import Daemon, daemon_range, eventually, http_get, start_daemon
+from tests.integration.conftest import Daemon, daemon_range, discard, eventually, http_get, start_daemon
 from tests.integration.test_sandbox import ask
 
 
@@ -34,7 +34,7 @@ class Forks:
 def forks(daemon_roots: Path, probe_image: Path) -> Iterator[Forks]:
     daemon = start_daemon(daemon_roots, daemon_range(61), "--sandbox", "fork", "--start-timeout", "3")
     yield Forks(daemon, daemon.deploy("probe", probe_image))
-    daemon.stop()
+    discard(daemon)
 
 
 def templates(daemon: Daemon, function: str) -> dict[str, int]:

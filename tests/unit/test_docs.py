@@ -17,7 +17,8 @@ import click
 import pytest
 
 from faas_cli.main import main as faas
-from faasd.api import DEPLOY_PARAMS, make_app, version_json
+from faasd.api import make_app
+from faasd.api.functions import DEPLOY_PARAMS, version_json
 from faasd.config import Config
 from faasd.images.archive import ImageConfig
 from faasd.instance import Outcome
